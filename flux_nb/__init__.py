@@ -1,0 +1,115 @@
+"""flux-nb: FLUX.2 Klein 4B in Jupyter.
+
+    %load_ext flux_nb          then a %%flux cell: the cell text is the prompt
+    flux_nb.generate("a red fox in snow", seed=7).wait().image
+    flux_nb.Panel()            every parameter as widgets, with a gallery
+
+Without OXEN_API_KEY everything runs on a local offline stand-in server (not FLUX); with a key it
+talks to Oxen.ai's hosted API. Same code path either way.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from .errors import (
+    ApiError,
+    AuthError,
+    BadRequestError,
+    CreditsError,
+    FluxError,
+    GenerationCancelled,
+    GenerationFailed,
+    InputImageError,
+    NetworkError,
+    NotFoundError,
+    RateLimitError,
+    ServerError,
+    StorageError,
+    ValidationError,
+)
+from .recipe import MODEL_ID, Recipe
+
+__version__ = "0.1.0"
+
+# Background threads must never print into whichever cell happens to run: no lastResort handler.
+logging.getLogger("flux_nb").addHandler(logging.NullHandler())
+
+
+def session(**kwargs: Any):
+    """The kernel's Session (made on first use; keyword arguments make a new one)."""
+    from .session import session as _session
+
+    return _session(**kwargs)
+
+
+def generate(prompt: str, n: int = 1, **params: Any):
+    """Start an image (n images: a list) in the background and return its Generation at once.
+
+    Keywords are the API's field names: seed, aspect_ratio, output_quality, output_format,
+    num_inference_steps, guidance_scale, input_image (paths, URLs, PIL images, bytes, Generations).
+    """
+    return session().generate(prompt, n, **params)
+
+
+def reproduce(source: Any):
+    """Run again the recipe of a Generation, a saved image file or a generation id."""
+    return session().reproduce(source)
+
+
+def resume():
+    """Collect generations that an earlier kernel sent and never saved."""
+    return session().resume()
+
+
+def read_recipe(path: Any) -> Recipe:
+    """The recipe embedded in an image file saved by flux-nb."""
+    from .metadata import read_recipe as _read
+
+    return Recipe.from_dict(_read(path)["recipe"])
+
+
+def Panel(**kwargs: Any):  # noqa: N802 - a widget class to the user
+    """The widgets panel: every parameter, image upload, a live gallery with reproduce buttons."""
+    from .panel import Panel as _Panel
+
+    return _Panel(**kwargs)
+
+
+def load_ipython_extension(ipython) -> None:
+    from .magic import load_ipython_extension as _load
+
+    _load(ipython)
+
+
+def unload_ipython_extension(ipython) -> None:
+    from .magic import unload_ipython_extension as _unload
+
+    _unload(ipython)
+
+
+__all__ = [
+    "MODEL_ID",
+    "Recipe",
+    "Panel",
+    "generate",
+    "reproduce",
+    "resume",
+    "read_recipe",
+    "session",
+    "ApiError",
+    "AuthError",
+    "BadRequestError",
+    "CreditsError",
+    "FluxError",
+    "GenerationCancelled",
+    "GenerationFailed",
+    "InputImageError",
+    "NetworkError",
+    "NotFoundError",
+    "RateLimitError",
+    "ServerError",
+    "StorageError",
+    "ValidationError",
+]

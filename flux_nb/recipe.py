@@ -11,7 +11,7 @@ import difflib
 import hashlib
 import json
 import secrets
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import Any
 
@@ -33,7 +33,7 @@ PARAMETERS = (
 )
 
 
-@lru_cache(maxsize=None)
+@cache
 def bundled_schema() -> dict[str, Any]:
     """The copy of the model's json_request_schema shipped with the package, for offline use."""
     text = resources.files("flux_nb").joinpath("schema", f"{MODEL_ID}.json").read_text("utf-8")

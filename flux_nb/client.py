@@ -1,0 +1,444 @@
+"""The Oxen inference API on the wire: httpx calls, retries, error mapping. Knows nothing of notebooks.
+
+Follows ../shared/oxen-api.md. Where the contract says 'unknown' the client is tolerant: it reads
+several field names, unwraps envelopes and tries both plausible cancel calls.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+from httpx_sse import ServerSentEvent, connect_sse
+
+from . import errors
+from .config import HOSTED_BASE_URL, ApiKey, RetryPolicy, Timeouts
+from .recipe import MODEL_ID, Recipe
+
+log = logging.getLogger("flux_nb.client")
+
+QUEUE = "/api/ai/queue"
+EVENTS = "/api/events"
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+URL_FIELDS = ("result_url", "url", "file_url", "output_url", "image_url")
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# 429 and 503 answers to an enqueue mean it was not taken: repeating it cannot duplicate.
+NOT_TAKEN_STATUSES = frozenset({429, 503})
+
+
+@dataclass(frozen=True)
+class Event:
+    """One server-sent event, its data parsed as JSON when it is JSON."""
+
+    name: str
+    data: dict[str, Any]
+    id: str | None = None
+
+    @property
+    def generation_id(self) -> str | None:
+        value = self.data.get("generation_id") or self.data.get("id")
+        return str(value) if value else None
+
+
+class AmbiguousSend(errors.NetworkError):
+    """The request may have reached the server but no answer came back; repeating it could duplicate."""
+
+
+def result_url(payload: dict[str, Any]) -> str | None:
+    """The output file URL from a generation, event or sync response, whatever the field is called."""
+    for key in URL_FIELDS:
+        value = payload.get(key)
+        if isinstance(value, str) and value:
+            return value
+        if isinstance(value, list) and value and isinstance(value[0], str):
+            return value[0]
+    for key in ("images", "output", "outputs", "data", "result"):
+        value = payload.get(key)
+        if isinstance(value, list) and value:
+            value = value[0]
+        if isinstance(value, str) and value.startswith(("http://", "https://")):
+            return value
+        if isinstance(value, dict) and (found := result_url(value)):
+            return found
+    return None
+
+
+def unwrap_generation(payload: dict[str, Any]) -> dict[str, Any]:
+    """Generation objects may come bare or inside an envelope ({"generation": {...}}, {"data": ...})."""
+    for key in ("generation", "data", "result"):
+        inner = payload.get(key)
+        if isinstance(inner, dict) and ("generation_id" in inner or "status" in inner):
+            return inner
+    return payload
+
+
+def _find_schema(payload: Any) -> dict[str, Any] | None:
+    if isinstance(payload, dict):
+        schema = payload.get("json_request_schema")
+        if isinstance(schema, str):
+            try:
+                schema = json.loads(schema)
+            except ValueError:
+                schema = None
+        if isinstance(schema, dict):
+            return schema
+        for value in payload.values():
+            if (found := _find_schema(value)) is not None:
+                return found
+    return None
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        when = email.utils.parsedate_to_datetime(value)
+        return max(0.0, when.timestamp() - time.time()) if when else None
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), port
+
+
+class OxenClient:
+    """Speaks the Oxen inference API. Thread-safe: one httpx.Client shared by every call."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: ApiKey | str | None = None,
+        *,
+        http: httpx.Client | None = None,
+        timeouts: Timeouts | None = None,
+        retry: RetryPolicy | None = None,
+        model: str = MODEL_ID,
+    ):
+        self.base_url = (base_url or HOSTED_BASE_URL).rstrip("/")
+        self._key = ApiKey(api_key) if isinstance(api_key, str) and api_key.strip() else api_key
+        if isinstance(self._key, str):
+            self._key = None
+        self.timeouts = timeouts = timeouts or Timeouts()
+        self.retry = retry or RetryPolicy()
+        self.model = model
+        self._http = http or httpx.Client(
+            timeout=httpx.Timeout(
+                connect=timeouts.connect, read=timeouts.read, write=timeouts.write, pool=timeouts.pool
+            ),
+            limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
+            follow_redirects=True,
+        )
+        self._origin = _origin(self.base_url)
+        self.requests_sent = 0
+
+    def __repr__(self) -> str:
+        return f"OxenClient(base_url={self.base_url!r}, key={'set' if self._key else 'none'})"
+
+    @property
+    def has_key(self) -> bool:
+        return self._key is not None
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def url(self, path: str) -> str:
+        return urljoin(self.base_url + "/", path.lstrip("/"))
+
+    def _headers(self, url: str) -> dict[str, str]:
+        headers = {"Accept": "application/json", "User-Agent": "flux-nb/0.1"}
+        # The key goes only to the API's own origin, never to a result host or a redirect target.
+        if self._key is not None and _origin(url) == self._origin:
+            headers["Authorization"] = f"Bearer {self._key.reveal()}"
+        return headers
+
+    def _redact(self, text: str) -> str:
+        return self._key.redact(text) if self._key is not None else text
+
+    def _error(self, response: httpx.Response, what: str) -> errors.ApiError:
+        """Map an error status to the FluxError tree with the server's own words, key redacted."""
+        detail = ""
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict):
+            for key in ("message", "error_message", "detail", "error", "errors", "status_message"):
+                value = body.get(key)
+                if isinstance(value, dict):
+                    value = value.get("message") or json.dumps(value)
+                if isinstance(value, list):
+                    value = "; ".join(str(v.get("message", v)) if isinstance(v, dict) else str(v) for v in value)
+                if value:
+                    detail = str(value)
+                    break
+        if not detail:
+            detail = response.text.strip() or response.reason_phrase
+        detail = self._redact(" ".join(detail.split()))[:300]
+        status = response.status_code
+        text = f"{what} failed with HTTP {status}: {detail}"
+        if status in (401, 403):
+            if self._key is None:
+                text = f"{what} needs an API key (HTTP {status}): set OXEN_API_KEY."
+            return errors.AuthError(text, status=status)
+        if status == 402:
+            return errors.CreditsError(text, status=status)
+        if status == 404:
+            return errors.NotFoundError(text, status=status)
+        if status == 429:
+            return errors.RateLimitError(text, retry_after=_retry_after(response))
+        if status >= 500:
+            return errors.ServerError(text, status=status)
+        return errors.BadRequestError(text, status=status)
+
+    def _request(
+        self,
+        method: str,
+        path_or_url: str,
+        *,
+        what: str,
+        json_body: Any = None,
+        params: dict[str, Any] | None = None,
+        idempotent: bool = True,
+        timeout: float | None = None,
+    ) -> httpx.Response:
+        """Send with retries. Non-idempotent calls are repeated only when the server cannot have
+        taken them (connect errors, 429/503); otherwise AmbiguousSend tells the caller to check."""
+        url = path_or_url if "://" in path_or_url else self.url(path_or_url)
+        attempt = 0
+        while True:
+            attempt += 1
+            last = attempt >= self.retry.attempts
+            try:
+                self.requests_sent += 1
+                response = self._http.request(
+                    method,
+                    url,
+                    headers=self._headers(url),
+                    json=json_body,
+                    params=params,
+                    timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+                )
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                if last:
+                    raise errors.NetworkError(
+                        f"{what}: cannot reach {self.base_url} ({type(exc).__name__})."
+                    ) from None
+                time.sleep(self.retry.delay(attempt))
+                continue
+            except httpx.TransportError as exc:
+                if not idempotent:
+                    raise AmbiguousSend(
+                        f"{what}: the connection broke after the request was sent ({type(exc).__name__})."
+                    ) from None
+                if last:
+                    raise errors.NetworkError(
+                        f"{what}: the connection to {self.base_url} failed ({type(exc).__name__})."
+                    ) from None
+                time.sleep(self.retry.delay(attempt))
+                continue
+            status = response.status_code
+            if status < 400:
+                return response
+            retryable = status in RETRY_STATUSES and (idempotent or status in NOT_TAKEN_STATUSES)
+            if retryable and not last:
+                wait = self.retry.delay(attempt, _retry_after(response))
+                log.debug("%s: HTTP %s, retrying in %.2fs", what, status, wait)
+                time.sleep(wait)
+                continue
+            if not idempotent and status in RETRY_STATUSES - NOT_TAKEN_STATUSES:
+                raise AmbiguousSend(f"{what}: the server answered HTTP {status} after taking the request.")
+            raise self._error(response, what)
+
+    def _json(self, response: httpx.Response, what: str) -> Any:
+        try:
+            return response.json()
+        except ValueError:
+            raise errors.ServerError(
+                f"{what}: the server sent something that is not JSON ({response.text[:80]!r})."
+            ) from None
+
+    # -- the documented calls -------------------------------------------------------------------
+
+    def model_info(self, model: str | None = None) -> dict[str, Any]:
+        """GET /api/ai/models/{id}: the model object, with its json_request_schema."""
+        model = model or self.model
+        what = f"Reading model {model}"
+        return self._json(self._request("GET", f"/api/ai/models/{model}", what=what), what)
+
+    def request_schema(self, model: str | None = None) -> dict[str, Any]:
+        """The model's json_request_schema, wherever the response puts it."""
+        info = self.model_info(model)
+        schema = _find_schema(info)
+        if schema is None:
+            raise errors.ServerError("The model description has no json_request_schema.")
+        return schema
+
+    def enqueue(
+        self,
+        recipe: Recipe | dict[str, Any],
+        *,
+        num_generations: int = 1,
+        target_namespace: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """POST /api/ai/queue: returns [{"generation_id", "status"}, ...], one per generation.
+
+        May raise AmbiguousSend: then the server may hold the generation(s); call
+        find_enqueued() before sending again."""
+        if not isinstance(num_generations, int) or not 1 <= num_generations <= 4:
+            raise errors.ValidationError(
+                f"num_generations={num_generations!r} is out of range (allowed: 1 to 4 per enqueue).",
+                field="num_generations",
+            )
+        body = recipe.request() if isinstance(recipe, Recipe) else {"model": self.model, **recipe}
+        body["num_generations"] = num_generations
+        if target_namespace:
+            body["target_namespace"] = target_namespace
+        what = "Enqueueing a generation"
+        data = self._json(
+            self._request("POST", QUEUE, what=what, json_body=body, idempotent=False), what
+        )
+        rows = data.get("generations") if isinstance(data, dict) else data
+        if isinstance(data, dict) and rows is None and "generation_id" in data:
+            rows = [data]
+        if not isinstance(rows, list) or not all(isinstance(r, dict) and r.get("generation_id") for r in rows):
+            raise errors.ServerError(f"{what}: the answer holds no generation ids.")
+        return rows
+
+    def get_generation(self, generation_id: str) -> dict[str, Any]:
+        """GET /api/ai/queue/{id}: the generation object (status, result_url, error_message, ...)."""
+        what = f"Reading generation {generation_id}"
+        return unwrap_generation(
+            self._json(self._request("GET", f"{QUEUE}/{generation_id}", what=what), what)
+        )
+
+    def list_generations(self, model: str | None = None) -> list[dict[str, Any]]:
+        """GET /api/ai/queue?model=: the account's generations (in progress, and recent ones)."""
+        what = "Listing generations"
+        data = self._json(
+            self._request("GET", QUEUE, what=what, params={"model": model or self.model}), what
+        )
+        rows = data.get("generations", data.get("data", [])) if isinstance(data, dict) else data
+        return [unwrap_generation(r) for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+
+    def find_enqueued(self, recipe: Recipe, since: float) -> list[dict[str, Any]]:
+        """Rows in the listing made from this exact recipe since a time: used after AmbiguousSend."""
+        found = []
+        for row in self.list_generations(recipe.model):
+            if row.get("seed") != recipe.seed or row.get("prompt") != recipe.prompt:
+                continue
+            created = row.get("created_at")
+            if isinstance(created, (int, float)) and created < since - 5:
+                continue
+            if all(row.get(k) == v for k, v in recipe.params().items() if k in row and k != "input_image"):
+                found.append(row)
+        return found
+
+    def cancel(self, generation_id: str) -> dict[str, Any] | None:
+        """Cancel a generation. The hosted call is unknown: DELETE first, then POST .../cancel."""
+        what = f"Cancelling generation {generation_id}"
+        attempts = (("DELETE", f"{QUEUE}/{generation_id}"), ("POST", f"{QUEUE}/{generation_id}/cancel"))
+        last_error: errors.ApiError | None = None
+        for method, path in attempts:
+            try:
+                response = self._request(method, path, what=what)
+            except (errors.NotFoundError, errors.BadRequestError) as exc:
+                last_error = exc  # 404/405: this backend does not offer that form of cancel
+                continue
+            try:
+                body = response.json()
+            except ValueError:
+                return None
+            return unwrap_generation(body) if isinstance(body, dict) else None
+        raise errors.BadRequestError(
+            f"{what}: this backend offers no cancel call ({last_error}).",
+            status=getattr(last_error, "status", None),
+        )
+
+    def run_sync(self, recipe: Recipe, *, endpoint: str = "edit") -> dict[str, Any]:
+        """POST /api/ai/images/edit (or generate): blocks until the image exists; returns the answer
+        with 'result_url' filled in from wherever the server put the image URL."""
+        what = f"Generating an image (sync {endpoint})"
+        response = self._request(
+            "POST",
+            f"/api/ai/images/{endpoint}",
+            what=what,
+            json_body=recipe.request(),
+            idempotent=False,
+            timeout=max(self.timeouts.read, 300.0),
+        )
+        data = self._json(response, what)
+        url = result_url(data) if isinstance(data, dict) else None
+        if not url:
+            raise errors.ServerError(f"{what}: the answer holds no image URL.")
+        return {**data, "result_url": url}
+
+    def download(self, url: str) -> bytes:
+        """Fetch a result file; a short or cut body is retried, never returned."""
+        url = url if "://" in url else self.url(url)
+        what = "Downloading the result"
+        for attempt in range(1, self.retry.attempts + 1):
+            response = self._request("GET", url, what=what, timeout=self.timeouts.download)
+            expected = response.headers.get("Content-Length", "")
+            got = response.num_bytes_downloaded or len(response.content)
+            if not expected.isdigit() or got >= int(expected):
+                return response.content
+            log.debug("%s: %s of %s bytes, retrying", what, got, expected)
+            time.sleep(self.retry.delay(attempt))
+        raise errors.NetworkError(f"{what}: the file came back cut short {self.retry.attempts} times.")
+
+    def events(
+        self,
+        last_event_id: str | None = None,
+        *,
+        read_timeout: float | None = None,
+        on_open: Callable[[], None] | None = None,
+    ) -> Iterator[Event]:
+        """GET /api/events: yields events until the stream ends; raises NetworkError when it breaks.
+
+        A read timeout (no byte, not even a keep-alive, for sse_read seconds) counts as a break."""
+        url = self.url(EVENTS)
+        headers = {**self._headers(url), "Accept": "text/event-stream", "Cache-Control": "no-cache"}
+        if last_event_id:
+            headers["Last-Event-ID"] = last_event_id
+        timeout = httpx.Timeout(
+            connect=self.timeouts.connect,
+            read=read_timeout or self.timeouts.sse_read,
+            write=self.timeouts.write,
+            pool=self.timeouts.pool,
+        )
+        try:
+            self.requests_sent += 1
+            with connect_sse(self._http, "GET", url, headers=headers, timeout=timeout) as source:
+                response = source.response
+                if response.status_code >= 400:
+                    response.read()
+                    raise self._error(response, "Opening the event stream")
+                if on_open is not None:
+                    on_open()
+                for sse in source.iter_sse():
+                    yield _parse_event(sse)
+        except httpx.TransportError as exc:
+            raise errors.NetworkError(f"The event stream broke ({type(exc).__name__}).") from None
+
+
+def _parse_event(sse: ServerSentEvent) -> Event:
+    try:
+        data = json.loads(sse.data) if sse.data else {}
+    except ValueError:
+        data = {"text": sse.data}
+    if not isinstance(data, dict):
+        data = {"value": data}
+    return Event(name=sse.event or "message", data=data, id=sse.id or None)

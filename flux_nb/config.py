@@ -1,0 +1,98 @@
+"""Settings read once from the environment, timeouts and retry policy in one place, and the key holder."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+HOSTED_BASE_URL = "https://hub.oxen.ai"
+
+
+class ApiKey:
+    """Holds the API key so that it cannot leak by accident: no repr, str, pickling or equality shows it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        value = (value or "").strip()
+        if not value:
+            raise ValueError("an API key cannot be empty")
+        self._value = value
+
+    def reveal(self) -> str:
+        """The key itself, for the Authorization header only."""
+        return self._value
+
+    def redact(self, text: str) -> str:
+        """Text with every occurrence of the key replaced, for messages that quote a server."""
+        return text.replace(self._value, "***") if text else text
+
+    def __repr__(self) -> str:
+        return "ApiKey(***)"
+
+    __str__ = __repr__
+
+    def __reduce__(self):
+        raise TypeError("ApiKey cannot be pickled: it would write the key somewhere")
+
+
+@dataclasses.dataclass(frozen=True)
+class Timeouts:
+    """Seconds to wait for each phase of a call; sse_read is how long a silent stream is trusted."""
+
+    connect: float = 5.0
+    read: float = 30.0
+    write: float = 30.0
+    pool: float = 5.0
+    download: float = 120.0
+    sse_read: float = 45.0
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently safe calls are repeated on 429, 5xx and network errors."""
+
+    attempts: int = 5
+    backoff: float = 0.5
+    max_backoff: float = 20.0
+    max_retry_after: float = 60.0
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds before attempt number `attempt` (1-based) is repeated."""
+        if retry_after is not None:
+            return max(0.0, min(retry_after, self.max_retry_after))
+        import random
+
+        return min(self.max_backoff, self.backoff * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What the environment says: key, base URL, output folder, embedded server's step delay."""
+
+    api_key: ApiKey | None = None
+    base_url: str | None = None
+    output_dir: Path = Path("flux_outputs")
+    step_delay: float = 0.02
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        key = env.get("OXEN_API_KEY", "").strip()
+        base = env.get("FLUX_NB_BASE_URL", "").strip().rstrip("/") or None
+        try:
+            delay = float(env.get("FLUX_NB_STEP_DELAY", "0.02"))
+        except ValueError:
+            delay = 0.02
+        return cls(
+            api_key=ApiKey(key) if key else None,
+            base_url=base,
+            output_dir=Path(env.get("FLUX_NB_OUTPUT_DIR", "").strip() or "flux_outputs"),
+            step_delay=max(0.0, delay),
+        )
+
+    @property
+    def wants_local(self) -> bool:
+        """The embedded default: no key and no base URL means the local offline server."""
+        return self.api_key is None and self.base_url is None

@@ -1,0 +1,522 @@
+"""Generation handles and the runner that moves them along in the background.
+
+The runner never draws: it changes a Generation's state and calls its callbacks. Completion comes
+from one SSE connection for all generations; polling `GET /api/ai/queue/{id}` takes over with
+backoff while the stream is down, and slow safety polls (10 s, doubling to 5 min) catch events the
+stream never sends (the contract does not say whether failures have an event of their own).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from . import errors
+from .client import AmbiguousSend, Event, OxenClient, result_url
+from .journal import Journal
+from .recipe import Recipe
+from .storage import OutputFolder
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+log = logging.getLogger("flux_nb.jobs")
+
+ACTIVE = ("submitting", "queued", "processing")
+SAFETY_POLL_FIRST = 10.0
+SAFETY_POLL_MAX = 300.0
+FALLBACK_POLL_FIRST = 0.5
+FALLBACK_POLL_MAX = 5.0
+UNMATCHED_EVENT_TTL = 300.0
+
+
+class Generation:
+    """A handle on one image being made: status, wait(), cancel(), image, path, reproduce(), vary()."""
+
+    def __init__(self, recipe: Recipe, runner: Runner, *, key: str | None = None):
+        self.recipe = recipe
+        self.key = key or uuid.uuid4().hex
+        self.id: str | None = None
+        self.status = "submitting"
+        self.progress: tuple[int, int] | None = None
+        self.error: errors.FluxError | None = None
+        self.save_error: errors.StorageError | None = None
+        self.result_url: str | None = None
+        self.path = None
+        self.data: bytes | None = None
+        self.created = time.time()
+        self.finished: float | None = None
+        self.backend = runner.backend
+        self._runner = runner
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._claimed = False
+        self._cancel_requested = False
+        self._callbacks: list[Callable[[Generation], None]] = []
+        self._image: Image.Image | None = None
+        self._thumb: dict[int, bytes] = {}
+        self._polls = 0
+        self._next_poll = 0.0
+        self._download_failures = 0
+
+    # -- what people use ---------------------------------------------------------------------------
+
+    @property
+    def seed(self) -> int:
+        return self.recipe.seed
+
+    @property
+    def prompt(self) -> str:
+        return self.recipe.prompt
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds from submission to the saved file (or until now, while it runs)."""
+        return (self.finished or time.time()) - self.created
+
+    def wait(self, timeout: float | None = None) -> Generation:
+        """Block until the image is saved; raise GenerationFailed/GenerationCancelled otherwise."""
+        if not self._done.wait(timeout):
+            raise errors.FluxError(
+                f"Generation {self.id or self.key[:8]} is still {self.status} after {timeout:g} s.",
+                hint="Call wait() again, or cancel() it.",
+            )
+        if self.status == "failed":
+            raise errors.GenerationFailed(f"Generation {self.id} failed: {self.reason}.")
+        if self.status == "cancelled":
+            raise errors.GenerationCancelled(f"Generation {self.id or self.key[:8]} was cancelled.")
+        return self
+
+    def cancel(self) -> Generation:
+        """Ask the backend to stop this generation; the status turns 'cancelled' when it has."""
+        if not self.done:
+            self._runner.cancel(self)
+        return self
+
+    def reproduce(self) -> Generation:
+        """The same recipe, seed included, again: the same pixels on a deterministic backend."""
+        return self._runner.submit([self.recipe])[0]
+
+    def vary(self, seed: int | None = None) -> Generation:
+        """The same recipe with a new seed."""
+        return self._runner.submit([self.recipe.with_seed(seed)])[0]
+
+    @property
+    def reason(self) -> str:
+        """Why it failed or was cancelled, in the server's words or ours."""
+        return self.error.message if self.error else ""
+
+    @property
+    def image(self) -> Image.Image:
+        """The full-size result as a PIL image (waits for it if needed)."""
+        if self._image is None:
+            self.wait()
+            from PIL import Image
+
+            image = Image.open(io.BytesIO(self.data) if self.data else self.path)
+            image.load()  # before publishing: another thread must never see a half-read image
+            self._image = image
+        return self._image
+
+    def save(self, folder: Any = None) -> Any:
+        """Save again after a StorageError (or into another folder); returns the path."""
+        self.wait()
+        target = OutputFolder(folder) if folder is not None else self._runner.output
+        path = target.save(self.data, self.recipe, self.id, self._runner.file_extra(self))
+        if folder is None:
+            self.path, self.save_error = path, None
+            self._runner.journal.record({"op": "saved", "key": self.key, "id": self.id, "path": str(path)})
+        return path
+
+    def thumbnail(self, max_side: int = 320) -> bytes:
+        """A small PNG of the result for previews; deterministic for the same image."""
+        if max_side not in self._thumb:
+            from .thumbnail import make_thumbnail
+
+            self._thumb[max_side] = make_thumbnail(self.image, max_side)
+        return self._thumb[max_side]
+
+    def on_change(self, callback: Callable[[Generation], None]) -> None:
+        """Call `callback(self)` (from a background thread) after every state change."""
+        self._callbacks.append(callback)
+        if self.done:
+            self._safe_call(callback)
+
+    def __repr__(self) -> str:
+        where = f", path={str(self.path)!r}" if self.path else ""
+        why = f", reason={self.reason!r}" if self.error and self.status in ("failed", "cancelled") else ""
+        return f"<Generation {self.id or 'unsent'} {self.status} seed={self.seed} prompt={self.prompt[:40]!r}{where}{why}>"
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        from .cards import generation_mimebundle
+
+        return generation_mimebundle(self)
+
+    # -- state changes, called by the runner -----------------------------------------------------
+
+    def _safe_call(self, callback: Callable[[Generation], None]) -> None:
+        try:
+            callback(self)
+        except Exception:  # a broken view must never stop the runner
+            log.exception("a callback on generation %s failed", self.id)
+
+    def _changed(self) -> None:
+        for callback in list(self._callbacks):
+            self._safe_call(callback)
+
+    def _claim(self) -> bool:
+        """Take the right to finish this generation; true once only, so no result is handled twice."""
+        with self._lock:
+            if self._claimed:
+                return False
+            self._claimed = True
+            return True
+
+    def _update(self, status: str | None = None, progress: tuple[int, int] | None = None) -> None:
+        if self.done or self._claimed and status in ACTIVE:
+            return
+        changed = False
+        if status and status != self.status and status in ACTIVE:
+            self.status, changed = status, True
+        if progress and progress != self.progress:
+            self.progress, changed = progress, True
+        if changed:
+            self._changed()
+
+    def _finish(self, status: str, error: errors.FluxError | None = None) -> None:
+        self.status = status
+        self.error = error
+        self.finished = time.time()
+        self._done.set()
+        self._changed()
+
+
+class Runner:
+    """One per session: enqueues, listens to /api/events, polls as fallback, downloads and saves."""
+
+    def __init__(
+        self,
+        client: OxenClient,
+        output: OutputFolder,
+        journal: Journal,
+        *,
+        backend: str,
+        sse_read_timeout: float | None = None,
+    ):
+        self.client = client
+        self.output = output
+        self.journal = journal
+        self.backend = backend
+        self.sse_read_timeout = sse_read_timeout
+        self._pending: dict[str, Generation] = {}
+        self._unmatched: dict[str, tuple[float, Event]] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="flux-nb-io")
+        self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
+        self._sse_up = False
+        self._last_event_id: str | None = None
+        self.stats = {"events": 0, "polls": 0, "enqueues": 0, "downloads": 0, "sse_connects": 0}
+
+    def __repr__(self) -> str:
+        return f"<Runner {self.backend} pending={len(self._pending)} stream={'up' if self._sse_up else 'down'}>"
+
+    # -- public -----------------------------------------------------------------------------------
+
+    def submit(self, recipes: list[Recipe]) -> list[Generation]:
+        """Journal the recipes, then enqueue each in the background; returns handles at once."""
+        gens = [Generation(r, self) for r in recipes]
+        self.journal.record(
+            *({"op": "submit", "key": g.key, "backend": self.backend, "recipe": g.recipe.to_dict()} for g in gens)
+        )
+        self._start()
+        for g in gens:
+            self._pool.submit(self._enqueue, g)
+        return gens
+
+    def adopt(self, recipe: Recipe, key: str, generation_id: str | None) -> Generation:
+        """A handle for a journalled generation from an earlier kernel (see Session.resume)."""
+        gen = Generation(recipe, self, key=key)
+        self._start()
+        if generation_id:
+            gen.id = generation_id
+            gen.status = "queued"
+            self._register(gen, poll_now=True)
+        else:
+            self._pool.submit(self._enqueue, gen)
+        return gen
+
+    def cancel(self, gen: Generation) -> None:
+        gen._cancel_requested = True
+        if gen.id is not None:
+            self._pool.submit(self._send_cancel, gen)
+
+    def pending(self) -> list[Generation]:
+        with self._lock:
+            return list(self._pending.values())
+
+    def stop(self) -> None:
+        self._stopping.set()
+        with self._wake:
+            self._wake.notify_all()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def file_extra(self, gen: Generation) -> dict[str, str]:
+        """Text stored beside the recipe in the image file: never the key, never a token."""
+        return {
+            "generation_id": gen.id or "",
+            "backend": self.backend,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(gen.created)),
+        }
+
+    # -- threads ----------------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        if self._threads:
+            return
+        with self._lock:
+            if self._threads:
+                return
+            for name, target in (("flux-nb-events", self._listen), ("flux-nb-poller", self._poll_loop)):
+                thread = threading.Thread(target=target, name=name, daemon=True)
+                self._threads.append(thread)
+                thread.start()
+
+    def _enqueue(self, gen: Generation) -> None:
+        if gen._cancel_requested:
+            self._terminal(gen, "cancelled", errors.GenerationCancelled("cancelled before it was sent"))
+            return
+        sent_at = time.time()
+        rows = None
+        for _ in range(3):
+            try:
+                self.stats["enqueues"] += 1
+                rows = self.client.enqueue(gen.recipe)
+                break
+            except AmbiguousSend:
+                try:
+                    known = set(self._pending)
+                    found = [r for r in self.client.find_enqueued(gen.recipe, sent_at) if r["generation_id"] not in known]
+                except errors.FluxError:
+                    found = []
+                if found:
+                    rows = found[:1]
+                    break
+            except errors.FluxError as exc:
+                self._terminal(gen, "failed", exc)
+                return
+        if rows is None:
+            self._terminal(gen, "failed", errors.NetworkError("Enqueueing kept failing: the connection broke three times."))
+            return
+        gen.id = str(rows[0]["generation_id"])
+        self.journal.record({"op": "enqueued", "key": gen.key, "id": gen.id})
+        gen._update(status=rows[0].get("status") if rows[0].get("status") in ACTIVE else "queued")
+        self._register(gen)
+        if gen._cancel_requested:
+            self._send_cancel(gen)
+
+    def _register(self, gen: Generation, poll_now: bool = False) -> None:
+        with self._wake:
+            self._pending[gen.id] = gen
+            early = self._unmatched.pop(gen.id, None)
+            gen._polls = 0
+            gen._next_poll = time.monotonic() if poll_now else self._poll_due(gen)
+            self._wake.notify_all()
+        if early is not None:
+            self._on_event(early[1])
+
+    def _poll_due(self, gen: Generation) -> float:
+        if self._sse_up:
+            interval = min(SAFETY_POLL_MAX, SAFETY_POLL_FIRST * 2**gen._polls)
+        else:
+            interval = min(FALLBACK_POLL_MAX, FALLBACK_POLL_FIRST * 2**gen._polls)
+        return time.monotonic() + interval
+
+    def _poll_loop(self) -> None:
+        while not self._stopping.is_set():
+            with self._wake:
+                now = time.monotonic()
+                due = [g for g in self._pending.values() if g._next_poll <= now and not g._claimed]
+                for g in due:
+                    g._polls += 1
+                    g._next_poll = self._poll_due(g)
+                if not due:
+                    upcoming = min((g._next_poll for g in self._pending.values()), default=now + 60)
+                    self._wake.wait(max(0.01, min(60.0, upcoming - now)))
+                    continue
+            for g in due:
+                self._pool.submit(self._poll_one, g)
+
+    def _poll_one(self, gen: Generation) -> None:
+        if gen._claimed or gen.id is None:
+            return
+        try:
+            self.stats["polls"] += 1
+            row = self.client.get_generation(gen.id)
+        except errors.NotFoundError as exc:
+            self._terminal(gen, "failed", exc)
+            return
+        except errors.FluxError as exc:
+            log.debug("poll of %s failed: %s", gen.id, exc)
+            return
+        self._apply(gen, row)
+
+    def _listen(self) -> None:
+        backoff = 0.5
+        while not self._stopping.is_set():
+            try:
+                for event in self.client.events(
+                    self._last_event_id, read_timeout=self.sse_read_timeout, on_open=self._stream_opened
+                ):
+                    backoff = 0.5
+                    if event.id:
+                        self._last_event_id = event.id
+                    self.stats["events"] += 1
+                    self._on_event(event)
+                    if self._stopping.is_set():
+                        return
+            except errors.FluxError as exc:
+                log.debug("event stream down: %s", exc)
+            except Exception:  # never let the listener die: polling alone would carry on, slower
+                log.exception("event stream failed")
+            self._stream_closed()
+            if self._stopping.wait(backoff):
+                return
+            backoff = min(backoff * 2, 30.0)
+
+    def _stream_opened(self) -> None:
+        """After every (re)connect, check each pending generation once: events may have been missed."""
+        self.stats["sse_connects"] += 1
+        with self._wake:
+            self._sse_up = True
+            now = time.monotonic()
+            for g in self._pending.values():
+                g._polls = 0
+                g._next_poll = now
+            self._wake.notify_all()
+
+    def _stream_closed(self) -> None:
+        with self._wake:
+            if not self._sse_up:
+                return
+            self._sse_up = False
+            now = time.monotonic()
+            for g in self._pending.values():
+                g._polls = 0
+                g._next_poll = min(g._next_poll, now + FALLBACK_POLL_FIRST)
+            self._wake.notify_all()
+
+    def _on_event(self, event: Event) -> None:
+        gid = event.generation_id
+        if not gid:
+            return
+        with self._lock:
+            gen = self._pending.get(gid)
+            if gen is None:
+                if "progress" not in event.name:
+                    now = time.monotonic()
+                    self._unmatched[gid] = (now, event)
+                    if len(self._unmatched) > 1000:
+                        self._unmatched = {k: v for k, v in self._unmatched.items() if now - v[0] < UNMATCHED_EVENT_TTL}
+                return
+        data = dict(event.data)
+        if "status" not in data:
+            if event.name.endswith("completed"):
+                data["status"] = "succeeded"
+            elif event.name.endswith("failed"):
+                data["status"] = "failed"
+            elif event.name.endswith(("cancelled", "canceled")):
+                data["status"] = "cancelled"
+        self._apply(gen, data)
+
+    def _apply(self, gen: Generation, row: dict[str, Any]) -> None:
+        """Move a generation on from a poll answer or an event payload."""
+        status = str(row.get("status", "")).lower().replace("canceled", "cancelled")
+        if status == "succeeded":
+            url = result_url(row)
+            if url is None:
+                self._pool.submit(self._poll_one, gen)  # the event had no URL: read the row
+                return
+            if gen._claim():
+                gen.result_url = url
+                self._pool.submit(self._collect, gen)
+        elif status in ("failed", "cancelled"):
+            if gen._claim():
+                message = row.get("error_message") or row.get("error") or f"the server says {status}"
+                cls = errors.GenerationCancelled if status == "cancelled" else errors.GenerationFailed
+                self._terminal(gen, status, cls(str(message)))
+        else:
+            progress = row.get("progress") if isinstance(row.get("progress"), dict) else row
+            step, total = progress.get("step"), progress.get("total")
+            pair = (int(step), int(total)) if isinstance(step, int) and isinstance(total, int) else None
+            gen._update(status=status if status in ACTIVE else None, progress=pair)
+
+    def _collect(self, gen: Generation) -> None:
+        """Download, check, embed the recipe and save; on a storage error keep the bytes in memory."""
+        try:
+            self.stats["downloads"] += 1
+            data = self.client.download(gen.result_url)
+            _check_image(data)
+        except errors.FluxError as exc:
+            gen._download_failures += 1
+            if gen._download_failures < 3:
+                with self._wake:
+                    gen._claimed = False
+                    gen._next_poll = time.monotonic() + 2.0 * gen._download_failures
+                    self._wake.notify_all()
+                return
+            self._terminal(gen, "failed", errors.NetworkError(
+                f"The image was made but could not be downloaded ({exc.message}).",
+                hint="Run flux_nb.resume() to try again.",
+            ), journal=False)
+            return
+        gen.data = data
+        try:
+            gen.path = self.output.save(data, gen.recipe, gen.id, self.file_extra(gen))
+        except errors.StorageError as exc:
+            gen.save_error = exc
+            self._terminal(gen, "succeeded", None, journal=False)
+            return
+        self.journal.record({"op": "saved", "key": gen.key, "id": gen.id, "path": str(gen.path)})
+        self._terminal(gen, "succeeded", None, journal=False)
+
+    def _send_cancel(self, gen: Generation) -> None:
+        try:
+            row = self.client.cancel(gen.id)
+        except errors.FluxError as exc:
+            gen.error = exc  # shown on the card; the generation runs on
+            gen._changed()
+            return
+        if row and str(row.get("status", "")).startswith("cancel"):
+            self._apply(gen, row)
+
+    def _terminal(self, gen: Generation, status: str, error: errors.FluxError | None, journal: bool = True) -> None:
+        gen._claimed = True
+        with self._wake:
+            if gen.id is not None:
+                self._pending.pop(gen.id, None)
+        if journal:
+            self.journal.record({"op": status, "key": gen.key, "id": gen.id, "reason": error.message if error else ""})
+        gen._finish(status, error)
+
+
+def _check_image(data: bytes) -> None:
+    """Refuse bytes that are not a whole image, so a corrupt file never reaches the folder."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.verify()
+    except Exception as exc:
+        raise errors.NetworkError(f"the downloaded file is not a readable image ({type(exc).__name__})") from None

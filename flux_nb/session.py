@@ -1,0 +1,258 @@
+"""One session per kernel: picks the backend, owns the runner, the output folder and the history."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import types
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from . import errors
+from .client import OxenClient
+from .config import HOSTED_BASE_URL, ApiKey, Settings
+from .jobs import Generation, Runner
+from .journal import Journal
+from .recipe import Recipe, bundled_schema
+from .storage import OutputFolder
+
+JOURNAL_NAME = ".flux_nb_journal.jsonl"
+_embedded: dict[float, Any] = {}
+_embedded_lock = threading.Lock()
+
+
+def embedded_server(step_delay: float):
+    """The process's local Oxen-compatible server for this step delay, started on first use on a
+    free loopback port and shared by every session that asks for the same delay."""
+    with _embedded_lock:
+        if step_delay not in _embedded:
+            from .server.embedded import LocalServer
+
+            _embedded[step_delay] = LocalServer(step_delay=step_delay).start()
+        return _embedded[step_delay]
+
+
+class Session:
+    """Where generations go and land. `backend`: 'local' (the embedded offline server), 'hosted'
+    (Oxen.ai, needs a key) or None to choose from the environment."""
+
+    def __init__(
+        self,
+        backend: str | None = None,
+        *,
+        api_key: str | ApiKey | None = None,
+        base_url: str | None = None,
+        output_dir: str | Path | None = None,
+        step_delay: float | None = None,
+        settings: Settings | None = None,
+        announce: Callable[[str], None] | None = print,
+    ):
+        settings = settings or Settings.from_env()
+        key = ApiKey(api_key) if isinstance(api_key, str) else (api_key or settings.api_key)
+        if backend not in (None, "local", "hosted"):
+            raise errors.ValidationError(f"backend={backend!r} is not valid (allowed: local, hosted).", field="backend")
+        if backend is None:
+            backend = "local" if (key is None and base_url is None and settings.base_url is None) else "hosted"
+        self.server = None
+        if backend == "local":
+            self.server = embedded_server(settings.step_delay if step_delay is None else step_delay)
+            url, key, self.backend = self.server.url, None, "local"
+        else:
+            url = (base_url or settings.base_url or HOSTED_BASE_URL).rstrip("/")
+            self.backend = "hosted" if url == HOSTED_BASE_URL else "custom"
+            if key is None and self.backend == "hosted":
+                raise errors.AuthError(
+                    "The hosted API needs a key and none is set.",
+                    hint="Set OXEN_API_KEY, or run %flux backend hosted to type it (it is not stored).",
+                )
+        self.base_url = url
+        self.output = OutputFolder(output_dir or settings.output_dir)
+        self.journal = Journal(self.output.path / JOURNAL_NAME)
+        self.client = OxenClient(url, key)
+        self.runner = Runner(self.client, self.output, self.journal, backend=self.backend)
+        self.history: list[Generation] = []
+        self._schema: dict[str, Any] = bundled_schema()
+        self._schema_checked = self.backend == "local"  # the local server serves the bundled copy
+        if announce is not None:
+            announce(self.describe())
+
+    def __repr__(self) -> str:
+        return f"<flux_nb.Session {self.backend} {self.base_url} output={str(self.output.path)!r}>"
+
+    def describe(self) -> str:
+        """One line: which backend makes the images, and how to switch."""
+        if self.backend == "local":
+            return (
+                f"flux-nb: no OXEN_API_KEY, so images come from the local offline stand-in at {self.base_url}"
+                " (a preview engine, not FLUX.2 Klein). Set OXEN_API_KEY or run %flux backend hosted for the real model."
+            )
+        if self.backend == "hosted":
+            return f"flux-nb: using Oxen.ai's hosted FLUX.2 Klein 4B at {self.base_url}."
+        return f"flux-nb: using the Oxen-compatible server at {self.base_url}."
+
+    # -- making images ----------------------------------------------------------------------------
+
+    @property
+    def schema(self) -> dict[str, Any]:
+        """The model's json_request_schema: fetched once from the backend, bundled copy meanwhile."""
+        if not self._schema_checked:
+            self._schema_checked = True
+            threading.Thread(target=self._fetch_schema, daemon=True, name="flux-nb-schema").start()
+        return self._schema
+
+    def _fetch_schema(self) -> None:
+        try:
+            self._schema = self.client.request_schema()
+        except errors.FluxError:
+            pass  # keep the bundled copy: validation still happens before anything is sent
+
+    def recipes(self, prompt: str, n: int = 1, **params: Any) -> list[Recipe]:
+        """Validated recipes for n images. With a seed and n > 1, seeds run seed, seed+1, ..."""
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 256:
+            raise errors.ValidationError(f"n={n!r} is out of range (allowed: 1 to 256 images at once).", field="n")
+        if params.get("input_image") is not None:
+            from .inputs import to_input_url
+
+            sources = params["input_image"]
+            if not isinstance(sources, (list, tuple)):
+                sources = [sources]
+            params["input_image"] = [to_input_url(s) for s in sources]
+        first = Recipe.build(prompt, schema=self.schema, **params)
+        if n == 1:
+            return [first]
+        if params.get("seed") is not None:
+            return [first] + [first.replace(seed=(first.seed + i) % (2**32)) for i in range(1, n)]
+        return [first] + [first.with_seed() for _ in range(1, n)]
+
+    def generate(self, prompt: str, n: int = 1, **params: Any) -> Generation | list[Generation]:
+        """Start n images in the background; returns a Generation (a list when n > 1) at once."""
+        gens = self.submit(self.recipes(prompt, n, **params))
+        return gens[0] if n == 1 else gens
+
+    def submit(self, recipes: Iterable[Recipe]) -> list[Generation]:
+        gens = self.runner.submit(list(recipes))
+        self.history.extend(gens)
+        return gens
+
+    def run(self, prompt: str, **params: Any) -> Generation:
+        """Generate one image and wait for it: for scripts."""
+        return self.generate(prompt, **params).wait()
+
+    def reproduce(self, source: Any) -> Generation:
+        """Run again the recipe of a Generation, a saved image file or a generation id."""
+        return self.submit([self.recipe_of(source)])[0]
+
+    def recipe_of(self, source: Any) -> Recipe:
+        if isinstance(source, Generation):
+            return source.recipe
+        if isinstance(source, Recipe):
+            return source
+        text = str(source)
+        for gen in reversed(self.history):
+            if gen.id == text or (gen.path and str(gen.path) == text):
+                return gen.recipe
+        path = Path(text).expanduser()
+        if path.is_file():
+            from .metadata import read_recipe
+
+            return Recipe.from_dict(read_recipe(path)["recipe"])
+        if self.backend != "local" or len(text) >= 32:
+            try:
+                return Recipe.from_dict(self.client.get_generation(text))
+            except errors.NotFoundError:
+                pass
+        raise errors.FluxError(
+            f"{text!r} is neither a saved image file nor a known generation id.",
+            hint="Give the path of an image saved by flux-nb, or an id from %flux history.",
+        )
+
+    # -- the whole session ------------------------------------------------------------------------
+
+    def pending(self) -> list[Generation]:
+        return [g for g in self.history if not g.done]
+
+    def wait_all(self, timeout: float | None = None) -> list[Generation]:
+        """Block until every generation of this session has ended; returns them."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for gen in list(self.history):
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not gen._done.wait(left):
+                raise errors.FluxError(f"{len(self.pending())} generation(s) still running after {timeout:g} s.")
+        return list(self.history)
+
+    def cancel_all(self) -> int:
+        pending = self.pending()
+        for gen in pending:
+            gen.cancel()
+        return len(pending)
+
+    def journal_pending(self) -> list[dict[str, Any]]:
+        """Journalled generations from earlier kernels not yet saved (and not running here)."""
+        mine = {g.key for g in self.history}
+        return [e for e in self.journal.pending() if e.get("key") not in mine]
+
+    def resume(self) -> list[Generation]:
+        """Collect what earlier kernels sent and never saved. On the local backend the old server
+        is gone, so the recipe is run again (same seed, same pixels); elsewhere the id is fetched."""
+        gens = []
+        for entry in self.journal_pending():
+            try:
+                recipe = Recipe.from_dict(entry["recipe"])
+            except (errors.FluxError, KeyError, TypeError):
+                continue
+            if entry.get("backend", "local") == "local":
+                if self.backend != "local":
+                    continue
+                gen = self.runner.adopt(recipe, entry["key"], None)
+            else:
+                if self.backend == "local":
+                    continue
+                gid = entry.get("id")
+                if not gid:
+                    found = self.client.find_enqueued(recipe, entry.get("t", 0))
+                    gid = found[0]["generation_id"] if found else None
+                gen = self.runner.adopt(recipe, entry["key"], gid)
+            gens.append(gen)
+        self.history.extend(gens)
+        return gens
+
+    def saved_images(self) -> list[Path]:
+        return self.output.images()
+
+    def close(self) -> None:
+        self.runner.stop()
+        self.client.close()
+
+
+_current: Session | None = None
+_current_lock = threading.Lock()
+
+
+def session(**kwargs: Any) -> Session:
+    """The kernel's session, made on first use (the embedded default without OXEN_API_KEY)."""
+    global _current
+    with _current_lock:
+        if _current is None or kwargs:
+            _current = Session(**kwargs)
+        return _current
+
+
+def set_session(new: Session | None) -> Session | None:
+    """Replace the current session (the old one finishes what it has in flight)."""
+    global _current
+    with _current_lock:
+        old, _current = _current, new
+    return old
+
+
+class _CallableModule(types.ModuleType):
+    """Importing this submodule rebinds the package attribute `flux_nb.session` from the function
+    to the module; making the module callable keeps `flux_nb.session()` working either way."""
+
+    def __call__(self, **kwargs: Any) -> Session:
+        return session(**kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

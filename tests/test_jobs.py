@@ -1,0 +1,117 @@
+"""Generations through the session and runner on the embedded default: background, saved, reproducible."""
+
+import threading
+
+import pytest
+from PIL import ImageChops
+
+import flux_nb
+from flux_nb import errors
+from flux_nb.config import Settings
+from flux_nb.session import Session
+
+
+@pytest.fixture
+def session(tmp_path):
+    s = Session("local", output_dir=tmp_path / "out", settings=Settings(step_delay=0.0), announce=None)
+    yield s
+    s.close()
+
+
+def pixels_equal(a, b):
+    return a.size == b.size and ImageChops.difference(a.convert("RGB"), b.convert("RGB")).getbbox() is None
+
+
+def test_generate_returns_at_once_then_saves_with_recipe(session):
+    gen = session.generate("a red fox in snow", seed=5, num_inference_steps=6)
+    assert gen.status == "submitting" and not gen.done
+    assert gen.wait(10) is gen
+    assert gen.status == "succeeded" and gen.id
+    assert gen.path.exists() and gen.path.parent == session.output.path
+    recipe = flux_nb.read_recipe(gen.path)
+    assert recipe == gen.recipe and recipe.seed == 5
+    assert gen.image.size == (1344, 768) or gen.image.size[0] > gen.image.size[1]
+
+
+def test_same_recipe_same_pixels_new_seed_different(session):
+    first = session.generate("a cabin by a lake", seed=99, num_inference_steps=4).wait(10)
+    again = first.reproduce().wait(10)
+    other = first.vary().wait(10)
+    assert again.seed == first.seed and again.id != first.id and again.path != first.path
+    assert pixels_equal(first.image, again.image)
+    assert other.seed != first.seed and not pixels_equal(first.image, other.image)
+
+
+def test_n_images_get_consecutive_seeds_and_one_file_each(session):
+    gens = session.generate("paper boats", n=6, seed=100, num_inference_steps=2, aspect_ratio="1:1")
+    for g in gens:
+        g.wait(15)
+    assert [g.seed for g in gens] == list(range(100, 106))
+    assert len({g.path for g in gens}) == 6
+    assert len(session.output.images()) == 6
+
+
+def test_callbacks_see_progress_then_succeeded(tmp_path):
+    s = Session("local", output_dir=tmp_path, settings=Settings(step_delay=0.05), announce=None)
+    s.generate("warm-up: opens the event stream", num_inference_steps=1).wait(10)
+    seen, done = [], threading.Event()
+
+    def watch(g):
+        seen.append((g.status, g.progress))
+        if g.done:
+            done.set()
+
+    gen = s.generate("a windmill", num_inference_steps=5)
+    gen.on_change(watch)
+    assert done.wait(10)
+    statuses = [st for st, _ in seen]
+    assert statuses[-1] == "succeeded" and "processing" in statuses
+    steps = [p[0] for _, p in seen if p]
+    assert steps and steps == sorted(steps) and steps[-1] <= 5
+
+
+def test_cancel_says_so_and_why(tmp_path):
+    s = Session("local", output_dir=tmp_path, settings=Settings(step_delay=0.05), announce=None)
+    gen = s.generate("a very slow painting", num_inference_steps=50)
+    gen.cancel()
+    with pytest.raises(errors.GenerationCancelled):
+        gen.wait(10)
+    assert gen.status == "cancelled" and gen.reason
+    assert list(tmp_path.glob("*.png")) == []
+
+
+def test_bad_input_is_refused_before_anything_is_sent(session):
+    with pytest.raises(errors.ValidationError, match="num_inference_steps"):
+        session.generate("x", num_inference_steps=0)
+    with pytest.raises(errors.InputImageError, match="not found"):
+        session.generate("x", input_image="/no/such/file.png")
+    bad = session.output.path.parent / "broken.png"
+    bad.write_bytes(b"\x89PNG not really")
+    with pytest.raises(errors.InputImageError, match="not a readable image"):
+        session.generate("x", input_image=str(bad))
+    assert session.history == [] and session.client.requests_sent == 0
+
+
+def test_edit_uses_a_previous_result(session):
+    base = session.generate("a green hill", seed=1, num_inference_steps=3).wait(10)
+    edit = session.generate("make it autumn", seed=1, num_inference_steps=3, input_image=base).wait(10)
+    plain = session.generate("make it autumn", seed=1, num_inference_steps=3).wait(10)
+    assert len(edit.recipe.input_image) == 1
+    assert not pixels_equal(edit.image, plain.image)
+
+
+def test_reproduce_from_the_saved_file(session):
+    first = session.generate("a koi pond", seed=8, num_inference_steps=3).wait(10)
+    again = session.reproduce(first.path).wait(10)
+    assert pixels_equal(first.image, again.image)
+
+
+def test_unwritable_output_keeps_the_image_in_memory(tmp_path):
+    blocker = tmp_path / "file-not-folder"
+    blocker.write_text("x")
+    s = Session("local", output_dir=blocker / "out", settings=Settings(step_delay=0.0), announce=None)
+    gen = s.generate("a storm", num_inference_steps=2).wait(10)
+    assert gen.path is None and isinstance(gen.save_error, errors.StorageError)
+    assert gen.data and gen.image.size[0] > 0
+    saved = gen.save(tmp_path / "elsewhere")
+    assert saved.exists()
