@@ -218,6 +218,7 @@ class Runner:
         self.journal = journal
         self.backend = backend
         self.sse_read_timeout = sse_read_timeout
+        self.history: list[Generation] = []  # every handle made here, reproduce()/vary() included
         self._pending: dict[str, Generation] = {}
         self._unmatched: dict[str, tuple[float, Event]] = {}
         self._lock = threading.Lock()
@@ -237,6 +238,7 @@ class Runner:
     def submit(self, recipes: list[Recipe]) -> list[Generation]:
         """Journal the recipes, then enqueue each in the background; returns handles at once."""
         gens = [Generation(r, self) for r in recipes]
+        self.history.extend(gens)
         self.journal.record(
             *({"op": "submit", "key": g.key, "backend": self.backend, "recipe": g.recipe.to_dict()} for g in gens)
         )
@@ -248,6 +250,7 @@ class Runner:
     def adopt(self, recipe: Recipe, key: str, generation_id: str | None) -> Generation:
         """A handle for a journalled generation from an earlier kernel (see Session.resume)."""
         gen = Generation(recipe, self, key=key)
+        self.history.append(gen)
         self._start()
         if generation_id:
             gen.id = generation_id
@@ -255,6 +258,25 @@ class Runner:
             self._register(gen, poll_now=True)
         else:
             self._pool.submit(self._enqueue, gen)
+        return gen
+
+    def load(self, path: Any) -> Generation:
+        """A finished handle for an image saved earlier, from the recipe embedded in its file."""
+        from pathlib import Path
+
+        from .metadata import read_recipe
+
+        path = Path(path)
+        found = read_recipe(path)
+        gen = Generation(Recipe.from_dict(found["recipe"]), self)
+        gen.id = found.get("generation_id") or None
+        gen.path = path
+        gen._claimed = True
+        saved_at = path.stat().st_mtime
+        gen.created = _parse_utc(found.get("created")) or saved_at
+        gen.finished = max(saved_at, gen.created)
+        gen.status = "succeeded"
+        gen._done.set()
         return gen
 
     def cancel(self, gen: Generation) -> None:
@@ -509,6 +531,15 @@ class Runner:
         if journal:
             self.journal.record({"op": status, "key": gen.key, "id": gen.id, "reason": error.message if error else ""})
         gen._finish(status, error)
+
+
+def _parse_utc(text: Any) -> float | None:
+    import calendar
+
+    try:
+        return float(calendar.timegm(time.strptime(str(text), "%Y-%m-%dT%H:%M:%SZ")))
+    except (TypeError, ValueError):
+        return None
 
 
 def _check_image(data: bytes) -> None:

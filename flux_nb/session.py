@@ -72,7 +72,6 @@ class Session:
         self.journal = Journal(self.output.path / JOURNAL_NAME)
         self.client = OxenClient(url, key)
         self.runner = Runner(self.client, self.output, self.journal, backend=self.backend)
-        self.history: list[Generation] = []
         self._schema: dict[str, Any] = bundled_schema()
         self._schema_checked = self.backend == "local"  # the local server serves the bundled copy
         if announce is not None:
@@ -91,6 +90,15 @@ class Session:
         if self.backend == "hosted":
             return f"flux-nb: using Oxen.ai's hosted FLUX.2 Klein 4B at {self.base_url}."
         return f"flux-nb: using the Oxen-compatible server at {self.base_url}."
+
+    @property
+    def history(self) -> list[Generation]:
+        """Every Generation of this session, oldest first (reproduce() and vary() included)."""
+        return self.runner.history
+
+    def load(self, path: str | Path) -> Generation:
+        """A finished Generation for an image saved earlier (reads the recipe in its file)."""
+        return self.runner.load(path)
 
     # -- making images ----------------------------------------------------------------------------
 
@@ -132,9 +140,7 @@ class Session:
         return gens[0] if n == 1 else gens
 
     def submit(self, recipes: Iterable[Recipe]) -> list[Generation]:
-        gens = self.runner.submit(list(recipes))
-        self.history.extend(gens)
-        return gens
+        return self.runner.submit(list(recipes))
 
     def run(self, prompt: str, **params: Any) -> Generation:
         """Generate one image and wait for it: for scripts."""
@@ -215,7 +221,6 @@ class Session:
                     gid = found[0]["generation_id"] if found else None
                 gen = self.runner.adopt(recipe, entry["key"], gid)
             gens.append(gen)
-        self.history.extend(gens)
         return gens
 
     def saved_images(self) -> list[Path]:
