@@ -125,6 +125,8 @@ class Generation:
 
             image = Image.open(io.BytesIO(self.data) if self.data else self.path)
             image.load()  # before publishing: another thread must never see a half-read image
+            if image.mode in ("P", "PA", "L", "LA"):  # palette PNGs: give colours, not indices
+                image = image.convert("RGBA" if "A" in image.mode or "transparency" in image.info else "RGB")
             self._image = image
         return self._image
 
@@ -299,6 +301,7 @@ class Runner:
         return {
             "generation_id": gen.id or "",
             "backend": self.backend,
+            **({"engine": "offline preview stand-in, not FLUX"} if self.backend == "local" else {}),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(gen.created)),
         }
 

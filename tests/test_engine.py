@@ -1,0 +1,224 @@
+"""The offline preview engine: deterministic, honours every parameter, says what it is, and is fast."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from PIL import Image, ImageChops, ImageDraw, ImageOps, ImageStat
+
+from flux_nb.recipe import Recipe
+from flux_nb.server.engines import Cancelled
+from flux_nb.server.engines.preview import SIZES, SOFTWARE, PreviewEngine
+
+ENGINE = PreviewEngine()
+PROMPT = "a red fox in a snowy forest"
+
+
+def recipe(prompt: str = PROMPT, **params) -> Recipe:
+    params.setdefault("seed", 7)
+    return Recipe.build(prompt, **params)
+
+
+def render(r: Recipe, inputs=()) -> bytes:
+    return ENGINE.render(r, list(inputs))[0]
+
+
+def decoded(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+def difference(a: bytes, b: bytes) -> float:
+    """Mean absolute pixel difference (0-255) between two encoded images of the same size."""
+    diff = ImageChops.difference(decoded(a).convert("RGB"), decoded(b).convert("RGB"))
+    return sum(ImageStat.Stat(diff).mean) / 3
+
+
+def photo(tint: tuple[int, int, int], size=(640, 480)) -> Image.Image:
+    """A deterministic stand-in for a user's photo: a gradient with a disc and a block."""
+    image = Image.merge(
+        "RGB",
+        (
+            Image.linear_gradient("L").resize(size),
+            Image.radial_gradient("L").resize(size),
+            Image.linear_gradient("L").rotate(90).resize(size),
+        ),
+    )
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((size[0] * 0.3, size[1] * 0.2, size[0] * 0.7, size[1] * 0.8), fill=tint)
+    draw.rectangle((10, size[1] * 0.6, size[0] * 0.25, size[1] - 10), fill=(30, 40, 60))
+    return image
+
+
+# Rendered in this process and in fresh interpreters with other hash seeds: the digests must agree.
+DIGEST_SCRIPT = """
+import hashlib, sys
+from PIL import Image, ImageDraw
+from flux_nb.recipe import Recipe
+from flux_nb.server.engines.preview import PreviewEngine
+e = PreviewEngine()
+cases = [
+    (Recipe.build("a cat watching the sunset over the ocean", seed=11, output_format=fmt), [])
+    for fmt in ("png", "jpg", "webp")
+]
+cases.append((Recipe.build("abstract painting", seed=5, num_inference_steps=3), []))
+cases.append((Recipe.build("a wolf at night", seed=9, output_quality="high", aspect_ratio="3:4"), []))
+img = Image.new("RGB", (320, 200), (90, 140, 200))
+ImageDraw.Draw(img).ellipse((100, 40, 220, 160), fill=(240, 200, 60))
+cases.append((Recipe.build("make it a sunset", seed=3, input_image=["a"]), [img]))
+for r, inputs in cases:
+    print(hashlib.sha256(e.render(r, inputs)[0]).hexdigest())
+"""
+
+
+def test_same_recipe_same_bytes_in_this_and_other_processes():
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", DIGEST_SCRIPT],
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        )
+        for seed in ("1", "2")
+    ]
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        exec(DIGEST_SCRIPT, {})
+    here = buf.getvalue().split()
+    assert len(here) == 6
+    for proc in procs:
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0
+        assert out.split() == here
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpg", "webp"])
+def test_repeat_render_is_byte_identical(fmt):
+    r = recipe(output_format=fmt, aspect_ratio="4:3")
+    assert render(r) == render(r)
+
+
+def test_seed_prompt_steps_guidance_and_quality_change_the_picture():
+    base = render(recipe())
+    assert difference(base, render(recipe(seed=8))) > 4
+    assert difference(base, render(recipe("a lighthouse on the coast at dusk"))) > 4
+    assert difference(base, render(recipe(num_inference_steps=4))) > 2
+    assert difference(base, render(recipe(guidance_scale=8.0))) > 2
+    assert difference(base, render(recipe(guidance_scale=0.0))) > 2
+    assert render(recipe(num_inference_steps=28)) != render(recipe(num_inference_steps=50))
+    assert difference(base, render(recipe(output_quality="high"))) > 0.5
+
+
+@pytest.mark.parametrize("aspect", sorted(SIZES))
+def test_size_per_aspect_ratio(aspect):
+    width, height = SIZES[aspect]
+    assert width % 16 == 0 and height % 16 == 0
+    assert 0.9e6 < width * height < 1.1e6
+    got = decoded(render(recipe(aspect_ratio=aspect, num_inference_steps=4)))
+    assert got.size == (width, height)
+    a, b = (int(x) for x in aspect.split(":"))
+    assert abs(width / height - a / b) < 0.06
+
+
+@pytest.mark.parametrize(
+    ("fmt", "content_type", "pil_format"),
+    [("png", "image/png", "PNG"), ("jpg", "image/jpeg", "JPEG"), ("webp", "image/webp", "WEBP")],
+)
+@pytest.mark.parametrize("quality", ["standard", "high"])
+def test_formats_decode_and_carry_the_offline_label(fmt, content_type, pil_format, quality):
+    data, ctype = ENGINE.render(recipe(output_format=fmt, output_quality=quality), [])
+    assert ctype == content_type
+    image = decoded(data)
+    assert image.format == pil_format
+    assert image.size == SIZES["16:9"]
+    if fmt == "png":
+        assert image.text["Software"] == SOFTWARE
+        assert image.text["flux_nb_engine"] == "preview"
+    else:
+        exif = image.getexif()
+        assert exif[0x0131] == SOFTWARE  # Software
+        assert exif[0x010E] == SOFTWARE  # ImageDescription
+    if fmt == "jpg":
+        assert image.info["comment"] == SOFTWARE.encode()
+
+
+def test_on_step_is_called_once_per_step_in_order():
+    seen = []
+    ENGINE.render(
+        recipe(num_inference_steps=7), [], on_step=lambda i, total: seen.append((i, total))
+    )
+    assert seen == [(i, 7) for i in range(1, 8)]
+
+
+def test_should_stop_cancels_at_a_step_boundary():
+    seen = []
+    asks = iter(range(100))
+    with pytest.raises(Cancelled):
+        ENGINE.render(
+            recipe(num_inference_steps=10),
+            [],
+            on_step=lambda i, total: seen.append(i),
+            should_stop=lambda: next(asks) >= 3,
+        )
+    assert seen == [1, 2, 3]
+
+
+def test_should_stop_never_true_finishes():
+    data, _ = ENGINE.render(recipe(num_inference_steps=3), [], should_stop=lambda: False)
+    assert decoded(data).size == SIZES["16:9"]
+
+
+def test_step_delay_really_sleeps():
+    steps, delay = 4, 0.03
+    start = time.perf_counter()
+    ENGINE.render(recipe(num_inference_steps=steps), [], step_delay=delay)
+    assert time.perf_counter() - start >= steps * delay
+
+
+def test_edit_transforms_the_input_and_depends_on_it():
+    r = recipe("make it a purple sunset", input_image=["x"])
+    warm, cool = photo((240, 200, 60)), photo((60, 200, 240))
+    edited = render(r, [warm])
+    assert edited == render(r, [warm])
+    assert (
+        difference(edited, render(recipe("make it a purple sunset"))) > 10
+    )  # not the plain picture
+    assert difference(edited, render(r, [cool])) > 2  # the input matters
+    image = decoded(edited)
+    assert image.size == SIZES["16:9"] and image.text["Software"] == SOFTWARE
+    # a cropped, restyled copy of the input: closer to it than to the same input upside down
+    source = warm.resize((1344, 1008)).crop((0, 126, 1344, 894))
+    near = ImageStat.Stat(ImageChops.difference(image.convert("RGB"), source)).mean
+    far = ImageStat.Stat(ImageChops.difference(image.convert("RGB"), ImageOps.flip(source))).mean
+    assert sum(near) < sum(far)
+
+
+def test_edit_with_references_shows_them_and_seed_changes_the_edit():
+    red, blue = photo((200, 60, 60)), photo((60, 60, 200))
+    one = render(recipe("oil painting", input_image=["x"], output_format="jpg"), [red])
+    two = render(recipe("oil painting", input_image=["x", "y"], output_format="jpg"), [red, blue])
+    assert difference(one, two) > 0.3  # the reference appears as an inset
+    by_seed = [
+        render(recipe("oil painting", seed=s, input_image=["x"], output_format="jpg"), [red])
+        for s in range(4)
+    ]
+    assert len(set(by_seed)) == 4
+    assert min(difference(by_seed[0], other) for other in by_seed[1:]) > 1
+
+
+def test_generation_is_fast_enough_for_the_server():
+    """Generous bound (shared CI machines): the median standard PNG renders well under 50 ms."""
+    times = []
+    for seed in range(5):
+        r = recipe(seed=seed)
+        start = time.perf_counter()
+        render(r)
+        times.append(time.perf_counter() - start)
+    assert sorted(times)[2] < 0.05

@@ -1,0 +1,264 @@
+"""The recipe travels inside the image file, and the image bytes the server made are kept."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import struct
+import zlib
+
+import pytest
+from PIL import Image, PngImagePlugin
+
+from flux_nb.errors import FluxError
+from flux_nb.metadata import RECIPE_KEY, embed_recipe, read_recipe, sniff_format, strip_recipe
+from flux_nb.recipe import Recipe
+
+EXTRA = {"generation_id": "gen-123", "backend": "local", "engine": "preview (offline stand-in)"}
+NO_RECIPE = "carries no flux-nb recipe: it was not saved by flux-nb, or its metadata was stripped."
+
+
+def _picture(mode: str = "RGB", size: tuple[int, int] = (37, 23)) -> Image.Image:
+    """A small image with varied pixels (and varied alpha), so encoders keep real data."""
+    w, h = size
+    raw = bytes(
+        (x * 7 + y * 13 + c * 50) % 256 for y in range(h) for x in range(w) for c in range(4)
+    )
+    return Image.frombytes("RGBA", size, raw).convert(mode)
+
+
+def _encode(image: Image.Image, fmt: str, **params) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, fmt, **params)
+    return buf.getvalue()
+
+
+def _pixels(data: bytes) -> tuple[str, tuple[int, int], bytes]:
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+        return im.mode, im.size, im.tobytes()
+
+
+def _png_with_text() -> bytes:
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Title", "a lighthouse")
+    info.add_itxt("Comment", "déjà vu", zip=True)
+    return _encode(_picture("RGBA"), "PNG", pnginfo=info)
+
+
+def _jpeg_with_exif() -> bytes:
+    exif = Image.Exif()
+    exif[0x010E] = "an ImageDescription"
+    return _encode(_picture(), "JPEG", quality=90, exif=exif)
+
+
+SAMPLES = {
+    "png": lambda: _encode(_picture(), "PNG"),
+    "png-text": _png_with_text,
+    "jpeg": lambda: _encode(_picture(), "JPEG", quality=90),
+    "jpeg-exif": _jpeg_with_exif,
+    "webp-lossy": lambda: _encode(_picture(), "WEBP", quality=80),
+    "webp-lossless": lambda: _encode(_picture(), "WEBP", lossless=True),
+    "webp-lossless-alpha": lambda: _encode(_picture("RGBA"), "WEBP", lossless=True),
+    "webp-lossy-alpha": lambda: _encode(_picture("RGBA"), "WEBP", quality=80),  # already VP8X
+    "webp-xmp": lambda: _encode(_picture(), "WEBP", quality=80, xmp=_foreign_xmp()),
+}
+
+
+def _foreign_xmp() -> bytes:
+    return (
+        b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF'
+        b' xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        b'<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/">'
+        b"<dc:creator>someone</dc:creator></rdf:Description></rdf:RDF></x:xmpmeta>"
+    )
+
+
+def _recipe(**changes) -> Recipe:
+    return Recipe.build("a lighthouse at dusk, «oil on canvas»", **{"seed": 1234, **changes})
+
+
+@pytest.mark.parametrize("name", SAMPLES)
+def test_round_trip_keeps_pixels(name):
+    data = SAMPLES[name]()
+    recipe = _recipe()
+    out = embed_recipe(data, name.split("-")[0], recipe.to_json(), EXTRA)
+
+    assert sniff_format(out) == sniff_format(data)
+    assert _pixels(out) == _pixels(data)
+    found = read_recipe(out)
+    assert found == {"recipe": recipe.to_dict(), **EXTRA}
+    assert Recipe.from_json(json.dumps(found["recipe"])) == recipe
+    assert strip_recipe(out) == data
+
+
+def _png_chunk_list(data: bytes) -> list[bytes]:
+    chunks, pos = [], 8
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        chunks.append(data[pos : pos + 12 + length])
+        pos += 12 + length
+    return chunks
+
+
+def test_png_only_gains_chunks_before_iend():
+    data = _png_with_text()
+    out = embed_recipe(data, "png", _recipe().to_json(), EXTRA)
+    before, after = _png_chunk_list(data), _png_chunk_list(out)
+    added = len(EXTRA) + 1
+    assert after[: len(before) - 1] == before[:-1]
+    assert after[-1] == before[-1] == b"\0\0\0\0IEND\xaeB`\x82"
+    new = after[len(before) - 1 : -1]
+    assert len(new) == added and all(c[4:8] == b"iTXt" for c in new)
+    assert new[0][8:].startswith(RECIPE_KEY.encode() + b"\0")
+    for chunk in new:
+        assert zlib.crc32(chunk[4:-4]) == struct.unpack(">I", chunk[-4:])[0]
+    # Pillow reads the text back too, and keeps the file's own text chunks.
+    with Image.open(io.BytesIO(out)) as im:
+        assert json.loads(im.text[RECIPE_KEY]) == _recipe().to_dict()
+        assert im.text["Title"] == "a lighthouse" and im.text["Comment"] == "déjà vu"
+
+
+def test_embedding_again_replaces_the_recipe():
+    for make in (
+        SAMPLES["png"],
+        SAMPLES["jpeg-exif"],
+        SAMPLES["webp-lossless"],
+        SAMPLES["webp-xmp"],
+    ):
+        data = make()
+        once = embed_recipe(data, "png", _recipe().to_json(), EXTRA)
+        twice = embed_recipe(once, "png", _recipe(seed=7).to_json(), {"backend": "hosted"})
+        assert read_recipe(twice) == {"recipe": _recipe(seed=7).to_dict(), "backend": "hosted"}
+        assert _pixels(twice) == _pixels(data)
+
+
+def test_jpeg_segment_follows_jfif_and_exif():
+    data = _jpeg_with_exif()
+    out = embed_recipe(data, "jpg", _recipe().to_json())
+    at = out.index(b"\xff\xeb")
+    assert out[:at] == data[:at]  # SOI, APP0 (JFIF) and APP1 (EXIF) untouched, ours after them
+    assert data[at - 2 : at] != b"\xff\xd8" and b"Exif\0\0" in data[:at]
+    assert out[at + 4 : at + 12] == b"flux_nb\0"
+    with Image.open(io.BytesIO(out)) as im:
+        assert im.getexif()[0x010E] == "an ImageDescription"
+
+
+def test_webp_simple_file_becomes_extended_with_xmp():
+    data = SAMPLES["webp-lossless-alpha"]()
+    assert data[12:16] == b"VP8L"
+    out = embed_recipe(data, "webp", _recipe().to_json())
+    assert out[12:16] == b"VP8X" and out[20] & 0x04 and out[20] & 0x10
+    assert struct.unpack("<I", out[4:8])[0] == len(out) - 8
+    with Image.open(io.BytesIO(out)) as im:
+        assert im.size == (37, 23)
+        assert b"urn:flux-nb:xmp:1.0/" in im.info["xmp"]
+
+
+def test_webp_keeps_a_foreign_xmp_packet():
+    out = embed_recipe(SAMPLES["webp-xmp"](), "webp", _recipe().to_json())
+    with Image.open(io.BytesIO(out)) as im:
+        assert b"<dc:creator>someone</dc:creator>" in im.info["xmp"]
+    assert b"<dc:creator>someone</dc:creator>" in strip_recipe(out)
+    assert b"flux-nb" not in strip_recipe(out)
+
+
+@pytest.mark.parametrize("name", ["png", "jpeg", "webp-lossy", "webp-lossless"])
+def test_large_recipe_round_trips(name):
+    blob = base64.b64encode(os.urandom(225_000)).decode()  # 300 KB of base64
+    recipe = _recipe(input_image=[f"data:image/png;base64,{blob}"])
+    data = SAMPLES[name]()
+    out = embed_recipe(data, name.split("-")[0], recipe.to_json(), EXTRA)
+    assert _pixels(out) == _pixels(data)
+    found = read_recipe(out)
+    assert Recipe.from_json(json.dumps(found.pop("recipe"))) == recipe
+    assert found == EXTRA
+    if name == "jpeg":
+        assert out.count(b"\xff\xeb") >= 5  # 300 KB split across segments of at most 64 KB
+
+
+def test_read_from_a_path(tmp_path):
+    path = tmp_path / "result.png"
+    path.write_bytes(embed_recipe(SAMPLES["png"](), "png", _recipe().to_json()))
+    assert read_recipe(path)["recipe"]["seed"] == 1234
+    assert read_recipe(str(path))["recipe"]["seed"] == 1234
+
+
+def test_fmt_is_only_a_hint():
+    out = embed_recipe(SAMPLES["jpeg"](), "png", _recipe().to_json())
+    assert sniff_format(out) == "jpg" and read_recipe(out)["recipe"]["seed"] == 1234
+
+
+@pytest.mark.parametrize("name", ["png", "png-text", "jpeg-exif", "webp-lossy", "webp-xmp"])
+def test_file_without_recipe(tmp_path, name):
+    path = tmp_path / f"plain.{name}"
+    path.write_bytes(SAMPLES[name]())
+    with pytest.raises(FluxError) as err:
+        read_recipe(path)
+    assert str(err.value) == f"{path} {NO_RECIPE}"
+
+
+def test_unreadable_or_foreign_files(tmp_path):
+    with pytest.raises(FluxError, match=r"^cannot read .*missing\.png: No such file"):
+        read_recipe(tmp_path / "missing.png")
+    with pytest.raises(FluxError, match="is not a PNG, JPEG or WebP image"):
+        read_recipe(_encode(_picture(), "GIF"))
+    with pytest.raises(FluxError, match="not a PNG, JPEG or WebP"):
+        embed_recipe(b"GIF89a...", "png", _recipe().to_json())
+
+
+@pytest.mark.parametrize("name", ["png", "jpeg", "webp-lossy", "webp-lossless"])
+def test_damaged_bytes_give_one_line_errors(name):
+    out = embed_recipe(SAMPLES[name](), name.split("-")[0], _recipe().to_json(), EXTRA)
+    bad = [out[:n] for n in (3, 12, 20, 40, len(out) // 2, len(out) - 1)]
+    flipped = bytearray(out)
+    flipped[len(out) // 2 :] = bytes(b ^ 0x5A for b in flipped[len(out) // 2 :])
+    bad += [bytes(flipped), out[:8] + os.urandom(200), b"", b"\0" * 64]
+    for data in bad:
+        try:
+            read_recipe(data)
+        except FluxError as exc:
+            assert "\n" not in str(exc)
+        else:  # JPEG keeps its recipe near the start, so a cut tail may still be readable
+            assert name == "jpeg"
+
+
+@pytest.mark.parametrize("name", ["png", "jpeg"])
+def test_crc_is_checked(name):
+    out = bytearray(embed_recipe(SAMPLES[name](), name, _recipe().to_json()))
+    at = out.index(b'"seed":1234') + 8
+    out[at] ^= 1  # 1234 -> 1334: still valid JSON, but not the recipe that made the image
+    with pytest.raises(FluxError, match="CRC"):
+        read_recipe(bytes(out))
+
+
+def test_small_recipe_stays_readable_large_one_is_compressed():
+    small = embed_recipe(SAMPLES["png"](), "png", _recipe().to_json())
+    assert _recipe().to_json().encode() in small
+    big = _recipe(input_image=["data:image/png;base64," + "A" * 100_000])
+    out = embed_recipe(SAMPLES["png"](), "png", big.to_json())
+    assert len(out) < len(SAMPLES["png"]()) + 5_000
+
+
+def test_bad_inputs_are_refused():
+    data = SAMPLES["png"]()
+    with pytest.raises(FluxError, match="not valid JSON"):
+        embed_recipe(data, "png", "{nope")
+    with pytest.raises(FluxError, match="must be an object"):
+        embed_recipe(data, "png", "[1, 2]")
+    with pytest.raises(FluxError, match="not allowed"):
+        embed_recipe(data, "png", "{}", {"recipe": "x"})
+    with pytest.raises(FluxError, match="not allowed"):
+        embed_recipe(data, "png", "{}", {"Bad Key": "x"})
+    with pytest.raises(FluxError, match="must be a string"):
+        embed_recipe(data, "png", "{}", {"steps": 4})  # type: ignore[dict-item]
+
+
+def test_sniff_format():
+    assert sniff_format(SAMPLES["png"]()) == "png"
+    assert sniff_format(SAMPLES["jpeg"]()) == "jpg"
+    assert sniff_format(SAMPLES["webp-lossy"]()) == "webp"
+    assert sniff_format(b"GIF89a") is None
+    assert sniff_format(b"") is None
