@@ -12,7 +12,7 @@ from PIL import Image
 from flux_nb import errors
 from flux_nb.client import OxenClient, result_url
 from flux_nb.config import RetryPolicy
-from flux_nb.recipe import MODEL_ID, Recipe
+from flux_nb.recipe import Recipe
 from flux_nb.server.embedded import LocalServer
 
 FAST = RetryPolicy(attempts=3, backoff=0.01, max_backoff=0.05)

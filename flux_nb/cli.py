@@ -1,0 +1,159 @@
+"""The `flux-nb` command (also `python -m flux_nb`).
+
+Each subcommand is a pair: `_add_<name>(subparsers)` declares its options and sets `func`, and
+`_<name>(args) -> int` runs it and returns the exit code. Add one by writing the pair and
+listing the first in SUBCOMMANDS. Heavy imports stay inside the run functions, so `--help`
+is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+SERVER_KEY_ENV = "FLUX_NB_SERVER_API_KEY"
+
+
+def _add_serve(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="run the local Oxen-compatible server (an offline stand-in, not FLUX)",
+        description="Run the local Oxen-compatible server in the foreground until Ctrl+C. "
+        "Its images come from an offline engine, not from FLUX.",
+    )
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: %(default)s, loopback only)"
+    )
+    p.add_argument(
+        "--port", type=int, default=8765, help="port (default: %(default)s; 0 picks a free one)"
+    )
+    p.add_argument(
+        "--api-key",
+        default=None,
+        help=f"require 'Authorization: Bearer KEY' (or set {SERVER_KEY_ENV}: a flag shows in the process list)",
+    )
+    p.add_argument(
+        "--step-delay",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="engine time per step (default: 0)",
+    )
+    p.add_argument("--engine", default="preview", help="image engine (default: %(default)s)")
+    p.add_argument(
+        "--workers", type=int, default=2, help="generations run at once (default: %(default)s)"
+    )
+    p.add_argument(
+        "--faults",
+        default=None,
+        metavar="JSON",
+        help="enable fault injection and /_faults, e.g. '{\"error_rate\": 0.1}'",
+    )
+    p.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="uvicorn log level; info shows every request (default: %(default)s)",
+    )
+    p.set_defaults(func=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .server.app import create_app
+    from .server.embedded import bind_socket, make_server, url_of
+    from .server.faults import Faults
+
+    try:
+        faults = Faults.from_dict(json.loads(args.faults)) if args.faults is not None else None
+    except ValueError as exc:
+        print(f"flux-nb serve: --faults: {exc}", file=sys.stderr)
+        return 2
+    try:
+        api_key = args.api_key or os.environ.get(SERVER_KEY_ENV) or None
+        app = create_app(
+            api_key=api_key,
+            step_delay=args.step_delay,
+            engine=args.engine,
+            workers=args.workers,
+            faults=faults,
+        )
+    except ValueError as exc:
+        print(f"flux-nb serve: {exc}", file=sys.stderr)
+        return 2
+    runtime = app.state.flux
+    try:
+        sock = bind_socket(args.host, args.port)
+    except OSError as exc:
+        print(
+            f"flux-nb serve: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        runtime.close()
+        return 1
+    url = url_of(sock)
+    if not _is_loopback(args.host):
+        print(
+            f"flux-nb serve: warning: listening on {args.host}, not loopback: anyone who can reach "
+            f"this machine can use it{'' if api_key else ' (no API key set)'}.",
+            file=sys.stderr,
+        )
+    print(
+        f"flux-nb local server on {url}, engine {runtime.engine_label}: an offline "
+        "stand-in for the Oxen API. Ctrl+C stops it.",
+        flush=True,
+    )
+    server = make_server(app, log_level=args.log_level, quiet=False)
+    in_main = threading.current_thread() is threading.main_thread()
+    # SIGTERM ends like Ctrl+C: streams closed, results deleted, exit code 0.
+    old_term = signal.signal(signal.SIGTERM, signal.default_int_handler) if in_main else None
+    try:
+        server.run_foreground(sock)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        runtime.close()
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+    return 0
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+SUBCOMMANDS = (_add_serve,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flux-nb", description="FLUX.2 Klein 4B in Jupyter, on Oxen.ai's inference API."
+    )
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for add in SUBCOMMANDS:
+        add(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `flux-nb` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    return args.func(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

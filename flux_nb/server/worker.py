@@ -1,0 +1,148 @@
+"""A fixed pool of worker threads that run generations: validate, fetch inputs, render, store.
+
+Rows are taken first-in first-out, except that sync calls (/api/ai/images/*) go ahead of queued
+ones: someone is blocked on them. No thread per generation: `workers` threads, started on the
+first submit, each with its own engine instance (so engines need not be thread-safe).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import threading
+from typing import Any
+
+import httpx
+
+from ..errors import InputImageError
+from ..recipe import Recipe
+from .engines import Cancelled, get_engine
+from .inputs import InputLimits, load_images
+from .results import ResultFiles
+from .store import PROCESSING, QUEUED, Row, Store
+
+log = logging.getLogger("flux_nb.server")
+
+URGENT, NORMAL, STOP = 0, 1, -1
+
+
+def build_recipe(model: str, params: dict[str, Any]) -> Recipe:
+    """Validate request parameters the way the run does; raises ValueError with a clear message."""
+    rest = {k: v for k, v in params.items() if k != "prompt"}
+    return Recipe.build(params.get("prompt"), model=model, **rest)
+
+
+class WorkerPool:
+    def __init__(
+        self,
+        store: Store,
+        results: ResultFiles,
+        *,
+        engine: str,
+        workers: int,
+        step_delay: float,
+        input_limits: InputLimits,
+    ) -> None:
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
+        self._store = store
+        self._engine_name = engine
+        self._workers = workers
+        self._step_delay = step_delay
+        self._results = results
+        self._input_limits = input_limits
+        self._queue: queue.PriorityQueue[tuple[int, int, Row | None]] = queue.PriorityQueue()
+        self._seq = itertools.count()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._http: httpx.Client | None = None
+        self._closing = False
+
+    def submit(self, row: Row, *, urgent: bool = False) -> None:
+        if not self._threads:
+            self._start_threads()
+        self._queue.put((URGENT if urgent else NORMAL, next(self._seq), row))
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Stop the threads: a running render stops at its next step; queued rows stay queued."""
+        self._closing = True
+        for _ in self._threads:
+            self._queue.put((STOP, next(self._seq), None))
+        for thread in self._threads:
+            thread.join(timeout)
+        with self._lock:
+            if self._http is not None:
+                self._http.close()
+
+    def _start_threads(self) -> None:
+        with self._lock:
+            if self._threads or self._closing:
+                return
+            for i in range(self._workers):
+                thread = threading.Thread(
+                    target=self._work, name=f"flux-nb-worker-{i}", daemon=True
+                )
+                thread.start()
+                self._threads.append(thread)
+
+    def _client(self) -> httpx.Client:
+        with self._lock:
+            if self._http is None:
+                self._http = httpx.Client(follow_redirects=True, max_redirects=3)
+            return self._http
+
+    def _work(self) -> None:
+        engine = None
+        while True:
+            _, _, row = self._queue.get()
+            if row is None:
+                return
+            if row.status != QUEUED:  # cancelled while it waited
+                continue
+            try:
+                if engine is None:
+                    engine = get_engine(self._engine_name)
+                self._run(row, engine)
+            except Exception as exc:  # a bug here must fail the row, never kill the thread
+                log.exception("generation %s crashed", row.id)
+                self._store.fail(row, f"the server failed: {type(exc).__name__}: {exc}")
+
+    def _run(self, row: Row, engine: Any) -> None:
+        store = self._store
+        try:
+            recipe, error = build_recipe(row.model, row.params), None
+        except (ValueError, TypeError) as exc:
+            recipe, error = None, getattr(exc, "message", None) or str(exc)
+        # Model parameters are checked when the generation runs (as the hosted queue does), so a
+        # bad one shows as processing -> failed with the reason, not as an enqueue error.
+        if not store.start(row, recipe.num_inference_steps if recipe else 0):
+            return
+        if recipe is None:
+            store.fail(row, f"invalid parameters: {error}")
+            return
+        try:
+            images = load_images(recipe.input_image, self._client, self._input_limits)
+        except InputImageError as exc:
+            store.fail(row, exc.message)
+            return
+        try:
+            data, content_type = engine.render(
+                recipe,
+                images,
+                on_step=lambda step, total: store.progress(row, step, total),
+                should_stop=lambda: row.status != PROCESSING or self._closing,
+                step_delay=self._step_delay,
+            )
+        except Cancelled:
+            # A cancel request already made the row terminal; otherwise the server is stopping.
+            store.fail(row, "the server stopped before this generation finished")
+            return
+        except Exception as exc:
+            log.exception("engine %s failed on generation %s", self._engine_name, row.id)
+            store.fail(row, f"the {self._engine_name} engine failed: {type(exc).__name__}: {exc}")
+            return
+        name = f"{row.id}.{recipe.output_format}"
+        self._results.put(name, data)
+        if not store.succeed(row, name, content_type):
+            self._results.discard(name)

@@ -1,0 +1,34 @@
+"""Shared fixtures: the real local server over loopback HTTP, never patched functions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from flux_nb.server import LocalServer
+
+
+@pytest.fixture(scope="session")
+def local_server() -> Iterator[LocalServer]:
+    """One local server for the whole session, default options (no key, no step delay, no faults).
+
+    Tests that share it keep apart by sending their own bearer token: events and rows are per token.
+    """
+    with LocalServer() as server:
+        yield server
+
+
+@pytest.fixture
+def make_server() -> Iterator[Callable[..., LocalServer]]:
+    """Start a LocalServer with its own options (api_key, step_delay, faults, ...) for one test."""
+    servers: list[LocalServer] = []
+
+    def make(**options: object) -> LocalServer:
+        server = LocalServer(**options).start()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
