@@ -132,7 +132,77 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-SUBCOMMANDS = (_add_serve,)
+def _add_generate(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "generate",
+        help="make image(s) from a prompt, wait, and print where they were saved",
+        description="Make images from a prompt with the same options as %%%%flux. Without "
+        "OXEN_API_KEY they come from the local offline stand-in (not FLUX).",
+    )
+    p.add_argument("prompt", nargs="+", help="the text of the image to make")
+    p.add_argument("--seed", type=int, default=None, help="seed (default: drawn at random)")
+    p.add_argument(
+        "--aspect", "-a", dest="aspect_ratio", default=None, help="1:1, 16:9, 9:16, 4:3 or 3:4"
+    )
+    p.add_argument("--steps", dest="num_inference_steps", type=int, default=None, help="1 to 50")
+    p.add_argument(
+        "--guidance", dest="guidance_scale", type=float, default=None, help="0.0 to 10.0"
+    )
+    p.add_argument("--quality", dest="output_quality", default=None, help="standard or high")
+    p.add_argument("--format", dest="output_format", default=None, help="png, jpg or webp")
+    p.add_argument("-n", dest="n", type=int, default=1, help="number of images (default 1)")
+    p.add_argument(
+        "--image",
+        dest="input_image",
+        action="append",
+        default=None,
+        metavar="SRC",
+        help="input image to edit: a path or URL (repeatable)",
+    )
+    p.add_argument(
+        "--output-dir",
+        default=None,
+        help="folder for the images (default: FLUX_NB_OUTPUT_DIR or flux_outputs)",
+    )
+    p.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds to wait (default: %(default)s)"
+    )
+    p.set_defaults(func=_generate)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from .errors import FluxError
+    from .session import Session
+
+    params = {
+        k: getattr(args, k)
+        for k in (
+            "seed",
+            "aspect_ratio",
+            "num_inference_steps",
+            "guidance_scale",
+            "output_quality",
+            "output_format",
+            "input_image",
+        )
+        if getattr(args, k) is not None
+    }
+    try:
+        session = Session(
+            output_dir=args.output_dir, announce=lambda line: print(line, file=sys.stderr)
+        )
+        gens = session.generate(" ".join(args.prompt), args.n, **params)
+        for gen in gens if isinstance(gens, list) else [gens]:
+            gen.wait(args.timeout)
+            where = gen.path or f"(not saved: {gen.save_error})"
+            print(f"{where}\tseed {gen.seed}\t{gen.elapsed:.2f} s")
+    except FluxError as exc:
+        print(f"flux-nb generate: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+SUBCOMMANDS = (_add_serve, _add_generate)
 
 
 def build_parser() -> argparse.ArgumentParser:

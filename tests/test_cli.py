@@ -1,0 +1,55 @@
+"""`flux-nb generate`, the README's main job: a saved image with its recipe, or one clear line."""
+
+import os
+import subprocess
+import sys
+
+import flux_nb
+
+
+def run(*args, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("OXEN_API_KEY", "FLUX_NB_BASE_URL")}
+    env["FLUX_NB_STEP_DELAY"] = "0"
+    return subprocess.run(
+        [sys.executable, "-m", "flux_nb", "generate", *args, "--output-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+
+
+def test_generate_saves_the_image_with_its_recipe(tmp_path):
+    done = run(
+        "a",
+        "lighthouse",
+        "at",
+        "night",
+        "--seed",
+        "5",
+        "-a",
+        "1:1",
+        "--steps",
+        "4",
+        tmp_path=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "offline stand-in" in done.stderr
+    path = done.stdout.split("\t")[0]
+    recipe = flux_nb.read_recipe(path)
+    assert (recipe.prompt, recipe.seed, recipe.aspect_ratio, recipe.num_inference_steps) == (
+        "a lighthouse at night",
+        5,
+        "1:1",
+        4,
+    )
+
+
+def test_bad_value_is_one_line_and_exit_1(tmp_path):
+    done = run("a fox", "--guidance", "11", tmp_path=tmp_path)
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if line.startswith("flux-nb generate:")]
+    assert errors == [
+        "flux-nb generate: guidance_scale=11.0 is out of range (allowed: number from 0.0 to 10.0)."
+    ]
+    assert "Traceback" not in done.stderr and not list(tmp_path.iterdir())
