@@ -1,0 +1,585 @@
+"""How a Generation looks: one-line texts, the rich display, and the live widget card.
+
+The card is state only: runner callbacks (background threads) set its traits and never call
+display(), which is what survives ipykernel 7, nbclient and nbval (see shared/jupyter-notes.md).
+The %%flux magic and the panel share it:
+
+    card = Card(gen, on_new=None, extra_buttons=(), thumbnail_size=320)   # an ipywidgets.VBox
+        card.gen               the Generation shown
+        card.status            HTML: queued / processing · step i/n · elapsed s, then "done in 4.2 s"
+                               with a link that opens the full-size file, or why it failed or was cancelled
+        card.preview           Image: the thumbnail PNG; a child of the card once the image exists
+        card.caption           HTML: caption(gen), with the prompt as tooltip
+        card.reproduce_button  "Reproduce": same recipe and seed again (same pixels)   -> on_new(new)
+        card.vary_button       "New seed": same recipe, fresh seed                      -> on_new(new)
+        card.copy_button       "Copy recipe": the %%flux cell that remakes the image (set_next_input
+                               when run from code; clicked in a browser, the text appears on the card
+                               because a widget click cannot create a cell, see _copy)
+        card.cancel_button     "Cancel": enabled while the generation runs
+        card.buttons           HBox of the four, then extra_buttons
+        card.settled           threading.Event, set once the card shows the final state
+        card.refresh()         show the generation's state now (any thread)
+    on_new(new_gen) runs on the kernel's thread when Reproduce/New seed made a Generation: the owner
+    shows its card (the magic adds it under the old one, the panel puts it in its gallery).
+    Layouts and styles (the card's own too) are shared between cards: assign new ones, never mutate.
+
+    card_grid(cards) -> GridBox            several cards side by side, wrapping
+    card_stack(gens, ...) -> CardStack     a card (or a grid) that grows a card per Reproduce/New seed
+    magic_line(recipe) -> str              the `%%flux ...` line + "\\n" + prompt that remakes a recipe
+    generation_mimebundle(gen)             widget view + image/png thumbnail + text/plain
+    wait_settled(timeout), resend_settled()   for `%flux wait`: cards final, and saved by nbclient too
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import ipywidgets as widgets
+from ipywidgets.widgets.widget_string import HTMLStyle
+
+from .recipe import Recipe
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+INPUTS_DIR = ".inputs"  # under the output folder: that folder itself holds one image per generation
+ERROR_COLOR = "var(--jp-error-color1, #c62828)"
+MUTED_COLOR = "var(--jp-ui-font-color2, #666)"
+
+
+# -- text -----------------------------------------------------------------------------------------
+
+
+def caption(gen) -> str:
+    """Seed, steps, guidance, aspect, format and time: everything needed to read a result."""
+    text = gen.recipe.summary()
+    if gen.done:
+        text += f" · {gen.elapsed:.1f} s"
+    return text
+
+
+def status_line(gen) -> str:
+    """Where a generation is: queued, processing step i/n and seconds so far, or how it ended."""
+    if gen.status == "failed":
+        return f"failed: {gen.reason}"
+    if gen.status == "cancelled":
+        return f"cancelled: {gen.reason}"
+    if gen.status == "succeeded":
+        where = (
+            str(gen.path)
+            if gen.path
+            else f"not saved ({gen.save_error.message})"
+            if gen.save_error
+            else ""
+        )
+        return f"done · {where}"
+    progress = f" · step {gen.progress[0]}/{gen.progress[1]}" if gen.progress else ""
+    return f"{gen.status}{progress} · {gen.elapsed:.0f} s"
+
+
+def _plain(gen) -> str:
+    """text/plain for saved notebooks: no timings, ids or paths, so nbval compares it run to run."""
+    if gen.status == "succeeded":
+        state = "done" if gen.path else "done, not saved"
+    elif gen.status in ("failed", "cancelled"):
+        state = f"{gen.status}: {gen.reason}"
+    else:
+        state = "running"
+    return f"{gen.prompt!r}\n{gen.recipe.summary()}\n{state}"
+
+
+def generation_mimebundle(gen, widget: bool | None = None) -> dict[str, Any]:
+    """text/plain always; image/png thumbnail once the image exists (shows where widgets do not);
+    and, in a kernel (or with widget=True), the view of a live card for frontends with widgets."""
+    bundle: dict[str, Any] = {"text/plain": _plain(gen)}
+    if gen.status == "succeeded":
+        bundle["image/png"] = base64.b64encode(gen.thumbnail()).decode()
+    if widget is None:
+        widget = _in_kernel()
+    if widget:
+        view = card_stack([gen])
+        bundle[WIDGET_VIEW] = {"version_major": 2, "version_minor": 0, "model_id": view.model_id}
+    return bundle
+
+
+def _in_kernel() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+# -- the recipe as a %%flux cell ------------------------------------------------------------------
+
+
+def magic_line(recipe: Recipe, inputs_dir: str | Path | None = None) -> str:
+    """The `%%flux` line and the prompt that make this recipe again, every option spelled out.
+
+    Input images stay URLs when they are; data: URIs are written once to `inputs_dir` (default:
+    the session's `<output>/.inputs/`) as `<sha>.<ext>` and passed as `--image PATH`: reading the
+    file back gives the very same data: URI, so the copied cell makes the same pixels.
+    """
+    parts = [
+        "%%flux",
+        f"--seed {recipe.seed}",
+        f"--aspect {recipe.aspect_ratio}",
+        f"--steps {recipe.num_inference_steps}",
+        f"--guidance {recipe.guidance_scale!r}",
+        f"--quality {recipe.output_quality}",
+        f"--format {recipe.output_format}",
+    ]
+    for source in recipe.input_image:
+        if source.startswith("data:"):
+            if inputs_dir is None:
+                from .session import session
+
+                inputs_dir = session().output.path / INPUTS_DIR
+            source = str(_write_input(source, Path(inputs_dir)))
+        parts.append(f"--image {_quote(source)}")
+    line = " ".join(parts)
+    # IPython expands {expr} and $name in magic lines; doubled, they come back as themselves.
+    line = line.replace("$", "$$").replace("{", "{{").replace("}", "}}")
+    return f"{line}\n{recipe.prompt}"
+
+
+_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+
+
+def _write_input(uri: str, folder: Path) -> Path:
+    head, _, payload = uri.partition(",")
+    data = base64.b64decode(payload)
+    ext = _EXTENSIONS.get(head[5:].split(";")[0], "png")
+    path = folder / f"{hashlib.sha256(data).hexdigest()[:16]}.{ext}"
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".partial-{os.getpid()}-{threading.get_ident()}-{path.name}")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    return path
+
+
+def _quote(text: str) -> str:
+    return f'"{text}"' if any(c.isspace() for c in text) else text
+
+
+# -- the card -------------------------------------------------------------------------------------
+
+
+@cache
+def _shared() -> dict[str, Any]:
+    """Layouts and styles every card uses: one widget each instead of one per card (about
+    0.5 ms a widget in a kernel, which is most of a %%flux cell's time)."""
+    return {
+        "text": widgets.Layout(width="auto"),
+        "image": widgets.Layout(max_width="100%", height="auto"),
+        "row": widgets.Layout(flex_flow="row wrap", width="auto"),
+        "button": widgets.Layout(width="auto"),
+        "button_style": widgets.ButtonStyle(),
+        "html_style": HTMLStyle(),
+    }
+
+
+@cache
+def _card_layout(thumbnail_size: int) -> widgets.Layout:
+    return widgets.Layout(
+        width=f"{thumbnail_size + 24}px",
+        padding="6px",
+        margin="2px",
+        border="1px solid var(--jp-border-color2, #ddd)",
+    )
+
+
+def _button(description: str, tooltip: str, icon: str) -> widgets.Button:
+    shared = _shared()
+    return widgets.Button(
+        description=description,
+        tooltip=tooltip,
+        icon=icon,
+        layout=shared["button"],
+        style=shared["button_style"],
+    )
+
+
+class Card(widgets.VBox):
+    """One generation, live: status, thumbnail, caption and buttons. See the module docstring."""
+
+    def __init__(
+        self,
+        gen,
+        *,
+        on_new: Callable[[Any], None] | None = None,
+        extra_buttons: Sequence[widgets.Button] = (),
+        thumbnail_size: int = 320,
+    ):
+        shared = _shared()
+        self.gen = gen
+        self.on_new = on_new
+        self.thumbnail_size = thumbnail_size
+        self.settled = threading.Event()
+        self._lock = threading.Lock()
+        self._notice: widgets.HTML | None = None
+        self._copy_box: widgets.Textarea | None = None
+        self.status = widgets.HTML(
+            _status_html(gen), layout=shared["text"], style=shared["html_style"]
+        )
+        self.preview = widgets.Image(format="png", layout=shared["image"])
+        self.caption = widgets.HTML(
+            _caption_html(gen), layout=shared["text"], style=shared["html_style"]
+        )
+        self.reproduce_button = _button(
+            "Reproduce", "Run the same recipe and seed again: the same image", "repeat"
+        )
+        self.vary_button = _button("New seed", "Run the same recipe with a fresh seed", "random")
+        self.copy_button = _button(
+            "Copy recipe", "A %%flux cell that makes this image again", "copy"
+        )
+        self.cancel_button = _button("Cancel", "Stop this generation", "stop")
+        self.cancel_button.disabled = gen.done
+        self.buttons = widgets.HBox(
+            [
+                self.reproduce_button,
+                self.vary_button,
+                self.copy_button,
+                self.cancel_button,
+                *extra_buttons,
+            ],
+            layout=shared["row"],
+        )
+        super().__init__(
+            [self.status, self.caption, self.buttons],
+            layout=_card_layout(thumbnail_size),
+        )
+        self.reproduce_button.on_click(lambda _: self._spawn(self.gen.reproduce))
+        self.vary_button.on_click(lambda _: self._spawn(self.gen.vary))
+        self.copy_button.on_click(lambda _: self._copy())
+        self.cancel_button.on_click(lambda _: self.gen.cancel())
+        if not gen.done:
+            _ticker.add(self)
+        gen.on_change(self._render)
+
+    def __repr__(self) -> str:
+        return f"<Card {self.gen!r}>"
+
+    def _repr_mimebundle_(self, **kwargs):
+        return _stable_text(super()._repr_mimebundle_(**kwargs), [self.gen])
+
+    def refresh(self) -> None:
+        """Show the generation's current state (callable from any thread)."""
+        self._render(self.gen)
+
+    def send_state_again(self) -> None:
+        """Send the whole card's state once more from the calling thread (see resend_settled)."""
+        with self._lock:
+            for widget in (self, self.status, self.preview, self.caption, self.cancel_button):
+                widget.send_state()
+
+    # -- state -> traits; runs on runner threads and the ticker ------------------------------------
+
+    def _render(self, gen) -> None:
+        thumb, problem = None, None
+        if gen.status == "succeeded" and not len(self.preview.value):
+            try:
+                thumb = gen.thumbnail(self.thumbnail_size)  # the slow part: outside the lock
+            except Exception as exc:  # an unreadable result must still settle the card
+                problem = f"no preview: {getattr(exc, 'message', None) or type(exc).__name__}"
+        with self._lock:
+            self.status.value = _status_html(gen, problem)
+            self.caption.value = _caption_html(gen)
+            self.cancel_button.disabled = gen.done
+            if thumb is not None:
+                self.preview.value = thumb
+                self._arrange()
+            if gen.done:
+                _ticker.discard(self)
+                _unsent.add(self)
+                self.settled.set()
+
+    def _arrange(self) -> None:
+        extra = [w for w in (self._notice, self._copy_box) if w is not None]
+        body = [self.status, self.preview] if len(self.preview.value) else [self.status]
+        self.children = [*body, self.caption, self.buttons, *extra]
+
+    def _say(self, text: str, error: bool = False) -> None:
+        color = f' style="color:{ERROR_COLOR}"' if error else ""
+        value = f"<span{color}>{html.escape(text)}</span>"
+        with self._lock:
+            if self._notice is None:
+                self._notice = widgets.HTML(
+                    value, layout=_shared()["text"], style=_shared()["html_style"]
+                )
+                self._arrange()
+            else:
+                self._notice.value = value
+
+    # -- buttons: short, delegate to the Generation ------------------------------------------------
+
+    def _spawn(self, make: Callable[[], Any]) -> None:
+        from .errors import FluxError
+
+        try:
+            new = make()
+        except FluxError as exc:
+            self._say(str(exc), error=True)
+            return
+        if self.on_new is not None:
+            self.on_new(new)
+        else:
+            self._say(f"Started a new generation with seed {new.seed}.")
+
+    def _copy(self) -> None:
+        """set_next_input only reaches the page in the reply to an execute request: from a click
+        (a comm message) it would surface under whatever cell runs next (jupyterlab#8893). So a
+        click shows the text to copy, and code (button.click() in a cell, %flux copy) gets the cell."""
+        from .errors import FluxError
+
+        try:
+            text = magic_line(self.gen.recipe)
+        except (FluxError, OSError, ValueError) as exc:
+            self._say(f"Cannot write the recipe's input image: {exc}", error=True)
+            return
+        shell = _shell()
+        if shell is not None and _in_execute_request(shell):
+            shell.set_next_input(text, replace=False)
+            return
+        with self._lock:
+            if self._copy_box is None:
+                self._copy_box = widgets.Textarea(
+                    text,
+                    rows=text.count("\n") + 2,
+                    layout=widgets.Layout(width="auto"),
+                    tooltip="Select all and copy into a new cell",
+                )
+                self._arrange()
+            else:
+                self._copy_box.value = text
+
+
+def _shell():
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    return get_ipython()
+
+
+def _in_execute_request(shell) -> bool:
+    kernel = getattr(shell, "kernel", None)
+    if kernel is None:
+        return True  # terminal IPython: set_next_input pre-fills the next prompt
+    try:
+        parent = kernel.get_parent("shell")
+    except Exception:
+        return False
+    return (parent or {}).get("header", {}).get("msg_type") == "execute_request"
+
+
+def _status_html(gen, problem: str | None = None) -> str:
+    if gen.status in ("failed", "cancelled"):
+        text = f'<span style="color:{ERROR_COLOR}">{html.escape(status_line(gen))}</span>'
+    elif gen.status == "succeeded":
+        text = f"done in {gen.elapsed:.1f} s"
+        if gen.path:
+            text += " · " + _file_link(Path(gen.path))
+        elif gen.save_error:
+            text += (
+                f' · <span style="color:{ERROR_COLOR}">{html.escape(gen.save_error.message)}</span>'
+            )
+    else:
+        text = html.escape(status_line(gen))
+        if gen.error is not None:  # a cancel request the server refused; the generation runs on
+            text += f' · <span style="color:{ERROR_COLOR}">{html.escape(gen.reason)}</span>'
+    if problem:
+        text += f' · <span style="color:{ERROR_COLOR}">{html.escape(problem)}</span>'
+    return text
+
+
+def _file_link(path: Path) -> str:
+    """A link to the full-size file: relative to the notebook's folder (the kernel's cwd),
+    JupyterLab opens it in its image viewer; elsewhere the path is shown to copy."""
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        rel = str(path)
+    name = html.escape(path.name)
+    if rel.startswith(".."):
+        return f'<span title="{html.escape(str(path))}">{name}</span>'
+    href = html.escape(Path(rel).as_posix(), quote=True)
+    return f'<a href="{href}" target="_blank" title="{html.escape(str(path))}">{name}</a>'
+
+
+def _caption_html(gen) -> str:
+    return f'<span style="color:{MUTED_COLOR}" title="{html.escape(gen.prompt, quote=True)}">{html.escape(caption(gen))}</span>'
+
+
+# -- several cards --------------------------------------------------------------------------------
+
+
+def card_grid(cards: Sequence[Card], min_width: int | None = None) -> widgets.GridBox:
+    """Cards side by side, as many columns as fit, wrapping."""
+    if min_width is None:
+        min_width = max((c.thumbnail_size for c in cards), default=320) + 24
+    return widgets.GridBox(
+        list(cards),
+        layout=widgets.Layout(
+            grid_template_columns=f"repeat(auto-fill, minmax({min_width}px, 1fr))", grid_gap="6px"
+        ),
+    )
+
+
+def _stable_text(bundle: dict[str, Any], gens: Sequence[Any]) -> dict[str, Any]:
+    """The widget's own text/plain names generation ids: nbval compares it, so use _plain."""
+    return {**bundle, "text/plain": "\n".join(_plain(g) for g in gens)}
+
+
+class CardStack(widgets.VBox):
+    """What a %%flux cell shows: its cards, then a card per Reproduce/New seed click."""
+
+    def __init__(self, children, gens: Sequence[Any], **kwargs):
+        self.gens = list(gens)
+        super().__init__(children, **kwargs)
+
+    def _repr_mimebundle_(self, **kwargs):
+        return _stable_text(super()._repr_mimebundle_(**kwargs), self.gens)
+
+
+def card_stack(
+    gens: Sequence[Any], *, on_new: Callable[[Any], None] | None = None, thumbnail_size: int = 320
+) -> CardStack:
+    """The cards of gens (a grid when several), in a box that gains a card under them for each
+    Reproduce/New seed click; on_new(new_gen) is then called too (the magic rebinds _flux)."""
+    boxes: list[CardStack] = []  # filled below: the cards' on_new needs the box they sit in
+
+    def made(new) -> None:
+        box = boxes[0]
+        box.children = [*box.children, Card(new, on_new=made, thumbnail_size=thumbnail_size)]
+        if on_new is not None:
+            on_new(new)
+
+    cards = [Card(g, on_new=made, thumbnail_size=thumbnail_size) for g in gens]
+    boxes.append(
+        CardStack(
+            [cards[0]] if len(cards) == 1 else [card_grid(cards)], gens, layout=_shared()["text"]
+        )
+    )
+    return boxes[0]
+
+
+def cards_in(view: widgets.Widget) -> list[Card]:
+    """Every Card inside a view made by card_stack/card_grid, in order."""
+    if isinstance(view, Card):
+        return [view]
+    found: list[Card] = []
+    for child in getattr(view, "children", ()):
+        found.extend(cards_in(child))
+    return found
+
+
+def wait_settled(timeout: float | None = None) -> bool:
+    """Block until the card of every finished generation shows its final state: runner callbacks
+    finish a moment after Generation.wait() returns. Cards still running are not waited for.
+    True when all did within timeout."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for card in _ticker.snapshot():
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if card.gen.done and not card.settled.wait(left):
+            return False
+    return True
+
+
+class _Unsent:
+    """Cards that reached their final state since the last resend_settled()."""
+
+    def __init__(self):
+        self._cards: weakref.WeakSet[Card] = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    def add(self, card: Card) -> None:
+        with self._lock:
+            self._cards.add(card)
+
+    def take(self) -> list[Card]:
+        with self._lock:
+            cards = list(self._cards)
+            self._cards.clear()
+        return cards
+
+
+def resend_settled() -> int:
+    """Send the final state of cards that settled since the last call again, from this thread.
+
+    Runner threads set a card's traits whenever the image lands; a message sent while no cell
+    runs belongs to no cell, and nbclient/nbconvert drop it from the widget state they save
+    (JupyterLab shows it anyway). `%flux wait` calls this inside its own cell, so a notebook run
+    headless and saved after it holds every preview. Returns how many cards were sent."""
+    cards = _unsent.take()
+    for card in cards:
+        card.send_state_again()
+    return len(cards)
+
+
+class _Ticker:
+    """One daemon thread that refreshes the elapsed seconds of running cards once a second; it
+    ends when no card is running and starts again with the next one."""
+
+    def __init__(self):
+        self._cards: weakref.WeakSet[Card] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def add(self, card: Card) -> None:
+        with self._lock:
+            self._cards.add(card)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="flux-nb-ticker", daemon=True
+                )
+                self._thread.start()
+
+    def discard(self, card: Card) -> None:
+        with self._lock:
+            self._cards.discard(card)
+
+    def snapshot(self) -> list[Card]:
+        with self._lock:
+            return list(self._cards)
+
+    def _run(self) -> None:
+        tick = threading.Event()
+        while True:
+            tick.wait(1.0)
+            with self._lock:
+                cards = list(self._cards)
+                if not cards:
+                    self._thread = None
+                    return
+            for card in cards:
+                if not card.gen.done:
+                    card.refresh()
+
+
+_ticker = _Ticker()
+_unsent = _Unsent()
+
+__all__ = [
+    "Card",
+    "CardStack",
+    "caption",
+    "card_grid",
+    "card_stack",
+    "cards_in",
+    "generation_mimebundle",
+    "magic_line",
+    "resend_settled",
+    "status_line",
+    "wait_settled",
+]

@@ -1,0 +1,384 @@
+"""The %%flux cell magic and the %flux line magic.
+
+They parse, call flux_nb's Python API once, and show cards (cards.py): everything here can be
+done with flux_nb.generate(...). Errors come out as one UsageError line: IPython prints
+"UsageError: <message>" without a traceback and the cell counts as failed, so Run All stops there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import keyword
+import sys
+import threading
+import time
+from typing import Any
+
+from IPython.core.error import StdinNotImplementedError, UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import display
+from traitlets import Int, Unicode
+
+import flux_nb
+
+from . import errors
+
+# `from . import session` could give the package's session() function: take the module itself.
+_session = importlib.import_module("flux_nb.session")
+
+OPTIONS = (
+    "--seed N, --aspect/-a R, --steps N, --guidance G, --quality Q, --format F, -n N,"
+    " --image SRC (repeatable), --name VAR"
+)
+SUBCOMMANDS = "wait [TIMEOUT], status, cancel [ID|all], history [N], reproduce PATH_OR_ID, backend [local|hosted], resume, copy [ID], panel"
+
+
+@magics_class
+class FluxMagics(Magics):
+    """%%flux makes images from the cell text in the background; %flux manages them.
+    Settings: %config FluxMagics.thumbnail_size = 384, %config FluxMagics.default_options = '-a 1:1'."""
+
+    thumbnail_size = Int(320, help="Longest side, in pixels, of the previews on cards.").tag(
+        config=True
+    )
+    default_options = Unicode(
+        "", help="Options put before every %%flux line's own, e.g. '--aspect 1:1 --steps 8'."
+    ).tag(config=True)
+
+    # -- %%flux ---------------------------------------------------------------------------------
+
+    @magic_arguments(name="%flux")  # usage reads %%flux
+    @argument(
+        "--seed",
+        type=int,
+        metavar="N",
+        help="seed of the first image (0 to 4294967295); random when left out",
+    )
+    @argument(
+        "--aspect",
+        "-a",
+        dest="aspect_ratio",
+        metavar="R",
+        help="aspect ratio: 1:1, 16:9, 9:16, 4:3 or 3:4",
+    )
+    @argument(
+        "--steps",
+        type=int,
+        dest="num_inference_steps",
+        metavar="N",
+        help="inference steps, 1 to 50",
+    )
+    @argument(
+        "--guidance", type=float, dest="guidance_scale", metavar="G", help="guidance scale, 0 to 10"
+    )
+    @argument("--quality", dest="output_quality", metavar="Q", help="standard or high")
+    @argument("--format", dest="output_format", metavar="F", help="png, jpg or webp")
+    @argument(
+        "-n",
+        type=int,
+        default=1,
+        metavar="N",
+        help="number of images (one enqueue each; default 1)",
+    )
+    @argument(
+        "--image",
+        action="append",
+        default=[],
+        metavar="SRC",
+        help="input image to edit: a path, a URL, or the name of a variable holding a PIL image,"
+        " bytes, a Generation or a list of them (repeatable)",
+    )
+    @argument(
+        "--name", metavar="VAR", help="variable to bind the Generation to (the list when -n > 1)"
+    )
+    @cell_magic("flux")
+    def flux_cell(self, line: str, cell: str):
+        """Make images of the cell's text (stripped) in the background; the cell returns at once
+        with a live card per image (a grid when -n > 1). Each image is its own enqueue with its
+        own seed: with --seed S and -n 4 the seeds are S, S+1, S+2, S+3. `_flux` holds the last
+        Generation (or list); {var} and $var in the line are replaced by Python values.
+        """
+        args = self._parse(line)
+        if args.name is not None and (not args.name.isidentifier() or keyword.iskeyword(args.name)):
+            raise UsageError(
+                f"--name {args.name!r} is not a Python variable name (letters, digits and _)."
+            )
+        params = {
+            key: value
+            for key in (
+                "seed",
+                "aspect_ratio",
+                "num_inference_steps",
+                "guidance_scale",
+                "output_quality",
+                "output_format",
+            )
+            if (value := getattr(args, key)) is not None
+        }
+        images = [source for token in args.image for source in self._image_sources(token)]
+        if images:
+            params["input_image"] = images
+        try:
+            result = flux_nb.generate(cell, args.n, **params)
+        except errors.FluxError as exc:
+            raise UsageError(str(exc)) from None
+        gens = result if isinstance(result, list) else [result]
+        self._bind(result, args.name)
+        self._show(gens)
+
+    def _parse(self, line: str):
+        if self.default_options:
+            line = f"{self.default_options} {line}"
+        try:
+            return parse_argstring(self.flux_cell, line)
+        except UsageError as exc:
+            raise UsageError(f"%%flux: {exc}. Options: {OPTIONS} (see %%flux?).") from None
+
+    def _image_sources(self, token: str) -> list[Any]:
+        """A variable's value when the token names one; otherwise the path or URL as written."""
+        token = _unquote(token)
+        if token.isidentifier() and token in self.shell.user_ns:
+            value = self.shell.user_ns[token]
+            return list(value) if isinstance(value, (list, tuple)) else [value]
+        return [token]
+
+    def _bind(self, result: Any, name: str | None = None) -> None:
+        self.shell.user_ns["_flux"] = result
+        if name:
+            self.shell.user_ns[name] = result
+
+    def _show(self, gens: list) -> None:
+        from .cards import card_stack
+
+        display(card_stack(gens, on_new=self._bind, thumbnail_size=self.thumbnail_size))
+
+    # -- %flux ----------------------------------------------------------------------------------
+
+    @line_magic("flux")
+    def flux_line(self, line: str):
+        """%flux SUBCOMMAND: wait [TIMEOUT] (block until every image of the session is done),
+        status, cancel [ID|all] (default all), history [N], reproduce PATH_OR_ID,
+        backend [local|hosted] (show or switch), resume (collect what an earlier kernel sent),
+        copy [ID] (a %%flux cell below that remakes a generation; default the last), panel."""
+        words = [_unquote(w) for w in line.split(None, 1)]
+        command, rest = (
+            (words[0].lower(), words[1].strip() if len(words) > 1 else "")
+            if words
+            else ("status", "")
+        )
+        handler = getattr(self, f"_cmd_{command}", None)
+        if handler is None:
+            raise UsageError(f"%flux: unknown subcommand {command!r}. Use one of: {SUBCOMMANDS}.")
+        try:
+            return handler(_unquote(rest))
+        except errors.FluxError as exc:
+            raise UsageError(str(exc)) from None
+
+    def _cmd_wait(self, rest: str) -> None:
+        timeout = _number(rest, "wait TIMEOUT (seconds)") if rest else None
+        from .cards import resend_settled, wait_settled
+
+        start = time.monotonic()
+        gens = _session.session().wait_all(timeout)
+        wait_settled(
+            None if timeout is None else max(0.0, timeout - (time.monotonic() - start)) + 1.0
+        )
+        resend_settled()  # inside this cell, so a notebook saved by nbclient keeps every preview
+        counts = _count(gens)
+        print(
+            f"flux: all {len(gens)} generation(s) finished: {counts}."
+            if gens
+            else "flux: nothing to wait for."
+        )
+
+    def _cmd_status(self, rest: str) -> None:
+        sess = _session.session()
+        running = sess.pending()
+        print(
+            f"flux: {sess.backend} backend at {sess.base_url} · {len(running)} running,"
+            f" {_count([g for g in sess.history if g.done]) or 'none done'} · output {sess.output.path}"
+        )
+        for gen in running:
+            step = f" step {gen.progress[0]}/{gen.progress[1]}" if gen.progress else ""
+            print(
+                f"  {gen.id or 'unsent'}  {gen.status}{step}  {gen.elapsed:.0f} s  seed {gen.seed}  {gen.prompt[:50]!r}"
+            )
+
+    def _cmd_cancel(self, rest: str) -> None:
+        sess = _session.session()
+        if rest in ("", "all"):
+            print(f"flux: cancelling {sess.cancel_all()} generation(s).")
+            return
+        gen = self._find(rest)
+        gen.cancel()
+        print(
+            f"flux: cancelling {gen.id or gen.key[:8]}."
+            if not gen.done
+            else f"flux: {gen.id} already {gen.status}."
+        )
+
+    def _cmd_history(self, rest: str) -> None:
+        count = int(_number(rest, "history N")) if rest else 10
+        history = _session.session().history[-count:] if count > 0 else []
+        if not history:
+            print("flux: no generations yet in this session.")
+        for gen in history:
+            where = f"  {gen.path}" if gen.path else f"  {gen.reason}" if gen.reason else ""
+            print(
+                f"{gen.id or 'unsent'}  {gen.status}  seed {gen.seed}  {gen.prompt[:50]!r}{where}"
+            )
+
+    def _cmd_reproduce(self, rest: str) -> None:
+        if not rest:
+            raise UsageError(
+                "%flux reproduce needs a saved image's path or a generation id (see %flux history)."
+            )
+        gen = flux_nb.reproduce(rest)
+        self._bind(gen)
+        self._show([gen])
+
+    def _cmd_backend(self, rest: str) -> None:
+        from .config import ApiKey
+        from .session import Session, set_session
+
+        choice = rest.lower()
+        if choice == "":
+            print(_session.session().describe())
+            return
+        if choice == "local":
+            new = Session("local", announce=None)
+        elif choice == "hosted":
+            new = Session("hosted", api_key=_ask_key(ApiKey), announce=None)
+        else:
+            raise UsageError(f"%flux backend {rest!r}: choose local or hosted.")
+        set_session(new)
+        print(new.describe())
+
+    def _cmd_resume(self, rest: str) -> None:
+        gens = flux_nb.resume()
+        if not gens:
+            print("flux: nothing to resume: every generation sent by an earlier kernel was saved.")
+            return
+        self._bind(gens if len(gens) > 1 else gens[0])
+        self._show(gens)
+
+    def _cmd_copy(self, rest: str) -> None:
+        from .cards import magic_line
+
+        recipe = self._find(rest).recipe if rest else _last(self.shell.user_ns.get("_flux")).recipe
+        self.shell.set_next_input(magic_line(recipe), replace=False)
+
+    def _cmd_panel(self, rest: str) -> None:
+        try:
+            from .panel import Panel
+        except ModuleNotFoundError as exc:
+            if exc.name != "flux_nb.panel":
+                raise
+            print(
+                "flux: the panel is not part of this version of flux-nb yet (flux_nb.panel is missing)."
+            )
+            return
+        display(Panel())
+
+    def _find(self, text: str):
+        """A generation of this session by id, key prefix or saved path."""
+        for gen in reversed(_session.session().history):
+            if text in (gen.id, str(gen.path)) or gen.key.startswith(text):
+                return gen
+        raise UsageError(f"%flux: no generation {text!r} in this session (see %flux history).")
+
+
+def _ask_key(api_key_class):
+    """The hosted key: OXEN_API_KEY, else a getpass prompt; held only by the session's ApiKey."""
+    import getpass
+    import os
+
+    value = os.environ.get("OXEN_API_KEY", "").strip()
+    if not value:
+        try:
+            value = getpass.getpass("Oxen.ai API key (not stored, not echoed): ").strip()
+        except (StdinNotImplementedError, EOFError, OSError):
+            value = ""
+    if not value:
+        raise errors.AuthError(
+            "The hosted backend needs an API key and none was given.",
+            hint="Set OXEN_API_KEY in the kernel's environment, or type it at the prompt of %flux backend hosted.",
+        )
+    return api_key_class(value)
+
+
+def _last(value: Any):
+    if isinstance(value, list) and value:
+        value = value[-1]
+    if value is None or not hasattr(value, "recipe"):
+        raise UsageError("%flux copy: no generation yet; give an id (see %flux history).")
+    return value
+
+
+def _count(gens: list) -> str:
+    tally: dict[str, int] = {}
+    for gen in gens:
+        label = "saved" if gen.status == "succeeded" else gen.status
+        tally[label] = tally.get(label, 0) + 1
+    return ", ".join(f"{n} {label}" for label, n in tally.items())
+
+
+def _number(text: str, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"%flux {what}: {text!r} is not a number.") from None
+    if value < 0:
+        raise UsageError(f"%flux {what}: {text!r} must not be negative.")
+    return value
+
+
+def _unquote(text: str) -> str:
+    """IPython splits magic lines keeping the quotes (shlex non-POSIX): drop a matching pair."""
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        return text[1:-1]
+    return text
+
+
+def load_ipython_extension(ipython) -> None:
+    """Register the magics and start the session (the embedded server here, not in the first
+    cell); print one line: the backend, and the hint to resume when an earlier kernel left work."""
+    magics = FluxMagics(shell=ipython)
+    ipython.register_magics(magics)
+    if magics not in ipython.configurables:
+        ipython.configurables.append(magics)
+    try:
+        sess = _session._current or _session.session(announce=None)
+        line = sess.describe()
+        left = len(sess.journal_pending())
+    except (errors.FluxError, OSError, RuntimeError) as exc:
+        print(
+            f"flux-nb: no session ({exc}); %flux backend local or hosted tries again.",
+            file=sys.stderr,
+        )
+        return
+    if left:
+        line += (
+            f" {left} generation(s) from an earlier kernel were not collected: run %flux resume."
+        )
+    print(line)
+    # ipywidgets takes about 75 ms to import: do it while the person types the first %%flux cell
+    # (under Run All that cell waits for the import lock instead: no slower than importing it there).
+    threading.Thread(target=_warm_up, name="flux-nb-warmup", daemon=True).start()
+
+
+def _warm_up() -> None:
+    with contextlib.suppress(Exception):  # the first %%flux cell would report a real problem
+        importlib.import_module("flux_nb.cards")
+
+
+def unload_ipython_extension(ipython) -> None:
+    """Drop the magics (the session and its images stay)."""
+    for kind in ("line", "cell"):
+        ipython.magics_manager.magics[kind].pop("flux", None)
+    ipython.configurables[:] = [c for c in ipython.configurables if not isinstance(c, FluxMagics)]
+
+
+__all__ = ["FluxMagics", "load_ipython_extension", "unload_ipython_extension"]

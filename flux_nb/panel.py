@@ -1,0 +1,604 @@
+"""The widgets panel: every model parameter as a control, input images, and a live gallery.
+
+The panel is a view. Generate reads the controls into one call of Session.generate, and each
+Generation is drawn with the magic's Card (cards.py), so both show results the same way. Runner
+callbacks (background threads) only set widget state; nothing here calls display() or HTTP.
+
+    panel = flux_nb.Panel()          # the kernel's session, with the output folder's history
+    panel.prompt.value = "a lighthouse at dusk"
+    panel.generate()                 # what the Generate button does; returns the Generations
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import ipywidgets as widgets
+
+from . import errors
+from .cards import Card, card_grid
+from .jobs import Generation
+from .recipe import bundled_schema, draw_seed
+from .session import Session
+
+log = logging.getLogger("flux_nb.panel")
+
+HISTORY_LIMIT = 12  # images from the output folder shown on open (each costs a thumbnail)
+MAX_IMAGES = 4  # the "Images" control: how many one click of Generate makes
+THUMBNAIL_SIZE = 224  # gallery previews: three cards side by side at about 800 px
+INPUT_THUMBNAIL_SIZE = 96
+LABEL_WIDTH = "92px"
+ERROR_COLOR = "var(--jp-error-color1, #c62828)"
+MUTED_COLOR = "var(--jp-ui-font-color2, #666)"
+
+
+@dataclass(frozen=True, eq=False)
+class InputImage:
+    """One input image for an edit: a name to show, the URL the recipe carries, a small PNG."""
+
+    name: str
+    url: str
+    thumbnail: bytes | None
+
+
+class Panel(widgets.VBox):
+    """Prompt, a control for each model parameter, input images, Generate/Cancel and a gallery.
+
+    The controls are attributes (prompt, aspect_ratio, quality, format, steps, guidance, seed,
+    seed_lock, count, generate_button, cancel_button, upload, gallery, error), so code and tests
+    can drive the panel as a person would.
+    """
+
+    def __init__(self, session: Session | None = None, history: bool | int = True):
+        super().__init__(layout=widgets.Layout(width="100%", max_width="1100px", padding="4px"))
+        if session is None:
+            from .session import session as current
+
+            session = current()
+        self.session = session
+        self.cards: list[Card] = []  # newest first, as in the gallery
+        self._inputs: list[tuple[InputImage, widgets.Widget]] = []
+        self._running: dict[int, Generation] = {}
+        self._lock = threading.RLock()
+        self._error_message = ""
+        self._build(session.schema)
+        if history:
+            self.load_history(HISTORY_LIMIT if history is True else int(history))
+
+    def __repr__(self) -> str:
+        return (
+            f"<flux_nb.Panel {self.session.backend}: {len(self.cards)} result(s) in the gallery,"
+            f" {len(self._running)} running (widgets need Jupyter to show)>"
+        )
+
+    # -- building ---------------------------------------------------------------------------------
+
+    def _build(self, schema: dict[str, Any]) -> None:
+        label = {"description_width": LABEL_WIDTH}
+        full = widgets.Layout(width="100%")
+        self.header = widgets.HTML(_header_html(self.session), layout=widgets.Layout(width="auto"))
+        self.prompt = widgets.Textarea(
+            description="Prompt",
+            placeholder="Describe the image, or the edit to make to the input images",
+            rows=3,
+            layout=full,
+            style=label,
+            tooltip="The text of the image to make",
+        )
+
+        self.aspect_ratio = _dropdown(
+            _spec(schema, "aspect_ratio"), "Aspect ratio", _aspect_label, label
+        )
+        self.quality = _dropdown(_spec(schema, "output_quality"), "Quality", str, label)
+        self.format = _dropdown(_spec(schema, "output_format"), "Format", str, label)
+
+        steps = _spec(schema, "num_inference_steps")
+        self.steps = widgets.IntSlider(
+            value=steps.get("default", 28),
+            min=steps.get("minimum", 1),
+            max=steps.get("maximum", 50),
+            description="Steps",
+            readout=False,
+            style=label,
+            continuous_update=False,
+            layout=widgets.Layout(flex="1 1 auto", width="auto", min_width="150px"),
+            tooltip="Denoising steps: more is slower and finer",
+        )
+        self.steps_box = widgets.BoundedIntText(
+            value=self.steps.value,
+            min=self.steps.min,
+            max=self.steps.max,
+            layout=widgets.Layout(width="64px"),
+            tooltip="Steps",
+        )
+        guidance = _spec(schema, "guidance_scale")
+        self.guidance = widgets.FloatSlider(
+            value=guidance.get("default", 2.0),
+            min=guidance.get("minimum", 0.0),
+            max=guidance.get("maximum", 10.0),
+            step=guidance.get("multipleOf", 0.1),
+            description="Guidance",
+            readout=False,
+            style=label,
+            continuous_update=False,
+            layout=widgets.Layout(flex="1 1 auto", width="auto", min_width="150px"),
+            tooltip="How closely the image follows the prompt",
+        )
+        self.guidance_box = widgets.BoundedFloatText(
+            value=self.guidance.value,
+            min=self.guidance.min,
+            max=self.guidance.max,
+            step=self.guidance.step,
+            layout=widgets.Layout(width="64px"),
+            tooltip="Guidance",
+        )
+        # Kernel-side links, so code that sets either one (and tests) sees both move.
+        self._links = [
+            widgets.link((self.steps, "value"), (self.steps_box, "value")),
+            widgets.link((self.guidance, "value"), (self.guidance_box, "value")),
+        ]
+
+        self.seed = widgets.IntText(
+            value=draw_seed(),
+            description="Seed",
+            style=label,
+            layout=widgets.Layout(width="260px"),
+            tooltip="The seed the next Generate uses (0 to 4294967295)",
+        )
+        self.seed_lock = widgets.ToggleButton(
+            value=False,
+            description="Lock seed",
+            icon="unlock",
+            layout=widgets.Layout(width="auto"),
+            tooltip="Off: after each Generate a fresh random seed goes in the box. On: the seed stays.",
+        )
+        self.seed_lock.observe(self._on_lock, "value")
+        self.count = widgets.IntSlider(
+            value=1,
+            min=1,
+            max=MAX_IMAGES,
+            description="Images",
+            style=label,
+            layout=widgets.Layout(width="auto"),
+            tooltip="How many images one Generate makes (seeds follow on)",
+        )
+
+        row = widgets.Layout(width="auto", align_items="center")
+        controls = widgets.GridBox(
+            [
+                self.aspect_ratio,
+                self.quality,
+                self.format,
+                widgets.HBox([self.steps, self.steps_box], layout=row),
+                widgets.HBox([self.guidance, self.guidance_box], layout=row),
+                self.count,
+            ],
+            layout=widgets.Layout(
+                grid_template_columns="repeat(auto-fill, minmax(240px, 1fr))",
+                grid_gap="4px 16px",
+                width="100%",
+            ),
+        )
+        # The seed gets a row of its own: ten digits and the toggle do not fit in a grid column.
+        seed_row = widgets.HBox(
+            [self.seed, self.seed_lock],
+            layout=widgets.Layout(flex_flow="row wrap", align_items="center", width="100%"),
+        )
+
+        self.upload = widgets.FileUpload(
+            accept="image/*",
+            multiple=True,
+            description="Add input images",
+            icon="upload",
+            layout=widgets.Layout(width="auto"),
+            tooltip="PNG, JPEG or WebP images to edit or use as reference",
+        )
+        self.upload.observe(self._on_upload, "value")
+        self.inputs_box = widgets.HBox(
+            layout=widgets.Layout(flex_flow="row wrap", width="100%", align_items="flex-start")
+        )
+        self._no_inputs = widgets.HTML(
+            f'<span style="color:{MUTED_COLOR}">No input images: the prompt alone makes the picture.'
+            " Upload images, or click “Use as input” on a result, to edit.</span>",
+            layout=widgets.Layout(width="auto"),
+        )
+        self._render_inputs()
+
+        self.generate_button = widgets.Button(
+            description="Generate",
+            button_style="primary",
+            icon="paint-brush",
+            tooltip="Make images from the prompt and settings above",
+            layout=widgets.Layout(width="auto"),
+        )
+        self.generate_button.on_click(lambda _: self._guarded(self.generate))
+        self.cancel_button = widgets.Button(
+            description="Cancel",
+            icon="stop",
+            disabled=True,
+            layout=widgets.Layout(width="auto"),
+            tooltip="Stop every image this panel has running",
+        )
+        self.cancel_button.on_click(lambda _: self._guarded(self.cancel))
+        self.status = widgets.Label("Ready.", layout=widgets.Layout(width="auto"))
+        self.error = widgets.HTML("", layout=widgets.Layout(width="100%", display="none"))
+
+        self.gallery = card_grid([], min_width=THUMBNAIL_SIZE + 24)
+        self.gallery.layout.width = "100%"
+        self._gallery_note = widgets.HTML(
+            f'<span style="color:{MUTED_COLOR}">Results, newest first. Files are saved in'
+            f" {html.escape(str(self.session.output.path))} with their recipe.</span>",
+            layout=widgets.Layout(width="auto"),
+        )
+
+        wrap = widgets.Layout(
+            flex_flow="row wrap", align_items="center", width="100%", grid_gap="6px"
+        )
+        self.children = [
+            self.header,
+            self.prompt,
+            controls,
+            seed_row,
+            widgets.HBox([widgets.Label("Input images"), self.upload], layout=wrap),
+            self.inputs_box,
+            widgets.HBox([self.generate_button, self.cancel_button, self.status], layout=wrap),
+            self.error,
+            self._gallery_note,
+            self.gallery,
+        ]
+
+    # -- what the buttons do ----------------------------------------------------------------------
+
+    def params(self) -> dict[str, Any]:
+        """The model parameters the controls hold, named as the API names them."""
+        params: dict[str, Any] = {
+            "aspect_ratio": self.aspect_ratio.value,
+            "output_quality": self.quality.value,
+            "output_format": self.format.value,
+            "num_inference_steps": self.steps.value,
+            "guidance_scale": round(float(self.guidance.value), 6),  # no 2.3000000000000003
+            "seed": self.seed.value,
+        }
+        if self._inputs:
+            params["input_image"] = [item.url for item, _ in self._inputs]
+        return params
+
+    def generate(self) -> list[Generation]:
+        """Start images from the controls (what Generate does). Returns the Generations, or [] with
+        the reason shown in the panel when the values are refused. The prompt text is kept."""
+        self.clear_error()
+        try:
+            made = self.session.generate(self.prompt.value, self.count.value, **self.params())
+        except errors.FluxError as exc:
+            self.show_error(str(exc))
+            return []
+        gens = made if isinstance(made, list) else [made]
+        if not self.seed_lock.value:  # the box holds the next seed; the one used is on the cards
+            self.seed.value = draw_seed()
+        self._show(gens)
+        return gens
+
+    def cancel(self) -> int:
+        """Cancel every generation started from this panel that is still running; returns how many."""
+        with self._lock:
+            running = list(self._running.values())
+        for gen in running:
+            gen.cancel()
+        return len(running)
+
+    def add_input(self, source: Any, name: str | None = None) -> InputImage:
+        """Add an input image (a path, URL, PIL image, bytes or a finished Generation) for edits."""
+        if isinstance(source, Generation) and not source.done:
+            raise errors.InputImageError(
+                "That image is not finished yet: use it as input once it shows.",
+                field="input_image",
+            )
+        from .inputs import to_input_url
+
+        url = to_input_url(source)
+        if name is None:
+            name = _input_name(source)
+        item = InputImage(name, url, _input_thumbnail(source, url))
+        with self._lock:
+            self._inputs.append((item, _input_widget(item, self._remover(item))))
+            self._render_inputs()
+        return item
+
+    def remove_input(self, item: InputImage | int) -> None:
+        """Take an input image off the list (by the InputImage or its position)."""
+        with self._lock:
+            if isinstance(item, int):
+                del self._inputs[item]
+            else:
+                self._inputs = [pair for pair in self._inputs if pair[0] is not item]
+            self._render_inputs()
+
+    @property
+    def inputs(self) -> tuple[InputImage, ...]:
+        """The input images the next Generate sends, in order."""
+        return tuple(item for item, _ in self._inputs)
+
+    def load_history(self, limit: int = HISTORY_LIMIT) -> int:
+        """Show up to `limit` images already in the output folder (newest first) after the results
+        on show; they get the same buttons. Returns how many were added."""
+        with self._lock:
+            shown = {str(c.gen.path) for c in self.cards if c.gen.path}
+        known = {str(g.path): g for g in self.session.history if g.path}
+        found: list[Generation] = []
+        for path in self.session.saved_images():
+            if len(found) >= limit:
+                break
+            if str(path) in shown:
+                continue
+            gen = known.get(str(path)) or saved_generation(self.session, path)
+            if gen is not None:
+                found.append(gen)
+        cards = [self._card(g) for g in found]
+        with self._lock:
+            self.cards.extend(cards)
+            self.gallery.children = (*self.gallery.children, *cards)
+        return len(cards)
+
+    def show_error(self, message: str) -> None:
+        """Show one line in plain words in the panel (never a traceback)."""
+        self._error_message = message
+        self.error.value = f'<div role="alert" style="color:{ERROR_COLOR}; white-space:normal">⚠ {html.escape(message)}</div>'
+        self.error.layout.display = None
+
+    def clear_error(self) -> None:
+        self._error_message = ""
+        self.error.value = ""
+        self.error.layout.display = "none"
+
+    @property
+    def error_text(self) -> str:
+        """The message shown in the panel, as plain text ('' when none)."""
+        return self._error_message
+
+    # -- gallery ------------------------------------------------------------------------------------
+
+    def _show(self, gens: list[Generation]) -> None:
+        """Put new generations at the top of the gallery, in their own order, and follow them."""
+        cards = [self._card(g) for g in gens]
+        with self._lock:
+            self.cards[:0] = cards
+            self.gallery.children = (*cards, *self.gallery.children)
+        for gen in gens:
+            self._follow(gen)
+
+    def _card(self, gen: Generation) -> Card:
+        use = widgets.Button(
+            description="Use as input",
+            icon="level-up",
+            layout=_button_layout(),
+            tooltip="Add this image to the input images, to edit it",
+            disabled=gen.status != "succeeded",
+        )
+        use.on_click(lambda _: self._guarded(self.add_input, gen))
+        card = Card(gen, on_new=self._on_new, extra_buttons=[use], thumbnail_size=THUMBNAIL_SIZE)
+        gen.on_change(lambda g: setattr(use, "disabled", g.status != "succeeded"))
+        return card
+
+    def _on_new(self, gen: Generation) -> None:
+        """A card's Reproduce or New seed made `gen`: it joins the gallery."""
+        self._show([gen])
+
+    def _follow(self, gen: Generation) -> None:
+        with self._lock:
+            if not gen.done:
+                self._running[id(gen)] = gen
+        gen.on_change(self._changed)
+        self._refresh_status()
+
+    def _changed(self, gen: Generation) -> None:
+        """Runs on runner threads: updates the status line and Cancel, widget state only."""
+        if gen.done:
+            with self._lock:
+                self._running.pop(id(gen), None)
+        self._refresh_status()
+
+    def _refresh_status(self) -> None:
+        with self._lock:
+            running = list(self._running.values())
+        counts: dict[str, int] = {}
+        for gen in running:
+            counts[gen.status] = counts.get(gen.status, 0) + 1
+        if running:
+            text = f"{len(running)} running: " + ", ".join(
+                f"{n} {status}" for status, n in counts.items()
+            )
+        else:
+            text = "Ready."
+        if self.status.value != text:
+            self.status.value = text
+        self.cancel_button.disabled = not running
+
+    # -- inputs -------------------------------------------------------------------------------------
+
+    def _on_upload(self, change: dict[str, Any]) -> None:
+        files = change["new"]
+        if not files:
+            return
+        self.clear_error()
+        refused = []
+        for entry in files:
+            name = str(entry.get("name") or "upload")
+            try:
+                self.add_input(bytes(entry["content"]), name=name)
+            except errors.FluxError:
+                refused.append(name)
+            except Exception:
+                log.exception("reading the upload %s failed", name)
+                refused.append(name)
+        # The bytes now live in the panel; cleared here they are not saved in the notebook's widget state.
+        self.upload.value = ()
+        if refused:
+            self.show_error(
+                f"{', '.join(refused)}: not an image flux-nb can read. Use PNG, JPEG or WebP files."
+            )
+
+    def _remover(self, item: InputImage) -> Callable[[Any], None]:
+        return lambda _: self._guarded(self.remove_input, item)
+
+    def _render_inputs(self) -> None:
+        self.inputs_box.children = [w for _, w in self._inputs] or [self._no_inputs]
+
+    # -- seed -------------------------------------------------------------------------------------
+
+    def _on_lock(self, change: dict[str, Any]) -> None:
+        self.seed_lock.icon = "lock" if change["new"] else "unlock"
+
+    # -- errors -----------------------------------------------------------------------------------
+
+    def _guarded(self, action: Callable[..., Any], *args: Any) -> Any:
+        """Run a button's action; any failure becomes one line in the panel, never a traceback."""
+        try:
+            return action(*args)
+        except errors.FluxError as exc:
+            self.show_error(str(exc))
+        except Exception as exc:
+            log.exception("panel action %s failed", getattr(action, "__name__", action))
+            self.show_error(
+                f"flux-nb hit an internal error ({type(exc).__name__}: {exc}). Your settings are kept;"
+                " please report this."
+            )
+        return None
+
+
+# -- history from the output folder ---------------------------------------------------------------
+
+
+def saved_generation(session: Session, path: Path) -> Generation | None:
+    """A finished Generation for an image flux-nb saved earlier (None when the file carries no
+    recipe), so the gallery shows it with the same card and buttons as a new one."""
+    try:
+        return session.load(path)
+    except (errors.FluxError, KeyError, TypeError, OSError):
+        return None
+
+
+# -- small pieces ---------------------------------------------------------------------------------
+
+
+def _spec(schema: dict[str, Any], name: str) -> dict[str, Any]:
+    """The schema's entry for a parameter, filled in from the bundled copy where it says less."""
+    bundled = bundled_schema()["properties"].get(name, {})
+    return {**bundled, **schema.get("properties", {}).get(name, {})}
+
+
+def _dropdown(
+    spec: dict[str, Any], description: str, label: Callable[[Any], str], style: dict
+) -> widgets.Dropdown:
+    options = list(spec.get("enum", []))
+    default = spec.get("default", options[0] if options else None)
+    return widgets.Dropdown(
+        options=[(label(o), o) for o in options],
+        value=default,
+        description=description,
+        style=style,
+        layout=widgets.Layout(width="auto"),
+        tooltip=spec.get("description", description),
+    )
+
+
+def _aspect_label(ratio: str) -> str:
+    try:
+        w, h = (float(x) for x in str(ratio).split(":"))
+    except ValueError:
+        return str(ratio)
+    shape = "square" if w == h else "landscape" if w > h else "portrait"
+    return f"{ratio} {shape}"
+
+
+def _header_html(session: Session) -> str:
+    """Which backend makes the images: the offline stand-in says so. Never the key, never URL userinfo."""
+    parts = urlsplit(session.base_url)
+    where = html.escape(
+        f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    )
+    if session.backend == "local":
+        note = (
+            f"local offline stand-in at {where}: a preview engine, not FLUX.2 Klein."
+            " Set OXEN_API_KEY for the real model."
+        )
+    elif session.backend == "hosted":
+        note = f"Oxen.ai hosted API at {where}."
+    else:
+        note = f"Oxen-compatible server at {where}."
+    return f'<b>FLUX.2 Klein 4B</b> <span style="color:{MUTED_COLOR}">· {note}</span>'
+
+
+@cache
+def _button_layout() -> widgets.Layout:
+    return widgets.Layout(width="auto")
+
+
+def _input_name(source: Any) -> str:
+    if isinstance(source, Generation):
+        return f"seed {source.seed}"
+    if isinstance(source, (str, Path)):
+        text = str(source)
+        return "image" if text.startswith("data:") else Path(urlsplit(text).path).name or text
+    return "image"
+
+
+def _input_thumbnail(source: Any, url: str) -> bytes | None:
+    """A small PNG of an input image; None for an http(s) URL (the panel does not fetch it)."""
+    from .thumbnail import make_thumbnail
+
+    try:
+        if isinstance(source, Generation):
+            return source.thumbnail(INPUT_THUMBNAIL_SIZE)
+        if not url.startswith("data:"):
+            return None
+        from PIL import Image
+
+        with Image.open(io.BytesIO(base64.b64decode(url.partition(",")[2]))) as img:
+            return make_thumbnail(img, INPUT_THUMBNAIL_SIZE)
+    except Exception:  # a preview is a nicety: the input itself was already checked
+        return None
+
+
+def _input_widget(item: InputImage, on_remove: Callable[[Any], None]) -> widgets.VBox:
+    if item.thumbnail:
+        picture: widgets.Widget = widgets.Image(
+            value=item.thumbnail,
+            format="png",
+            layout=widgets.Layout(max_width=f"{INPUT_THUMBNAIL_SIZE}px"),
+        )
+    else:
+        picture = widgets.HTML(
+            f'<a href="{html.escape(item.url, quote=True)}" target="_blank">{html.escape(item.name)}</a>'
+        )
+    name = widgets.Label(
+        item.name, layout=widgets.Layout(max_width=f"{INPUT_THUMBNAIL_SIZE + 8}px")
+    )
+    remove = widgets.Button(
+        description="Remove",
+        icon="times",
+        layout=widgets.Layout(width=f"{INPUT_THUMBNAIL_SIZE + 8}px"),
+        tooltip=f"Remove {item.name} from the input images",
+    )
+    remove.on_click(on_remove)
+    return widgets.VBox(
+        [picture, name, remove],
+        layout=widgets.Layout(
+            width="auto",
+            padding="4px",
+            margin="2px",
+            border="1px solid var(--jp-border-color2, #ddd)",
+        ),
+    )
+
+
+__all__ = ["InputImage", "Panel", "saved_generation"]

@@ -1,0 +1,266 @@
+"""The widget card driven from Python, without a kernel: buttons do what they say, state lands."""
+
+import base64
+import io
+import types
+
+import ipywidgets
+import pytest
+from ipywidgets.widgets.widget import _instances
+from PIL import Image, ImageChops
+
+from flux_nb import cards
+from flux_nb.cards import (
+    Card,
+    card_grid,
+    card_stack,
+    cards_in,
+    generation_mimebundle,
+    magic_line,
+    wait_settled,
+)
+from flux_nb.config import Settings
+from flux_nb.inputs import to_input_url
+from flux_nb.magic import FluxMagics, _unquote
+from flux_nb.recipe import Recipe
+from flux_nb.server.embedded import LocalServer
+from flux_nb.session import Session
+
+
+@pytest.fixture(scope="module")
+def slow_server():
+    """Takes visible time per step, so cancel has something to stop."""
+    with LocalServer(step_delay=0.05) as server:
+        yield server
+
+
+@pytest.fixture
+def session(tmp_path):
+    s = Session(
+        "local", output_dir=tmp_path / "out", settings=Settings(step_delay=0.0), announce=None
+    )
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def slow_session(tmp_path, slow_server):
+    s = Session(base_url=slow_server.url, output_dir=tmp_path / "slow", announce=None)
+    yield s
+    s.close()
+
+
+def pixels_equal(a, b):
+    return (
+        a.size == b.size
+        and ImageChops.difference(a.convert("RGB"), b.convert("RGB")).getbbox() is None
+    )
+
+
+def settle(*gens, timeout=20):
+    for gen in gens:
+        assert gen._done.wait(timeout)
+    assert wait_settled(timeout)
+
+
+def test_card_follows_its_generation_to_the_thumbnail(session):
+    gen = session.generate("a red fox in snow", seed=5, num_inference_steps=4, aspect_ratio="1:1")
+    card = Card(gen, thumbnail_size=128)
+    assert card.gen is gen and list(card.children) == [card.status, card.caption, card.buttons]
+    assert not card.cancel_button.disabled
+    settle(gen)
+    assert gen.status == "succeeded"
+    assert bytes(card.preview.value) == gen.thumbnail(128)
+    assert max(Image.open(io.BytesIO(bytes(card.preview.value))).size) == 128
+    assert list(card.children) == [card.status, card.preview, card.caption, card.buttons]
+    assert card.status.value.startswith("done in ") and gen.path.name in card.status.value
+    assert "seed 5" in card.caption.value and "4 steps" in card.caption.value
+    assert card.cancel_button.disabled and card.settled.is_set()
+
+
+def test_a_card_for_a_finished_generation_is_complete_at_once(session):
+    gen = session.generate("a lighthouse", seed=9, num_inference_steps=2).wait(20)
+    card = Card(gen)
+    assert card.settled.is_set() and bytes(card.preview.value) == gen.thumbnail()
+
+
+def test_reproduce_and_new_seed_buttons_make_new_generations(session):
+    gen = session.generate("a cabin by a lake", seed=99, num_inference_steps=4)
+    made = []
+    card = Card(gen, on_new=made.append)
+    card.reproduce_button.click()
+    card.vary_button.click()
+    assert len(made) == 2
+    again, other = made
+    assert again.recipe == gen.recipe and other.seed != 99
+    assert other.recipe == gen.recipe.with_seed(other.seed)
+    settle(gen, again, other)
+    assert pixels_equal(gen.image, again.image)
+    assert not pixels_equal(gen.image, other.image)
+
+
+def test_without_on_new_the_card_says_it_started_one(session):
+    gen = session.generate("a kite", seed=1, num_inference_steps=2)
+    card = Card(gen)
+    card.reproduce_button.click()
+    notice = card.children[-1]
+    assert isinstance(notice, ipywidgets.HTML) and "seed 1" in notice.value
+    settle(gen)
+
+
+def test_cancel_button_stops_it_and_the_card_says_so(slow_session):
+    gen = slow_session.generate("a long exposure of stars", seed=3, num_inference_steps=50)
+    card = Card(gen)
+    card.cancel_button.click()
+    settle(gen)
+    assert gen.status == "cancelled"
+    assert "cancelled" in card.status.value and card.cancel_button.disabled
+    assert len(card.preview.value) == 0 and card.preview not in card.children
+
+
+def test_a_failed_generation_shows_the_reason(session):
+    gen = session.generate(
+        "edit this", input_image="http://127.0.0.1:9/missing.png", num_inference_steps=2
+    )
+    card = Card(gen)
+    settle(gen)
+    assert gen.status == "failed" and gen.reason
+    assert "failed: " in card.status.value and cards.html.escape(gen.reason) in card.status.value
+
+
+def test_the_ticker_refreshes_running_cards(slow_session):
+    gen = slow_session.generate("a slow one", seed=4, num_inference_steps=30)
+    card = Card(gen)
+    assert card in cards._ticker.snapshot()
+    card.refresh()
+    assert card.status.value.startswith(("submitting", "queued", "processing"))
+    gen.cancel()
+    settle(gen)
+    assert card not in cards._ticker.snapshot()
+
+
+class FakeShell:
+    """Stands in for IPython's shell: records set_next_input; the kernel says which request runs."""
+
+    def __init__(self, msg_type):
+        self.inputs = []
+        self.kernel = types.SimpleNamespace(
+            get_parent=lambda channel: {"header": {"msg_type": msg_type}}
+        )
+
+    def set_next_input(self, text, replace=False):
+        self.inputs.append((text, replace))
+
+
+def test_copy_recipe_from_code_puts_the_cell_below(session, monkeypatch):
+    gen = session.generate("a teapot", seed=12, num_inference_steps=3, aspect_ratio="4:3")
+    shell = FakeShell("execute_request")
+    monkeypatch.setattr(cards, "_shell", lambda: shell)
+    Card(gen).copy_button.click()
+    assert shell.inputs == [(magic_line(gen.recipe), False)]
+    settle(gen)
+
+
+def test_copy_recipe_clicked_in_a_browser_shows_the_text(session, monkeypatch):
+    # A click arrives as a comm message: set_next_input would land under the next cell run.
+    gen = session.generate("a teapot", seed=12, num_inference_steps=3)
+    shell = FakeShell("comm_msg")
+    monkeypatch.setattr(cards, "_shell", lambda: shell)
+    card = Card(gen)
+    card.copy_button.click()
+    box = card.children[-1]
+    assert shell.inputs == [] and isinstance(box, ipywidgets.Textarea)
+    assert box.value == magic_line(gen.recipe)
+    settle(gen)
+
+
+def parse_line(text):
+    """The recipe a copied %%flux cell makes, through the magic's own parser (no kernel needed)."""
+    line, _, prompt = text.partition("\n")
+    assert line.startswith("%%flux ")
+    args = FluxMagics(shell=None)._parse(
+        line[len("%%flux ") :].replace("{{", "{").replace("}}", "}")
+    )
+    images = [to_input_url(_unquote(s)) for s in args.image]
+    return Recipe.build(
+        prompt,
+        seed=args.seed,
+        aspect_ratio=args.aspect_ratio,
+        num_inference_steps=args.num_inference_steps,
+        guidance_scale=args.guidance_scale,
+        output_quality=args.output_quality,
+        output_format=args.output_format,
+        input_image=images or None,
+    )
+
+
+def test_magic_line_remakes_the_recipe_exactly(tmp_path):
+    png = io.BytesIO()
+    Image.new("RGB", (32, 24), (200, 30, 30)).save(png, format="PNG")
+    uri = "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()
+    recipe = Recipe.build(
+        "two lines\nof prompt",
+        seed=4242,
+        aspect_ratio="9:16",
+        num_inference_steps=7,
+        guidance_scale=3.25,
+        output_quality="high",
+        output_format="webp",
+        input_image=[uri, "https://example.com/a b.png"],
+    )
+    inputs = tmp_path / "my out" / ".inputs"
+    text = magic_line(recipe, inputs_dir=inputs)
+    assert text.startswith(
+        "%%flux --seed 4242 --aspect 9:16 --steps 7 --guidance 3.25 --quality high --format webp"
+    )
+    assert text.endswith("\ntwo lines\nof prompt")
+    (saved,) = inputs.iterdir()
+    assert saved.suffix == ".png" and saved.read_bytes() == png.getvalue()
+    assert parse_line(text) == recipe
+
+
+def test_magic_line_doubles_what_ipython_would_expand(tmp_path):
+    recipe = Recipe.build("x", seed=1, input_image=["https://example.com/$HOME/{a}.png"])
+    line = magic_line(recipe, inputs_dir=tmp_path).splitlines()[0]
+    assert "--image https://example.com/$$HOME/{{a}}.png" in line
+
+
+def test_generation_mimebundle_has_widget_png_and_stable_text(session):
+    gen = session.generate("a lantern", seed=8, num_inference_steps=2).wait(20)
+    plain = generation_mimebundle(gen, widget=False)
+    assert set(plain) == {"text/plain", "image/png"}
+    assert base64.b64decode(plain["image/png"]) == gen.thumbnail()
+    assert plain["text/plain"] == f"'a lantern'\n{gen.recipe.summary()}\ndone"  # no ids or timings
+    rich = generation_mimebundle(gen, widget=True)
+    view = _instances[rich[cards.WIDGET_VIEW]["model_id"]]
+    assert [c.gen for c in cards_in(view)] == [gen]
+    assert rich["image/png"] == plain["image/png"]
+
+
+def test_card_stack_grows_under_the_first_cards(session):
+    gens = session.generate("a row of houses", 3, seed=20, num_inference_steps=2)
+    seen = []
+    box = card_stack(gens, on_new=seen.append)
+    (grid,) = box.children
+    assert isinstance(grid, ipywidgets.GridBox) and [c.gen for c in cards_in(box)] == gens
+    cards_in(box)[1].reproduce_button.click()
+    assert len(box.children) == 2 and box.children[1].gen is seen[0]
+    box.children[1].vary_button.click()  # the new card's buttons grow the same stack
+    assert len(box.children) == 3 and len(seen) == 2
+    settle(*gens, *seen)
+    assert seen[0].recipe == gens[1].recipe
+
+
+def test_card_grid_fits_its_cards(session):
+    gen = session.generate("a dot", seed=2, num_inference_steps=1)
+    grid = card_grid([Card(gen, thumbnail_size=200)])
+    assert "minmax(224px" in grid.layout.grid_template_columns
+    settle(gen)
+
+
+def test_extra_buttons_sit_with_the_others(session):
+    gen = session.generate("a dot", seed=2, num_inference_steps=1)
+    extra = ipywidgets.Button(description="Use as input")
+    card = Card(gen, extra_buttons=[extra])
+    assert card.buttons.children[-1] is extra
+    settle(gen)

@@ -1,0 +1,482 @@
+"""%load_ext flux_nb, %%flux and %flux in a real kernel, driven cell by cell through nbclient.
+
+One kernel for the module (the embedded local server inside it); its output folder and working
+directory are temporary; no key and no base URL reach it, so nothing leaves the machine.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import time
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+from PIL import Image, ImageChops
+
+from flux_nb import read_recipe
+from flux_nb.recipe import Recipe
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+# 28 default steps then take about 0.6 s: long against a cell's few ms, short for a test.
+STEP_DELAY = 0.02
+
+SETUP = """
+import hashlib, json, time
+from ipywidgets.widgets.widget import _instances
+from flux_nb.cards import cards_in, magic_line, wait_settled
+_cell_times = []
+_t0 = time.perf_counter()
+def _pre(info):
+    global _t0
+    _t0 = time.perf_counter()
+def _post(result):
+    last = get_ipython().user_ns.get("_flux")
+    _cell_times.append(((time.perf_counter() - _t0) * 1000, getattr(last, "done", None)))
+get_ipython().events.register("pre_run_cell", _pre)
+get_ipython().events.register("post_run_cell", _post)
+def _cards(model_id):
+    return cards_in(_instances[model_id])
+"""
+
+PENDING_RECIPE = Recipe.build(
+    "left over from yesterday", seed=31337, num_inference_steps=3, aspect_ratio="1:1"
+)
+
+
+class Kernel:
+    """A notebook grown one cell at a time in one kernel; keeps each execute reply."""
+
+    def __init__(self, workdir):
+        self.nb = nbformat.v4.new_notebook()
+        self.replies: list[dict] = []
+        self.client = NotebookClient(
+            self.nb,
+            timeout=60,
+            kernel_name="python3",
+            allow_errors=True,
+            resources={"metadata": {"path": str(workdir)}},
+            on_cell_executed=lambda cell, execute_reply, **_: self.replies.append(
+                execute_reply["content"]
+            ),
+        )
+
+    def run(self, source: str):
+        cell = nbformat.v4.new_code_cell(source)
+        self.nb.cells.append(cell)
+        self.client.execute_cell(cell, len(self.nb.cells) - 1)
+        return cell
+
+    def value(self, expression: str):
+        """A JSON-able value computed in the kernel."""
+        cell = self.run(f"print(json.dumps({expression}))")
+        assert_clean(cell)
+        return json.loads("".join(out["text"] for out in cell.outputs))
+
+    def click(self, model_id: str) -> None:
+        """What a browser sends for a click: a comm message, not an execute request."""
+        kc = self.client.kc
+        content = {"comm_id": model_id, "data": {"method": "custom", "content": {"event": "click"}}}
+        kc.shell_channel.send(kc.session.msg("comm_msg", content))
+
+
+@pytest.fixture(scope="module")
+def kernel(tmp_path_factory):
+    work = tmp_path_factory.mktemp("notebook")
+    out = work / "outputs"
+    out.mkdir()
+    entry = {
+        "t": time.time(),
+        "op": "submit",
+        "key": "k-from-yesterday",
+        "backend": "local",
+        "recipe": PENDING_RECIPE.to_dict(),
+    }
+    (out / ".flux_nb_journal.jsonl").write_text(json.dumps(entry) + "\n")
+    k = Kernel(work)
+    k.out = out
+    with contextlib.ExitStack() as stack:
+        with pytest.MonkeyPatch.context() as env:  # only the kernel's start needs it
+            env.setenv("FLUX_NB_OUTPUT_DIR", str(out))
+            env.setenv("FLUX_NB_STEP_DELAY", str(STEP_DELAY))
+            env.delenv("OXEN_API_KEY", raising=False)
+            env.delenv("FLUX_NB_BASE_URL", raising=False)
+            stack.enter_context(k.client.setup_kernel())
+        assert_clean(k.run(SETUP))
+        k.load = k.run(
+            "_t = time.perf_counter()\n%load_ext flux_nb\n_load_ms = (time.perf_counter() - _t) * 1000"
+        )
+        yield k
+
+
+def assert_clean(cell):
+    for out in cell.outputs:
+        assert out.output_type != "error", "".join(out.get("traceback", []))
+        assert not (out.output_type == "stream" and out.name == "stderr"), out.text
+
+
+def widget_ids(cell) -> list[str]:
+    return [
+        o["data"][WIDGET_VIEW]["model_id"] for o in cell.outputs if WIDGET_VIEW in o.get("data", {})
+    ]
+
+
+def one_line_error(cell, *words: str) -> str:
+    """The cell shows one line, 'UsageError: ...', and no traceback anywhere."""
+    # print() may reach the kernel's stream in two writes, so nbclient can hold two stderr pieces
+    kinds = {(o.output_type, o.get("name")) for o in cell.outputs}
+    assert kinds == {("stream", "stderr")}, cell.outputs
+    text = "".join(o.text for o in cell.outputs)
+    assert text.startswith("UsageError: ") and text.count("\n") == 1 and "Traceback" not in text, (
+        text
+    )
+    for word in words:
+        assert word in text, text
+    return text
+
+
+def saved_previews(state: dict, model_id: str) -> list[bytes]:
+    """The PNG bytes of every Image under a widget in saved widget state, in display order."""
+    model = state[model_id]
+    if model["model_name"] == "ImageModel":
+        return [
+            base64.b64decode(b["data"]) for b in model.get("buffers", []) if b["path"] == ["value"]
+        ]
+    found = []
+    for child in model["state"].get("children", []):
+        found.extend(saved_previews(state, child.removeprefix("IPY_MODEL_")))
+    return found
+
+
+def pixels_equal(a: str, b: str) -> bool:
+    with Image.open(a) as x, Image.open(b) as y:
+        return (
+            x.size == y.size
+            and ImageChops.difference(x.convert("RGB"), y.convert("RGB")).getbbox() is None
+        )
+
+
+def test_load_ext_says_one_line_fast_with_the_resume_hint(kernel):
+    cell = kernel.load
+    assert_clean(cell)
+    (out,) = cell.outputs
+    assert out.text.count("\n") == 1
+    assert "local offline stand-in" in out.text and "%flux backend hosted" in out.text
+    assert "1 generation(s) from an earlier kernel" in out.text and "%flux resume" in out.text
+    assert kernel.value("_load_ms") < 1000
+
+
+def test_flux_cell_returns_at_once_with_a_live_card_then_the_image(kernel):
+    cell = kernel.run("%%flux --seed 7 -a 1:1\na red fox in snow")
+    assert [o.output_type for o in cell.outputs] == ["display_data"]
+    (view,) = widget_ids(cell)
+    summary = "seed 7 · 28 steps · guidance 2 · 1:1 · standard · png"
+    assert (
+        cell.outputs[0]["data"]["text/plain"] == f"'a red fox in snow'\n{summary}\nrunning"
+    )  # nbval compares it
+    ms, done_at_return = kernel.value("_cell_times[-1]")
+    assert done_at_return is False  # the cell ended before the image existed
+    assert ms < 300  # its own work is a few ms; generous for a loaded CI machine
+    assert kernel.value(f"_cards({view!r})[0].gen is _flux")
+    assert_clean(kernel.run("gen = _flux.wait(30); wait_settled(10)"))
+    got = kernel.value(
+        f"dict(path=str(gen.path), size=gen.image.size, recipe=flux_nb.read_recipe(gen.path).to_dict(),"
+        f" mine=gen.recipe.to_dict(), elapsed=gen.elapsed, card=bytes(_cards({view!r})[0].preview.value) == gen.thumbnail(),"
+        f" status=_cards({view!r})[0].status.value)".replace("flux_nb.", "__import__('flux_nb')."),
+    )
+    assert os.path.isfile(got["path"]) and got["size"] == [1024, 1024]
+    assert got["recipe"] == got["mine"] and got["recipe"]["seed"] == 7
+    assert got["elapsed"] * 1000 > 3 * ms
+    assert got["card"] and got["status"].startswith("done in ")
+
+
+def test_reproduce_gives_the_same_pixels_and_vary_does_not(kernel):
+    assert_clean(kernel.run("%%flux --seed 11 --steps 4 --name base\na lighthouse at dusk"))
+    assert_clean(kernel.run("again = base.reproduce().wait(30); other = base.vary().wait(30)"))
+    got = kernel.value("[str(base.path), str(again.path), str(other.path), again.seed, other.seed]")
+    first, same, different, seed_again, seed_other = got
+    assert seed_again == 11 and seed_other != 11 and len({first, same, different}) == 3
+    assert pixels_equal(first, same) and not pixels_equal(first, different)
+
+
+def test_card_buttons_add_cards_under_the_first_in_the_same_output(kernel):
+    cell = kernel.run("%%flux --seed 12 --steps 3 --name first\na windmill")
+    (view,) = widget_ids(cell)
+    assert_clean(kernel.run(f"_cards({view!r})[0].reproduce_button.click()"))
+    assert_clean(kernel.run(f"_cards({view!r})[0].vary_button.click(); _flux.wait(30)"))
+    assert_clean(kernel.run("%flux wait 30"))  # sees the button-made generations too
+    got = kernel.value(
+        f"[[c.gen.seed, c.gen.status, len(c.preview.value) > 0] for c in _cards({view!r})]"
+        f" + [_flux is _cards({view!r})[-1].gen, _flux in __import__('flux_nb').session().history]"
+    )
+    assert got.pop() is True and got.pop() is True
+    assert [row[0] == 12 for row in got] == [True, True, False]
+    assert all(row[1] == "succeeded" and row[2] for row in got)
+
+
+def test_bad_input_gives_one_line_and_no_traceback(kernel):
+    cases = {
+        "%%flux --bogus 3\nx": [
+            "unrecognized arguments: --bogus",
+            "--seed N",
+            "--image SRC",
+            "--name VAR",
+        ],
+        "%%flux --seed abc\nx": ["--seed", "invalid int value: 'abc'"],
+        "%%flux --seed 4294967296\nx": ["seed=4294967296 is out of range", "0 to 4294967295"],
+        "%%flux --aspect 2:1\nx": ["aspect_ratio='2:1'", "1:1, 16:9, 9:16, 4:3, 3:4"],
+        "%%flux --steps 99\nx": ["num_inference_steps=99 is out of range", "1 to 50"],
+        "%%flux --guidance -1\nx": ["guidance_scale=-1.0 is out of range"],
+        "%%flux --format gif\nx": ["output_format='gif'", "png, jpg, webp"],
+        "%%flux -n 0\nx": ["n=0 is out of range", "1 to 256"],
+        "%%flux --image no/such/file.png\nx": ["'no/such/file.png' was not found"],
+        "%%flux --name 2x\nx": ["--name '2x' is not a Python variable name"],
+        "%%flux --seed 1\n   \n  ": ["prompt is empty"],
+        "%%flux --seed 1\n": ["cell body is empty"],
+        "%flux backend hosted": ["needs an API key", "OXEN_API_KEY"],
+        "%flux frobnicate": ["unknown subcommand 'frobnicate'", "wait", "backend"],
+        "%flux reproduce no/such.png": ["neither a saved image file nor a known generation id"],
+        "%flux wait soon": ["'soon' is not a number"],
+    }
+    before = kernel.value(
+        "len(flux_nb.session().history)".replace("flux_nb.", "__import__('flux_nb').")
+    )
+    for source, words in cases.items():
+        one_line_error(kernel.run(source), *words)
+    assert kernel.value("__import__('flux_nb').session().backend") == "local"  # no switch happened
+    assert (
+        kernel.value("len(__import__('flux_nb').session().history)") == before
+    )  # nothing was sent
+
+
+def test_name_n6_grid_and_distinct_seeds(kernel):
+    cell = kernel.run("%%flux --seed 500 -n 6 --steps 2 --name six\na row of six houses")
+    (view,) = widget_ids(cell)
+    assert kernel.value(f"type(_instances[{view!r}].children[0]).__name__") == "GridBox"
+    assert_clean(kernel.run("[g.wait(30) for g in six]; wait_settled(10)"))
+    got = kernel.value(
+        f"[[g.seed, str(g.path), c.gen is g, bytes(c.preview.value) == g.thumbnail()] for g, c in zip(six, _cards({view!r}))]"
+        " + [_flux is six]"
+    )
+    assert got.pop() is True
+    assert [row[0] for row in got] == [500, 501, 502, 503, 504, 505]
+    assert len({row[1] for row in got}) == 6 and all(os.path.isfile(row[1]) for row in got)
+    assert all(row[2] and row[3] for row in got)
+
+
+def test_values_come_from_python_variables(kernel):
+    assert_clean(kernel.run("my_seed = 4242; shape = '9:16'; how_many = 2"))
+    assert_clean(
+        kernel.run(
+            "%%flux --seed {my_seed + 1} -a $shape -n {how_many} --steps 2 --name from_vars\nbraces {stay} as $written"
+        )
+    )
+    got = kernel.value("[[g.seed, g.recipe.aspect_ratio, g.prompt] for g in from_vars]")
+    assert got == [
+        [4243, "9:16", "braces {stay} as $written"],
+        [4244, "9:16", "braces {stay} as $written"],
+    ]
+    assert_clean(kernel.run("[g.wait(30) for g in from_vars]"))
+
+
+def test_a_generation_variable_as_input_image_and_copy_recipe(kernel):
+    assert_clean(kernel.run("%%flux --seed 21 --steps 3 -a 1:1 --name src\na red square"))
+    cell = kernel.run(
+        "%%flux --image src --seed 22 --steps 3 --name edited\nthe same square, in blue"
+    )
+    (view,) = widget_ids(cell)
+    assert_clean(kernel.run("edited.wait(30); wait_settled(10)"))
+    assert kernel.value("edited.recipe.input_image[0].startswith('data:image/png;base64,')")
+    assert kernel.value("edited.status") == "succeeded"
+    assert_clean(kernel.run("pil, raw = src.image, src.path.read_bytes()"))
+    assert_clean(
+        kernel.run(
+            "%%flux --image pil --image raw --seed 23 --steps 2 --name from_objects\ntwo inputs"
+        )
+    )
+    assert kernel.value("[from_objects.wait(30).status, len(from_objects.recipe.input_image)]") == [
+        "succeeded",
+        2,
+    ]
+
+    # Copy recipe run from code: the execute reply carries the new cell for the frontend.
+    assert_clean(kernel.run(f"_cards({view!r})[0].copy_button.click()"))
+    (payload,) = kernel.replies[-1]["payload"]
+    assert payload["source"] == "set_next_input" and payload["replace"] is False
+    text = payload["text"]
+    assert text == kernel.value("magic_line(edited.recipe)")
+    line, prompt = text.split("\n", 1)
+    assert prompt == "the same square, in blue" and "--seed 22" in line and "--steps 3" in line
+    image_arg = line.split("--image ")[1].split()[0]
+    assert image_arg.startswith(str(kernel.out / ".inputs")) and os.path.isfile(image_arg)
+
+    # The copied cell makes the same image; the output folder holds one image per generation.
+    assert_clean(kernel.run(text))
+    assert_clean(kernel.run("copied = _flux.wait(30)"))
+    assert kernel.value("copied.recipe == edited.recipe")
+    a, b = kernel.value("[str(edited.path), str(copied.path)]")
+    assert a != b and pixels_equal(a, b)
+    saved = kernel.value(
+        "sorted(str(g.path) for g in __import__('flux_nb').session().history if g.path)"
+    )
+    on_disk = sorted(str(p) for p in kernel.out.iterdir() if p.suffix in (".png", ".jpg", ".webp"))
+    assert set(saved) <= set(on_disk)
+    assert all(read_recipe(p).prompt for p in on_disk)  # each file is a result, none an input copy
+
+
+def test_copy_recipe_clicked_in_the_browser_shows_the_text_instead(kernel):
+    cell = kernel.run("%%flux --seed 3 --steps 2\na small boat")
+    (view,) = widget_ids(cell)
+    button = kernel.value(f"_cards({view!r})[0].copy_button.model_id")
+    kernel.click(button)
+    got = kernel.value(
+        f"[type(_cards({view!r})[0].children[-1]).__name__, _cards({view!r})[0].children[-1].value == magic_line(_flux.recipe)]"
+    )
+    assert kernel.replies[-1]["payload"] == []  # no cell would pop up under an unrelated one
+    assert got == ["Textarea", True]
+    assert_clean(kernel.run("_flux.wait(30)"))
+
+
+def test_many_cells_back_to_back_keep_each_image_in_its_own_cell(kernel):
+    views = []
+    for i in range(5):
+        cell = kernel.run(
+            f"%%flux --seed {1000 + 10 * i} -n 3 --steps 3 --name batch{i}\nbatch {i}"
+        )
+        (view,) = widget_ids(cell)
+        views.append(view)
+    # Let the images land while no cell runs (what nbclient then drops), watching from outside.
+    deadline = time.monotonic() + 30
+    while len(list(kernel.out.glob("batch-*"))) < 15 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    wait = kernel.run("%flux wait 60")
+    assert_clean(wait)
+    assert wait.outputs[0].text.startswith("flux: all ") and "failed" not in wait.outputs[0].text
+    for i, view in enumerate(views):
+        got = kernel.value(
+            f"[[g.status, g.seed, str(g.path), c.gen is g, len(c.preview.value) > 0 and bytes(c.preview.value) == g.thumbnail()]"
+            f" for g, c in zip(batch{i}, _cards({view!r}))] + [len(_cards({view!r}))]"
+        )
+        assert got.pop() == 3
+        assert [row[1] for row in got] == [1000 + 10 * i, 1001 + 10 * i, 1002 + 10 * i]
+        assert all(row[0] == "succeeded" and row[3] and row[4] for row in got), got
+    paths = kernel.value("[str(g.path) for i in range(5) for g in globals()[f'batch{i}']]")
+    assert len(set(paths)) == 15
+
+    # The notebook as nbclient would save it: each cell's widget state holds that cell's thumbnails.
+    kernel.client.set_widgets_metadata()
+    state = kernel.nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    for i, view in enumerate(views):
+        want = kernel.value(f"[hashlib.sha256(g.thumbnail()).hexdigest() for g in batch{i}]")
+        assert [hashlib.sha256(png).hexdigest() for png in saved_previews(state, view)] == want
+
+
+def test_cancel_and_failure_show_their_reason_on_the_card(kernel):
+    slow = kernel.run("%%flux --steps 50 --name slow\na very slow one")
+    assert_clean(kernel.run("%flux cancel all"))
+    bad = kernel.run(
+        "%%flux --image http://127.0.0.1:9/missing.png --steps 2 --name bad\nedit what is not there"
+    )
+    assert_clean(kernel.run("%flux wait 30"))
+    status = kernel.value(
+        f"[slow.status, _cards({widget_ids(slow)[0]!r})[0].status.value, bad.status, bad.reason, _cards({widget_ids(bad)[0]!r})[0].status.value]"
+    )
+    assert status[0] == "cancelled" and "cancelled" in status[1]
+    assert status[2] == "failed" and status[3] and "failed: " in status[4]
+    cell = kernel.run("slow.wait()")  # a Python error stays a Python error
+    assert cell.outputs[0].output_type == "error" and cell.outputs[0].ename == "GenerationCancelled"
+
+
+def test_bare_generation_shows_card_png_and_stable_text(kernel):
+    assert_clean(kernel.run("%%flux --seed 77 --steps 2 --name shown\na tiny planet"))
+    assert_clean(kernel.run("shown.wait(30)"))
+    (out,) = kernel.run("shown").outputs
+    assert set(out["data"]) == {WIDGET_VIEW, "image/png", "text/plain"}
+    assert (
+        out["data"]["text/plain"]
+        == f"'a tiny planet'\n{kernel.value('shown.recipe.summary()')}\ndone"
+    )
+    assert kernel.value(f"_cards({out['data'][WIDGET_VIEW]['model_id']!r})[0].gen is shown")
+
+
+def test_line_subcommands(kernel):
+    status = kernel.run("%flux status")
+    assert_clean(status)
+    assert status.outputs[0].text.startswith("flux: local backend at http://127.0.0.1:")
+    history = kernel.run("%flux history 2")
+    assert_clean(history)
+    assert len(history.outputs[0].text.splitlines()) == 2
+    path = kernel.value("str(shown.path)")
+    cell = kernel.run(f"%flux reproduce {path}")
+    assert_clean(cell) and widget_ids(cell)
+    assert_clean(kernel.run("again = _flux.wait(30)"))
+    assert kernel.value("again.recipe == shown.recipe and again is not shown")
+    assert pixels_equal(path, kernel.value("str(again.path)"))
+    assert_clean(kernel.run("%flux copy"))
+    assert kernel.replies[-1]["payload"][0]["text"] == kernel.value("magic_line(again.recipe)")
+    backend = kernel.run("%flux backend")
+    assert_clean(backend) and "local offline stand-in" in backend.outputs[0].text
+    panel = kernel.run("%flux panel")
+    assert_clean(panel)
+    assert widget_ids(panel) or "not part of this version" in panel.outputs[0].text
+
+
+def test_resume_collects_what_an_earlier_kernel_left(kernel):
+    cell = kernel.run("%flux resume")
+    assert_clean(cell) and widget_ids(cell)
+    assert_clean(kernel.run("resumed = _flux.wait(30)"))
+    assert kernel.value("resumed.recipe.to_dict()") == PENDING_RECIPE.to_dict()
+    assert kernel.value("__import__('flux_nb').session().journal_pending()") == []
+
+
+def test_config_and_help(kernel):
+    assert_clean(kernel.run("%config FluxMagics.thumbnail_size = 96"))
+    cell = kernel.run("%%flux --seed 5 --steps 2 -a 1:1\na small icon")
+    assert_clean(kernel.run("_flux.wait(30); wait_settled(10)"))
+    size = kernel.value(
+        f"__import__('PIL.Image').Image.open(__import__('io').BytesIO(bytes(_cards({widget_ids(cell)[0]!r})[0].preview.value))).size"
+    )
+    assert size == [96, 96]
+    assert_clean(kernel.run("%config FluxMagics.thumbnail_size = 320"))
+    doc = kernel.value("get_ipython().find_cell_magic('flux').__doc__")
+    for option in (
+        "--seed",
+        "--aspect",
+        "-a",
+        "--steps",
+        "--guidance",
+        "--quality",
+        "--format",
+        "-n",
+        "--image",
+        "--name",
+    ):
+        assert option in doc
+
+
+def test_backend_switches_and_the_key_stays_out_of_sight(kernel):
+    key = "sk-test-never-show-4f1c9a"
+    assert_clean(kernel.run(f"import os; os.environ['OXEN_API_KEY'] = {key!r}"))
+    cell = kernel.run("%flux backend hosted")  # no request is sent until something is generated
+    assert_clean(cell)
+    assert (
+        cell.outputs[0].text
+        == "flux-nb: using Oxen.ai's hosted FLUX.2 Klein 4B at https://hub.oxen.ai.\n"
+    )
+    shown = kernel.value(
+        "[__import__('flux_nb').session().backend, repr(__import__('flux_nb').session()),"
+        " repr(__import__('flux_nb').session().client.__dict__),"
+        " [k for k, v in globals().items() if isinstance(v, str) and v == os.environ['OXEN_API_KEY']]]"
+    )
+    assert shown[0] == "hosted" and key not in shown[1] and key not in shown[2] and shown[3] == []
+    assert_clean(kernel.run("del os.environ['OXEN_API_KEY']"))
+    cell = kernel.run("%flux backend local")
+    assert_clean(cell) and "local offline stand-in" in cell.outputs[0].text
+    assert_clean(kernel.run("%%flux --seed 1 --steps 2\nafter the switch"))
+    assert kernel.value(
+        "[_flux.wait(30).status, _flux is __import__('flux_nb').session().history[-1]]"
+    ) == ["succeeded", True]

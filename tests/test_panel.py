@@ -1,0 +1,402 @@
+"""The widgets panel driven from Python as a person would: set controls, click, read the gallery."""
+
+import base64
+import datetime as dt
+import io
+import json
+import warnings
+
+import ipywidgets
+import pytest
+from PIL import Image, ImageChops
+
+from flux_nb.cards import Card, wait_settled
+from flux_nb.config import Settings
+from flux_nb.panel import Panel
+from flux_nb.recipe import SEED_MAX, bundled_schema
+from flux_nb.server.embedded import LocalServer
+from flux_nb.session import Session
+
+SECRET = "sk-secret-do-not-leak-4f1c9a"
+
+
+@pytest.fixture
+def session(tmp_path):
+    s = Session(
+        "local", output_dir=tmp_path / "out", settings=Settings(step_delay=0.0), announce=None
+    )
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def panel(session):
+    return Panel(session=session, history=False)
+
+
+@pytest.fixture(scope="module")
+def keyed_server():
+    """A local server that wants a bearer key and takes visible time per step."""
+    with LocalServer(api_key=SECRET, step_delay=0.03) as server:
+        yield server
+
+
+def pixels_equal(a, b):
+    return (
+        a.size == b.size
+        and ImageChops.difference(a.convert("RGB"), b.convert("RGB")).getbbox() is None
+    )
+
+
+def finish(panel, timeout=10):
+    for card in panel.cards:
+        if not card.gen.done:
+            card.gen._done.wait(timeout)
+    assert wait_settled(timeout)
+
+
+def button(box, label):
+    """The button with this visible label inside a widget tree."""
+    if isinstance(box, ipywidgets.Button) and box.description == label:
+        return box
+    for child in getattr(box, "children", ()):
+        found = button(child, label)
+        if found is not None:
+            return found
+    return None
+
+
+def png_bytes(color=(200, 40, 40), size=(64, 48)):
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def upload_value(name, data, kind="image/png"):
+    """What ipywidgets 8 puts in FileUpload.value after a person picks a file."""
+    return (
+        {
+            "name": name,
+            "type": kind,
+            "size": len(data),
+            "content": memoryview(data),
+            "last_modified": dt.datetime.now(dt.timezone.utc),
+        },
+    )
+
+
+def test_controls_follow_the_schema_and_have_labels(panel):
+    props = bundled_schema()["properties"]
+    assert [v for _, v in panel.aspect_ratio.options] == props["aspect_ratio"]["enum"]
+    assert panel.aspect_ratio.value == props["aspect_ratio"]["default"]
+    assert [v for _, v in panel.quality.options] == props["output_quality"]["enum"]
+    assert [v for _, v in panel.format.options] == props["output_format"]["enum"]
+    assert (panel.steps.min, panel.steps.max, panel.steps.value) == (1, 50, 28)
+    assert (panel.guidance.min, panel.guidance.max, panel.guidance.value) == (0.0, 10.0, 2.0)
+    assert (panel.count.min, panel.count.max) == (1, 4)
+    for control in (
+        panel.prompt,
+        panel.aspect_ratio,
+        panel.quality,
+        panel.format,
+        panel.steps,
+        panel.guidance,
+        panel.seed,
+        panel.seed_lock,
+        panel.count,
+        panel.upload,
+        panel.generate_button,
+        panel.cancel_button,
+    ):
+        assert control.description, control
+    assert (
+        panel.generate_button.description == "Generate"
+        and panel.cancel_button.description == "Cancel"
+    )
+    assert panel.cancel_button.disabled  # nothing running yet
+
+
+def test_generate_puts_the_asked_seed_in_the_gallery_and_keeps_the_prompt(panel, session):
+    panel.prompt.value = "a red fox in snow"
+    panel.aspect_ratio.value = "1:1"
+    panel.format.value = "webp"
+    panel.steps_box.value = 6  # the box and the slider are one value
+    panel.guidance.value = 3.5
+    panel.seed.value = 1234
+    panel.seed_lock.value = True
+    panel.count.value = 2
+    panel.generate_button.click()
+    assert panel.prompt.value == "a red fox in snow"
+    assert panel.error_text == ""
+    assert len(panel.gallery.children) == 2 and panel.gallery.children[0] is panel.cards[0]
+    finish(panel)
+    first, second = (c.gen for c in panel.cards)
+    assert (first.seed, second.seed) == (1234, 1235)
+    assert first.status == "succeeded" and first.path.exists() and first.path.suffix == ".webp"
+    recipe = first.recipe
+    assert (recipe.aspect_ratio, recipe.num_inference_steps, recipe.guidance_scale) == (
+        "1:1",
+        6,
+        3.5,
+    )
+    assert first.image.size[0] == first.image.size[1]
+    assert len(panel.cards[0].preview.value) > 0  # the thumbnail is on the card
+    assert panel.seed.value == 1234  # locked: kept for the next click
+    assert panel.status.value == "Ready." and panel.cancel_button.disabled
+    assert all(any(g is c.gen for g in session.history) for c in panel.cards)
+
+    panel.seed_lock.value = False
+    panel.count.value = 1
+    panel.generate_button.click()
+    # unlocked: the seed in the box is used, then a fresh one is drawn for the next click
+    assert panel.cards[0].gen.seed == 1234 and panel.seed.value != 1234
+    finish(panel)
+    newest = panel.cards[0].gen
+    assert [c.gen for c in panel.cards[1:]] == [first, second]  # newest first
+    assert panel.prompt.value == "a red fox in snow"
+    assert newest.status == "succeeded"
+
+
+def test_reproduce_in_the_gallery_gives_the_same_pixels(panel, session):
+    panel.prompt.value = "a cabin by a lake"
+    panel.steps.value = 4
+    panel.seed.value = 99
+    (gen,) = panel.generate()
+    finish(panel)
+    panel.cards[0].reproduce_button.click()
+    assert len(panel.cards) == 2
+    again = panel.cards[0].gen
+    assert again is not gen and again.seed == 99 and any(g is again for g in session.history)
+    finish(panel)
+    assert again.status == "succeeded" and again.path != gen.path
+    assert pixels_equal(gen.image, again.image)
+    button(panel.cards[1], "New seed").click()
+    finish(panel)
+    other = panel.cards[0].gen
+    assert other.seed != 99 and not pixels_equal(gen.image, other.image)
+    assert len(panel.gallery.children) == 3
+
+
+def test_out_of_range_values_are_refused_in_the_panel(panel):
+    panel.prompt.value = "a lighthouse"
+    panel.seed_lock.value = True
+    panel.seed.value = SEED_MAX + 1  # IntText takes it; the panel must not
+    panel.generate_button.click()
+    assert panel.cards == [] and "seed" in panel.error_text and "4294967295" in panel.error_text
+    assert "Traceback" not in panel.error.value and panel.error.layout.display != "none"
+    panel.seed.value = -1
+    assert panel.generate() == [] and "seed" in panel.error_text
+
+    panel.steps.value = 99  # the widget's bounds come from the schema
+    assert panel.steps.value == 50 and panel.steps_box.value == 50
+    panel.guidance_box.value = -3
+    assert panel.guidance.value == 0.0
+
+    panel.seed.value = 5
+    panel.guidance.max = 20  # a bad value injected past the widget's bounds
+    panel.guidance.value = 15
+    assert panel.generate() == []
+    assert "guidance_scale" in panel.error_text and "10" in panel.error_text
+    panel.guidance.value = 2
+
+    panel.prompt.value = "   "
+    assert panel.generate() == [] and "prompt" in panel.error_text
+    assert panel.cards == [] and panel.gallery.children == ()
+
+    panel.prompt.value = "a lighthouse"
+    panel.steps.value = 2
+    assert len(panel.generate()) == 1
+    assert panel.error_text == "" and panel.error.layout.display == "none"
+    finish(panel)
+
+
+def test_uploaded_images_go_into_the_recipe_and_can_be_removed(panel):
+    data = png_bytes()
+    panel.upload.value = upload_value("cat.png", data)
+    assert [i.name for i in panel.inputs] == ["cat.png"]
+    assert panel.upload.value == ()  # the bytes are not kept in the notebook's widget state
+    item_box = panel.inputs_box.children[0]
+    assert (
+        isinstance(item_box.children[0], ipywidgets.Image) and len(item_box.children[0].value) > 0
+    )
+    url = panel.inputs[0].url
+    assert base64.b64decode(url.partition(",")[2]) == data
+
+    panel.upload.value = upload_value("notes.txt", b"not an image", "text/plain")
+    assert "notes.txt" in panel.error_text and len(panel.inputs) == 1
+
+    panel.prompt.value = "make it blue"
+    panel.steps.value = 3
+    (gen,) = panel.generate()
+    assert gen.recipe.input_image == (url,)
+    finish(panel)
+    assert gen.status == "succeeded"
+
+    button(panel.inputs_box, "Remove").click()
+    assert panel.inputs == () and panel.inputs_box.children[0] is panel._no_inputs
+    (plain,) = panel.generate()
+    assert plain.recipe.input_image == ()
+    finish(panel)
+
+
+def test_use_as_input_feeds_a_result_back(panel):
+    panel.prompt.value = "a teapot"
+    panel.steps.value = 3
+    panel.generate()
+    finish(panel)
+    card = panel.cards[0]
+    use = button(card, "Use as input")
+    assert use is not None and not use.disabled
+    use.click()
+    assert len(panel.inputs) == 1 and panel.inputs[0].name == f"seed {card.gen.seed}"
+    assert base64.b64decode(panel.inputs[0].url.partition(",")[2]) == card.gen.data
+    panel.prompt.value = "the teapot in gold"
+    (edit,) = panel.generate()
+    assert edit.recipe.input_image == (panel.inputs[0].url,)
+    finish(panel)
+    assert edit.status == "succeeded"
+    panel.remove_input(0)
+    assert panel.inputs == ()
+
+
+def test_history_from_the_output_folder(session, tmp_path):
+    made = [
+        session.generate("old harbour", seed=s, num_inference_steps=2).wait(10) for s in (11, 12)
+    ]
+    (session.output.path / "stranger.png").write_bytes(png_bytes())  # no recipe: left out
+    later = Session(
+        "local", output_dir=session.output.path, settings=Settings(step_delay=0.0), announce=None
+    )
+    try:
+        panel = Panel(session=later)
+        assert sorted(c.gen.seed for c in panel.cards) == [11, 12]
+        assert {c.gen.path for c in panel.cards} == {g.path for g in made}
+        card = panel.cards[0]
+        assert (
+            card.gen.done
+            and len(card.preview.value) > 0
+            and not button(card, "Use as input").disabled
+        )
+        card.reproduce_button.click()
+        finish(panel)
+        again = panel.cards[0].gen
+        assert again.seed == card.gen.seed and pixels_equal(again.image, card.gen.image)
+        assert len(Panel(session=later, history=1).cards) == 1
+        assert Panel(session=later, history=False).cards == []
+    finally:
+        later.close()
+
+
+def test_cancel_stops_what_the_panel_started(keyed_server, tmp_path):
+    s = Session(
+        "hosted",
+        api_key=SECRET,
+        base_url=keyed_server.url,
+        output_dir=tmp_path,
+        settings=Settings(),
+        announce=None,
+    )
+    try:
+        panel = Panel(session=s, history=False)
+        panel.prompt.value = "a very slow painting"
+        panel.steps.value = 50
+        panel.count.value = 2
+        panel.generate_button.click()
+        assert not panel.cancel_button.disabled and "running" in panel.status.value
+        panel.cancel_button.click()
+        finish(panel)
+        assert [c.gen.status for c in panel.cards] == ["cancelled", "cancelled"]
+        assert panel.status.value == "Ready." and panel.cancel_button.disabled
+        assert list(tmp_path.glob("*.png")) == []
+    finally:
+        s.close()
+
+
+def _widget_tree(widget, seen):
+    if widget.model_id in seen:
+        return
+    seen[widget.model_id] = widget
+    for name in widget.keys:
+        value = getattr(widget, name, None)
+        for item in value if isinstance(value, (list, tuple)) else (value,):
+            if isinstance(item, ipywidgets.Widget):
+                _widget_tree(item, seen)
+
+
+def _state_text(widget):
+    def default(value):
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return bytes(value).decode("latin-1")
+        return repr(value)
+
+    return json.dumps(widget.get_state(), default=default)
+
+
+def test_the_api_key_never_reaches_widget_state(keyed_server, tmp_path):
+    s = Session(
+        "hosted",
+        api_key=SECRET,
+        base_url=keyed_server.url,
+        output_dir=tmp_path,
+        settings=Settings(),
+        announce=None,
+    )
+    try:
+        panel = Panel(session=s)
+        panel.prompt.value = "a key under a doormat"
+        panel.steps.value = 2
+        panel.upload.value = upload_value("door.png", png_bytes())
+        panel.generate_button.click()
+        finish(panel)
+        gen = panel.cards[0].gen
+        assert gen.status == "succeeded", gen.reason  # the key was used: the server wants it
+        button(panel.cards[0], "Use as input").click()
+        panel.cards[0].copy_button.click()
+        panel.seed.value = -5
+        panel.generate()  # an error message in the page too
+        seen = {}
+        _widget_tree(panel, seen)
+        assert any(isinstance(w, Card) for w in seen.values()) and len(seen) > 40
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            everything = list(ipywidgets.Widget.widgets.values())
+        for widget in [*seen.values(), *everything]:
+            assert SECRET not in _state_text(widget), widget
+        assert SECRET not in repr(panel) and SECRET not in panel.header.value
+    finally:
+        s.close()
+
+
+def test_a_failed_generation_is_told_on_its_card_not_as_a_traceback(tmp_path):
+    with LocalServer(api_key="another-key") as server:
+        s = Session(
+            "hosted",
+            api_key=SECRET,
+            base_url=server.url,
+            output_dir=tmp_path,
+            settings=Settings(),
+            announce=None,
+        )
+        try:
+            panel = Panel(session=s, history=False)
+            panel.prompt.value = "wrong key"
+            (gen,) = panel.generate()
+            finish(panel)
+            assert gen.status == "failed"
+            assert (
+                "key" in panel.cards[0].status.value.lower()
+                and "Traceback" not in panel.cards[0].status.value
+            )
+            assert panel.status.value == "Ready."
+        finally:
+            s.close()
+
+
+def test_internal_errors_in_a_click_become_one_line(panel, monkeypatch):
+    def broken(*args, **kwargs):
+        raise TypeError("boom")
+
+    monkeypatch.setattr(panel.session, "generate", broken)
+    panel.prompt.value = "anything"
+    panel.generate_button.click()
+    assert "TypeError: boom" in panel.error_text and "Traceback" not in panel.error.value
