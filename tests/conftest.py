@@ -32,3 +32,10 @@ def make_server() -> Iterator[Callable[..., LocalServer]]:
     yield make
     for server in servers:
         server.stop()
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "binder: builds a fresh environment from binder/ with pip (PyPI; a minute or two)",
+    )
