@@ -259,6 +259,7 @@ class Card(widgets.VBox):
             [self.status, self.caption, self.buttons],
             layout=_card_layout(thumbnail_size),
         )
+        self.add_class("flux-nb-card")  # a stable hook for people's CSS and the browser test
         self.reproduce_button.on_click(lambda _: self._spawn(self.gen.reproduce))
         self.vary_button.on_click(lambda _: self._spawn(self.gen.vary))
         self.copy_button.on_click(lambda _: self._copy())
@@ -355,7 +356,7 @@ class Card(widgets.VBox):
             if self._copy_box is None:
                 self._copy_box = widgets.Textarea(
                     text,
-                    rows=text.count("\n") + 2,
+                    rows=sum(1 + len(line) // 48 for line in text.splitlines()) + 1,
                     layout=widgets.Layout(width="auto"),
                     tooltip="Select all and copy into a new cell",
                 )
@@ -414,7 +415,10 @@ def _file_link(path: Path) -> str:
     if rel.startswith(".."):
         return f'<span title="{html.escape(str(path))}">{name}</span>'
     href = html.escape(Path(rel).as_posix(), quote=True)
-    return f'<a href="{href}" target="_blank" title="{html.escape(str(path))}">{name}</a>'
+    return (
+        f'<a href="{href}" target="_blank" title="{html.escape(str(path))}"'
+        f' style="word-break:break-all">{name}</a>'
+    )
 
 
 def _caption_html(gen) -> str:
