@@ -106,9 +106,18 @@ def _retry_after(response: httpx.Response) -> float | None:
         return max(0.0, when.timestamp() - time.time()) if when else None
 
 
+def _origin_text(url: str) -> str:
+    """scheme://host:port of a URL, for messages (a result URL's path or query may hold a token)."""
+    scheme, host, port = _origin(url)
+    return f"{scheme}://{host}:{port}" if scheme and host else "an invalid URL"
+
+
 def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
-    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    try:
+        parts = urlsplit(url)
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:  # a malformed URL has no origin, so it never gets the key
+        return "", "", None
     return parts.scheme, (parts.hostname or "").lower(), port
 
 
@@ -234,7 +243,7 @@ class OxenClient:
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 if last:
                     raise errors.NetworkError(
-                        f"{what}: cannot reach {self.base_url} ({type(exc).__name__})."
+                        f"{what}: cannot reach {_origin_text(url)} ({type(exc).__name__})."
                     ) from None
                 time.sleep(self.retry.delay(attempt))
                 continue
@@ -245,10 +254,16 @@ class OxenClient:
                     ) from None
                 if last:
                     raise errors.NetworkError(
-                        f"{what}: the connection to {self.base_url} failed ({type(exc).__name__})."
+                        f"{what}: the connection to {_origin_text(url)} failed ({type(exc).__name__})."
                     ) from None
                 time.sleep(self.retry.delay(attempt))
                 continue
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
+                # A bad encoding, too many redirects, a malformed URL: repeating will not help, and
+                # anything but a FluxError would escape the runner's handlers and strand the job.
+                if not idempotent and isinstance(exc, httpx.DecodingError):
+                    raise AmbiguousSend(f"{what}: the answer could not be decoded ({type(exc).__name__}).") from None
+                raise errors.NetworkError(f"{what}: {type(exc).__name__} from {_origin_text(url)}.") from None
             status = response.status_code
             if status < 400:
                 return response
@@ -267,7 +282,7 @@ class OxenClient:
             return response.json()
         except ValueError:
             raise errors.ServerError(
-                f"{what}: the server sent something that is not JSON ({response.text[:80]!r})."
+                f"{what}: the server sent something that is not JSON ({self._redact(response.text)[:80]!r})."
             ) from None
 
     # -- the documented calls -------------------------------------------------------------------

@@ -8,12 +8,13 @@ stream never sends (the contract does not say whether failures have an event of 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -92,7 +93,7 @@ class Generation:
                 hint="Call wait() again, or cancel() it.",
             )
         if self.status == "failed":
-            raise errors.GenerationFailed(f"Generation {self.id} failed: {self.reason}.")
+            raise errors.GenerationFailed(f"Generation {self.id or self.key[:8]} failed: {self.reason}.")
         if self.status == "cancelled":
             raise errors.GenerationCancelled(f"Generation {self.id or self.key[:8]} was cancelled.")
         return self
@@ -227,6 +228,7 @@ class Runner:
         self._wake = threading.Condition(self._lock)
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="flux-nb-io")
         self._threads: list[threading.Thread] = []
+        self._send_locks: dict[str, list[Any]] = {}  # recipe JSON -> [lock, users]
         self._stopping = threading.Event()
         self._sse_up = False
         self._last_event_id: str | None = None
@@ -322,34 +324,65 @@ class Runner:
         if gen._cancel_requested:
             self._terminal(gen, "cancelled", errors.GenerationCancelled("cancelled before it was sent"))
             return
-        sent_at = time.time()
-        rows = None
-        for _ in range(3):
-            try:
-                self.stats["enqueues"] += 1
-                rows = self.client.enqueue(gen.recipe)
-                break
-            except AmbiguousSend:
-                try:
-                    known = set(self._pending)
-                    found = [r for r in self.client.find_enqueued(gen.recipe, sent_at) if r["generation_id"] not in known]
-                except errors.FluxError:
-                    found = []
-                if found:
-                    rows = found[:1]
-                    break
-            except errors.FluxError as exc:
-                self._terminal(gen, "failed", exc)
+        with self._sending(gen.recipe):
+            rows = self._send(gen)
+            if rows is None:
                 return
-        if rows is None:
-            self._terminal(gen, "failed", errors.NetworkError("Enqueueing kept failing: the connection broke three times."))
-            return
-        gen.id = str(rows[0]["generation_id"])
+            gen.id = str(rows[0]["generation_id"])
         self.journal.record({"op": "enqueued", "key": gen.key, "id": gen.id})
         gen._update(status=rows[0].get("status") if rows[0].get("status") in ACTIVE else "queued")
         self._register(gen)
         if gen._cancel_requested:
             self._send_cancel(gen)
+
+    @contextlib.contextmanager
+    def _sending(self, recipe: Recipe) -> Iterator[None]:
+        """One send at a time per identical recipe (reproduce() twice, say): otherwise the check
+        after an ambiguous send could take the other one's fresh row for its own."""
+        key = recipe.to_json()
+        with self._lock:
+            entry = self._send_locks.setdefault(key, [threading.Lock(), 0])
+            entry[1] += 1
+        try:
+            with entry[0]:
+                yield
+        finally:
+            with self._lock:
+                entry[1] -= 1
+                if not entry[1]:
+                    del self._send_locks[key]
+
+    def _send(self, gen: Generation) -> list[dict[str, Any]] | None:
+        """POST the recipe; the rows, or None once the generation has been ended. After an
+        ambiguous send the queue is searched for it before sending again; when the queue cannot be
+        read, nothing is sent again (that could pay twice): the journal keeps it for resume()."""
+        sent_at = time.time()
+        for _ in range(max(1, self.client.retry.attempts)):
+            try:
+                self.stats["enqueues"] += 1
+                return self.client.enqueue(gen.recipe)
+            except AmbiguousSend as exc:
+                log.debug("%s; looking for it in the queue", exc)
+                try:
+                    candidates = self.client.find_enqueued(gen.recipe, sent_at)
+                except errors.FluxError as check:
+                    self._terminal(gen, "failed", errors.NetworkError(
+                        "The connection broke while enqueueing and the queue could not be read to see"
+                        f" whether the server took it ({check.message})",
+                        hint="Run flux_nb.resume() later: it finds the generation if the server has it.",
+                    ), journal=False)
+                    return None
+                known = {g.id for g in list(self.history) if g.id}
+                found = [r for r in candidates if str(r["generation_id"]) not in known]
+                if found:
+                    return found[-1:]  # the oldest row of this recipe that no handle has: ours
+            except errors.FluxError as exc:
+                self._terminal(gen, "failed", exc)
+                return None
+        self._terminal(gen, "failed", errors.NetworkError(
+            f"Enqueueing broke off {self.client.retry.attempts} times and the server holds no such generation."
+        ))
+        return None
 
     def _register(self, gen: Generation, poll_now: bool = False) -> None:
         with self._wake:
@@ -498,7 +531,7 @@ class Runner:
             if gen._download_failures < 3:
                 with self._wake:
                     gen._claimed = False
-                    gen._next_poll = time.monotonic() + 2.0 * gen._download_failures
+                    gen._next_poll = time.monotonic() + self.client.retry.delay(gen._download_failures + 2)
                     self._wake.notify_all()
                 return
             self._terminal(gen, "failed", errors.NetworkError(

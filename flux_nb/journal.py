@@ -33,8 +33,14 @@ class Journal:
         with self._lock:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                with open(self.path, "a", encoding="utf-8") as fh:
-                    fh.write(lines)
+                with open(self.path, "ab+") as fh:
+                    # A write cut short (disk full, a crash) leaves a torn last line: start on a new
+                    # line, or this record would be glued to it and lost with it.
+                    if fh.seek(0, os.SEEK_END) > 0:
+                        fh.seek(-1, os.SEEK_END)
+                        if fh.read(1) != b"\n":
+                            lines = "\n" + lines
+                    fh.write(lines.encode("utf-8"))
                     fh.flush()
                     os.fsync(fh.fileno())
                 self.broken = None

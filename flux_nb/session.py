@@ -12,7 +12,7 @@ from typing import Any
 
 from . import errors
 from .client import OxenClient
-from .config import HOSTED_BASE_URL, ApiKey, Settings
+from .config import HOSTED_BASE_URL, ApiKey, RetryPolicy, Settings, Timeouts
 from .jobs import Generation, Runner
 from .journal import Journal
 from .recipe import Recipe, bundled_schema
@@ -36,7 +36,8 @@ def embedded_server(step_delay: float):
 
 class Session:
     """Where generations go and land. `backend`: 'local' (the embedded offline server), 'hosted'
-    (Oxen.ai, needs a key) or None to choose from the environment."""
+    (Oxen.ai, needs a key) or None to choose from the environment. `timeouts` and `retry` go to
+    the client (timeouts.sse_read: how long a silent event stream is trusted before reconnecting)."""
 
     def __init__(
         self,
@@ -48,6 +49,8 @@ class Session:
         step_delay: float | None = None,
         settings: Settings | None = None,
         announce: Callable[[str], None] | None = print,
+        timeouts: Timeouts | None = None,
+        retry: RetryPolicy | None = None,
     ):
         settings = settings or Settings.from_env()
         key = ApiKey(api_key) if isinstance(api_key, str) else (api_key or settings.api_key)
@@ -70,7 +73,7 @@ class Session:
         self.base_url = url
         self.output = OutputFolder(output_dir or settings.output_dir)
         self.journal = Journal(self.output.path / JOURNAL_NAME)
-        self.client = OxenClient(url, key)
+        self.client = OxenClient(url, key, timeouts=timeouts, retry=retry)
         self.runner = Runner(self.client, self.output, self.journal, backend=self.backend)
         self._schema: dict[str, Any] = bundled_schema()
         self._schema_checked = self.backend == "local"  # the local server serves the bundled copy
@@ -201,26 +204,39 @@ class Session:
 
     def resume(self) -> list[Generation]:
         """Collect what earlier kernels sent and never saved. On the local backend the old server
-        is gone, so the recipe is run again (same seed, same pixels); elsewhere the id is fetched."""
+        is gone, so the recipe is run again (same seed, same pixels); elsewhere the id is fetched.
+        An image already on disk (the kernel died between writing and journalling it) is not
+        collected again; one sent with no id journalled is looked for in the queue first, so it is
+        not sent (and paid for) twice."""
+        self.output.sweep_partials()
+        entries = self.journal_pending()
+        taken = {g.id for g in self.history if g.id} | {str(e["id"]) for e in entries if e.get("id")}
         gens = []
-        for entry in self.journal_pending():
+        for entry in entries:
             try:
                 recipe = Recipe.from_dict(entry["recipe"])
             except (errors.FluxError, KeyError, TypeError):
                 continue
-            if entry.get("backend", "local") == "local":
-                if self.backend != "local":
-                    continue
-                gen = self.runner.adopt(recipe, entry["key"], None)
-            else:
-                if self.backend == "local":
-                    continue
-                gid = entry.get("id")
-                if not gid:
-                    found = self.client.find_enqueued(recipe, entry.get("t", 0))
-                    gid = found[0]["generation_id"] if found else None
-                gen = self.runner.adopt(recipe, entry["key"], gid)
-            gens.append(gen)
+            local = entry.get("backend", "local") == "local"
+            if local != (self.backend == "local"):
+                continue
+            gid = entry.get("id")
+            saved = self.output.find(str(gid)) if gid else None
+            if saved is not None:
+                self.journal.record({"op": "saved", "key": entry["key"], "id": gid, "path": str(saved)})
+                gens.append(self.runner.load(saved))
+                continue
+            if local:
+                gid = None
+            elif not gid:
+                found = [
+                    r for r in self.client.find_enqueued(recipe, entry.get("t", 0))
+                    if str(r["generation_id"]) not in taken
+                ]
+                gid = str(found[-1]["generation_id"]) if found else None  # the oldest: listing is newest first
+                if gid:
+                    taken.add(gid)
+            gens.append(self.runner.adopt(recipe, entry["key"], gid))
         return gens
 
     def saved_images(self) -> list[Path]:

@@ -6,6 +6,7 @@ import contextlib
 import os
 import re
 import tempfile
+import time
 from pathlib import Path
 
 from .errors import StorageError
@@ -13,6 +14,8 @@ from .metadata import embed_recipe, sniff_format
 from .recipe import Recipe
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+PARTIAL = ".partial-"  # + "<pid>-": a file being written; renamed into place when complete
+STALE_PARTIAL_SECONDS = 24 * 3600
 EXTENSIONS = {"png": "png", "jpg": "jpg", "jpeg": "jpg", "webp": "webp"}
 
 
@@ -34,7 +37,37 @@ class OutputFolder:
 
     def filename(self, recipe: Recipe, generation_id: str, data: bytes) -> str:
         ext = sniff_format(data) or EXTENSIONS.get(recipe.output_format, "png")
-        return f"{slug(recipe.prompt)}_seed{recipe.seed}_{generation_id.replace('-', '')[:12]}.{ext}"
+        return f"{slug(recipe.prompt)}_seed{recipe.seed}_{_id_part(generation_id)}.{ext}"
+
+    def find(self, generation_id: str) -> Path | None:
+        """The image already saved for this generation id, if any (a kernel may have died after
+        writing it and before journalling it)."""
+        try:
+            for path in self.path.glob(f"*_{_id_part(generation_id)}.*"):
+                if path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith("."):
+                    return path
+        except OSError:
+            pass
+        return None
+
+    def sweep_partials(self) -> int:
+        """Delete half-written files left by processes that died while saving; returns how many.
+        A file of a live process (another kernel saving into this folder) is left alone."""
+        removed = 0
+        try:
+            leftovers = [p for p in self.path.iterdir() if p.name.startswith(PARTIAL)]
+        except OSError:
+            return 0
+        for path in leftovers:
+            pid = path.name[len(PARTIAL):].partition("-")[0]
+            try:
+                stale = time.time() - path.stat().st_mtime > STALE_PARTIAL_SECONDS
+                if stale or (pid.isdigit() and not _alive(int(pid))):
+                    path.unlink()
+                    removed += 1
+            except OSError:
+                continue
+        return removed
 
     def save(self, data: bytes, recipe: Recipe, generation_id: str, extra: dict[str, str]) -> Path:
         """Write the image with its recipe embedded; an existing file for this id is kept as is."""
@@ -44,7 +77,7 @@ class OutputFolder:
         payload = embed_recipe(data, recipe.output_format, recipe.to_json(), extra)
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".partial-", dir=self.path)
+            fd, tmp = tempfile.mkstemp(prefix=f"{PARTIAL}{os.getpid()}-", dir=self.path)
             try:
                 with os.fdopen(fd, "wb") as fh:
                     fh.write(payload)
@@ -69,3 +102,22 @@ class OutputFolder:
             return []
         return sorted(files, key=lambda p: p.stat().st_mtime, reverse=True)
 
+
+def _id_part(generation_id: str) -> str:
+    """The id's first 12 letters and digits: the id comes from a server and must never be able to
+    put a separator or '..' into a file name."""
+    return re.sub(r"[^0-9A-Za-z]", "", generation_id)[:12] or "noid"
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    if os.name == "nt":  # os.kill(pid, 0) would end the process there: trust only the age
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, under another user
+        return True
+    return True

@@ -5,9 +5,9 @@ import io
 import threading
 import time
 
-import httpx
 import pytest
 from PIL import Image
+from recording_server import RecordingServer
 
 from flux_nb import errors
 from flux_nb.client import OxenClient, result_url
@@ -177,20 +177,22 @@ def test_unreachable_server_is_a_network_error():
         client.get_generation("x")
 
 
-def test_key_goes_only_to_the_api_origin(server):
-    """A result URL on another host is fetched without the Authorization header."""
-    seen = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append((request.url.host, request.url.port, request.headers.get("Authorization")))
-        return httpx.Response(200, content=b"ok")
-
-    client = OxenClient("http://api.example:8000", "sk-secret", http=httpx.Client(transport=httpx.MockTransport(handler)))
-    client.download("http://cdn.example:8000/x.png")
-    client.download("http://api.example:8000/x.png")
-    client.download("http://api.example:8001/x.png")
-    assert seen == [
-        ("cdn.example", 8000, None),
-        ("api.example", 8000, "Bearer sk-secret"),
-        ("api.example", 8001, None),
-    ]
+def test_key_goes_only_to_the_api_origin():
+    """Real servers: the API's origin (127.0.0.1:A) gets the key; another host (127.0.0.2), another
+    port of the same host, and a redirect from the API to another host do not."""
+    with (
+        RecordingServer("127.0.0.1") as api,
+        RecordingServer("127.0.0.1") as other_port,
+        RecordingServer("127.0.0.2") as other_host,
+    ):
+        client = OxenClient(api.url, "sk-secret", retry=FAST)
+        client.download(other_host.url + "/x.png")
+        client.download(api.url + "/x.png")
+        client.download(other_port.url + "/x.png")
+        client.download(api.url + "/redirect?to=" + other_host.url + "/moved.png")
+        client.download(api.url.replace("127.0.0.1", "localhost") + "/by-name.png")
+        client.close()
+    assert api.seen("authorization") == ["Bearer sk-secret", "Bearer sk-secret", None]
+    assert other_port.seen("authorization") == [None]
+    assert other_host.seen("authorization") == [None, None]
+    assert [path for _, path, _ in other_host.requests] == ["/x.png", "/moved.png"]

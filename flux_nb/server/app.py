@@ -74,8 +74,10 @@ class Runtime:
         workers: int,
         faults: Faults | None,
         limits: Limits,
+        files_url: str | None = None,
     ) -> None:
         self.api_key = api_key or None
+        self.files_url = files_url.rstrip("/") if files_url else None
         self.engine_label = ENGINE_LABELS[check_engine_name(engine)]
         self.limits = limits
         self.results = ResultFiles(limits.results_in_memory_bytes)
@@ -108,6 +110,11 @@ def runtime(request: Request) -> Runtime:
 
 def base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/")
+
+
+def files_base(request: Request) -> str:
+    """The base of result URLs: the request's own, or files_url (files on another host, like a CDN)."""
+    return runtime(request).files_url or base_url(request)
 
 
 # --- request checks ------------------------------------------------------------------------------
@@ -220,14 +227,14 @@ async def enqueue(request: Request) -> JSONResponse:
 async def get_generation(request: Request) -> JSONResponse:
     rt = runtime(request)
     row = own_row(request, rt, authorize(request, rt.api_key))
-    return JSONResponse(rt.store.view(row, base_url(request)))
+    return JSONResponse(rt.store.view(row, files_base(request)))
 
 
 async def list_generations(request: Request) -> JSONResponse:
     """GET /api/ai/queue[?model=]: the caller's generations, newest first, finished ones too."""
     rt = runtime(request)
     owner = authorize(request, rt.api_key)
-    base = base_url(request)
+    base = files_base(request)
     rows = rt.store.rows(owner, request.query_params.get("model"))
     return JSONResponse({"generations": [rt.store.view(r, base, brief=True) for r in rows]})
 
@@ -238,7 +245,7 @@ async def cancel_generation(request: Request) -> JSONResponse:
     rt = runtime(request)
     row = own_row(request, rt, authorize(request, rt.api_key))
     rt.store.cancel(row)
-    return JSONResponse(rt.store.view(row, base_url(request)))
+    return JSONResponse(rt.store.view(row, files_base(request)))
 
 
 # --- sync -----------------------------------------------------------------------------------------
@@ -286,7 +293,7 @@ async def run_sync(request: Request, *, edit: bool) -> JSONResponse:
     row.on_done = lambda _row: _wake(loop, done)
     rt.pool.submit(row, urgent=True)
     await done
-    view = rt.store.view(row, base_url(request))
+    view = rt.store.view(row, files_base(request))
     if view["status"] == SUCCEEDED:
         return JSONResponse(
             {
@@ -380,8 +387,10 @@ def sse_message(event: Event, base: str) -> ServerSentEvent:
 
 
 def last_event_id(request: Request) -> int | None:
+    """The header as an id, or None for anything that is not a plain decimal of sane length
+    (str.isdigit alone lets in '²' and 5000-digit numbers, which int() refuses)."""
     value = request.headers.get("last-event-id", "").strip()
-    return int(value) if value.isdigit() else None
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= 30 else None
 
 
 async def events(request: Request) -> EventSourceResponse:
@@ -393,7 +402,7 @@ async def events(request: Request) -> EventSourceResponse:
     rt = runtime(request)
     owner = authorize(request, rt.api_key)
     sub, backlog = rt.hub.subscribe(owner, last_event_id(request))
-    base = base_url(request)
+    base = files_base(request)
     injector = rt.faults
     cut_after = injector.faults.sse_cut_after if injector is not None else None
     silent = injector is not None and injector.faults.sse_silent
@@ -462,10 +471,12 @@ def create_app(
     workers: int = 2,
     faults: Faults | None = None,
     limits: Limits | None = None,
+    files_url: str | None = None,
 ) -> Starlette:
     """The local server as an ASGI app. With api_key, /api/ai/* and /api/events need that bearer
     token; step_delay (seconds per engine step) makes progress and cancel visible; faults turns
-    on fault injection and /_faults; limits overrides the size caps."""
+    on fault injection and /_faults; limits overrides the size caps; files_url makes result URLs
+    point at another origin (a CDN in front of this server's /api/files/, say)."""
     if step_delay < 0:
         raise ValueError("step_delay must be >= 0")
     rt = Runtime(
@@ -475,6 +486,7 @@ def create_app(
         workers=workers,
         faults=faults,
         limits=limits or Limits(),
+        files_url=files_url,
     )
     routes = [
         Route("/", index),

@@ -1,12 +1,16 @@
 """Fault injection for tests of clients against the local server. Off unless create_app gets Faults.
 
 Every random choice comes from one seeded RNG, so a sequence of requests meets the same faults on
-every run. With faults enabled, `POST /_faults` replaces the config (JSON of Faults fields) and
+every run. Kinds: an error status (503, or any forced one), a reset before the request is acted on
+(it was not taken), a dropped response after it was acted on (it was taken, the client cannot
+know), a late answer (for client read timeouts), cut SSE streams, silent streams and cut
+downloads. With faults enabled, `POST /_faults` replaces the config (JSON of Faults fields) and
 `GET /_faults` returns it with counters of the faults injected since, for tests in other processes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import random
@@ -38,15 +42,28 @@ class InjectedFault(Exception):
     """Raised after a response has started, so uvicorn drops the connection mid-response."""
 
 
+ACTIONS = ("answer", "reset", "drop_response", "delay")
+
+
 @dataclass
 class ForcedStatus:
-    """Answer the next `times` requests whose path starts with `path` (and method, if given)."""
+    """Break the next `times` requests whose path starts with `path` (and method, if given).
 
-    status: int
+    action: "answer" (the default) answers `status` without acting on the request; "reset" drops
+    the connection before acting on it; "drop_response" acts on it, then drops the connection
+    instead of answering; "delay" acts on it and answers `delay` seconds late. echo_auth puts the
+    request's Authorization header into the error body, as a careless server might: clients must
+    keep it out of their messages.
+    """
+
+    status: int = 503
     path: str = "/api/"
     method: str | None = None
     retry_after: float | None = None
     times: int = 1
+    action: str = "answer"
+    delay: float = 0.0
+    echo_auth: bool = False
 
 
 @dataclass
@@ -56,6 +73,7 @@ class Faults:
     seed: int = 0
     error_rate: float = 0.0  # /api/ai/* answered 503 with Retry-After: 0
     reset_rate: float = 0.0  # /api/ai/* connection dropped before the request is acted on
+    drop_response_rate: float = 0.0  # /api/ai/* acted on, then the connection dropped, no answer
     status_queue: list[ForcedStatus] = field(default_factory=list)  # forced answers, in order
     sse_cut_after: int | None = None  # end each /api/events stream after this many events
     sse_silent: bool = False  # /api/events sends headers, then nothing at all (no pings either)
@@ -65,13 +83,17 @@ class Faults:
         self.status_queue = [
             s if isinstance(s, ForcedStatus) else ForcedStatus(**s) for s in self.status_queue
         ]
-        for name in ("error_rate", "reset_rate", "download_cut_rate"):
+        for name in ("error_rate", "reset_rate", "drop_response_rate", "download_cut_rate"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be a number from 0 to 1, not {value!r}")
         for forced in self.status_queue:
-            if not 400 <= forced.status <= 599:
+            if type(forced.status) is not int or not 400 <= forced.status <= 599:
                 raise ValueError(f"status_queue status must be 400-599, not {forced.status!r}")
+            if forced.action not in ACTIONS:
+                raise ValueError(f"status_queue action must be one of {ACTIONS}, not {forced.action!r}")
+            if not isinstance(forced.delay, (int, float)) or not 0 <= forced.delay <= 60:
+                raise ValueError(f"status_queue delay must be 0 to 60 seconds, not {forced.delay!r}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Faults:
@@ -107,6 +129,8 @@ class FaultInjector:
             self.counters = {
                 "error": 0,
                 "reset": 0,
+                "drop_response": 0,
+                "delay": 0,
                 "status": 0,
                 "sse_cut": 0,
                 "sse_silent": 0,
@@ -121,25 +145,29 @@ class FaultInjector:
         with self._lock:
             self.counters[kind] += 1
 
-    def decide(self, method: str, path: str) -> tuple[str, ForcedStatus | None] | None:
-        """What to do with this request: None, ("status", forced) or ("reset", None)."""
+    def decide(self, method: str, path: str) -> ForcedStatus | None:
+        """What to do with this request: None (serve it) or the fault to apply."""
         with self._lock:
             for i, forced in enumerate(self._queue):
                 if path.startswith(forced.path) and forced.method in (None, method):
                     forced.times -= 1
                     if forced.times <= 0:
                         del self._queue[i]
-                    self.counters["status"] += 1
-                    return "status", forced
+                    kind = "status" if forced.action == "answer" else forced.action
+                    self.counters[kind] += 1
+                    return forced
             if not path.startswith(AI_PREFIX):
                 return None
             f = self.faults
             if f.reset_rate and self._rng.random() < f.reset_rate:
                 self.counters["reset"] += 1
-                return "reset", None
+                return ForcedStatus(action="reset")
+            if f.drop_response_rate and self._rng.random() < f.drop_response_rate:
+                self.counters["drop_response"] += 1
+                return ForcedStatus(action="drop_response")
             if f.error_rate and self._rng.random() < f.error_rate:
                 self.counters["error"] += 1
-                return "status", ForcedStatus(503, retry_after=0)
+                return ForcedStatus(503, retry_after=0)
             return None
 
     def cut_download(self) -> bool:
@@ -151,13 +179,15 @@ class FaultInjector:
             return False
 
 
-def error_response(forced: ForcedStatus) -> JSONResponse:
+def error_response(forced: ForcedStatus, authorization: str = "") -> JSONResponse:
     code = STATUS_CODES.get(forced.status, "error")
     headers = {}
     if forced.retry_after is not None:
         headers["Retry-After"] = f"{forced.retry_after:g}"
-    body = {"error": code, "message": f"injected fault: HTTP {forced.status} (test server)."}
-    return JSONResponse(body, forced.status, headers=headers)
+    message = f"injected fault: HTTP {forced.status} (test server)."
+    if forced.echo_auth:
+        message += f" You sent Authorization: {authorization or '(none)'}"
+    return JSONResponse({"error": code, "message": message}, forced.status, headers=headers)
 
 
 async def drop_connection(
@@ -176,7 +206,7 @@ async def drop_connection(
 
 
 class FaultMiddleware:
-    """Applies status_queue, reset_rate and error_rate before a request reaches the routes."""
+    """Applies status_queue and the /api/ai/* rates around the routes."""
 
     def __init__(self, app: ASGIApp, injector: FaultInjector) -> None:
         self.app = app
@@ -188,15 +218,43 @@ class FaultMiddleware:
         if scope["type"] != "http" or path == FAULTS_PATH:
             await self.app(scope, receive, send)
             return
-        decision = self.injector.decide(scope["method"], path)
-        if decision is None:
+        forced = self.injector.decide(scope["method"], path)
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"64")]
+        if forced is None:
             await self.app(scope, receive, send)
-        elif decision[0] == "status":
-            assert decision[1] is not None
-            await error_response(decision[1])(scope, receive, send)
-        else:
-            headers = [(b"content-type", b"application/json"), (b"content-length", b"64")]
+        elif forced.action == "answer":
+            authorization = dict(scope.get("headers", ())).get(b"authorization", b"")
+            response = error_response(forced, authorization.decode("latin-1"))
+            await response(scope, receive, send)
+        elif forced.action == "reset":
+            await _drain(receive)  # unread body bytes would make the close an RST: racy for tests
             await drop_connection(send, headers)
+        elif forced.action == "drop_response":
+
+            async def swallow(message: Message) -> None:
+                pass
+
+            await self.app(scope, receive, swallow)
+            await drop_connection(send, headers)
+        else:  # delay: acted on at once, answered late (a client's read timeout may fire first)
+            delay = forced.delay
+
+            async def late(message: Message) -> None:
+                nonlocal delay
+                if delay:
+                    await asyncio.sleep(delay)
+                    delay = 0.0
+                await send(message)
+
+            await self.app(scope, receive, late)
+
+
+async def _drain(receive: Receive) -> None:
+    """Read the request body to its end without acting on it."""
+    while True:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body"):
+            return
 
 
 class _DropInjected(logging.Filter):

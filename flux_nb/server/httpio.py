@@ -70,6 +70,29 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):  # 1e400: valid JSON, but no JSON answer can echo it
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return value
+
+
+def _lone_surrogate(value: Any) -> bool:
+    """True when a string in the data holds a lone UTF-16 surrogate ("\\ud800"): json.loads takes
+    it, but it cannot be encoded as UTF-8, so echoing it back would crash the answer."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_lone_surrogate(k) or _lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_lone_surrogate(v) for v in value)
+    return False
+
+
 async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
     """The request body as a JSON object, or a 4xx ApiProblem (never more than max_bytes read)."""
     length = request.headers.get("content-length", "")
@@ -82,7 +105,10 @@ async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
             raise _too_large(max_bytes)
     try:
         # NaN and Infinity are not JSON; letting them in would make a 500 when the row is echoed.
-        data = json.loads(body, parse_constant=_reject_constant)
+        data = json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float)
+        # Escaped surrogates are rare in real requests: look only when the body has one.
+        if b"\\u" in body and _lone_surrogate(data):
+            raise ValueError("a string holds a lone UTF-16 surrogate escape")
     except (ValueError, RecursionError) as exc:
         reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc) or "too deep"
         raise ApiProblem(
