@@ -544,13 +544,28 @@ def read_recipe(source: str | os.PathLike | bytes) -> dict[str, Any]:
                 f"{name} is not a PNG, JPEG or WebP image, so it carries no flux-nb recipe."
             )
     except _Damaged as exc:
+        sidecar = None if isinstance(source, (bytes, bytearray, memoryview)) else _read_sidecar(name)
+        if sidecar is not None:
+            return sidecar
         raise FluxError(f"{name} is damaged: {exc}; its flux-nb recipe cannot be read.") from None
+    if found is None and not isinstance(source, (bytes, bytearray, memoryview)):
+        found = _read_sidecar(name)
     if found is None:
         raise FluxError(
             f"{name} carries no flux-nb recipe: it was not saved by flux-nb,"
             " or its metadata was stripped."
         )
     return found
+
+
+def _read_sidecar(name: str) -> dict[str, Any] | None:
+    """The recipe beside an image whose own metadata could not take it (storage writes these)."""
+    try:
+        with open(name + ".recipe.json", encoding="utf-8") as f:
+            found = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) and isinstance(found.get("recipe"), dict) else None
 
 
 __all__ = ["RECIPE_KEY", "embed_recipe", "read_recipe", "sniff_format", "strip_recipe"]

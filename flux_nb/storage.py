@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import tempfile
 import time
 from pathlib import Path
 
-from .errors import StorageError
+from .errors import FluxError, StorageError
 from .metadata import embed_recipe, sniff_format
 from .recipe import Recipe
 
@@ -74,7 +75,14 @@ class OutputFolder:
         target = self.path / self.filename(recipe, generation_id, data)
         if target.exists():
             return target
-        payload = embed_recipe(data, recipe.output_format, recipe.to_json(), extra)
+        sidecar = None
+        try:
+            payload = embed_recipe(data, recipe.output_format, recipe.to_json(), extra)
+        except FluxError:
+            # A file whose metadata cannot take the recipe (e.g. a foreign XMP packet) is kept
+            # as the server made it, with the recipe beside it: never lose an image over metadata.
+            payload = data
+            sidecar = target.with_name(target.name + ".recipe.json")
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f"{PARTIAL}{os.getpid()}-", dir=self.path)
@@ -83,6 +91,8 @@ class OutputFolder:
                     fh.write(payload)
                     fh.flush()
                     os.fsync(fh.fileno())
+                if sidecar is not None:
+                    sidecar.write_text(json.dumps({"recipe": recipe.to_dict(), **extra}), "utf-8")
                 os.replace(tmp, target)
             except BaseException:
                 with contextlib.suppress(OSError):

@@ -885,3 +885,23 @@ def test_flux_nb_resume_uses_the_current_session(local_server, open_session, tmp
     finally:
         set_session(old)
     assert Api(local_server, token).seeds() == Counter({1600: 1})
+
+
+def test_an_image_whose_metadata_refuses_the_recipe_is_saved_with_a_sidecar(tmp_path):
+    """Never lose an image over metadata: the bytes are kept as made, the recipe beside them."""
+    import io
+
+    from PIL import Image
+
+    import flux_nb
+    from flux_nb.recipe import Recipe
+    from flux_nb.storage import OutputFolder
+
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 16), (10, 200, 30)).save(buf, format="PNG")
+    truncated_png = buf.getvalue()[:-12]  # no IEND chunk: embedding refuses it
+    recipe = Recipe.build("a green field", seed=3)
+    path = OutputFolder(tmp_path).save(truncated_png, recipe, "abc123", {"backend": "local"})
+    assert path.read_bytes() == truncated_png
+    assert flux_nb.read_recipe(path) == recipe
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".png"] == [path.name]
