@@ -112,7 +112,11 @@ def _outputs(nb, sanitizers) -> list[list[tuple]]:
         outs = []
         for out in cell.outputs:
             if out.output_type == "stream":
-                outs.append((out.name, clean(out.text)))
+                # A kernel may split one print run into several messages: join them, as nbval does.
+                if outs and outs[-1][0] == out.name:
+                    outs[-1] = (out.name, outs[-1][1] + clean(out.text))
+                else:
+                    outs.append((out.name, clean(out.text)))
             elif out.output_type in ("display_data", "execute_result"):
                 outs.append((tuple(sorted(out.data)), clean(out.data.get("text/plain", ""))))
             else:
