@@ -173,7 +173,8 @@ class OxenClient:
             headers["Authorization"] = f"Bearer {self._key.reveal()}"
         return headers
 
-    def _redact(self, text: str) -> str:
+    def redact(self, text: str) -> str:
+        """Text with the API key blanked out, for anything a server wrote that we show."""
         return self._key.redact(text) if self._key is not None else text
 
     def _error(self, response: httpx.Response, what: str) -> errors.ApiError:
@@ -195,7 +196,7 @@ class OxenClient:
                     break
         if not detail:
             detail = response.text.strip() or response.reason_phrase
-        detail = self._redact(" ".join(detail.split()))[:300]
+        detail = self.redact(" ".join(detail.split()))[:300]
         status = response.status_code
         text = f"{what} failed with HTTP {status}: {detail}"
         if status in (401, 403):
@@ -282,7 +283,7 @@ class OxenClient:
             return response.json()
         except ValueError:
             raise errors.ServerError(
-                f"{what}: the server sent something that is not JSON ({self._redact(response.text)[:80]!r})."
+                f"{what}: the server sent something that is not JSON ({self.redact(response.text)[:80]!r})."
             ) from None
 
     # -- the documented calls -------------------------------------------------------------------

@@ -512,6 +512,7 @@ class Runner:
         elif status in ("failed", "cancelled"):
             if gen._claim():
                 message = row.get("error_message") or row.get("error") or f"the server says {status}"
+                message = self.client.redact(" ".join(str(message).split())[:300])
                 cls = errors.GenerationCancelled if status == "cancelled" else errors.GenerationFailed
                 self._terminal(gen, status, cls(str(message)))
         else:

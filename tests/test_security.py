@@ -388,3 +388,22 @@ def test_odd_paths_queries_and_headers_get_json_4xx(local_server: LocalServer) -
         assert status < 500, request[:60]
         if status >= 400:
             assert json.loads(answer)["message"], request[:60]
+
+
+def test_a_failure_message_that_quotes_the_key_is_redacted(make_server, tmp_path):
+    """A server may quote a request's values, the key among them, in a generation's error_message."""
+    from flux_nb.config import Settings
+    from flux_nb.recipe import Recipe
+    from flux_nb.session import Session
+
+    key = "sk-echoed-in-failure-0123456789"
+    server = make_server(api_key=key)
+    session = Session(api_key=key, base_url=server.url, output_dir=tmp_path, settings=Settings(), announce=None)
+    # Sent past the client's validation, so the server fails it and quotes the bad value.
+    row = session.client.enqueue({"prompt": "x", "seed": 1, "aspect_ratio": key})[0]
+    gen = session.runner.adopt(Recipe.build("x", seed=1), "k1", row["generation_id"])
+    with pytest.raises(errors.GenerationFailed) as info:
+        gen.wait(10)
+    assert "aspect_ratio" in gen.reason and "***" in gen.reason
+    assert key not in str(info.value) and key not in gen.reason and key not in repr(gen)
+    session.close()
