@@ -172,21 +172,11 @@ def _add_generate(subparsers: argparse._SubParsersAction) -> None:
 
 def _generate(args: argparse.Namespace) -> int:
     from .errors import FluxError
+    from .recipe import OPTION_PARAMETERS
     from .session import Session
 
-    params = {
-        k: getattr(args, k)
-        for k in (
-            "seed",
-            "aspect_ratio",
-            "num_inference_steps",
-            "guidance_scale",
-            "output_quality",
-            "output_format",
-            "input_image",
-        )
-        if getattr(args, k) is not None
-    }
+    params = {k: getattr(args, k) for k in (*OPTION_PARAMETERS, "input_image")}
+    params = {k: v for k, v in params.items() if v is not None}
     try:
         session = Session(
             output_dir=args.output_dir, announce=lambda line: print(line, file=sys.stderr)

@@ -24,6 +24,7 @@ from traitlets import Int, Unicode
 import flux_nb
 
 from . import errors
+from .recipe import OPTION_PARAMETERS
 
 # `from . import session` could give the package's session() function: take the module itself.
 _session = importlib.import_module("flux_nb.session")
@@ -105,18 +106,7 @@ class FluxMagics(Magics):
             raise UsageError(
                 f"--name {args.name!r} is not a Python variable name (letters, digits and _)."
             )
-        params = {
-            key: value
-            for key in (
-                "seed",
-                "aspect_ratio",
-                "num_inference_steps",
-                "guidance_scale",
-                "output_quality",
-                "output_format",
-            )
-            if (value := getattr(args, key)) is not None
-        }
+        params = {k: v for k in OPTION_PARAMETERS if (v := getattr(args, k)) is not None}
         images = [source for token in args.image for source in self._image_sources(token)]
         if images:
             params["input_image"] = images

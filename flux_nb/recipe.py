@@ -32,6 +32,9 @@ PARAMETERS = (
     "guidance_scale",
 )
 
+# The parameters an option line sets (%%flux, flux-nb generate): all but the prompt and inputs.
+OPTION_PARAMETERS = tuple(p for p in PARAMETERS if p not in ("prompt", "input_image"))
+
 
 @cache
 def bundled_schema() -> dict[str, Any]:
@@ -232,4 +235,4 @@ class Recipe:
         )
 
 
-__all__ = ["MODEL_ID", "PARAMETERS", "Recipe", "bundled_schema", "draw_seed", "validate"]
+__all__ = ["MODEL_ID", "OPTION_PARAMETERS", "PARAMETERS", "Recipe", "bundled_schema", "draw_seed", "validate"]
