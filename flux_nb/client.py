@@ -9,6 +9,7 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -141,11 +142,14 @@ class OxenClient:
         self.timeouts = timeouts = timeouts or Timeouts()
         self.retry = retry or RetryPolicy()
         self.model = model
+        limits = httpx.Limits(max_connections=32, max_keepalive_connections=16)
         self._http = http or httpx.Client(
             timeout=httpx.Timeout(
                 connect=timeouts.connect, read=timeouts.read, write=timeouts.write, pool=timeouts.pool
             ),
-            limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
+            # Plain http (the embedded loopback server) never needs TLS; https stays verified.
+            transport=_LazyTLSTransport(limits),
+            mounts={"http://": httpx.HTTPTransport(limits=limits, verify=False)},
             follow_redirects=True,
         )
         self._origin = _origin(self.base_url)
@@ -448,6 +452,27 @@ class OxenClient:
                     yield _parse_event(sse)
         except httpx.TransportError as exc:
             raise errors.NetworkError(f"The event stream broke ({type(exc).__name__}).") from None
+
+
+class _LazyTLSTransport(httpx.BaseTransport):
+    """A verified HTTPS transport made on first use: loading the CA certificates costs about
+    100 ms, which %load_ext should not pay on the embedded default (plain http on loopback)."""
+
+    def __init__(self, limits: httpx.Limits):
+        self._limits = limits
+        self._inner: httpx.HTTPTransport | None = None
+        self._lock = threading.Lock()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if self._inner is None:
+            with self._lock:
+                if self._inner is None:
+                    self._inner = httpx.HTTPTransport(limits=self._limits)
+        return self._inner.handle_request(request)
+
+    def close(self) -> None:
+        if self._inner is not None:
+            self._inner.close()
 
 
 def _parse_event(sse: ServerSentEvent) -> Event:

@@ -407,3 +407,19 @@ def test_a_failure_message_that_quotes_the_key_is_redacted(make_server, tmp_path
     assert "aspect_ratio" in gen.reason and "***" in gen.reason
     assert key not in str(info.value) and key not in gen.reason and key not in repr(gen)
     session.close()
+
+
+def test_https_is_verified_even_though_plain_http_skips_loading_certificates():
+    """The client skips the CA bundle for plain http (loopback); https keeps full verification."""
+    import ssl
+
+    import httpx
+
+    from flux_nb.client import OxenClient
+
+    client = OxenClient("https://hub.oxen.ai", "sk-x", retry=RetryPolicy(attempts=1))
+    with pytest.raises(errors.NetworkError):
+        client.download("https://127.0.0.1:9/result.png")  # nothing listens: only builds the TLS side
+    tls = client._http._transport_for_url(httpx.URL("https://hub.oxen.ai/x"))._inner
+    context = tls._pool._ssl_context
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
