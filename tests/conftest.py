@@ -6,7 +6,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from flux_nb.config import Settings
 from flux_nb.server import LocalServer
+from flux_nb.session import Session
 
 
 @pytest.fixture(scope="session")
@@ -39,3 +41,11 @@ def pytest_configure(config):
         "markers",
         "binder: builds a fresh environment from binder/ with pip (PyPI; a minute or two)",
     )
+
+
+@pytest.fixture
+def session(tmp_path) -> Iterator[Session]:
+    """A session on the embedded local server (no step delay) saving into a fresh folder."""
+    s = Session("local", output_dir=tmp_path / "out", settings=Settings(step_delay=0.0), announce=None)
+    yield s
+    s.close()

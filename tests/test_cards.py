@@ -19,7 +19,6 @@ from flux_nb.cards import (
     magic_line,
     wait_settled,
 )
-from flux_nb.config import Settings
 from flux_nb.inputs import to_input_url
 from flux_nb.magic import FluxMagics, _unquote
 from flux_nb.recipe import Recipe
@@ -32,15 +31,6 @@ def slow_server():
     """Takes visible time per step, so cancel has something to stop."""
     with LocalServer(step_delay=0.05) as server:
         yield server
-
-
-@pytest.fixture
-def session(tmp_path):
-    s = Session(
-        "local", output_dir=tmp_path / "out", settings=Settings(step_delay=0.0), announce=None
-    )
-    yield s
-    s.close()
 
 
 @pytest.fixture

@@ -11,13 +11,6 @@ from flux_nb.config import Settings
 from flux_nb.session import Session
 
 
-@pytest.fixture
-def session(tmp_path):
-    s = Session("local", output_dir=tmp_path / "out", settings=Settings(step_delay=0.0), announce=None)
-    yield s
-    s.close()
-
-
 def pixels_equal(a, b):
     return a.size == b.size and ImageChops.difference(a.convert("RGB"), b.convert("RGB")).getbbox() is None
 

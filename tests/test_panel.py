@@ -21,15 +21,6 @@ SECRET = "sk-secret-do-not-leak-4f1c9a"
 
 
 @pytest.fixture
-def session(tmp_path):
-    s = Session(
-        "local", output_dir=tmp_path / "out", settings=Settings(step_delay=0.0), announce=None
-    )
-    yield s
-    s.close()
-
-
-@pytest.fixture
 def panel(session):
     return Panel(session=session, history=False)
 
