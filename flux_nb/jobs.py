@@ -410,7 +410,10 @@ class Runner:
                     g._polls += 1
                     g._next_poll = self._poll_due(g)
                 if not due:
-                    upcoming = min((g._next_poll for g in self._pending.values()), default=now + 60)
+                    # claimed ones are being collected: their poll time is stale, and counting
+                    # it would make this loop spin while their downloads run
+                    waiting = (g._next_poll for g in self._pending.values() if not g._claimed)
+                    upcoming = min(waiting, default=now + 60)
                     self._wake.wait(max(0.01, min(60.0, upcoming - now)))
                     continue
             for g in due:
