@@ -761,7 +761,8 @@ KILL_POINTS = [
 REACHED = {
     "journal:1": lambda s: s["journalled"] == 0,
     "journal:2": lambda s: s["no_id"] >= 1 and s["images"] == 0,
-    "after:0": lambda s: s["pending"] == 6,
+    # all six journalled, and killed while some were still in flight (the fastest may be saved)
+    "after:0": lambda s: s["journalled"] == 6 and s["pending"] >= 1,
     "processing:1": lambda s: s["pending"] >= 1,
     "partial:1": lambda s: s["partials"] >= 1,
     "rename:1": lambda s: s["partials"] >= 1,
