@@ -49,7 +49,27 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--workers", type=int, default=2, help="generations run at once (default: %(default)s)"
     )
-    p.add_argument(
+    local = p.add_argument_group(
+        "local-only extras",
+        "Things the hosted Oxen API does not do, each off by default so that the server speaks "
+        "the documented contract and no more. flux-nb's client never needs them.",
+    )
+    local.add_argument(
+        "--progress-events",
+        action="store_true",
+        help="send media_generation_progress events (step, total) on /api/events",
+    )
+    local.add_argument(
+        "--echo-drawn-seed",
+        action="store_true",
+        help="when a request has no seed, show the seed the server drew in the generation object",
+    )
+    local.add_argument(
+        "--replay-events",
+        action="store_true",
+        help="buffer events with ids and replay them to a stream that reconnects (Last-Event-ID)",
+    )
+    local.add_argument(
         "--faults",
         default=None,
         metavar="JSON",
@@ -65,7 +85,7 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .server.app import create_app
+    from .server.app import LocalExtras, create_app
     from .server.embedded import bind_socket, make_server, url_of
     from .server.faults import Faults
 
@@ -82,6 +102,11 @@ def _serve(args: argparse.Namespace) -> int:
             engine=args.engine,
             workers=args.workers,
             faults=faults,
+            extras=LocalExtras(
+                progress_events=args.progress_events,
+                echo_drawn_seed=args.echo_drawn_seed,
+                replay_events=args.replay_events,
+            ),
         )
     except ValueError as exc:
         print(f"flux-nb serve: {exc}", file=sys.stderr)

@@ -1,11 +1,13 @@
 """The Oxen inference API on the wire: httpx calls, retries, error mapping. Knows nothing of notebooks.
 
-Follows ../shared/oxen-api.md. Where the contract says 'unknown' the client is tolerant: it reads
-several field names, unwraps envelopes and tries both plausible cancel calls.
+Follows ../shared/oxen-api.md (Oxen's docs and OpenAPI spec). It reads the documented field names
+first and falls back only where the docs themselves disagree (request_schema or
+json_request_schema; images[0].url or image_url; enqueue status queued or processing).
 """
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import json
 import logging
@@ -20,15 +22,21 @@ import httpx
 from httpx_sse import ServerSentEvent, connect_sse
 
 from . import errors
-from .config import HOSTED_BASE_URL, ApiKey, RetryPolicy, Timeouts
+from .config import HOSTED_BASE_URL, ApiKey, RetryPolicy, Timeouts, normalize_base_url
 from .recipe import MODEL_ID, Recipe
 
 log = logging.getLogger("flux_nb.client")
 
 QUEUE = "/api/ai/queue"
 EVENTS = "/api/events"
+# The one event the hosted stream sends about generations (terminal: succeeded or failed).
+COMPLETED_EVENT = "media_generation_completed"
+# Sent only by flux-nb's local server when asked to: step progress, for a progress bar.
+PROGRESS_EVENT = "media_generation_progress"
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
-URL_FIELDS = ("result_url", "url", "file_url", "output_url", "image_url")
+TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
+# result_url: the generation object; url: the completion event; image_url: older sync examples.
+URL_FIELDS = ("result_url", "url", "image_url")
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # 429 and 503 answers to an enqueue mean it was not taken: repeating it cannot duplicate.
 NOT_TAKEN_STATUSES = frozenset({429, 503})
@@ -53,36 +61,35 @@ class AmbiguousSend(errors.NetworkError):
 
 
 def result_url(payload: dict[str, Any]) -> str | None:
-    """The output file URL from a generation, event or sync response, whatever the field is called."""
+    """The output file URL of a generation object, a completion event or a sync answer."""
     for key in URL_FIELDS:
         value = payload.get(key)
         if isinstance(value, str) and value:
             return value
-        if isinstance(value, list) and value and isinstance(value[0], str):
-            return value[0]
-    for key in ("images", "output", "outputs", "data", "result"):
-        value = payload.get(key)
-        if isinstance(value, list) and value:
-            value = value[0]
-        if isinstance(value, str) and value.startswith(("http://", "https://")):
+    images = payload.get("images")
+    if isinstance(images, list) and images and isinstance(images[0], dict):
+        value = images[0].get("url")
+        if isinstance(value, str) and value:
             return value
-        if isinstance(value, dict) and (found := result_url(value)):
-            return found
     return None
 
 
 def unwrap_generation(payload: dict[str, Any]) -> dict[str, Any]:
-    """Generation objects may come bare or inside an envelope ({"generation": {...}}, {"data": ...})."""
-    for key in ("generation", "data", "result"):
-        inner = payload.get(key)
-        if isinstance(inner, dict) and ("generation_id" in inner or "status" in inner):
-            return inner
+    """The generation object: bare from /api/ai/queue/{id}, inside {"generation": ...} from the
+    history endpoint /api/ai/generations/{id}."""
+    inner = payload.get("generation")
+    if isinstance(inner, dict) and "generation_id" in inner:
+        return inner
     return payload
 
 
 def _find_schema(payload: Any) -> dict[str, Any] | None:
-    if isinstance(payload, dict):
-        schema = payload.get("json_request_schema")
+    """request_schema (the API's name), else json_request_schema (the name Oxen's model pages
+    use); a bare model object, or one inside a {"data": ...} envelope."""
+    if not isinstance(payload, dict):
+        return None
+    for key in ("request_schema", "json_request_schema"):
+        schema = payload.get(key)
         if isinstance(schema, str):
             try:
                 schema = json.loads(schema)
@@ -90,10 +97,32 @@ def _find_schema(payload: Any) -> dict[str, Any] | None:
                 schema = None
         if isinstance(schema, dict):
             return schema
-        for value in payload.values():
-            if (found := _find_schema(value)) is not None:
-                return found
-    return None
+    inner = payload.get("data") or payload.get("model")
+    return _find_schema(inner) if isinstance(inner, dict) else None
+
+
+def error_detail(body: Any) -> str:
+    """One line from either documented error envelope: {"error": {"type", "title", "detail"}, ...}
+    or {"error": {"message"}}; the most specific text first."""
+    if not isinstance(body, dict):
+        return ""
+    error = body.get("error")
+    if isinstance(error, dict):
+        for key in ("detail", "message", "title", "type"):
+            value = error.get(key)
+            if isinstance(value, str) and value.strip():
+                return value
+    if isinstance(error, str) and error.strip():
+        return error
+    for key in ("detail", "message", "error_message", "status_message"):
+        value = body.get(key)
+        if isinstance(value, str) and value.strip() and value != "error":
+            return value
+    return ""
+
+
+def mentions_credits(text: str) -> bool:
+    return "credit" in text.lower()
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -135,7 +164,7 @@ class OxenClient:
         retry: RetryPolicy | None = None,
         model: str = MODEL_ID,
     ):
-        self.base_url = (base_url or HOSTED_BASE_URL).rstrip("/")
+        self.base_url = normalize_base_url(base_url or HOSTED_BASE_URL)
         self._key = ApiKey(api_key) if isinstance(api_key, str) and api_key.strip() else api_key
         if isinstance(self._key, str):
             self._key = None
@@ -170,12 +199,15 @@ class OxenClient:
     def url(self, path: str) -> str:
         return urljoin(self.base_url + "/", path.lstrip("/"))
 
-    def _headers(self, url: str) -> dict[str, str]:
-        headers = {"Accept": "application/json", "User-Agent": "flux-nb/0.1"}
+    def _headers(self, url: str, *, accept: str = "application/json", key: bool = True) -> dict[str, str]:
+        headers = {"Accept": accept, "User-Agent": "flux-nb/0.1"}
         # The key goes only to the API's own origin, never to a result host or a redirect target.
-        if self._key is not None and _origin(url) == self._origin:
+        if key and self._key is not None and _origin(url) == self._origin:
             headers["Authorization"] = f"Bearer {self._key.reveal()}"
         return headers
+
+    def is_api_url(self, url: str) -> bool:
+        return _origin(url) == self._origin
 
     def redact(self, text: str) -> str:
         """Text with the API key blanked out, for anything a server wrote that we show."""
@@ -183,31 +215,24 @@ class OxenClient:
 
     def _error(self, response: httpx.Response, what: str) -> errors.ApiError:
         """Map an error status to the FluxError tree with the server's own words, key redacted."""
-        detail = ""
         try:
             body = response.json()
         except ValueError:
             body = None
-        if isinstance(body, dict):
-            for key in ("message", "error_message", "detail", "error", "errors", "status_message"):
-                value = body.get(key)
-                if isinstance(value, dict):
-                    value = value.get("message") or json.dumps(value)
-                if isinstance(value, list):
-                    value = "; ".join(str(v.get("message", v)) if isinstance(v, dict) else str(v) for v in value)
-                if value:
-                    detail = str(value)
-                    break
+        detail = error_detail(body)
         if not detail:
-            detail = response.text.strip() or response.reason_phrase
+            detail = response.text.strip()[:200] if body is None else ""
+            detail = detail or response.reason_phrase
         detail = self.redact(" ".join(detail.split()))[:300]
         status = response.status_code
         text = f"{what} failed with HTTP {status}: {detail}"
         if status in (401, 403):
             if self._key is None:
                 text = f"{what} needs an API key (HTTP {status}): set OXEN_API_KEY."
+            else:
+                text = f"{what}: the API key was refused (HTTP {status}: {detail}); it may be mistyped or revoked."
             return errors.AuthError(text, status=status)
-        if status == 402:
+        if status == 402 or mentions_credits(detail):
             return errors.CreditsError(text, status=status)
         if status == 404:
             return errors.NotFoundError(text, status=status)
@@ -227,11 +252,15 @@ class OxenClient:
         params: dict[str, Any] | None = None,
         idempotent: bool = True,
         timeout: float | None = None,
+        accept: str = "application/json",
+        send_key: bool = True,
     ) -> httpx.Response:
         """Send with retries. Non-idempotent calls are repeated only when the server cannot have
-        taken them (connect errors, 429/503); otherwise AmbiguousSend tells the caller to check."""
+        taken them (connect errors, 429/503); otherwise AmbiguousSend tells the caller to check.
+        429 is repeated patiently (Retry-After honoured) within retry.rate_limit_budget seconds."""
         url = path_or_url if "://" in path_or_url else self.url(path_or_url)
         attempt = 0
+        rate_waited = 0.0
         while True:
             attempt += 1
             last = attempt >= self.retry.attempts
@@ -240,7 +269,7 @@ class OxenClient:
                 response = self._http.request(
                     method,
                     url,
-                    headers=self._headers(url),
+                    headers=self._headers(url, accept=accept, key=send_key),
                     json=json_body,
                     params=params,
                     timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
@@ -272,6 +301,16 @@ class OxenClient:
             status = response.status_code
             if status < 400:
                 return response
+            if status == 429:
+                wait = self.retry.delay(min(attempt, 6), _retry_after(response))
+                left = self.retry.rate_limit_budget - rate_waited
+                if left > 0:
+                    wait = min(max(wait, 0.05), left)
+                    log.debug("%s: HTTP 429, waiting %.2fs (%.0fs of patience left)", what, wait, left)
+                    rate_waited += wait
+                    time.sleep(wait)
+                    continue
+                raise self._error(response, what)
             retryable = status in RETRY_STATUSES and (idempotent or status in NOT_TAKEN_STATUSES)
             if retryable and not last:
                 wait = self.retry.delay(attempt, _retry_after(response))
@@ -293,17 +332,17 @@ class OxenClient:
     # -- the documented calls -------------------------------------------------------------------
 
     def model_info(self, model: str | None = None) -> dict[str, Any]:
-        """GET /api/ai/models/{id}: the model object, with its json_request_schema."""
+        """GET /api/ai/models/{id}: the model object (request_schema, pricing, capabilities)."""
         model = model or self.model
         what = f"Reading model {model}"
         return self._json(self._request("GET", f"/api/ai/models/{model}", what=what), what)
 
     def request_schema(self, model: str | None = None) -> dict[str, Any]:
-        """The model's json_request_schema, wherever the response puts it."""
+        """The model's request_schema (or json_request_schema, the name Oxen's model pages use)."""
         info = self.model_info(model)
         schema = _find_schema(info)
         if schema is None:
-            raise errors.ServerError("The model description has no json_request_schema.")
+            raise errors.ServerError("The model description has no request_schema.")
         return schema
 
     def enqueue(
@@ -330,87 +369,115 @@ class OxenClient:
         data = self._json(
             self._request("POST", QUEUE, what=what, json_body=body, idempotent=False), what
         )
-        rows = data.get("generations") if isinstance(data, dict) else data
-        if isinstance(data, dict) and rows is None and "generation_id" in data:
-            rows = [data]
-        if not isinstance(rows, list) or not all(isinstance(r, dict) and r.get("generation_id") for r in rows):
-            raise errors.ServerError(f"{what}: the answer holds no generation ids.")
+        rows = data.get("generations") if isinstance(data, dict) else None
+        if not isinstance(rows, list) or not rows or not all(
+            isinstance(r, dict) and r.get("generation_id") for r in rows
+        ):
+            detail = self.redact(" ".join(error_detail(data).split()))[:300]
+            why = f": {detail}" if detail else ""
+            cls = errors.CreditsError if mentions_credits(detail) else errors.ServerError
+            raise cls(f"{what}: the server answered but made no generation{why}.")
         return rows
 
     def get_generation(self, generation_id: str) -> dict[str, Any]:
-        """GET /api/ai/queue/{id}: the generation object (status, result_url, error_message, ...)."""
+        """GET /api/ai/queue/{id}: the generation object (status, result_url, error_message, ...).
+        A 404 on an id we sent means the server no longer knows it (rows used to expire)."""
         what = f"Reading generation {generation_id}"
-        return unwrap_generation(
-            self._json(self._request("GET", f"{QUEUE}/{generation_id}", what=what), what)
-        )
+        try:
+            response = self._request("GET", f"{QUEUE}/{generation_id}", what=what)
+        except errors.NotFoundError:
+            raise errors.NotFoundError(
+                f"Generation {generation_id} is unknown or expired on the server ({_origin_text(self.base_url)}).",
+                status=404,
+            ) from None
+        data = self._json(response, what)
+        if not isinstance(data, dict):
+            raise errors.ServerError(f"{what}: the answer is not a generation object.")
+        return unwrap_generation(data)
 
-    def list_generations(self, model: str | None = None) -> list[dict[str, Any]]:
-        """GET /api/ai/queue?model=: the account's generations (in progress, and recent ones)."""
+    def list_generations(self, model: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+        """GET /api/ai/queue: the account's ACTIVE generations (queued, processing) by default, as
+        the docs say; with status=..., the generations in that status, finished ones included."""
         what = "Listing generations"
-        data = self._json(
-            self._request("GET", QUEUE, what=what, params={"model": model or self.model}), what
-        )
-        rows = data.get("generations", data.get("data", [])) if isinstance(data, dict) else data
-        return [unwrap_generation(r) for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+        params = {"model": model or self.model}
+        if status is not None:
+            params["status"] = status
+        data = self._json(self._request("GET", QUEUE, what=what, params=params), what)
+        rows = data.get("generations") if isinstance(data, dict) else None
+        return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
 
     def find_enqueued(self, recipe: Recipe, since: float) -> list[dict[str, Any]]:
-        """Rows in the listing made from this exact recipe since a time: used after AmbiguousSend."""
-        found = []
-        for row in self.list_generations(recipe.model):
-            if row.get("seed") != recipe.seed or row.get("prompt") != recipe.prompt:
-                continue
-            created = row.get("created_at")
-            if isinstance(created, (int, float)) and created < since - 5:
-                continue
-            if all(row.get(k) == v for k, v in recipe.params().items() if k in row and k != "input_image"):
-                found.append(row)
-        return found
+        """Rows made from this exact recipe, enqueued since a time, oldest first, in any status:
+        the active list and each terminal status (the default list shows only active rows, and a
+        generation that already finished must not be sent and paid for again)."""
+        found: dict[str, dict[str, Any]] = {}
+        for status in (None, *TERMINAL_STATUSES):
+            for row in self.list_generations(recipe.model, status):
+                if row.get("seed") != recipe.seed or row.get("prompt") != recipe.prompt:
+                    continue
+                enqueued = row.get("enqueued_at")
+                if isinstance(enqueued, (int, float)) and enqueued < since - 5:
+                    continue
+                params = recipe.params()
+                if all(row.get(k) == v for k, v in params.items() if k in row and k != "input_image"):
+                    found.setdefault(str(row.get("generation_id")), row)
+        return sorted(found.values(), key=lambda r: r.get("enqueued_at") or 0)
 
-    def cancel(self, generation_id: str) -> dict[str, Any] | None:
-        """Cancel a generation. The hosted call is unknown: DELETE first, then POST .../cancel."""
+    def cancel(self, generation_id: str) -> dict[str, Any]:
+        """DELETE /api/ai/queue/{id}: {"status": "success", "generation_id"}. No event follows:
+        read the row to see it cancelled (a finished row stays as it was)."""
         what = f"Cancelling generation {generation_id}"
-        attempts = (("DELETE", f"{QUEUE}/{generation_id}"), ("POST", f"{QUEUE}/{generation_id}/cancel"))
-        last_error: errors.ApiError | None = None
-        for method, path in attempts:
-            try:
-                response = self._request(method, path, what=what)
-            except (errors.NotFoundError, errors.BadRequestError) as exc:
-                last_error = exc  # 404/405: this backend does not offer that form of cancel
-                continue
-            try:
-                body = response.json()
-            except ValueError:
-                return None
-            return unwrap_generation(body) if isinstance(body, dict) else None
-        raise errors.BadRequestError(
-            f"{what}: this backend offers no cancel call ({last_error}).",
-            status=getattr(last_error, "status", None),
-        )
+        body = self._json(self._request("DELETE", f"{QUEUE}/{generation_id}", what=what), what)
+        return body if isinstance(body, dict) else {}
 
-    def run_sync(self, recipe: Recipe, *, endpoint: str = "edit") -> dict[str, Any]:
-        """POST /api/ai/images/edit (or generate): blocks until the image exists; returns the answer
-        with 'result_url' filled in from wherever the server put the image URL."""
+    def run_sync(self, recipe: Recipe, *, endpoint: str = "edit", b64: bool = False) -> dict[str, Any]:
+        """POST /api/ai/images/edit (or generate): blocks until the image exists. Returns the
+        answer with 'result_url' (response_format url) or 'image_bytes' (b64_json, decoded)."""
         what = f"Generating an image (sync {endpoint})"
+        body = recipe.request()
+        if b64:
+            body["response_format"] = "b64_json"
         response = self._request(
             "POST",
             f"/api/ai/images/{endpoint}",
             what=what,
-            json_body=recipe.request(),
+            json_body=body,
             idempotent=False,
             timeout=max(self.timeouts.read, 300.0),
         )
         data = self._json(response, what)
-        url = result_url(data) if isinstance(data, dict) else None
+        if not isinstance(data, dict):
+            raise errors.ServerError(f"{what}: the answer is not a JSON object.")
+        images = data.get("images")
+        first = images[0] if isinstance(images, list) and images and isinstance(images[0], dict) else {}
+        if isinstance(first.get("b64_json"), str):
+            try:
+                return {**data, "image_bytes": base64.b64decode(first["b64_json"], validate=True)}
+            except ValueError:
+                raise errors.ServerError(f"{what}: the answer's b64_json is not base64.") from None
+        url = result_url(data)
         if not url:
-            raise errors.ServerError(f"{what}: the answer holds no image URL.")
+            raise errors.ServerError(f"{what}: the answer holds no image.")
         return {**data, "result_url": url}
 
     def download(self, url: str) -> bytes:
-        """Fetch a result file; a short or cut body is retried, never returned."""
+        """Fetch a result file; a short or cut body is retried, never returned.
+
+        Result URLs are presigned: fetched without the key, as Oxen's own example does. Only a
+        401/403 from the API's own origin earns one more try with the key."""
         url = url if "://" in url else self.url(url)
         what = "Downloading the result"
+        send_key = False
         for attempt in range(1, self.retry.attempts + 1):
-            response = self._request("GET", url, what=what, timeout=self.timeouts.download)
+            try:
+                response = self._request(
+                    "GET", url, what=what, timeout=self.timeouts.download, accept="*/*", send_key=send_key
+                )
+            except errors.AuthError:
+                if send_key or self._key is None or not self.is_api_url(url):
+                    raise
+                send_key = True
+                continue
             expected = response.headers.get("Content-Length", "")
             got = response.num_bytes_downloaded or len(response.content)
             if not expected.isdigit() or got >= int(expected):

@@ -9,6 +9,16 @@ from pathlib import Path
 HOSTED_BASE_URL = "https://hub.oxen.ai"
 
 
+def normalize_base_url(url: str) -> str:
+    """The server root: Oxen's docs give the base URL as https://hub.oxen.ai/api/ai, but the event
+    stream lives at /api/events, outside it, so every path is built from the host root."""
+    url = url.strip().rstrip("/")
+    for suffix in ("/api/ai", "/api"):
+        if url.endswith(suffix):
+            return url[: -len(suffix)]
+    return url
+
+
 class ApiKey:
     """Holds the API key so that it cannot leak by accident: no repr, str, pickling or equality shows it."""
 
@@ -57,6 +67,9 @@ class RetryPolicy:
     backoff: float = 0.5
     max_backoff: float = 20.0
     max_retry_after: float = 60.0
+    # 429 on an enqueue means "not taken": it is repeated, honouring Retry-After, until this many
+    # seconds have been spent waiting, before the generation fails.
+    rate_limit_budget: float = 300.0
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds before attempt number `attempt` (1-based) is repeated."""
@@ -80,7 +93,7 @@ class Settings:
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         key = env.get("OXEN_API_KEY", "").strip()
-        base = env.get("FLUX_NB_BASE_URL", "").strip().rstrip("/") or None
+        base = normalize_base_url(env.get("FLUX_NB_BASE_URL", "")) or None
         try:
             delay = float(env.get("FLUX_NB_STEP_DELAY", "0.02"))
         except ValueError:

@@ -24,8 +24,8 @@ def to_input_url(source: Any) -> str:
 
     if isinstance(source, Generation):
         source.wait()
-        if source.backend == "hosted" and source.result_url:
-            return source.result_url
+        # The saved bytes, never the result URL: a hosted one is presigned and expires, so a
+        # recipe holding it could not be made again later.
         return _data_uri(source.data or Path(source.path).read_bytes(), f"generation {source.id}")
     if isinstance(source, (bytes, bytearray, memoryview)):
         return _data_uri(bytes(source), "the bytes given")

@@ -1,9 +1,10 @@
 """Generation handles and the runner that moves them along in the background.
 
 The runner never draws: it changes a Generation's state and calls its callbacks. Completion comes
-from one SSE connection for all generations; polling `GET /api/ai/queue/{id}` takes over with
-backoff while the stream is down, and slow safety polls (10 s, doubling to 5 min) catch events the
-stream never sends (the contract does not say whether failures have an event of their own).
+from one SSE connection for all generations (`media_generation_completed`, succeeded or failed);
+polling `GET /api/ai/queue/{id}` takes over with backoff while the stream is down, after every
+reconnect (the stream has no replay), and as slow safety polls (10 s, doubling to 30 s) that
+notice what the stream never says: a cancel, made here or elsewhere, has no event.
 """
 
 from __future__ import annotations
@@ -19,7 +20,15 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from . import errors
-from .client import AmbiguousSend, Event, OxenClient, result_url
+from .client import (
+    COMPLETED_EVENT,
+    PROGRESS_EVENT,
+    AmbiguousSend,
+    Event,
+    OxenClient,
+    mentions_credits,
+    result_url,
+)
 from .journal import Journal
 from .recipe import Recipe
 from .storage import OutputFolder
@@ -31,7 +40,8 @@ log = logging.getLogger("flux_nb.jobs")
 
 ACTIVE = ("submitting", "queued", "processing")
 SAFETY_POLL_FIRST = 10.0
-SAFETY_POLL_MAX = 300.0
+SAFETY_POLL_MAX = 30.0  # a cancel made elsewhere has no event: noticed within this many seconds
+CANCEL_CHECKS = (0.0, 0.5, 1.0, 2.0, 4.0)  # reads of the row after our own cancel was taken
 FALLBACK_POLL_FIRST = 0.5
 FALLBACK_POLL_MAX = 5.0
 UNMATCHED_EVENT_TTL = 300.0
@@ -242,10 +252,20 @@ class Runner:
     def submit(self, recipes: list[Recipe]) -> list[Generation]:
         """Journal the recipes, then enqueue each in the background; returns handles at once."""
         gens = [Generation(r, self) for r in recipes]
-        self.history.extend(gens)
+        server = self.client.base_url
         self.journal.record(
-            *({"op": "submit", "key": g.key, "backend": self.backend, "recipe": g.recipe.to_dict()} for g in gens)
+            *(
+                {"op": "submit", "key": g.key, "backend": self.backend, "server": server, "recipe": g.recipe.to_dict()}
+                for g in gens
+            )
         )
+        if self.journal.broken:
+            # Work a restarted kernel could not find would be paid for and lost: send nothing.
+            raise errors.StorageError(
+                f"Nothing was sent: the journal {self.journal.path} cannot be written ({self.journal.broken}).",
+                hint="Set FLUX_NB_OUTPUT_DIR (or output_dir=) to a writable folder, then run again.",
+            )
+        self.history.extend(gens)
         self._start()
         for g in gens:
             self._pool.submit(self._enqueue, g)
@@ -330,6 +350,7 @@ class Runner:
                 return
             gen.id = str(rows[0]["generation_id"])
         self.journal.record({"op": "enqueued", "key": gen.key, "id": gen.id})
+        # "queued" today; older docs showed "processing" here: both are taken as they come.
         gen._update(status=rows[0].get("status") if rows[0].get("status") in ACTIVE else "queued")
         self._register(gen)
         if gen._cancel_requested:
@@ -428,6 +449,9 @@ class Runner:
         except errors.NotFoundError as exc:
             self._terminal(gen, "failed", exc)
             return
+        except errors.AuthError as exc:
+            self._auth_failed(exc)
+            return
         except errors.FluxError as exc:
             log.debug("poll of %s failed: %s", gen.id, exc)
             return
@@ -447,6 +471,10 @@ class Runner:
                     self._on_event(event)
                     if self._stopping.is_set():
                         return
+            except errors.AuthError as exc:
+                self._stream_closed()
+                self._auth_failed(exc)
+                backoff = 30.0  # the key will not fix itself; polls of new work will say so too
             except errors.FluxError as exc:
                 log.debug("event stream down: %s", exc)
             except Exception:  # never let the listener die: polling alone would carry on, slower
@@ -455,6 +483,13 @@ class Runner:
             if self._stopping.wait(backoff):
                 return
             backoff = min(backoff * 2, 30.0)
+
+    def _auth_failed(self, exc: errors.FluxError) -> None:
+        """The key was refused: every generation waiting on this server fails with that one line,
+        rather than hang (the server will not answer it until the key is fixed)."""
+        for gen in self.pending():
+            if gen._claim():
+                self._terminal(gen, "failed", errors.AuthError(exc.message), journal=False)
 
     def _stream_opened(self) -> None:
         """After every (re)connect, check each pending generation once: events may have been missed."""
@@ -479,27 +514,28 @@ class Runner:
             self._wake.notify_all()
 
     def _on_event(self, event: Event) -> None:
+        """Only media_generation_completed moves a generation on; the local server's optional
+        progress event only feeds the progress bar; every other event type is ignored."""
+        if event.name not in (COMPLETED_EVENT, PROGRESS_EVENT):
+            return
         gid = event.generation_id
         if not gid:
             return
         with self._lock:
             gen = self._pending.get(gid)
             if gen is None:
-                if "progress" not in event.name:
+                if event.name == COMPLETED_EVENT:  # it may come before the enqueue answer
                     now = time.monotonic()
                     self._unmatched[gid] = (now, event)
                     if len(self._unmatched) > 1000:
                         self._unmatched = {k: v for k, v in self._unmatched.items() if now - v[0] < UNMATCHED_EVENT_TTL}
                 return
-        data = dict(event.data)
-        if "status" not in data:
-            if event.name.endswith("completed"):
-                data["status"] = "succeeded"
-            elif event.name.endswith("failed"):
-                data["status"] = "failed"
-            elif event.name.endswith(("cancelled", "canceled")):
-                data["status"] = "cancelled"
-        self._apply(gen, data)
+        if event.name == PROGRESS_EVENT:
+            step, total = event.data.get("step"), event.data.get("total")
+            if isinstance(step, int) and isinstance(total, int):
+                gen._update(status="processing", progress=(step, total))
+            return
+        self._apply(gen, event.data)
 
     def _apply(self, gen: Generation, row: dict[str, Any]) -> None:
         """Move a generation on from a poll answer or an event payload."""
@@ -514,15 +550,18 @@ class Runner:
                 self._pool.submit(self._collect, gen)
         elif status in ("failed", "cancelled"):
             if gen._claim():
-                message = row.get("error_message") or row.get("error") or f"the server says {status}"
+                default = "cancelled" if status == "cancelled" else "the server gives no reason"
+                message = row.get("error_message") or row.get("error") or default
                 message = self.client.redact(" ".join(str(message).split())[:300])
-                cls = errors.GenerationCancelled if status == "cancelled" else errors.GenerationFailed
-                self._terminal(gen, status, cls(str(message)))
-        else:
-            progress = row.get("progress") if isinstance(row.get("progress"), dict) else row
-            step, total = progress.get("step"), progress.get("total")
-            pair = (int(step), int(total)) if isinstance(step, int) and isinstance(total, int) else None
-            gen._update(status=status if status in ACTIVE else None, progress=pair)
+                if status == "cancelled":
+                    error: errors.FluxError = errors.GenerationCancelled(message)
+                elif mentions_credits(message):
+                    error = errors.GenerationFailed(message, hint=errors.CreditsError.hint)
+                else:
+                    error = errors.GenerationFailed(message)
+                self._terminal(gen, status, error)
+        elif status in ACTIVE:
+            gen._update(status=status)
 
     def _collect(self, gen: Generation) -> None:
         """Download, check, embed the recipe and save; on a storage error keep the bytes in memory."""
@@ -554,14 +593,18 @@ class Runner:
         self._terminal(gen, "succeeded", None, journal=False)
 
     def _send_cancel(self, gen: Generation) -> None:
+        """DELETE the generation, then read its row until it says so: no event follows a cancel.
+        A row that finished first stays finished (and is collected as usual)."""
         try:
-            row = self.client.cancel(gen.id)
+            self.client.cancel(gen.id)
         except errors.FluxError as exc:
             gen.error = exc  # shown on the card; the generation runs on
             gen._changed()
             return
-        if row and str(row.get("status", "")).startswith("cancel"):
-            self._apply(gen, row)
+        for delay in CANCEL_CHECKS:
+            if gen._claimed or self._stopping.wait(delay):
+                return
+            self._poll_one(gen)
 
     def _terminal(self, gen: Generation, status: str, error: errors.FluxError | None, journal: bool = True) -> None:
         gen._claimed = True

@@ -1,7 +1,14 @@
 """An append-only journal of every generation sent, so a restarted kernel can collect what was paid for.
 
-One JSON object a line: `submit` (before the enqueue call, with the recipe), `enqueued` (with the
-generation id), then one terminal line (`saved`, `failed`, `cancelled`). Never holds the API key.
+One JSON object a line: `submit` (before the enqueue call, with the recipe, the server it goes to
+and the writer's id), `enqueued` (with the generation id), then one terminal line (`saved`,
+`failed`, `cancelled`). Never holds the API key.
+
+Several kernels may share one output folder (two notebooks in one directory). Each journal
+writer holds an exclusive lock on a file of its own under `.flux_nb_live/` for as long as its
+process lives; the operating system drops the lock when the process dies, however it dies. So
+resume() can tell work whose kernel is gone (lock free) from live work of another kernel (lock
+held), and takes only the former.
 """
 
 from __future__ import annotations
@@ -10,10 +17,17 @@ import json
 import os
 import threading
 import time
+import uuid
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+try:
+    import fcntl
+except ImportError:  # Windows: fall back on "is that process id still running"
+    fcntl = None  # type: ignore[assignment]
 
 TERMINAL_OPS = frozenset({"saved", "failed", "cancelled"})
+LIVE_DIR = ".flux_nb_live"
 
 
 class Journal:
@@ -21,18 +35,73 @@ class Journal:
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
+        self.writer = uuid.uuid4().hex  # this journal object's id in the entries it writes
         self._lock = threading.Lock()
+        self._live: IO[bytes] | None = None
         self.broken: str | None = None  # set when the folder cannot be written
+
+    # -- who is alive -----------------------------------------------------------------------------
+
+    def _live_path(self, writer: str) -> Path:
+        return self.path.parent / LIVE_DIR / f"{writer}.lock"
+
+    def _hold_live_lock(self) -> None:
+        """Take this writer's lock (once, before its first entry); held until close()."""
+        if self._live is not None:
+            return
+        path = self._live_path(self.writer)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(path, "wb")
+        fh.write(f"{os.getpid()}\n".encode())
+        fh.flush()
+        if fcntl is not None:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._live = fh
+
+    def is_alive(self, writer: str | None, pid: int | None = None) -> bool:
+        """True while the journal writer `writer` (another kernel, or this one) still runs."""
+        if not writer:
+            return False  # entries from before writers were recorded: their kernels are gone
+        if writer == self.writer:
+            return True
+        path = self._live_path(writer)
+        if fcntl is None:
+            return pid is not None and _pid_running(pid)
+        try:
+            fh = open(path, "rb+")
+        except OSError:
+            return False
+        with fh:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return True  # someone holds it: that kernel is running
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        return False
+
+    def close(self) -> None:
+        """Release this writer's lock (the session is done): its unfinished work is resumable."""
+        with self._lock:
+            if self._live is not None:
+                path = Path(self._live.name)
+                self._live.close()
+                self._live = None
+                try:
+                    path.unlink()
+                except OSError:
+                    pass
 
     def record(self, *entries: dict[str, Any]) -> None:
         """Append entries in one write; the caller carries on when the disk refuses (noted in .broken)."""
         if not entries:
             return
         now = time.time()
-        lines = "".join(json.dumps({"t": now, **e}, separators=(",", ":")) + "\n" for e in entries)
+        stamp = {"t": now, "writer": self.writer, "pid": os.getpid()}
+        lines = "".join(json.dumps({**stamp, **e}, separators=(",", ":")) + "\n" for e in entries)
         with self._lock:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._hold_live_lock()
                 with open(self.path, "ab+") as fh:
                     # A write cut short (disk full, a crash) leaves a torn last line: start on a new
                     # line, or this record would be glued to it and lost with it.
@@ -61,7 +130,8 @@ class Journal:
         return out
 
     def pending(self) -> list[dict[str, Any]]:
-        """Submissions with no terminal record yet, merged: key, recipe, id (if known), backend."""
+        """Submissions with no terminal record yet, merged: key, recipe, id (if known), backend,
+        server, writer and pid (of the submit)."""
         state: dict[str, dict[str, Any]] = {}
         for entry in self.entries():
             key = entry.get("key")
@@ -70,8 +140,21 @@ class Journal:
             op = entry.get("op")
             if op == "submit":
                 state[key] = {k: v for k, v in entry.items() if k != "op"}
-            elif op == "enqueued" and key in state:
-                state[key]["id"] = entry.get("id")
+            elif op in ("enqueued", "resumed") and key in state:
+                if entry.get("id"):
+                    state[key]["id"] = entry.get("id")
+                # whoever wrote last about it is collecting it now
+                state[key]["writer"], state[key]["pid"] = entry.get("writer"), entry.get("pid")
             elif op in TERMINAL_OPS:
                 state.pop(key, None)
         return list(state.values())
+
+
+def _pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it exists, owned by someone else
+    return True

@@ -248,6 +248,8 @@ class FluxMagics(Magics):
 
     def _cmd_resume(self, rest: str) -> None:
         gens = flux_nb.resume()
+        for note in flux_nb.session().resume_notes:
+            print(f"flux: not resumed: {note}")
         if not gens:
             print("flux: nothing to resume: every generation sent by an earlier kernel was saved.")
             return

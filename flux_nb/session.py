@@ -12,7 +12,7 @@ from typing import Any
 
 from . import errors
 from .client import OxenClient
-from .config import HOSTED_BASE_URL, ApiKey, RetryPolicy, Settings, Timeouts
+from .config import HOSTED_BASE_URL, ApiKey, RetryPolicy, Settings, Timeouts, normalize_base_url
 from .jobs import Generation, Runner
 from .journal import Journal
 from .recipe import Recipe, bundled_schema
@@ -28,16 +28,20 @@ def embedded_server(step_delay: float):
     free loopback port and shared by every session that asks for the same delay."""
     with _embedded_lock:
         if step_delay not in _embedded:
+            from .server.app import LocalExtras
             from .server.embedded import LocalServer
 
-            _embedded[step_delay] = LocalServer(step_delay=step_delay).start()
+            # Progress events are local-only: cards draw a progress bar from them, nothing needs them.
+            extras = LocalExtras(progress_events=True)
+            _embedded[step_delay] = LocalServer(step_delay=step_delay, extras=extras).start()
         return _embedded[step_delay]
 
 
 class Session:
     """Where generations go and land. `backend`: 'local' (the embedded offline server), 'hosted'
     (Oxen.ai, needs a key) or None to choose from the environment. `timeouts` and `retry` go to
-    the client (timeouts.sse_read: how long a silent event stream is trusted before reconnecting)."""
+    the client (timeouts.sse_read: how long a silent event stream is trusted before reconnecting);
+    `http` an httpx.Client of your own (a proxy, or a test transport)."""
 
     def __init__(
         self,
@@ -51,6 +55,7 @@ class Session:
         announce: Callable[[str], None] | None = print,
         timeouts: Timeouts | None = None,
         retry: RetryPolicy | None = None,
+        http: Any = None,
     ):
         settings = settings or Settings.from_env()
         key = ApiKey(api_key) if isinstance(api_key, str) else (api_key or settings.api_key)
@@ -63,7 +68,7 @@ class Session:
             self.server = embedded_server(settings.step_delay if step_delay is None else step_delay)
             url, key, self.backend = self.server.url, None, "local"
         else:
-            url = (base_url or settings.base_url or HOSTED_BASE_URL).rstrip("/")
+            url = normalize_base_url(base_url or settings.base_url or HOSTED_BASE_URL)
             self.backend = "hosted" if url == HOSTED_BASE_URL else "custom"
             if key is None and self.backend == "hosted":
                 raise errors.AuthError(
@@ -73,7 +78,8 @@ class Session:
         self.base_url = url
         self.output = OutputFolder(output_dir or settings.output_dir)
         self.journal = Journal(self.output.path / JOURNAL_NAME)
-        self.client = OxenClient(url, key, timeouts=timeouts, retry=retry)
+        self.client = OxenClient(url, key, timeouts=timeouts, retry=retry, http=http)
+        self.resume_notes: list[str] = []  # why some journalled work could not be resumed here
         self.runner = Runner(self.client, self.output, self.journal, backend=self.backend)
         self._schema: dict[str, Any] = bundled_schema()
         self._schema_checked = self.backend == "local"  # the local server serves the bundled copy
@@ -198,17 +204,25 @@ class Session:
         return len(pending)
 
     def journal_pending(self) -> list[dict[str, Any]]:
-        """Journalled generations from earlier kernels not yet saved (and not running here)."""
+        """Journalled generations not yet saved whose kernel is gone (and not running here): work
+        of another live kernel sharing this output folder is left to it."""
         mine = {g.key for g in self.history}
-        return [e for e in self.journal.pending() if e.get("key") not in mine]
+        return [
+            e
+            for e in self.journal.pending()
+            if e.get("key") not in mine and not self.journal.is_alive(e.get("writer"), e.get("pid"))
+        ]
 
     def resume(self) -> list[Generation]:
-        """Collect what earlier kernels sent and never saved. On the local backend the old server
-        is gone, so the recipe is run again (same seed, same pixels); elsewhere the id is fetched.
-        An image already on disk (the kernel died between writing and journalling it) is not
-        collected again; one sent with no id journalled is looked for in the queue first, so it is
-        not sent (and paid for) twice."""
+        """Collect what earlier (now gone) kernels sent and never saved, each from the server it
+        was sent to. One sent to this server with a known id is fetched by id; one whose enqueue
+        answer was lost is looked for in the queue (finished rows included) before anything is
+        sent again, so nothing is paid for twice. Local work whose server is gone (an earlier
+        kernel's embedded server) is made again here with the same seed: the same pixels. Work
+        sent to another hosted server is left for a session pointed at it (see resume_notes).
+        An image already on disk (the kernel died between writing and journalling it) is loaded."""
         self.output.sweep_partials()
+        self.resume_notes = []
         entries = self.journal_pending()
         taken = {g.id for g in self.history if g.id} | {str(e["id"]) for e in entries if e.get("id")}
         gens = []
@@ -218,24 +232,33 @@ class Session:
             except (errors.FluxError, KeyError, TypeError):
                 continue
             local = entry.get("backend", "local") == "local"
-            if local != (self.backend == "local"):
-                continue
+            server = entry.get("server")
+            here = server == self.base_url if server else local == (self.backend == "local")
             gid = entry.get("id")
             saved = self.output.find(str(gid)) if gid else None
             if saved is not None:
                 self.journal.record({"op": "saved", "key": entry["key"], "id": gid, "path": str(saved)})
                 gens.append(self.runner.load(saved))
                 continue
-            if local:
-                gid = None
+            if not here:
+                if local and self.backend == "local":
+                    gid = None  # its server died with its kernel: make it again, same seed
+                else:
+                    self.resume_notes.append(
+                        f"{str(entry['key'])[:8]} ({recipe.prompt[:30]!r}) was sent to "
+                        f"{server or entry.get('backend')}; this session uses {self.base_url}: "
+                        "resume it from a session pointed at that server."
+                    )
+                    continue
             elif not gid:
                 found = [
                     r for r in self.client.find_enqueued(recipe, entry.get("t", 0))
                     if str(r["generation_id"]) not in taken
                 ]
-                gid = str(found[-1]["generation_id"]) if found else None  # the oldest: listing is newest first
+                gid = str(found[0]["generation_id"]) if found else None  # the oldest untaken one
                 if gid:
                     taken.add(gid)
+            self.journal.record({"op": "resumed", "key": entry["key"], "id": gid})
             gens.append(self.runner.adopt(recipe, entry["key"], gid))
         return gens
 
@@ -245,6 +268,7 @@ class Session:
     def close(self) -> None:
         self.runner.stop()
         self.client.close()
+        self.journal.close()
 
 
 _current: Session | None = None

@@ -1,15 +1,21 @@
 """The local Oxen-compatible server's routes (see ../../shared/oxen-api.md for the contract).
 
-Where the contract says 'unknown', the choice made here is written next to the code. Every URL
-in a JSON answer is absolute, built from the request's own base URL.
+By default it speaks the documented contract and nothing kinder: an active-only list, no event
+for cancels, no replay, no seed drawn into the row, errors in the documented envelopes. What only
+a local server can offer is opt-in (LocalExtras: progress events, a drawn seed echoed, event
+replay; fault injection), and the client never depends on it. Where the contract says 'unknown',
+the choice made here is written next to the code. Every URL in a JSON answer is absolute, built
+from the request's own base URL.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import difflib
 import json
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,12 +32,14 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from ..recipe import MODEL_ID, PARAMETERS, SEED_MAX, bundled_schema, draw_seed
+from .assets import demo_asset
 from .engines import ENGINE_LABELS, check_engine_name
 from .events import Event, EventHub
 from .faults import FaultInjector, FaultMiddleware, Faults, drop_connection
 from .httpio import (
     ApiProblem,
     authorize,
+    model_not_found,
     on_crash,
     on_http_exception,
     on_problem,
@@ -39,17 +47,36 @@ from .httpio import (
 )
 from .inputs import InputLimits
 from .results import MEMORY_BUDGET, ResultFiles
-from .store import CANCELLED, SUCCEEDED, Row, Store
+from .store import STATUSES, SUCCEEDED, TARGET_FIELDS, Row, Store
 from .worker import WorkerPool, build_recipe
 
 MODEL_NAME = "FLUX.2 Klein 4B"
 PING_SECONDS = 15
-QUEUE_FIELDS = frozenset({"model", "num_generations", "target_namespace", *PARAMETERS})
-SYNC_FIELDS = frozenset({"model", "target_namespace", *PARAMETERS})
+# response_format is a documented common parameter; the queue passes it on and ignores it here.
+QUEUE_FIELDS = frozenset({"model", "num_generations", "response_format", *TARGET_FIELDS, *PARAMETERS})
+SYNC_FIELDS = frozenset({"model", "response_format", "target_namespace", *PARAMETERS})
+RESPONSE_FORMATS = ("url", "b64_json")
 FILE_NAME = re.compile(
     r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.(?:png|jpg|webp)"
 )
 FILE_HEADERS = {"Cache-Control": "public, max-age=31536000, immutable"}
+
+
+@dataclass(frozen=True)
+class LocalExtras:
+    """What only the local server does, each off by default (the hosted API does none of them).
+
+    progress_events: `media_generation_progress` events (step, total) on /api/events.
+    echo_drawn_seed: a row made without a seed shows the seed the server drew.
+    replay_events: events buffered for a while, with ids, replayed after Last-Event-ID.
+    """
+
+    progress_events: bool = False
+    echo_drawn_seed: bool = False
+    replay_events: bool = False
+
+    def enabled(self) -> list[str]:
+        return [name for name, on in vars(self).items() if on]
 
 
 @dataclass(frozen=True)
@@ -75,14 +102,20 @@ class Runtime:
         faults: Faults | None,
         limits: Limits,
         files_url: str | None = None,
+        extras: LocalExtras | None = None,
     ) -> None:
         self.api_key = api_key or None
+        self.extras = extras = extras or LocalExtras()
         self.files_url = files_url.rstrip("/") if files_url else None
         self.engine_label = ENGINE_LABELS[check_engine_name(engine)]
         self.limits = limits
         self.results = ResultFiles(limits.results_in_memory_bytes)
-        self.hub = EventHub()
-        self.store = Store(self.hub, self.engine_label)
+        self.hub = EventHub(replay=extras.replay_events)
+        self.store = Store(
+            self.hub,
+            progress_events=extras.progress_events,
+            echo_drawn_seed=extras.echo_drawn_seed,
+        )
         self.pool = WorkerPool(
             self.store,
             self.results,
@@ -121,32 +154,25 @@ def files_base(request: Request) -> str:
 
 
 def check_fields(body: dict[str, Any], allowed: frozenset[str]) -> None:
-    """Local choice: unknown top-level fields are refused at once (400), typos included."""
+    """Local choice (the docs do not say): unknown top-level fields are refused at once (400),
+    typos included, rather than passed to a model that would ignore them."""
     for name in body:
         if name not in allowed:
             close = difflib.get_close_matches(name, sorted(allowed), n=1)
             tip = f" Did you mean {close[0]!r}?" if close else ""
             raise ApiProblem(
                 400,
-                "unknown_field",
+                "invalid_params",
                 f"unknown field {name!r}.{tip} Allowed: {', '.join(sorted(allowed))}.",
-                field=name,
             )
 
 
 def check_model(body: dict[str, Any]) -> str:
     model = body.get("model")
     if model is None:
-        raise ApiProblem(
-            400, "invalid_request", f"model is required: use {MODEL_ID!r}.", field="model"
-        )
+        raise ApiProblem(400, "invalid_params", f"model is required: use {MODEL_ID!r}.")
     if model != MODEL_ID:
-        raise ApiProblem(
-            404,
-            "model_not_found",
-            f"model {str(model)[:80]!r} is not served here; this server serves {MODEL_ID!r}.",
-            field="model",
-        )
+        raise model_not_found(model)
     return model
 
 
@@ -156,27 +182,26 @@ def check_prompt(body: dict[str, Any], limits: Limits) -> None:
     if isinstance(prompt, str) and len(prompt) > limits.max_prompt_chars:
         raise ApiProblem(
             400,
-            "prompt_too_long",
+            "invalid_params",
             f"prompt has {len(prompt)} characters; at most {limits.max_prompt_chars} are taken.",
-            field="prompt",
         )
 
 
-def model_params(body: dict[str, Any], index: int = 0) -> dict[str, Any]:
-    """The model parameters of a request, with a seed.
+def model_params(body: dict[str, Any], index: int = 0) -> tuple[dict[str, Any], int | None]:
+    """The model parameters as sent (what the row echoes) and the seed the engine will use.
 
-    No seed given: the server draws one per generation and records it in the row, so every image
-    can be made again. A valid seed with num_generations > 1: generation i gets seed + i (so the
-    images differ and each row names the seed that made it). An invalid seed is kept as sent,
-    for the run to fail on.
+    No seed sent: the server draws one (kept out of the row unless echo_drawn_seed is on, as the
+    hosted API reports no drawn seed). A valid seed with num_generations > 1: generation i runs
+    with seed + i, so the images differ (the docs do not say what the hosted API does). An invalid
+    seed is kept as sent, for the run to fail on.
     """
     params = {k: body[k] for k in PARAMETERS if body.get(k) is not None}
     seed = params.get("seed")
     if seed is None:
-        params["seed"] = draw_seed()
-    elif type(seed) is int and 0 <= seed <= SEED_MAX:
-        params["seed"] = (seed + index) % (SEED_MAX + 1)
-    return params
+        return params, draw_seed()
+    if type(seed) is int and 0 <= seed <= SEED_MAX:
+        return params, (seed + index) % (SEED_MAX + 1)
+    return params, None
 
 
 def num_generations(body: dict[str, Any]) -> int:
@@ -184,23 +209,24 @@ def num_generations(body: dict[str, Any]) -> int:
     if n is None:
         return 1
     if type(n) is not int or not 1 <= n <= 4:
-        raise ApiProblem(
-            400,
-            "invalid_request",
-            f"num_generations={n!r} is not valid (allowed: integer from 1 to 4).",
-            field="num_generations",
-        )
+        raise ApiProblem(400, "invalid_params", "num_generations must be an integer between 1 and 4")
     return n
 
 
+def not_found() -> ApiProblem:
+    """The documented 404 body: type and title only."""
+    return ApiProblem(404, "resource_not_found", "")
+
+
 def own_row(request: Request, rt: Runtime, owner: str) -> Row:
-    generation_id = request.path_params["generation_id"]
-    row = rt.store.get(generation_id, owner)
+    row = rt.store.get(request.path_params["generation_id"], owner)
     if row is None:
-        raise ApiProblem(
-            404, "generation_not_found", f"no generation {generation_id[:64]!r} for this API key."
-        )
+        raise not_found()
     return row
+
+
+def targets(body: dict[str, Any]) -> dict[str, Any]:
+    return {name: body.get(name) for name in TARGET_FIELDS if body.get(name) is not None}
 
 
 # --- queue ----------------------------------------------------------------------------------------
@@ -216,7 +242,7 @@ async def enqueue(request: Request) -> JSONResponse:
     model = check_model(body)
     n = num_generations(body)
     check_prompt(body, rt.limits)
-    rows = [rt.store.create(owner, model, model_params(body, i)) for i in range(n)]
+    rows = [rt.store.create(owner, model, *model_params(body, i), targets(body)) for i in range(n)]
     for row in rows:
         rt.pool.submit(row)
     return JSONResponse(
@@ -230,84 +256,98 @@ async def get_generation(request: Request) -> JSONResponse:
     return JSONResponse(rt.store.view(row, files_base(request)))
 
 
+def _query_choice(request: Request, name: str, allowed: tuple[str, ...]) -> str | None:
+    value = request.query_params.get(name)
+    if value is not None and value not in allowed:
+        raise ApiProblem(
+            400, "invalid_params", f"{name}={value[:40]!r} is not valid (allowed: {', '.join(allowed)})."
+        )
+    return value
+
+
 async def list_generations(request: Request) -> JSONResponse:
-    """GET /api/ai/queue[?model=]: the caller's generations, newest first, finished ones too."""
+    """GET /api/ai/queue: the caller's active generations (queued, processing), newest first;
+    `status=` asks for one status instead, terminal ones included. `namespace` is accepted and
+    ignored: the local server has one namespace per key."""
     rt = runtime(request)
     owner = authorize(request, rt.api_key)
+    query = request.query_params
+    rows = rt.store.rows(
+        owner,
+        model=query.get("model"),
+        status=_query_choice(request, "status", STATUSES),
+        media_type=_query_choice(request, "media_type", ("image", "video")),
+        repo=query.get("repo"),
+        folder=query.get("folder"),
+    )
     base = files_base(request)
-    rows = rt.store.rows(owner, request.query_params.get("model"))
-    return JSONResponse({"generations": [rt.store.view(r, base, brief=True) for r in rows]})
+    views = [rt.store.view(r, base, brief=True) for r in rows]
+    return JSONResponse({"count": len(views), "generations": views})
 
 
 async def cancel_generation(request: Request) -> JSONResponse:
-    """DELETE /api/ai/queue/{id} and POST .../cancel (hosted call unknown: both are offered).
-    Queued or processing: cancelled now. Already finished: answered unchanged, still 200."""
+    """DELETE /api/ai/queue/{id}: queued or processing turns cancelled now (no event is sent, as
+    on the hosted stream). A finished row is left as it is; the docs say only 'no effect', and
+    the answer is the same 200 (INFERRED)."""
     rt = runtime(request)
     row = own_row(request, rt, authorize(request, rt.api_key))
     rt.store.cancel(row)
-    return JSONResponse(rt.store.view(row, files_base(request)))
+    return JSONResponse({"status": "success", "generation_id": row.id})
 
 
 # --- sync -----------------------------------------------------------------------------------------
 
 
 async def images_generate(request: Request) -> JSONResponse:
-    return await run_sync(request, edit=False)
+    return await run_sync(request)
 
 
 async def images_edit(request: Request) -> JSONResponse:
-    return await run_sync(request, edit=True)
+    """Same as generate: Oxen's own Klein page sends prompt-only bodies here, so input_image is
+    optional (the edit reference marks it required; the model page wins)."""
+    return await run_sync(request)
 
 
-async def run_sync(request: Request, *, edit: bool) -> JSONResponse:
-    """Validate at once (400 naming the field), run ahead of the queue, answer when done.
-
-    The hosted response shape is unknown; this one carries the URL twice (images[0].url and
-    result_url) plus the generation id and seed. A generation that fails answers 422; one
-    cancelled meanwhile (DELETE on its id) answers 409.
-    """
+async def run_sync(request: Request) -> JSONResponse:
+    """Validate at once (400), run ahead of the queue, answer when done with the documented
+    {"model", "created", "images": [{"url"} or {"b64_json"}]}. A run that fails (or is
+    cancelled meanwhile) answers 500 unknown_error with the reason (the docs show no shape)."""
     rt = runtime(request)
     owner = authorize(request, rt.api_key)
     body = await read_json_object(request, rt.limits.max_body_bytes)
     check_fields(body, SYNC_FIELDS)
     model = check_model(body)
+    if not isinstance(body.get("prompt"), str) or not body["prompt"].strip():
+        raise ApiProblem(400, "invalid_params", "Prompt cannot be empty")
     check_prompt(body, rt.limits)
-    params = model_params(body)
-    if edit and not params.get("input_image"):
+    response_format = body.get("response_format", "url")
+    if response_format not in RESPONSE_FORMATS:
         raise ApiProblem(
-            400,
-            "invalid_parameter",
-            "input_image is required by /api/ai/images/edit: give the image(s) to edit.",
-            field="input_image",
+            400, "invalid_params", f"response_format must be one of: {', '.join(RESPONSE_FORMATS)}"
         )
+    params, run_seed = model_params(body)
     try:
-        build_recipe(model, params)
+        build_recipe(model, {**params, "seed": run_seed} if run_seed is not None else params)
     except (ValueError, TypeError) as exc:
-        field_name = getattr(exc, "field", None)
-        raise ApiProblem(
-            400, "invalid_parameter", getattr(exc, "message", str(exc)), field=field_name
-        ) from None
+        raise ApiProblem(400, "invalid_params", getattr(exc, "message", str(exc))) from None
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
-    row = rt.store.create(owner, model, params)
+    row = rt.store.create(owner, model, params, run_seed, {}, listed=False)
     row.on_done = lambda _row: _wake(loop, done)
     rt.pool.submit(row, urgent=True)
     await done
     view = rt.store.view(row, files_base(request))
-    if view["status"] == SUCCEEDED:
-        return JSONResponse(
-            {
-                "status": "success",
-                "generation_id": row.id,
-                "images": [{"url": view["result_url"]}],
-                "result_url": view["result_url"],
-                "seed": params["seed"],
-            }
-        )
-    status, code = (
-        (409, "generation_cancelled") if view["status"] == CANCELLED else (422, "generation_failed")
-    )
-    raise ApiProblem(status, code, view["error_message"] or view["status"], generation_id=row.id)
+    if view["status"] != SUCCEEDED:
+        raise ApiProblem(500, "unknown_error", view["error_message"] or f"the generation was {view['status']}")
+    if response_format == "b64_json":
+        found = rt.results.get(row.file_name or "")
+        if found is None:
+            raise ApiProblem(500, "unknown_error", "the server is closing")
+        data = found.read_bytes() if isinstance(found, Path) else found
+        image: dict[str, Any] = {"b64_json": base64.b64encode(data).decode("ascii")}
+    else:
+        image = {"url": view["result_url"]}
+    return JSONResponse({"model": model, "created": int(time.time()), "images": [image]})
 
 
 def _wake(loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> None:
@@ -324,21 +364,37 @@ def _wake(loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> None
 # --- model, files, events --------------------------------------------------------------------------
 
 
+def model_object(rt: Runtime) -> dict[str, Any]:
+    """The bare model object (oxen-api.md 6.1): request_schema, and json_request_schema as an alias
+    because Oxen's model page names it so. Pricing: a local server costs nothing."""
+    schema = bundled_schema()
+    return {
+        "id": MODEL_ID,
+        "object": "model",
+        "created": 0,
+        "owned_by": "oxen",
+        "display_name": MODEL_NAME,
+        "description": f"{MODEL_NAME} on a local flux-nb server; engine: {rt.engine_label}.",
+        "summary": None,
+        "model_type": "base",
+        "endpoint": "/images/generate",
+        "capabilities": {"input": ["text", "image"], "output": ["image"]},
+        "pricing": {"method": "per_image", "cost_per_image": "0"},
+        "fine_tuning": None,
+        "deployments": [],
+        "developer": {"name": "Black Forest Labs", "logo": None},
+        "request_schema": schema,
+        "json_request_schema": schema,
+    }
+
+
 async def get_model(request: Request) -> JSONResponse:
     rt = runtime(request)
     authorize(request, rt.api_key)
     model_id = request.path_params["model_id"]
     if model_id != MODEL_ID:
-        raise ApiProblem(
-            404, "model_not_found", f"no model {model_id[:80]!r}; this server serves {MODEL_ID!r}."
-        )
-    model = {
-        "id": MODEL_ID,
-        "name": MODEL_NAME,
-        "type": "image",
-        "json_request_schema": bundled_schema(),
-    }
-    return JSONResponse({"status": "success", "model": model})
+        raise model_not_found(model_id)
+    return JSONResponse(model_object(rt))
 
 
 async def get_file(request: Request) -> Response:
@@ -348,10 +404,10 @@ async def get_file(request: Request) -> Response:
     name = request.path_params["name"]
     row = rt.store.get(name.partition(".")[0]) if FILE_NAME.fullmatch(name) else None
     if row is None or row.file_name != name:
-        raise ApiProblem(404, "file_not_found", "no such result file.")
+        raise not_found()
     found = rt.results.get(name)
     if found is None:  # the server is closing
-        raise ApiProblem(404, "file_not_found", "no such result file.")
+        raise not_found()
     media_type = row.content_type or "application/octet-stream"
     if rt.faults is not None and rt.faults.cut_download():
         return CutFileResponse(found, media_type)
@@ -376,14 +432,30 @@ class CutFileResponse(Response):
         await drop_connection(send, headers, data[: len(data) // 2])
 
 
-def sse_message(event: Event, base: str) -> ServerSentEvent:
+async def get_asset(request: Request) -> Response:
+    """GET /api/repos/{ns}/{repo}/file/{branch}/{path}: only the public example pictures that Oxen's
+    own docs use as input_image, drawn here, so those examples run unchanged but for the host."""
+    p = request.path_params
+    found = demo_asset(f"{p['namespace']}/{p['repo']}/{p['branch']}/{p['path']}")
+    if found is None:
+        raise not_found()
+    return Response(found, media_type="image/png", headers=FILE_HEADERS)
+
+
+def sse_message(event: Event, base: str, *, with_id: bool) -> ServerSentEvent:
     data = event.data
-    if data.get("result_url"):
-        url = base + data["result_url"]
-        data = {**data, "result_url": url, "url": url}
+    if data.get("url"):
+        data = {**data, "url": base + data["url"]}
     return ServerSentEvent(
-        data=json.dumps(data, separators=(",", ":")), event=event.name, id=str(event.id)
+        data=json.dumps(data, separators=(",", ":")),
+        event=event.name,
+        id=str(event.id) if with_id else None,
     )
+
+
+def keep_alive() -> ServerSentEvent:
+    """The hosted stream's idle heartbeat, word for word: the comment line `: keep-alive`."""
+    return ServerSentEvent(comment="keep-alive")
 
 
 def last_event_id(request: Request) -> int | None:
@@ -394,14 +466,16 @@ def last_event_id(request: Request) -> int | None:
 
 
 async def events(request: Request) -> EventSourceResponse:
-    """GET /api/events: the caller's events as SSE, after a replay of what it missed (events.py).
+    """GET /api/events: the caller's events as SSE (with replay_events on, after a replay of what
+    it missed: events.py).
 
     The stream is registered before the response starts: once a client has the headers, it gets
     every later event. It ends when the client leaves or the server stops (the hub sends None).
     """
     rt = runtime(request)
     owner = authorize(request, rt.api_key)
-    sub, backlog = rt.hub.subscribe(owner, last_event_id(request))
+    replay = rt.extras.replay_events
+    sub, backlog = rt.hub.subscribe(owner, last_event_id(request) if replay else None)
     base = files_base(request)
     injector = rt.faults
     cut_after = injector.faults.sse_cut_after if injector is not None else None
@@ -420,7 +494,7 @@ async def events(request: Request) -> EventSourceResponse:
                 event = next(pending, None) or await sub.queue.get()
                 if event is None:
                     return
-                yield sse_message(event, base)
+                yield sse_message(event, base, with_id=replay)
                 sent += 1
             injector.count("sse_cut")
         finally:
@@ -430,7 +504,10 @@ async def events(request: Request) -> EventSourceResponse:
         rt.hub.unsubscribe(sub)
 
     return EventSourceResponse(
-        stream(), ping=0 if silent else PING_SECONDS, background=BackgroundTask(forget)
+        stream(),
+        ping=0 if silent else PING_SECONDS,
+        ping_message_factory=keep_alive,
+        background=BackgroundTask(forget),
     )
 
 
@@ -442,8 +519,9 @@ async def index(request: Request) -> JSONResponse:
     return JSONResponse(
         {
             "name": "flux-nb local server",
-            "about": "an offline stand-in for Oxen.ai's inference API; its images are not FLUX's",
+            "about": "a local server that speaks Oxen.ai's inference API",
             "engine": rt.engine_label,
+            "local_extras": rt.extras.enabled(),
             "models": [MODEL_ID],
             "events": base_url(request) + "/api/events",
         }
@@ -459,7 +537,7 @@ async def faults_endpoint(request: Request) -> JSONResponse:
         try:
             injector.replace(Faults.from_dict(body))
         except ValueError as exc:
-            raise ApiProblem(400, "invalid_faults", str(exc)) from None
+            raise ApiProblem(400, "invalid_params", str(exc)) from None
     return JSONResponse(injector.report())
 
 
@@ -472,11 +550,13 @@ def create_app(
     faults: Faults | None = None,
     limits: Limits | None = None,
     files_url: str | None = None,
+    extras: LocalExtras | None = None,
 ) -> Starlette:
     """The local server as an ASGI app. With api_key, /api/ai/* and /api/events need that bearer
     token; step_delay (seconds per engine step) makes progress and cancel visible; faults turns
     on fault injection and /_faults; limits overrides the size caps; files_url makes result URLs
-    point at another origin (a CDN in front of this server's /api/files/, say)."""
+    point at another origin (a CDN in front of this server's /api/files/, say); extras turns on
+    what only a local server does (all off by default: the documented contract and no more)."""
     if step_delay < 0:
         raise ValueError("step_delay must be >= 0")
     rt = Runtime(
@@ -487,6 +567,7 @@ def create_app(
         faults=faults,
         limits=limits or Limits(),
         files_url=files_url,
+        extras=extras,
     )
     routes = [
         Route("/", index),
@@ -494,12 +575,12 @@ def create_app(
         Route("/api/ai/queue", list_generations, methods=["GET"]),
         Route("/api/ai/queue/{generation_id}", get_generation, methods=["GET"]),
         Route("/api/ai/queue/{generation_id}", cancel_generation, methods=["DELETE"]),
-        Route("/api/ai/queue/{generation_id}/cancel", cancel_generation, methods=["POST"]),
         Route("/api/ai/images/generate", images_generate, methods=["POST"]),
         Route("/api/ai/images/edit", images_edit, methods=["POST"]),
         Route("/api/ai/models/{model_id}", get_model, methods=["GET"]),
         Route("/api/events", events, methods=["GET"]),
         Route("/api/files/{name:path}", get_file, methods=["GET"]),
+        Route("/api/repos/{namespace}/{repo}/file/{branch}/{path:path}", get_asset, methods=["GET"]),
     ]
     middleware = []
     if rt.faults is not None:

@@ -1,15 +1,16 @@
-"""Per-user event fan-out with a replay buffer, between worker threads and SSE streams.
+"""Per-user event fan-out between worker threads and SSE streams, with an opt-in replay buffer.
 
 Publishers are worker threads (and sometimes the event loop); subscribers are SSE streams on the
 server's event loop. Events cross over with loop.call_soon_threadsafe into an asyncio.Queue per
 stream, so a worker never blocks on a slow client.
 
-Why a replay buffer: the API docs' own example enqueues first and subscribes afterwards, so a
-fast generation can finish before the client connects. Each user's terminal events are kept for
-a while (KEEP_SECONDS, at most BUFFER_SIZE per user) and a new stream first gets
+By default, as on the hosted stream, events go only to streams connected when they fire: no
+buffer, no ids, no Last-Event-ID resumption (an event nobody hears is lost, and clients must read
+the rows after every reconnect). replay=True (`flux-nb serve --replay-events`, local only) keeps
+each user's events a while (KEEP_SECONDS, at most BUFFER_SIZE per user) and a new stream first gets
   (a) every buffered event after its Last-Event-ID header, when it sends one from this server, else
-  (b) the terminal events of the last RECENT_SECONDS.
-Progress events are live only: they are not buffered, so a replay never shows stale progress.
+  (b) the events of the last RECENT_SECONDS.
+Progress events are live only: they are never buffered, so a replay never shows stale progress.
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ class Subscription:
 class EventHub:
     """Thread-safe publish/subscribe keyed by owner (a hash of the bearer token)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, replay: bool = False) -> None:
+        self.replay = replay
         self._lock = threading.Lock()
         # Ids start from the clock so a client's Last-Event-ID from an earlier server run is lower
         # than anything this run sends: it then replays the whole buffer, which is what it missed.
@@ -73,12 +75,12 @@ class EventHub:
         return owner in self._subs  # a plain dict read: cheap enough to ask on every step
 
     def publish(self, owner: str, name: str, data: dict[str, Any], *, keep: bool = True) -> None:
-        """Send an event to the owner's streams; keep=True also stores it for replay."""
+        """Send an event to the owner's streams; keep=True also stores it when replay is on."""
         with self._lock:
             self._last_id += 1
             now = time.monotonic()
             event = Event(self._last_id, name, data, now)
-            if keep:
+            if keep and self.replay:
                 buf = self._buffers.get(owner)
                 if buf is None:
                     buf = self._buffers[owner] = deque(maxlen=BUFFER_SIZE)

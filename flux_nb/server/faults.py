@@ -21,6 +21,8 @@ from typing import Any
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .httpio import error_body
+
 AI_PREFIX = "/api/ai/"
 FAULTS_PATH = "/_faults"
 STATUS_CODES = {
@@ -180,14 +182,16 @@ class FaultInjector:
 
 
 def error_response(forced: ForcedStatus, authorization: str = "") -> JSONResponse:
-    code = STATUS_CODES.get(forced.status, "error")
+    """The forced status in Oxen's documented envelope (the docs give no other for these codes)."""
+    error_type = {400: "invalid_params", 401: "unauthenticated", 403: "unauthenticated", 404: "resource_not_found"}
     headers = {}
     if forced.retry_after is not None:
         headers["Retry-After"] = f"{forced.retry_after:g}"
-    message = f"injected fault: HTTP {forced.status} (test server)."
+    message = f"injected fault: HTTP {forced.status} {STATUS_CODES.get(forced.status, 'error')} (test server)."
     if forced.echo_auth:
         message += f" You sent Authorization: {authorization or '(none)'}"
-    return JSONResponse({"error": code, "message": message}, forced.status, headers=headers)
+    body = error_body(error_type.get(forced.status, "unknown_error"), message)
+    return JSONResponse(body, forced.status, headers=headers)
 
 
 async def drop_connection(

@@ -1,7 +1,12 @@
-"""HTTP in and out for the routes: JSON error bodies, bounded JSON request bodies, bearer auth.
+"""HTTP in and out for the routes: error bodies in Oxen's documented envelopes, bounded JSON
+request bodies, bearer auth.
 
-Every error leaves as `{"error": "<code>", "message": "<one line>"}`: unknown routes, wrong
-methods and even crashes (a generic 500, never an HTML page or a traceback).
+Oxen's docs give two error formats (../../shared/oxen-api.md section 5.4), and every error here
+leaves in one of them, unknown routes, wrong methods and crashes included (never an HTML page or
+a traceback):
+
+    {"error": {"type", "title", "detail"}, "status": "error", "status_message": <type>}
+    {"error": {"message": "Model not found: <name>"}}          (unknown model only)
 """
 
 from __future__ import annotations
@@ -16,10 +21,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 ANONYMOUS = "anonymous"
+# The documented error types and their titles (the docs give the first two texts word for word).
+TITLES = {
+    "invalid_params": "Invalid parameters supplied, please check your request and try again.",
+    "resource_not_found": "The requested resource could not be found",
+    "unauthenticated": "unauthenticated",
+    "unknown_error": "An unknown error occurred",
+}
 
 
 class ApiProblem(Exception):
-    """Raised by a route to answer with a JSON error body."""
+    """Raised by a route to answer with an error envelope: code is the documented error type
+    (invalid_params, resource_not_found, unauthenticated, unknown_error); bare=True gives the
+    docs' {"error": {"message": ...}} form instead."""
 
     def __init__(
         self,
@@ -28,41 +42,51 @@ class ApiProblem(Exception):
         message: str,
         *,
         headers: dict[str, str] | None = None,
-        **extra: Any,
+        bare: bool = False,
     ) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
         self.headers = headers
-        self.extra = extra
+        self.bare = bare
 
 
-def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
-    return {"error": code, "message": message, **extra}
+def error_body(error_type: str, detail: str | None = None) -> dict[str, Any]:
+    """The documented typed envelope; detail only when there is more to say than the title."""
+    error: dict[str, Any] = {"type": error_type, "title": TITLES.get(error_type, error_type)}
+    if detail:
+        error["detail"] = detail
+    return {"error": error, "status": "error", "status_message": error_type}
+
+
+def model_not_found(name: Any) -> ApiProblem:
+    """The docs' second envelope, with their text: {"error": {"message": "Model not found: X"}}."""
+    return ApiProblem(404, "", f"Model not found: {str(name)[:200]}", bare=True)
 
 
 async def on_problem(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiProblem)
-    body = error_body(exc.code, exc.message, **exc.extra)
+    if exc.bare:
+        body: dict[str, Any] = {"error": {"message": exc.message}}
+    else:
+        body = error_body(exc.code, exc.message)
     return JSONResponse(body, exc.status, headers=exc.headers)
 
 
 async def on_http_exception(request: Request, exc: Exception) -> JSONResponse:
-    """Starlette's own 404 (no route) and 405 (wrong method), as JSON."""
+    """Starlette's own 404 (no route) and 405 (wrong method), in the documented envelope."""
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
-        body = error_body("not_found", f"no such endpoint: {request.method} {request.url.path}")
+        body = error_body("resource_not_found", f"no such endpoint: {request.method} {request.url.path}")
     elif exc.status_code == 405:
-        body = error_body(
-            "method_not_allowed", f"{request.method} is not allowed on {request.url.path}"
-        )
+        body = error_body("invalid_params", f"{request.method} is not allowed on {request.url.path}")
     else:
-        body = error_body("http_error", str(exc.detail))
+        body = error_body("unknown_error", str(exc.detail))
     return JSONResponse(body, exc.status_code, headers=exc.headers)
 
 
 async def on_crash(request: Request, exc: Exception) -> JSONResponse:
     """Last resort: a bug in a route. uvicorn logs the traceback; the client gets one line."""
-    body = error_body("internal_error", "the local server hit an internal error; see its log.")
+    body = error_body("unknown_error", "the local server hit an internal error; see its log.")
     return JSONResponse(body, 500)
 
 
@@ -112,17 +136,17 @@ async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
     except (ValueError, RecursionError) as exc:
         reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc) or "too deep"
         raise ApiProblem(
-            400, "invalid_json", f"the request body is not valid JSON ({reason})."
+            400, "invalid_params", f"the request body is not valid JSON ({reason})."
         ) from None
     if not isinstance(data, dict):
-        raise ApiProblem(400, "invalid_request", "the request body must be a JSON object.")
+        raise ApiProblem(400, "invalid_params", "the request body must be a JSON object.")
     return data
 
 
 def _too_large(max_bytes: int) -> ApiProblem:
     return ApiProblem(
         413,
-        "payload_too_large",
+        "invalid_params",
         f"the request body is over {max_bytes} bytes: send smaller input images.",
     )
 
@@ -141,7 +165,7 @@ def authorize(request: Request, api_key: str | None) -> str:
     if api_key is not None and not hmac.compare_digest(token.encode(), api_key.encode()):
         raise ApiProblem(
             401,
-            "unauthorized",
+            "unauthenticated",
             "missing or wrong API key: send 'Authorization: Bearer <key>' with this server's key.",
             headers={"WWW-Authenticate": 'Bearer realm="flux-nb"'},
         )

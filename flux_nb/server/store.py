@@ -23,12 +23,14 @@ QUEUED, PROCESSING, SUCCEEDED, FAILED, CANCELLED = (
     "failed",
     "cancelled",
 )
+ACTIVE = frozenset({QUEUED, PROCESSING})
 TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
-EVENT_NAMES = {
-    SUCCEEDED: "media_generation_completed",
-    FAILED: "media_generation_failed",
-    CANCELLED: "media_generation_cancelled",
-}
+STATUSES = (QUEUED, PROCESSING, SUCCEEDED, FAILED, CANCELLED)
+# The one event the hosted stream carries for generations: once, on succeeded or failed (never
+# for cancelled), as the docs say.
+COMPLETED_EVENT = "media_generation_completed"
+# Local-only (opt-in): per-step progress. The hosted stream has no such event; the client may draw
+# a progress bar from it but never needs it.
 PROGRESS_EVENT = "media_generation_progress"
 # Progress events are rate-limited per generation (at most one per step, and at most one per
 # this many seconds): enough for a progress bar, and cheap when steps take no time at all.
@@ -37,27 +39,35 @@ PROGRESS_INTERVAL = 0.05
 # hundreds of megabytes. GET /api/ai/queue/{id} always echoes the request in full.
 LIST_URI_CHARS = 256
 FILES_PATH = "/api/files/"
+TARGET_FIELDS = ("target_namespace", "target_repo", "target_directory")
 
 
 @dataclass(eq=False)
 class Row:
-    """One generation. Change it only through Store methods (they hold the lock)."""
+    """One generation. Change it only through Store methods (they hold the lock).
+
+    params are the model parameters as sent (echoed at the top level of the generation object,
+    seed only if one was sent); run_seed is the seed the engine uses (the sent one, plus the
+    index for num_generations > 1, or one drawn here when none was sent; None when the sent one
+    is invalid, so the run fails on it)."""
 
     id: str
     owner: str
     model: str
     params: dict[str, Any]
-    engine: str
-    created_at: float
-    updated_at: float
+    run_seed: int | None
+    targets: dict[str, Any]
+    enqueued_at: int
     status: str = QUEUED
-    completed_at: float | None = None
+    started_at: int | None = None
+    completed_at: int | None = None
     error_message: str | None = None
     file_name: str | None = None  # "<id>.<ext>" under the results folder, once succeeded
     content_type: str | None = None
     step: int = 0
     total: int = 0
     last_progress: float = 0.0
+    listed: bool = True  # False for sync calls: they are not queue rows
     # Called (under the lock, so keep it tiny) once the row turns terminal; sync calls wait on it.
     on_done: Callable[[Row], None] | None = field(default=None, repr=False)
 
@@ -65,14 +75,22 @@ class Row:
     def result_path(self) -> str | None:
         return FILES_PATH + self.file_name if self.file_name else None
 
+    @property
+    def run_params(self) -> dict[str, Any]:
+        """What the engine runs: the parameters as sent, with the seed it uses."""
+        return self.params if self.run_seed is None else {**self.params, "seed": self.run_seed}
+
 
 class Store:
     """All rows, by id and by owner, plus the transitions queued -> processing -> terminal."""
 
-    def __init__(self, hub: EventHub, engine_label: str) -> None:
+    def __init__(
+        self, hub: EventHub, *, progress_events: bool = False, echo_drawn_seed: bool = False
+    ) -> None:
         self._lock = threading.Lock()
         self._hub = hub
-        self._engine_label = engine_label
+        self._progress_events = progress_events
+        self._echo_drawn_seed = echo_drawn_seed
         self._rows: dict[str, Row] = {}
         self._by_owner: dict[str, list[Row]] = {}
 
@@ -85,39 +103,75 @@ class Store:
             return None
         return row
 
-    def rows(self, owner: str, model: str | None = None) -> list[Row]:
-        """The owner's rows, newest first."""
+    def rows(
+        self,
+        owner: str,
+        *,
+        model: str | None = None,
+        status: str | None = None,
+        media_type: str | None = None,
+        repo: str | None = None,
+        folder: str | None = None,
+    ) -> list[Row]:
+        """The owner's rows, newest first: active ones only unless a status is asked for, as the
+        hosted list does."""
         with self._lock:
             rows = list(reversed(self._by_owner.get(owner, ())))
-        return [r for r in rows if model is None or r.model == model]
+        if media_type is not None and media_type != "image":
+            return []
+        return [
+            r
+            for r in rows
+            if r.listed
+            and (r.status == status if status is not None else r.status in ACTIVE)
+            and (model is None or r.model == model)
+            and (repo is None or r.targets.get("target_repo") == repo)
+            and (folder is None or r.targets.get("target_directory") == folder)
+        ]
 
     def view(self, row: Row, base_url: str, *, brief: bool = False) -> dict[str, Any]:
-        """The generation object as the API returns it; URLs made absolute against base_url."""
-        params = row.params
+        """The generation object as the hosted API returns it (oxen-api.md 3.3): its fields, then
+        the request parameters echoed at the top level; URLs absolute against base_url."""
+        params = dict(row.params)
+        if self._echo_drawn_seed and "seed" not in params:
+            params["seed"] = row.run_seed
         if brief and isinstance(params.get("input_image"), list):
-            params = {**params, "input_image": [_shorten(v) for v in params["input_image"]]}
+            params["input_image"] = [_shorten(v) for v in params["input_image"]]
         with self._lock:
             path = row.result_path
             return {
-                **params,
                 "generation_id": row.id,
+                "model_name": row.model,
+                "prompt": row.params.get("prompt"),
+                "media_type": "image",
                 "status": row.status,
-                "type": "image",
-                "model": row.model,
-                "created_at": row.created_at,
-                "updated_at": row.updated_at,
-                "completed_at": row.completed_at,
                 "result_url": base_url + path if path else None,
                 "error_message": row.error_message,
-                "progress": {"step": row.step, "total": row.total},
-                "engine": row.engine,
+                "enqueued_at": row.enqueued_at,
+                "started_at": row.started_at,
+                "completed_at": row.completed_at,
+                **{name: row.targets.get(name) for name in TARGET_FIELDS},
+                **{k: v for k, v in params.items() if k != "prompt"},
             }
+
+    def progress_of(self, row: Row) -> tuple[int, int]:
+        with self._lock:
+            return row.step, row.total
 
     # --- transitions -------------------------------------------------------------------------
 
-    def create(self, owner: str, model: str, params: dict[str, Any]) -> Row:
-        now = time.time()
-        row = Row(str(uuid.uuid4()), owner, model, params, self._engine_label, now, now)
+    def create(
+        self,
+        owner: str,
+        model: str,
+        params: dict[str, Any],
+        run_seed: int | None,
+        targets: dict[str, Any] | None = None,
+        *,
+        listed: bool = True,
+    ) -> Row:
+        row = Row(str(uuid.uuid4()), owner, model, params, run_seed, targets or {}, int(time.time()))
+        row.listed = listed
         with self._lock:
             self._rows[row.id] = row
             self._by_owner.setdefault(owner, []).append(row)
@@ -128,7 +182,7 @@ class Store:
         with self._lock:
             if row.status != QUEUED:
                 return False
-            row.status, row.total, row.updated_at = PROCESSING, total, time.time()
+            row.status, row.total, row.started_at = PROCESSING, total, int(time.time())
             self._publish_progress(row, force=True)
             return True
 
@@ -141,7 +195,7 @@ class Store:
             self._publish_progress(row, force=False)
 
     def _publish_progress(self, row: Row, *, force: bool) -> None:
-        if not self._hub.has_subscribers(row.owner):
+        if not self._progress_events or not self._hub.has_subscribers(row.owner):
             return
         now = time.monotonic()
         if not force and now - row.last_progress < PROGRESS_INTERVAL:
@@ -167,7 +221,7 @@ class Store:
             self._finish(row, FAILED, message)
             return True
 
-    def cancel(self, row: Row, message: str = "cancelled by request") -> bool:
+    def cancel(self, row: Row, message: str | None = None) -> bool:
         """queued/processing -> cancelled at once; the engine notices between steps."""
         with self._lock:
             if row.status in TERMINAL:
@@ -176,16 +230,22 @@ class Store:
             return True
 
     def _finish(self, row: Row, status: str, message: str | None) -> None:
-        now = time.time()
         row.status, row.error_message = status, message
-        row.updated_at = row.completed_at = now
-        data: dict[str, Any] = {"generation_id": row.id, "status": status}
+        row.completed_at = int(time.time())
         if status == SUCCEEDED:
             # Relative here; each stream makes it absolute with its own base URL (see app.py).
-            data.update(result_url=row.result_path, type="image", model=row.model)
-        else:
-            data["error_message"] = message
-        self._hub.publish(row.owner, EVENT_NAMES[status], data)
+            data: dict[str, Any] = {
+                "generation_id": row.id,
+                "status": status,
+                "media_type": "image",
+                "model": row.model,
+                "url": row.result_path,
+            }
+            self._hub.publish(row.owner, COMPLETED_EVENT, data)
+        elif status == FAILED:
+            data = {"generation_id": row.id, "status": status, "media_type": "image", "error": message}
+            self._hub.publish(row.owner, COMPLETED_EVENT, data)
+        # cancelled: no event, as on the hosted stream; clients learn it by reading the row.
         if row.on_done is not None:
             row.on_done(row)
 

@@ -111,7 +111,7 @@ class WorkerPool:
     def _run(self, row: Row, engine: Any) -> None:
         store = self._store
         try:
-            recipe, error = build_recipe(row.model, row.params), None
+            recipe, error = build_recipe(row.model, row.run_params), None
         except (ValueError, TypeError) as exc:
             recipe, error = None, getattr(exc, "message", None) or str(exc)
         # Model parameters are checked when the generation runs (as the hosted queue does), so a
