@@ -257,7 +257,8 @@ class OxenClient:
     ) -> httpx.Response:
         """Send with retries. Non-idempotent calls are repeated only when the server cannot have
         taken them (connect errors, 429/503); otherwise AmbiguousSend tells the caller to check.
-        429 is repeated patiently (Retry-After honoured) within retry.rate_limit_budget seconds."""
+        429 is repeated patiently (Retry-After honoured) within retry.rate_limit_attempts and
+        retry.rate_limit_budget seconds."""
         url = path_or_url if "://" in path_or_url else self.url(path_or_url)
         attempt = 0
         rate_waited = 0.0
@@ -304,8 +305,8 @@ class OxenClient:
             if status == 429:
                 wait = self.retry.delay(min(attempt, 6), _retry_after(response))
                 left = self.retry.rate_limit_budget - rate_waited
-                if left > 0:
-                    wait = min(max(wait, 0.05), left)
+                if left > 0 and attempt < self.retry.rate_limit_attempts:
+                    wait = min(wait, left)
                     log.debug("%s: HTTP 429, waiting %.2fs (%.0fs of patience left)", what, wait, left)
                     rate_waited += wait
                     time.sleep(wait)

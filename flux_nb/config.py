@@ -67,8 +67,9 @@ class RetryPolicy:
     backoff: float = 0.5
     max_backoff: float = 20.0
     max_retry_after: float = 60.0
-    # 429 on an enqueue means "not taken": it is repeated, honouring Retry-After, until this many
-    # seconds have been spent waiting, before the generation fails.
+    # 429 means "not taken, slow down": it is repeated, honouring Retry-After, up to this many
+    # times and this many seconds of waiting (a patient budget), before the call fails.
+    rate_limit_attempts: int = 30
     rate_limit_budget: float = 300.0
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:

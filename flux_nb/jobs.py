@@ -550,7 +550,10 @@ class Runner:
                 self._pool.submit(self._collect, gen)
         elif status in ("failed", "cancelled"):
             if gen._claim():
-                default = "cancelled" if status == "cancelled" else "the server gives no reason"
+                if status == "cancelled":
+                    default = "cancelled by request" if gen._cancel_requested else "cancelled on the server (elsewhere)"
+                else:
+                    default = "the server gives no reason"
                 message = row.get("error_message") or row.get("error") or default
                 message = self.client.redact(" ".join(str(message).split())[:300])
                 if status == "cancelled":

@@ -51,9 +51,10 @@ class Journal:
             return
         path = self._live_path(self.writer)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(path, "wb")
-        fh.write(f"{os.getpid()}\n".encode())
-        fh.flush()
+        path.write_bytes(f"{os.getpid()}\n".encode())
+        # Held open read-only: an open file for writing would keep the folder's file system from
+        # being remounted read-only, and flock works on either.
+        fh = open(path, "rb")
         if fcntl is not None:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._live = fh
@@ -68,7 +69,7 @@ class Journal:
         if fcntl is None:
             return pid is not None and _pid_running(pid)
         try:
-            fh = open(path, "rb+")
+            fh = open(path, "rb")
         except OSError:
             return False
         with fh:
