@@ -210,7 +210,9 @@ class Recipe:
         prompt = known.pop("prompt", None)
         if prompt is None:
             raise ValidationError("this recipe has no prompt.", field="prompt")
-        return cls.build(prompt, model=data.get("model", MODEL_ID), **known)
+        # a queue row names its model `model_name`; recipes and requests say `model`
+        model = data.get("model") or data.get("model_name") or MODEL_ID
+        return cls.build(prompt, model=model, **known)
 
     @classmethod
     def from_json(cls, text: str) -> Recipe:
