@@ -69,6 +69,7 @@ class Generation:
         self._lock = threading.Lock()
         self._claimed = False
         self._cancel_requested = False
+        self._cancel_sent = False
         self._callbacks: list[Callable[[Generation], None]] = []
         self._image: Image.Image | None = None
         self._thumb: dict[int, bytes] = {}
@@ -596,11 +597,16 @@ class Runner:
         self._terminal(gen, "succeeded", None, journal=False)
 
     def _send_cancel(self, gen: Generation) -> None:
-        """DELETE the generation, then read its row until it says so: no event follows a cancel.
-        A row that finished first stays finished (and is collected as usual)."""
+        """DELETE the generation (once), then read its row until it says so: no event follows a
+        cancel. A row that finished first stays finished (and is collected as usual)."""
+        with gen._lock:
+            if gen._cancel_sent:
+                return
+            gen._cancel_sent = True
         try:
             self.client.cancel(gen.id)
         except errors.FluxError as exc:
+            gen._cancel_sent = False  # cancel() may try again
             gen.error = exc  # shown on the card; the generation runs on
             gen._changed()
             return
