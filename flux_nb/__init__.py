@@ -53,6 +53,21 @@ def generate(prompt: str, n: int = 1, **params: Any):
     return session().generate(prompt, n, **params)
 
 
+async def agenerate(prompt: str, n: int = 1, **params: Any):
+    """`await flux_nb.agenerate(...)`: generate() that returns the saved Generation (a list when
+    n > 1) without blocking the event loop; raises as wait() does."""
+    from .aio import agenerate as _agenerate
+
+    return await _agenerate(prompt, n, **params)
+
+
+def as_completed(gens: Any):
+    """`async for g in flux_nb.as_completed(gens)`: each Generation as it ends."""
+    from .aio import as_completed as _as_completed
+
+    return _as_completed(gens)
+
+
 def reproduce(source: Any):
     """Run again the recipe of a Generation, a saved image file or a generation id."""
     return session().reproduce(source)
@@ -93,6 +108,8 @@ __all__ = [
     "MODEL_ID",
     "Recipe",
     "Panel",
+    "agenerate",
+    "as_completed",
     "generate",
     "reproduce",
     "resume",

@@ -71,6 +71,7 @@ class Generation:
         self._cancel_requested = False
         self._cancel_sent = False
         self._callbacks: list[Callable[[Generation], None]] = []
+        self._done_callbacks: list[Callable[[], None]] = []
         self._image: Image.Image | None = None
         self._thumb: dict[int, bytes] = {}
         self._polls = 0
@@ -108,6 +109,35 @@ class Generation:
         if self.status == "cancelled":
             raise errors.GenerationCancelled(f"Generation {self.id or self.key[:8]} was cancelled.")
         return self
+
+    def __await__(self):
+        """`await g`: wait for the saved image without blocking the event loop (top-level await
+        in a notebook, asyncio.run in a script); raises as wait() does. Cancelling the awaiting
+        task stops the waiting only: the generation goes on unless g.cancel() is called."""
+        return self._wait_async().__await__()
+
+    async def _wait_async(self) -> Generation:
+        import asyncio
+
+        if not self.done:
+            loop = asyncio.get_running_loop()
+            settled: asyncio.Future[None] = loop.create_future()
+
+            def wake() -> None:
+                if not settled.done():
+                    settled.set_result(None)
+
+            self._when_done(lambda: loop.call_soon_threadsafe(wake))
+            await settled
+        return self.wait(0)
+
+    def _when_done(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` once, as soon as the generation has ended (at once if it has)."""
+        with self._lock:
+            if not self.done:
+                self._done_callbacks.append(callback)
+                return
+        callback()
 
     def cancel(self) -> Generation:
         """Ask the backend to stop this generation; the status turns 'cancelled' when it has."""
@@ -211,8 +241,15 @@ class Generation:
         self.status = status
         self.error = error
         self.finished = time.time()
-        self._done.set()
+        with self._lock:
+            self._done.set()
+            waiting, self._done_callbacks = self._done_callbacks, []
         self._changed()
+        for callback in waiting:
+            try:
+                callback()
+            except Exception:  # an event loop closed meanwhile: nobody is waiting any more
+                log.debug("a done-callback of generation %s failed", self.id, exc_info=True)
 
 
 class Runner:
