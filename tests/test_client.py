@@ -5,6 +5,7 @@ import io
 import threading
 import time
 
+import httpx
 import pytest
 from PIL import Image
 from recording_server import RecordingServer
@@ -13,6 +14,8 @@ from flux_nb import errors
 from flux_nb.client import OxenClient, result_url
 from flux_nb.config import RetryPolicy
 from flux_nb.recipe import Recipe
+from flux_nb.server import Faults
+from flux_nb.server.app import LocalExtras
 from flux_nb.server.embedded import LocalServer
 
 FAST = RetryPolicy(attempts=3, backoff=0.01, max_backoff=0.05)
@@ -27,6 +30,12 @@ def server():
 @pytest.fixture(scope="module")
 def slow_server():
     with LocalServer(step_delay=0.05) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def progress_server():
+    with LocalServer(step_delay=0.05, extras=LocalExtras(progress_events=True)) as srv:
         yield srv
 
 
@@ -64,8 +73,9 @@ def test_model_schema(client):
     assert info
     schema = client.request_schema()
     assert schema["properties"]["num_inference_steps"]["maximum"] == 50
-    with pytest.raises(errors.NotFoundError, match="404"):
-        client.model_info("no-such-model")
+    with pytest.raises(errors.NotFoundError) as info:
+        client.model_info("no-such-model")  # the docs' {"error": {"message"}} envelope, one line
+    assert info.value.message.endswith("failed with HTTP 404: Model not found: no-such-model")
 
 
 def test_enqueue_poll_download(client):
@@ -79,29 +89,53 @@ def test_enqueue_poll_download(client):
     assert img.format == "PNG" and img.size[0] > img.size[1]
 
 
-def test_num_generations_and_list(client):
-    rows = client.enqueue(recipe(prompt="four at once"), num_generations=4)
-    assert len({r["generation_id"] for r in rows}) == 4
+def test_num_generations_and_the_list_of_active_then_finished_rows(slow_server):
+    client = OxenClient(slow_server.url, "tok-list", retry=FAST)
+    rows = client.enqueue(recipe(prompt="four at once", num_inference_steps=20), num_generations=4)
+    ids = {r["generation_id"] for r in rows}
+    assert len(ids) == 4
+    active = client.list_generations()  # the default list: queued and processing only
+    assert {r["generation_id"] for r in active} == ids
+    assert {r["status"] for r in active} <= {"queued", "processing"}
     for r in rows:
         wait_terminal(client, r["generation_id"])
-    listed = {r["generation_id"] for r in client.list_generations()}
-    assert {r["generation_id"] for r in rows} <= listed
+    assert client.list_generations() == []  # finished: gone from the default list
+    done = client.list_generations(status="succeeded")
+    assert {r["generation_id"] for r in done} == ids
+    assert all(r["model_name"] == client.model for r in done)
     with pytest.raises(errors.ValidationError, match="1 to 4"):
         client.enqueue(recipe(), num_generations=5)
+    client.close()
 
 
-def test_completion_event_over_sse_even_when_subscribing_late(client):
-    """The API docs enqueue first and subscribe afterwards: the event must still arrive."""
+def test_a_late_subscriber_hears_nothing_of_a_generation_that_already_finished(server):
+    """As on the hosted stream (no replay): a client that subscribes late must read the row."""
+    client = OxenClient(server.url, "tok-late", retry=FAST)
     gid = client.enqueue(recipe(prompt="late subscriber"))[0]["generation_id"]
-    wait_terminal(client, gid)
-    for event in client.events(read_timeout=5):
-        if event.generation_id == gid and event.name == "media_generation_completed":
-            assert result_url(event.data)
+    assert wait_terminal(client, gid)["status"] == "succeeded"
+    heard = []
+    with pytest.raises(errors.NetworkError, match="ReadTimeout"):
+        for event in client.events(read_timeout=0.5):  # only keep-alives could come, every 15 s
+            heard.append(event)
+    assert heard == []
+    client.close()
+
+
+def test_the_local_replay_flag_brings_a_late_subscriber_the_completion():
+    with LocalServer(extras=LocalExtras(replay_events=True)) as replaying:
+        client = OxenClient(replaying.url, "tok", retry=FAST)
+        gid = client.enqueue(recipe(prompt="late subscriber"))[0]["generation_id"]
+        row = wait_terminal(client, gid)
+        for event in client.events(read_timeout=5):
+            assert event.name == "media_generation_completed" and event.generation_id == gid
+            assert result_url(event.data) == row["result_url"] and event.id
             break
+        client.close()
 
 
-def test_live_events_carry_progress_then_completion(slow_server):
-    client = OxenClient(slow_server.url, "tok", retry=FAST)
+def live_event_names(server, token):
+    """The names of the events one generation brings to a stream opened before it is sent."""
+    client = OxenClient(server.url, token, retry=FAST)
     seen, opened = [], threading.Event()
 
     def listen():
@@ -116,26 +150,45 @@ def test_live_events_carry_progress_then_completion(slow_server):
     assert opened.wait(5)
     gid_box[0] = client.enqueue(recipe(num_inference_steps=5))[0]["generation_id"]
     t.join(10)
-    names = [e.name for e in seen if e.generation_id == gid_box[0]]
+    client.close()
+    return [e.name for e in seen if e.generation_id == gid_box[0]]
+
+
+def test_live_events_are_one_completion_as_on_the_hosted_stream(slow_server):
+    assert live_event_names(slow_server, "tok-live") == ["media_generation_completed"]
+
+
+def test_live_events_carry_progress_first_with_the_local_progress_flag(progress_server):
+    names = live_event_names(progress_server, "tok-progress")
     assert "media_generation_progress" in names and names[-1] == "media_generation_completed"
+    assert names.count("media_generation_completed") == 1
 
 
-def test_cancel(slow_server):
-    client = OxenClient(slow_server.url, "tok", retry=FAST)
+def test_cancel_answers_success_and_the_row_says_cancelled(slow_server):
+    client = OxenClient(slow_server.url, "tok-cancel", retry=FAST)
     gid = client.enqueue(recipe(num_inference_steps=50))[0]["generation_id"]
-    row = client.cancel(gid)
-    final = wait_terminal(client, gid)
-    assert final["status"] == "cancelled" and row is not None
-    assert final.get("error_message")
+    assert client.cancel(gid) == {"status": "success", "generation_id": gid}
+    final = client.get_generation(gid)  # at once: no event follows, the row is the answer
+    assert final["status"] == "cancelled" and final["result_url"] is None
+    assert client.cancel(gid) == {"status": "success", "generation_id": gid}  # terminal: no effect
+    assert client.get_generation(gid) == final
+    with pytest.raises(errors.NotFoundError, match="404"):
+        client.cancel("00000000-0000-4000-8000-000000000000")
+    client.close()
 
 
 def test_sync_edit_with_data_uri(client):
     buf = io.BytesIO()
     Image.new("RGB", (64, 48), (200, 30, 30)).save(buf, format="PNG")
     uri = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-    answer = client.run_sync(recipe(prompt="make it blue", input_image=[uri], aspect_ratio="1:1"))
+    edit = recipe(prompt="make it blue", input_image=[uri], aspect_ratio="1:1")
+    answer = client.run_sync(edit)
+    assert answer["model"] == client.model and answer["images"] == [{"url": answer["result_url"]}]
     img = Image.open(io.BytesIO(client.download(answer["result_url"])))
     assert img.size[0] == img.size[1]
+    inline = client.run_sync(edit, b64=True)  # response_format b64_json, decoded
+    same = Image.open(io.BytesIO(inline["image_bytes"]))
+    assert same.format == "PNG" and same.tobytes() == img.tobytes()
 
 
 def test_bad_parameter_reaching_the_queue_fails_the_generation(client):
@@ -152,8 +205,8 @@ def test_sync_validates_at_once(client):
         client.run_sync(body, endpoint="generate")
 
 
-def test_unknown_generation_is_not_found(client):
-    with pytest.raises(errors.NotFoundError):
+def test_unknown_generation_is_not_found_and_says_unknown_or_expired(client):
+    with pytest.raises(errors.NotFoundError, match="unknown or expired on the server"):
         client.get_generation("00000000-0000-4000-8000-000000000000")
 
 
@@ -177,9 +230,10 @@ def test_unreachable_server_is_a_network_error():
         client.get_generation("x")
 
 
-def test_key_goes_only_to_the_api_origin():
-    """Real servers: the API's origin (127.0.0.1:A) gets the key; another host (127.0.0.2), another
-    port of the same host, and a redirect from the API to another host do not."""
+def test_downloads_go_without_the_key_and_the_key_goes_only_to_the_api_origin():
+    """Result URLs are presigned: fetched without the key (as Oxen's own example does) and with
+    Accept */*, on the API's origin (127.0.0.1:A) too. Another host (127.0.0.2), another port of
+    the same host and a redirect target never get it."""
     with (
         RecordingServer("127.0.0.1") as api,
         RecordingServer("127.0.0.1") as other_port,
@@ -192,7 +246,34 @@ def test_key_goes_only_to_the_api_origin():
         client.download(api.url + "/redirect?to=" + other_host.url + "/moved.png")
         client.download(api.url.replace("127.0.0.1", "localhost") + "/by-name.png")
         client.close()
-    assert api.seen("authorization") == ["Bearer sk-secret", "Bearer sk-secret", None]
+    assert api.seen("authorization") == [None, None, None]
     assert other_port.seen("authorization") == [None]
     assert other_host.seen("authorization") == [None, None]
     assert [path for _, path, _ in other_host.requests] == ["/x.png", "/moved.png"]
+    assert set(api.seen("accept") + other_host.seen("accept")) == {"*/*"}
+
+
+def test_a_download_refused_by_the_api_origin_is_tried_once_more_with_the_key():
+    """A 401/403 from the API's own origin earns one retry with the key; from another host, none."""
+    with LocalServer(faults=Faults()) as upstream:
+        with (
+            RecordingServer("127.0.0.1", upstream=upstream.url) as api,
+            RecordingServer("127.0.0.2", upstream=upstream.url) as cdn,
+        ):
+            maker = OxenClient(upstream.url, "sk-secret", retry=FAST)
+            gid = maker.enqueue(recipe())[0]["generation_id"]
+            path = "/api/files/" + wait_terminal(maker, gid)["result_url"].rsplit("/", 1)[1]
+            maker.close()
+            client = OxenClient(api.url, "sk-secret", retry=FAST)
+            forced = {"status_queue": [{"status": 401, "path": "/api/files/"}]}
+            assert httpx.post(upstream.url + "/_faults", json=forced).status_code == 200
+            data = client.download(api.url + path)
+            assert Image.open(io.BytesIO(data)).format == "PNG"
+            downloads = [i for i, (_, p, _) in enumerate(api.requests) if p == path]
+            assert [api.seen("authorization")[i] for i in downloads] == [None, "Bearer sk-secret"]
+            forced = {"status_queue": [{"status": 403, "path": "/api/files/", "times": 5}]}
+            assert httpx.post(upstream.url + "/_faults", json=forced).status_code == 200
+            with pytest.raises(errors.AuthError, match="403"):
+                client.download(cdn.url + path)
+            client.close()
+    assert cdn.seen("authorization") == [None]  # refused once, and the key never offered

@@ -1,6 +1,7 @@
 """Generations through the session and runner on the embedded default: background, saved, reproducible."""
 
 import threading
+import time
 
 import pytest
 from PIL import ImageChops
@@ -63,14 +64,23 @@ def test_callbacks_see_progress_then_succeeded(tmp_path):
     assert steps and steps == sorted(steps) and steps[-1] <= 5
 
 
-def test_cancel_says_so_and_why(tmp_path):
+def test_cancel_says_so_and_why_within_a_second_or_two(tmp_path):
+    """No event follows a cancel (as on the hosted stream): the handle learns it from the row."""
     s = Session("local", output_dir=tmp_path, settings=Settings(step_delay=0.05), announce=None)
     gen = s.generate("a very slow painting", num_inference_steps=50)
+    deadline = time.monotonic() + 10
+    while gen.status not in ("queued", "processing"):  # sent: the cancel is a DELETE, not a drop
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    asked = time.monotonic()
     gen.cancel()
     with pytest.raises(errors.GenerationCancelled):
         gen.wait(10)
+    assert time.monotonic() - asked < 2.0
     assert gen.status == "cancelled" and gen.reason
+    assert s.client.get_generation(gen.id)["status"] == "cancelled"
     assert list(tmp_path.glob("*.png")) == []
+    s.close()
 
 
 def test_bad_input_is_refused_before_anything_is_sent(session):
@@ -99,12 +109,35 @@ def test_reproduce_from_the_saved_file(session):
     assert pixels_equal(first.image, again.image)
 
 
-def test_unwritable_output_keeps_the_image_in_memory(tmp_path):
+def test_an_unwritable_output_folder_refuses_to_send_anything(tmp_path):
+    """The journal lives there: work a restarted kernel could not find is not sent (nor paid for)."""
     blocker = tmp_path / "file-not-folder"
     blocker.write_text("x")
     s = Session("local", output_dir=blocker / "out", settings=Settings(step_delay=0.0), announce=None)
-    gen = s.generate("a storm", num_inference_steps=2).wait(10)
-    assert gen.path is None and isinstance(gen.save_error, errors.StorageError)
+    with pytest.raises(errors.StorageError, match="Nothing was sent: the journal .* cannot be written"):
+        s.generate("a storm", num_inference_steps=2)
+    assert s.history == [] and s.client.requests_sent == 0
+    s.close()
+
+
+def test_an_image_that_cannot_be_saved_is_kept_in_memory(tmp_path):
+    """The journal was written and the work sent; then the folder went away (a full or unmounted
+    disk, say): the image stays in memory, saved later with gen.save()."""
+    out = tmp_path / "out"
+    s = Session("local", output_dir=out, settings=Settings(step_delay=0.05), announce=None)
+    gen = s.generate("a storm", num_inference_steps=10)  # about half a second on the server
+    deadline = time.monotonic() + 10
+    while gen.status == "submitting":  # journalled as enqueued: no journal write until the end
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    assert gen.status in ("queued", "processing")
+    out.rename(tmp_path / "moved")
+    out.write_text("now a file, not a folder")
+    gen.wait(10)
+    assert gen.status == "succeeded" and gen.path is None
+    assert isinstance(gen.save_error, errors.StorageError)
+    assert "the image is kept in memory" in gen.save_error.message
     assert gen.data and gen.image.size[0] > 0
     saved = gen.save(tmp_path / "elsewhere")
-    assert saved.exists()
+    assert saved.exists() and flux_nb.read_recipe(saved) == gen.recipe
+    s.close()

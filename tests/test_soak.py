@@ -15,7 +15,7 @@ import httpx
 from PIL import Image
 
 from flux_nb.config import RetryPolicy, Settings, Timeouts
-from flux_nb.journal import Journal
+from flux_nb.journal import LIVE_DIR, Journal
 from flux_nb.server import Faults
 from flux_nb.session import JOURNAL_NAME, Session
 
@@ -63,13 +63,19 @@ def test_soak_every_generation_through_faults_is_saved_exactly_once(make_server,
     with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"}) as api:
         injected = api.get("/_faults").json()["injected"]
         assert api.post("/_faults", json={}).status_code == 200  # faults off: our own reads next
-        rows = api.get("/api/ai/queue").json()["generations"]
+        # Every row the server holds, finished ones included (the plain list shows active ones only).
+        rows = [
+            row
+            for status in ("queued", "processing", "succeeded", "failed", "cancelled")
+            for row in api.get("/api/ai/queue", params={"status": status}).json()["generations"]
+        ]
 
     failed = [(g.seed, g.status, g.reason) for g in gens if g.status != "succeeded" or g.path is None]
     assert failed == []
     out = tmp_path / "out"
     images = sorted(p for p in out.iterdir() if p.suffix == ".png")
-    assert sorted(p.name for p in out.iterdir() if p.suffix != ".png") == [JOURNAL_NAME]  # no .partial-*
+    assert sorted(p.name for p in out.iterdir() if p.suffix != ".png") == sorted([JOURNAL_NAME, LIVE_DIR])  # no .partial-*
+    assert list((out / LIVE_DIR).iterdir()) == []  # the closed session let go of its lock
     assert images == sorted(g.path for g in gens)  # one file per generation, no more
     for path in images:
         with Image.open(path) as image:
@@ -77,6 +83,7 @@ def test_soak_every_generation_through_faults_is_saved_exactly_once(make_server,
     saved = Counter(e["key"] for e in Journal(out / JOURNAL_NAME).entries() if e["op"] == "saved")
     assert saved == Counter(g.key for g in gens)  # each handled once
     assert Counter(r["seed"] for r in rows) == Counter(g.seed for g in gens)  # no duplicate rows
+    assert {r["status"] for r in rows} == {"succeeded"}
     assert injected["error"] and injected["reset"] and injected["drop_response"]
     assert injected["sse_cut"] and injected["download_cut"]
     assert elapsed < SOAK_LIMIT

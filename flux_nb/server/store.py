@@ -97,9 +97,10 @@ class Store:
     # --- reads -------------------------------------------------------------------------------
 
     def get(self, generation_id: str, owner: str | None = None) -> Row | None:
-        """The row, or None when unknown or (with owner given) someone else's."""
+        """The queue row, or None when unknown or (with owner given) someone else's. A sync
+        call's row is no queue row: it is found only without an owner (its result file)."""
         row = self._rows.get(generation_id)
-        if row is None or (owner is not None and row.owner != owner):
+        if row is None or (owner is not None and (row.owner != owner or not row.listed)):
             return None
         return row
 
@@ -195,7 +196,7 @@ class Store:
             self._publish_progress(row, force=False)
 
     def _publish_progress(self, row: Row, *, force: bool) -> None:
-        if not self._progress_events or not self._hub.has_subscribers(row.owner):
+        if not self._progress_events or not row.listed or not self._hub.has_subscribers(row.owner):
             return
         now = time.monotonic()
         if not force and now - row.last_progress < PROGRESS_INTERVAL:
@@ -232,7 +233,9 @@ class Store:
     def _finish(self, row: Row, status: str, message: str | None) -> None:
         row.status, row.error_message = status, message
         row.completed_at = int(time.time())
-        if status == SUCCEEDED:
+        if not row.listed:
+            pass  # a sync call: answered on its own request, never on the queue's event stream
+        elif status == SUCCEEDED:
             # Relative here; each stream makes it absolute with its own base URL (see app.py).
             data: dict[str, Any] = {
                 "generation_id": row.id,
