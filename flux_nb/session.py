@@ -122,7 +122,7 @@ class Session:
     def _fetch_schema(self) -> None:
         try:
             self._schema = self.client.request_schema()
-        except errors.FluxError:
+        except (errors.FluxError, RuntimeError):  # RuntimeError: the session closed meanwhile
             pass  # keep the bundled copy: validation still happens before anything is sent
 
     def recipes(self, prompt: str, n: int = 1, **params: Any) -> list[Recipe]:
