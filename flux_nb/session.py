@@ -164,9 +164,9 @@ class Session:
                 return gen.recipe
         path = Path(text).expanduser()
         if path.is_file():
-            from .metadata import read_recipe
+            from .infotext import recipe_from_file
 
-            return Recipe.from_dict(read_recipe(path)["recipe"])
+            return recipe_from_file(path, self.schema)
         if self.backend != "local" or len(text) >= 32:
             try:
                 return Recipe.from_dict(self.client.get_generation(text))
