@@ -40,39 +40,48 @@ class Price:
     def known(self) -> bool:
         return self.per_image is not None or bool(self.by_quality)
 
-    def of(self, recipe: Recipe | None = None) -> Decimal | None:
-        """One image's price (by its output quality when the price depends on it), or None."""
-        if recipe is not None and recipe.output_quality in self.by_quality:
-            return self.by_quality[recipe.output_quality]
+    def of(self, quality: str | None = None) -> Decimal | None:
+        """One image's price (at this output quality when the price depends on it), or None."""
+        if quality is not None and quality in self.by_quality:
+            return self.by_quality[quality]
         return self.per_image
 
     def cost(self, recipes: Iterable[Recipe]) -> Decimal | None:
         """The total for these images; None when any one's price is unknown."""
+        return self._total([r.output_quality for r in recipes])
+
+    def _total(self, qualities: list[str]) -> Decimal | None:
         total = Decimal(0)
-        for recipe in recipes:
-            price = self.of(recipe)
+        for quality in qualities:
+            price = self.of(quality)
             if price is None:
                 return None
             total += price
         return total
 
     def describe(self, recipes: Iterable[Recipe] | None = None) -> str:
-        """One phrase: "0.06 (3 images at 0.02 each)", "free: ...", or "unknown (...)"."""
-        recipes = list(recipes) if recipes is not None else None
-        if self.free:
-            return f"free: {self.reason}"
+        """One phrase: "0.06 (3 images at 0.02 each)", "free: ...", or "unknown (...)"; without
+        recipes, the price of one image."""
         if recipes is None:
+            if self.free:
+                return f"free: {self.reason}"
             if self.per_image is not None:
                 return f"{money(self.per_image)} per image"
             if self.by_quality:
                 return ", ".join(f"{money(p)} per {q} image" for q, p in self.by_quality.items())
             return f"unknown ({self.reason})"
-        total = self.cost(recipes)
-        count = f"{len(recipes)} image{'s' if len(recipes) != 1 else ''}"
+        return self.describe_images([r.output_quality for r in recipes])
+
+    def describe_images(self, qualities: list[str]) -> str:
+        """The phrase for images of these output qualities (one entry per image)."""
+        if self.free:
+            return f"free: {self.reason}"
+        total = self._total(qualities)
+        count = f"{len(qualities)} image{'s' if len(qualities) != 1 else ''}"
         if total is None:
             return f"unknown for {count} ({self.reason})"
-        each = {self.of(r) for r in recipes}
-        if len(each) == 1 and len(recipes) > 1:
+        each = {self.of(q) for q in qualities}
+        if len(each) == 1 and len(qualities) > 1:
             return f"{money(total)} ({count} at {money(each.pop())} each)"
         return f"{money(total)} ({count})"
 
