@@ -422,7 +422,11 @@ def _exif_comment(tiff: bytes) -> str | None:
     if code == b"UNICODE\0":
         if body[:2] in (b"\xfe\xff", b"\xff\xfe"):
             return body.decode("utf-16")
-        return body.decode("utf-16-be" if exif.endian == ">" else "utf-16-le", "replace")
+        # The byte order should follow the TIFF's, but writers differ (piexif always writes
+        # big-endian): text that is mostly ASCII has its zero bytes on the high side.
+        even, odd = body[0::2].count(0), body[1::2].count(0)
+        big = even > odd if even != odd else exif.endian == ">"
+        return body.decode("utf-16-be" if big else "utf-16-le", "replace")
     return body.rstrip(b"\0").decode("utf-8", "replace") or None
 
 
