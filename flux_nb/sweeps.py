@@ -178,6 +178,7 @@ def plan(
     schema = schema or bundled_schema()
     if not isinstance(prompt, str):
         raise ValidationError("the prompt must be text.", field="prompt")
+    prompt = prompt.strip()
     axes = [*prompt_axes(prompt), *sweeps]
     if not axes:
         raise ValidationError(
