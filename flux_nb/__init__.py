@@ -3,6 +3,7 @@
     %load_ext flux_nb          then a %%flux cell: the cell text is the prompt
     flux_nb.generate("a red fox in snow", seed=7).wait().image
     flux_nb.Panel()            every parameter as widgets, with a gallery
+    flux_nb.sweep("a {red|blue} fox", seed=7, steps=[4, 8, 16]).save("sheet.png")
 
 Without OXEN_API_KEY everything runs on a local offline stand-in server (not FLUX); with a key it
 talks to Oxen.ai's hosted API. Same code path either way.
@@ -17,6 +18,7 @@ from .errors import (
     ApiError,
     AuthError,
     BadRequestError,
+    CostLimitError,
     CreditsError,
     FluxError,
     GenerationCancelled,
@@ -69,8 +71,25 @@ def as_completed(gens: Any):
 
 
 def reproduce(source: Any):
-    """Run again the recipe of a Generation, a saved image file or a generation id."""
+    """Run again the recipe of a Generation, a saved image file or a generation id. A file
+    with only another tool's A1111 `parameters` text works too (what is ignored is printed)."""
     return session().reproduce(source)
+
+
+def sweep(prompt: str, **axes: Any):
+    """Start one image per combination of values and return the grid (a Sweep) at once.
+
+    Lists are swept, by flag or API name: steps=[4, 8, 16], guidance=[1, 2, 4], seed=[1, 2];
+    other keywords are fixed for every cell (seed=7, aspect_ratio="1:1", input_image=...), and
+    {a|b|c} in the prompt are alternatives. Every cell has the same seed unless it is swept.
+    The first axis runs along the columns. sweep[row, col] is a Generation; .save(path) writes
+    the labelled contact sheet once every cell is done.
+    """
+    from .sweeps import plan, split_axes, start
+
+    sess = session()
+    swept, fixed = split_axes(axes, sess.schema)
+    return start(sess, plan(prompt, swept, sess.schema, **fixed))
 
 
 def resume():
@@ -113,11 +132,13 @@ __all__ = [
     "generate",
     "reproduce",
     "resume",
+    "sweep",
     "read_recipe",
     "session",
     "ApiError",
     "AuthError",
     "BadRequestError",
+    "CostLimitError",
     "CreditsError",
     "FluxError",
     "GenerationCancelled",

@@ -27,6 +27,8 @@ The %%flux magic and the panel share it:
     card_stack(gens, ...) -> CardStack     a card (or a grid) that grows a card per Reproduce/New seed
     magic_line(recipe) -> str              the `%%flux ...` line + "\\n" + prompt that remakes a recipe
     generation_mimebundle(gen)             widget view + image/png thumbnail + text/plain
+    sweep_view(sweep, ...) -> SweepView    a sweep's cards in its grid, axis values on the edges
+    sweep_mimebundle(sweep)                widget view + image/png contact sheet (once done) + text
     wait_settled(timeout), resend_settled()   for `%flux wait`: cards final, and saved by nbclient too
 """
 
@@ -476,6 +478,85 @@ def card_stack(
         )
     )
     return boxes[0]
+
+
+class SweepView(widgets.VBox):
+    """What a sweep shows: its cards in a grid with the axis values along the top and left,
+    then a card per Reproduce/New seed click."""
+
+    def __init__(self, children, sweep: Any, **kwargs):
+        self.sweep = sweep
+        super().__init__(children, **kwargs)
+
+    def _repr_mimebundle_(self, **kwargs):
+        return {**super()._repr_mimebundle_(**kwargs), "text/plain": self.sweep.describe()}
+
+
+def sweep_view(
+    sweep: Any, *, on_new: Callable[[Any], None] | None = None, thumbnail_size: int = 256
+) -> SweepView:
+    """The sweep's cards in a grid: a header row of column values, a column of row values."""
+    boxes: list[SweepView] = []
+
+    def made(new) -> None:
+        box = boxes[0]
+        box.children = [*box.children, Card(new, on_new=made, thumbnail_size=thumbnail_size)]
+        if on_new is not None:
+            on_new(new)
+
+    def label(text: str, align: str = "center") -> widgets.HTML:
+        return widgets.HTML(
+            f'<div style="text-align:{align};font-weight:600">{text}</div>',
+            layout=widgets.Layout(width="auto", align_self="center"),
+        )
+
+    rows, cols = sweep.shape
+    row_labels = sweep.row_labels
+    with_rows = any(row_labels)
+    items: list[widgets.Widget] = [label("")] if with_rows else []
+    items += [label(html.escape(text)) for text in sweep.column_labels]
+    for r, gens in enumerate(sweep.rows()):
+        if with_rows:
+            items.append(label("<br>".join(html.escape(t) for t in row_labels[r]), "right"))
+        items += [Card(g, on_new=made, thumbnail_size=thumbnail_size) for g in gens]
+    grid = widgets.GridBox(
+        items,
+        layout=widgets.Layout(
+            grid_template_columns=("max-content " if with_rows else "")
+            + f"repeat({cols}, minmax({thumbnail_size + 24}px, 1fr))",
+            grid_gap="6px",
+            overflow="auto",
+        ),
+    )
+    title = widgets.HTML(_sweep_title_html(sweep.title), layout=_shared()["text"])
+    boxes.append(SweepView([title, grid], sweep, layout=_shared()["text"]))
+    return boxes[0]
+
+
+def _sweep_title_html(title: str) -> str:
+    first, _, rest = title.partition("\n")
+    text = f"<b>{html.escape(first)}</b>"
+    if rest:
+        text += f'<br><span style="color:{MUTED_COLOR}">{html.escape(rest)}</span>'
+    return text
+
+
+def sweep_mimebundle(sweep: Any, widget: bool | None = None) -> dict[str, Any]:
+    """text/plain always; the contact sheet as image/png once every cell is done (what GitHub
+    and nbviewer show); in a kernel, the live grid of cards."""
+    import io
+
+    bundle: dict[str, Any] = {"text/plain": sweep.describe()}
+    if sweep.done:
+        buffer = io.BytesIO()
+        sweep.sheet(tile=160).quantize(256).save(buffer, "PNG", optimize=True)
+        bundle["image/png"] = base64.b64encode(buffer.getvalue()).decode()
+    if widget is None:
+        widget = _in_kernel()
+    if widget:
+        view = sweep_view(sweep)
+        bundle[WIDGET_VIEW] = {"version_major": 2, "version_minor": 0, "model_id": view.model_id}
+    return bundle
 
 
 def cards_in(view: widgets.Widget) -> list[Card]:

@@ -24,6 +24,10 @@ class ValidationError(FluxError, ValueError):
         super().__init__(message, hint=hint)
 
 
+class CostLimitError(FluxError):
+    """A cell would cost more than FluxMagics.max_cell_cost; nothing was sent."""
+
+
 class InputImageError(ValidationError):
     """An input image cannot be read, decoded or found."""
 

@@ -19,7 +19,7 @@ from IPython.core.error import StdinNotImplementedError, UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
-from traitlets import Int, Unicode
+from traitlets import Float, Int, Unicode
 
 import flux_nb
 
@@ -31,21 +31,27 @@ _session = importlib.import_module("flux_nb.session")
 
 OPTIONS = (
     "--seed N, --aspect/-a R, --steps N, --guidance G, --quality Q, --format F, -n N,"
-    " --image SRC (repeatable), --name VAR"
+    " --image SRC (repeatable), --name VAR, --sweep NAME=V1,V2,... (repeatable), --yes"
 )
-SUBCOMMANDS = "wait [TIMEOUT], status, cancel [ID|all], history [N], reproduce PATH_OR_ID, backend [local|hosted], resume, copy [ID], panel"
+SUBCOMMANDS = "wait [TIMEOUT], status, cancel [ID|all], history [N], reproduce PATH_OR_ID, backend [local|hosted], resume, copy [ID], panel, price"
 
 
 @magics_class
 class FluxMagics(Magics):
     """%%flux makes images from the cell text in the background; %flux manages them.
-    Settings: %config FluxMagics.thumbnail_size = 384, %config FluxMagics.default_options = '-a 1:1'."""
+    Settings: %config FluxMagics.thumbnail_size = 384, %config FluxMagics.default_options = '-a 1:1',
+    %config FluxMagics.max_cell_cost = 1.0."""
 
     thumbnail_size = Int(320, help="Longest side, in pixels, of the previews on cards.").tag(
         config=True
     )
     default_options = Unicode(
         "", help="Options put before every %%flux line's own, e.g. '--aspect 1:1 --steps 8'."
+    ).tag(config=True)
+    max_cell_cost = Float(
+        1.0,
+        help="Most a %%flux cell may cost on a paid backend (the account's currency) before it"
+        " needs --yes; checked against the model's per-image price before anything is sent.",
     ).tag(config=True)
 
     # -- %%flux ---------------------------------------------------------------------------------
@@ -94,12 +100,28 @@ class FluxMagics(Magics):
     @argument(
         "--name", metavar="VAR", help="variable to bind the Generation to (the list when -n > 1)"
     )
+    @argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="NAME=V1,V2,...",
+        help="one image per value, in a labelled grid: e.g. --sweep steps=4,8,16 (any option, by"
+        " flag or parameter name; repeatable: the first runs along the columns)",
+    )
+    @argument(
+        "--yes",
+        action="store_true",
+        help="run even when the cell costs more than FluxMagics.max_cell_cost",
+    )
     @cell_magic("flux")
     def flux_cell(self, line: str, cell: str):
         """Make images of the cell's text (stripped) in the background; the cell returns at once
         with a live card per image (a grid when -n > 1). Each image is its own enqueue with its
         own seed: with --seed S and -n 4 the seeds are S, S+1, S+2, S+3. `_flux` holds the last
         Generation (or list); {var} and $var in the line are replaced by Python values.
+        Sweeps: --sweep NAME=V1,V2,... and {a|b|c} in the prompt make one image per combination
+        (same seed in each) in a labelled grid; `_flux` is then a Sweep (see flux_nb.sweep).
+        On a paid backend the cost is checked first against FluxMagics.max_cell_cost.
         """
         args = self._parse(line)
         if args.name is not None and (not args.name.isidentifier() or keyword.iskeyword(args.name)):
@@ -110,13 +132,50 @@ class FluxMagics(Magics):
         images = [source for token in args.image for source in self._image_sources(token)]
         if images:
             params["input_image"] = images
+        from .sweeps import has_alternatives
+
+        sess = _session.session()
         try:
-            result = flux_nb.generate(cell, args.n, **params)
+            if args.sweep or has_alternatives(cell):
+                self._sweep(sess, cell, args, params)
+                return
+            recipes = sess.recipes(cell, args.n, **params)
+            self._check_cost(sess, recipes, args.yes)
+            gens = sess.submit(recipes)
         except errors.FluxError as exc:
             raise UsageError(str(exc)) from None
-        gens = result if isinstance(result, list) else [result]
-        self._bind(result, args.name)
+        self._bind(gens if args.n > 1 else gens[0], args.name)
         self._show(gens)
+
+    def _sweep(self, sess, cell: str, args, params: dict[str, Any]) -> None:
+        from .cards import sweep_view
+        from .sweeps import parse_axis, plan, start
+
+        if args.n != 1:
+            raise UsageError(
+                "%%flux: -n does not combine with a sweep; sweep the seed instead (--sweep seed=1,2,3)."
+            )
+        axes = []
+        for text in args.sweep:
+            try:
+                axes.append(parse_axis(_unquote(text), sess.schema))
+            except errors.ValidationError as exc:
+                raise UsageError(f"%%flux --sweep: {exc}") from None
+        todo = plan(cell, axes, sess.schema, **params)
+        self._check_cost(sess, list(todo.recipes), args.yes)
+        grid = start(sess, todo)
+        self._bind(grid, args.name)
+        display(
+            sweep_view(grid, on_new=self._bind, thumbnail_size=min(self.thumbnail_size, 256))
+        )
+
+    def _check_cost(self, sess, recipes: list, confirmed: bool) -> None:
+        """On a paid backend: one line with the cost, or refuse the cell over max_cell_cost."""
+        from .pricing import check_cell
+
+        line = check_cell(sess.price, recipes, self.max_cell_cost, confirmed)
+        if line:
+            print(line)
 
     def _parse(self, line: str):
         if self.default_options:
@@ -151,7 +210,8 @@ class FluxMagics(Magics):
         """%flux SUBCOMMAND: wait [TIMEOUT] (block until every image of the session is done),
         status, cancel [ID|all] (default all), history [N], reproduce PATH_OR_ID,
         backend [local|hosted] (show or switch), resume (collect what an earlier kernel sent),
-        copy [ID] (a %%flux cell below that remakes a generation; default the last), panel."""
+        copy [ID] (a %%flux cell below that remakes a generation; default the last), panel,
+        price (what an image costs on this backend)."""
         words = [_unquote(w) for w in line.split(None, 1)]
         command, rest = (
             (words[0].lower(), words[1].strip() if len(words) > 1 else "")
@@ -262,6 +322,10 @@ class FluxMagics(Magics):
         recipe = self._find(rest).recipe if rest else _last(self.shell.user_ns.get("_flux")).recipe
         self.shell.set_next_input(magic_line(recipe), replace=False)
 
+    def _cmd_price(self, rest: str) -> None:
+        sess = _session.session()
+        print(f"flux: {sess.backend} backend: {sess.price.describe()}.")
+
     def _cmd_panel(self, rest: str) -> None:
         try:
             from .panel import Panel
@@ -302,6 +366,7 @@ def _ask_key(api_key_class):
 
 
 def _last(value: Any):
+    value = getattr(value, "generations", value)  # a Sweep: its last cell
     if isinstance(value, list) and value:
         value = value[-1]
     if value is None or not hasattr(value, "recipe"):

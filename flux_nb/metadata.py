@@ -3,6 +3,10 @@
 The server's bytes are kept as they are (nothing is decoded or re-encoded): metadata is spliced
 into the container. PNG gets iTXt chunks before IEND, JPEG gets APP11 segments after JFIF/EXIF,
 WebP gets an XMP packet (the file is converted to the extended format when it is a simple one).
+
+Beside it, the A1111-style `parameters` text (infotext.py) goes where other image tools look:
+a PNG text chunk before the first IDAT (so `Image.open(path).info` has it without decoding), and
+the EXIF UserComment of JPEG and WebP files.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from .errors import FluxError, ValidationError
 
 RECIPE_KEY = "flux_nb_recipe"
 PREFIX = "flux_nb_"
+PARAMETERS_KEY = "parameters"  # A1111's PNG text keyword, read by PNG Info, Civitai, SD Prompt Reader
 
 _PNG_SIG = b"\x89PNG\r\n\x1a\n"
 _PNG_TEXT = (b"tEXt", b"zTXt", b"iTXt")
@@ -45,6 +50,7 @@ _XMP_OURS = re.compile(
     re.S,
 )
 _VP8X_XMP = 0x04
+_VP8X_EXIF = 0x08
 _VP8X_ALPHA = 0x10
 _WEBP_IMAGE = (b"VP8 ", b"VP8L")
 
@@ -205,14 +211,44 @@ def _png_text(kind: bytes, body: bytes) -> tuple[str, str]:
         raise _Damaged("its iTXt text is not UTF-8") from None
 
 
-def _png_strip(data: bytes) -> bytes:
-    """The PNG without our text chunks; every other byte kept."""
+def _png_strip(data: bytes, *, ours: bool = True, parameters: bool = False) -> bytes:
+    """The PNG without our text chunks and/or `parameters` ones; every other byte kept."""
     parts, pos = [], 0
     for kind, start, stop in _png_chunks(data):
-        if _png_is_ours(data, kind, start, stop):
+        if (ours and _png_is_ours(data, kind, start, stop)) or (
+            parameters and _png_is_parameters(data, kind, start, stop)
+        ):
             parts.append(data[pos : start - 8])
             pos = stop
     return b"".join(parts) + data[pos:]
+
+
+def _png_is_parameters(data: bytes, kind: bytes, start: int, stop: int) -> bool:
+    return kind in _PNG_TEXT and _png_keyword(data[start : min(stop - 4, start + 80)]) == (
+        PARAMETERS_KEY.encode()
+    )
+
+
+def _png_with_parameters(data: bytes, text: str) -> bytes:
+    """Replace the `parameters` text; put it before the first IDAT, where Image.open reads it.
+    tEXt when the text is Latin-1 (what A1111 writes), else uncompressed iTXt (as Pillow does)."""
+    clean = _png_strip(data, ours=False, parameters=True)
+    at = next((start - 8 for kind, start, _ in _png_chunks(clean) if kind == b"IDAT"), None)
+    if at is None:
+        raise _Damaged("the PNG has no IDAT chunk")
+    key = PARAMETERS_KEY.encode("latin-1")
+    try:
+        chunk = _png_chunk(b"tEXt", key + b"\0" + text.encode("latin-1"))
+    except UnicodeEncodeError:
+        chunk = _png_chunk(b"iTXt", key + b"\0\0\0\0\0" + text.encode("utf-8"))
+    return clean[:at] + chunk + clean[at:]
+
+
+def _png_parameters(data: bytes) -> str | None:
+    for kind, start, stop in _png_chunks(data):
+        if _png_is_parameters(data, kind, start, stop):
+            return _png_text(kind, data[start : stop - 4])[1]
+    return None
 
 
 def _png_embed(data: bytes, fields: dict[str, str]) -> bytes:
@@ -333,6 +369,103 @@ def _jpeg_read(data: bytes) -> dict[str, Any] | None:
     return _from_document(doc)
 
 
+# ---------------------------------------------------------------- EXIF UserComment (JPEG, WebP)
+
+_EXIF_IFD = 0x8769
+_USER_COMMENT = 0x9286
+_EXIF_HEAD = b"Exif\0\0"
+
+
+def _exif_with_comment(tiff: bytes | None, text: str | None) -> bytes | None:
+    """TIFF-format EXIF with UserComment set to text (removed when text is None); other tags kept.
+    None when nothing would be left. Unicode in the TIFF's byte order, as piexif writes it."""
+    from PIL import Image
+
+    exif = Image.Exif()
+    if tiff:
+        try:
+            exif.load(tiff)
+        except Exception as exc:  # Pillow raises several kinds on a broken TIFF
+            raise _Damaged(f"its EXIF data is malformed ({type(exc).__name__})") from None
+    else:
+        exif.endian = ">"
+    ifd = exif.get_ifd(_EXIF_IFD)
+    if text is None:
+        if _USER_COMMENT not in ifd:
+            return tiff  # nothing to remove: the file's EXIF stays byte for byte
+        del ifd[_USER_COMMENT]
+    else:
+        codec = "utf-16-be" if exif.endian == ">" else "utf-16-le"
+        ifd[_USER_COMMENT] = b"UNICODE\0" + text.encode(codec)
+    if not ifd:
+        exif.pop(_EXIF_IFD, None)
+        if not len(exif):
+            return None
+    return exif.tobytes()[len(_EXIF_HEAD) :]
+
+
+def _exif_comment(tiff: bytes) -> str | None:
+    """The EXIF UserComment as text (UNICODE, ASCII or undefined code), or None."""
+    from PIL import Image
+
+    exif = Image.Exif()
+    try:
+        exif.load(tiff)
+        raw = exif.get_ifd(_EXIF_IFD).get(_USER_COMMENT)
+    except Exception:
+        return None
+    if isinstance(raw, str):
+        return raw or None
+    if not isinstance(raw, bytes) or len(raw) < 8:
+        return None
+    code, body = raw[:8], raw[8:]
+    if code == b"UNICODE\0":
+        if body[:2] in (b"\xfe\xff", b"\xff\xfe"):
+            return body.decode("utf-16")
+        # The byte order should follow the TIFF's, but writers differ (piexif always writes
+        # big-endian): text that is mostly ASCII has its zero bytes on the high side.
+        even, odd = body[0::2].count(0), body[1::2].count(0)
+        big = even > odd if even != odd else exif.endian == ">"
+        return body.decode("utf-16-be" if big else "utf-16-le", "replace")
+    return body.rstrip(b"\0").decode("utf-8", "replace") or None
+
+
+def _jpeg_exif(data: bytes) -> tuple[int, int, bytes] | None:
+    """Start, end and TIFF payload of the JPEG's EXIF APP1 segment."""
+    for marker, start, body, stop in _jpeg_segments(data):
+        if marker == 0xE1 and data[body : body + 6] == _EXIF_HEAD:
+            return start, stop, data[body + 6 : stop]
+    return None
+
+
+def _jpeg_with_comment(data: bytes, text: str | None) -> bytes:
+    found = _jpeg_exif(data)
+    tiff = _exif_with_comment(found[2] if found else None, text)
+    if found and tiff is found[2]:
+        return data
+    segment = b""
+    if tiff is not None:
+        payload = _EXIF_HEAD + tiff
+        if len(payload) + 2 > 0xFFFF:
+            raise _Damaged("its EXIF data would not fit in one segment")
+        segment = b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
+    if found:
+        return data[: found[0]] + segment + data[found[1] :]
+    if not segment:
+        return data
+    at = 2  # after SOI, or after JFIF (APP0) when the file starts with it
+    for marker, _start, _body, stop in _jpeg_segments(data):
+        if marker == 0xE0:
+            at = stop
+        break
+    return data[:at] + segment + data[at:]
+
+
+def _jpeg_parameters(data: bytes) -> str | None:
+    found = _jpeg_exif(data)
+    return _exif_comment(found[2]) if found else None
+
+
 # ---------------------------------------------------------------- WebP
 
 
@@ -403,25 +536,62 @@ def _webp_embed(data: bytes, fields: dict[str, str]) -> bytes:
         packet = xmp[:at] + ours + xmp[at:]
     else:
         packet = _XMP_HEAD + ours + _XMP_TAIL
-    chunks = [(k, p) for k, p in chunks if k != b"XMP "]
+    chunks = _vp8x_flagged([(k, p) for k, p in chunks if k != b"XMP "], _VP8X_XMP)
+    chunks.append((b"XMP ", packet))
+    return _riff_pack(chunks) + data[end:]
+
+
+def _vp8x_flagged(chunks: list[tuple[bytes, bytes]], flag: int) -> list[tuple[bytes, bytes]]:
+    """The chunks with `flag` set in VP8X; a simple file gains the VP8X chunk it needs for it."""
+    chunks = list(chunks)
     if chunks and chunks[0][0] == b"VP8X":
         vp8x = bytearray(chunks[0][1])
         if len(vp8x) < 10:
             raise _Damaged("its VP8X chunk is malformed")
-        vp8x[0] |= _VP8X_XMP
+        vp8x[0] |= flag
         chunks[0] = (b"VP8X", bytes(vp8x))
-    else:
-        image = next(((k, p) for k, p in chunks if k in _WEBP_IMAGE), None)
-        if image is None:
-            raise _Damaged("the WebP file has no image chunk")
-        w, h, alpha = _webp_canvas(*image)
-        flags = _VP8X_XMP | (_VP8X_ALPHA if alpha else 0)
-        vp8x = (
-            struct.pack("<I", flags) + (w - 1).to_bytes(3, "little") + (h - 1).to_bytes(3, "little")
-        )
-        chunks.insert(0, (b"VP8X", vp8x))
-    chunks.append((b"XMP ", packet))
+        return chunks
+    image = next(((k, p) for k, p in chunks if k in _WEBP_IMAGE), None)
+    if image is None:
+        raise _Damaged("the WebP file has no image chunk")
+    w, h, alpha = _webp_canvas(*image)
+    flags = flag | (_VP8X_ALPHA if alpha else 0)
+    vp8x = struct.pack("<I", flags) + (w - 1).to_bytes(3, "little") + (h - 1).to_bytes(3, "little")
+    chunks.insert(0, (b"VP8X", vp8x))
+    return chunks
+
+
+def _webp_with_comment(data: bytes, text: str | None) -> bytes:
+    """Set (or remove) the EXIF UserComment; the EXIF chunk sits before XMP, as the spec orders."""
+    chunks, end = _riff_chunks(data)
+    old = next((p for k, p in chunks if k == b"EXIF"), None)
+    if old is not None and old.startswith(_EXIF_HEAD):
+        old = old[len(_EXIF_HEAD) :]
+    tiff = _exif_with_comment(old, text)
+    if tiff is old:
+        return data
+    chunks = [(k, p) for k, p in chunks if k != b"EXIF"]
+    if tiff is None:
+        if chunks and chunks[0][0] == b"VP8X":
+            vp8x = bytearray(chunks[0][1])
+            vp8x[0] &= ~_VP8X_EXIF & 0xFF
+            chunks[0] = (b"VP8X", bytes(vp8x))
+            # Back to the simple format when the VP8X chunk was only there for the EXIF.
+            if len(chunks) == 2 and chunks[1][0] in _WEBP_IMAGE and vp8x[0] & ~_VP8X_ALPHA == 0:
+                chunks = chunks[1:]
+        return _riff_pack(chunks) + data[end:]
+    chunks = _vp8x_flagged(chunks, _VP8X_EXIF)
+    at = next((i for i, (k, _) in enumerate(chunks) if k == b"XMP "), len(chunks))
+    chunks.insert(at, (b"EXIF", tiff))
     return _riff_pack(chunks) + data[end:]
+
+
+def _webp_parameters(data: bytes) -> str | None:
+    chunks, _ = _riff_chunks(data)
+    tiff = next((p for k, p in chunks if k == b"EXIF"), None)
+    if tiff is None:
+        return None
+    return _exif_comment(tiff[len(_EXIF_HEAD) :] if tiff.startswith(_EXIF_HEAD) else tiff)
 
 
 def _webp_strip(data: bytes) -> bytes:
@@ -471,9 +641,15 @@ def _webp_read(data: bytes) -> dict[str, Any] | None:
 
 
 def embed_recipe(
-    data: bytes, fmt: str, recipe_json: str, extra: dict[str, str] | None = None
+    data: bytes,
+    fmt: str,
+    recipe_json: str,
+    extra: dict[str, str] | None = None,
+    *,
+    parameters: str | None = None,
 ) -> bytes:
-    """Return the image bytes with the recipe JSON (and extra text fields) embedded.
+    """Return the image bytes with the recipe JSON (and extra text fields) embedded, and the
+    A1111-style `parameters` text when given (replacing the file's own).
 
     The image data is not re-encoded: pixels stay identical. fmt ('png', 'jpg'/'jpeg', 'webp')
     is a hint; the format sniffed from the magic bytes wins. A recipe embedded before is replaced.
@@ -487,11 +663,18 @@ def embed_recipe(
             hint="Save the recipe in a sidecar JSON file instead.",
         )
     data = bytes(data)
+    if parameters is not None and not isinstance(parameters, str):
+        raise ValidationError("the parameters text must be a string.", field="parameters")
     try:
         if kind == "png":
-            return _png_embed(data, fields)
+            data = _png_embed(data, fields)
+            return data if parameters is None else _png_with_parameters(data, parameters)
         if kind == "jpg":
+            if parameters is not None:  # first: our APP11 then goes after the new EXIF segment
+                data = _jpeg_with_comment(data, parameters)
             return _jpeg_embed(data, fields)
+        if parameters is not None:
+            data = _webp_with_comment(data, parameters)
         return _webp_embed(data, fields)
     except _Damaged as exc:
         raise FluxError(
@@ -501,16 +684,17 @@ def embed_recipe(
 
 
 def strip_recipe(data: bytes) -> bytes:
-    """The image bytes without any flux-nb metadata (e.g. to share an image without its prompt)."""
+    """The image bytes without any flux-nb metadata (e.g. to share an image without its prompt):
+    the `parameters` text and the EXIF UserComment, which hold the prompt too, go as well."""
     data = bytes(data)
     kind = sniff_format(data)
     try:
         if kind == "png":
-            return _png_strip(data)
+            return _png_strip(data, parameters=True)
         if kind == "jpg":
-            return _jpeg_strip(data)
+            return _jpeg_with_comment(_jpeg_strip(data), None)
         if kind == "webp":
-            return _webp_strip(data)
+            return _webp_strip(_webp_with_comment(data, None))
     except _Damaged as exc:
         raise FluxError(f"cannot strip the recipe: {exc}.") from None
     return data
@@ -558,6 +742,31 @@ def read_recipe(source: str | os.PathLike | bytes) -> dict[str, Any]:
     return found
 
 
+def read_parameters(source: str | os.PathLike | bytes) -> str | None:
+    """The A1111-style `parameters` text of an image (PNG text chunk, or EXIF UserComment in JPEG
+    and WebP), whoever wrote it; None when there is none. Only the container is parsed."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        name, data = "the image data", bytes(source)
+    else:
+        name = os.fspath(source)
+        try:
+            with open(name, "rb") as f:
+                data = f.read()
+        except OSError as exc:
+            raise FluxError(f"cannot read {name}: {exc.strerror or exc}.") from None
+    kind = sniff_format(data)
+    try:
+        if kind == "png":
+            return _png_parameters(data)
+        if kind == "jpg":
+            return _jpeg_parameters(data)
+        if kind == "webp":
+            return _webp_parameters(data)
+    except _Damaged as exc:
+        raise FluxError(f"{name} is damaged: {exc}; its parameters cannot be read.") from None
+    return None
+
+
 def _read_sidecar(name: str) -> dict[str, Any] | None:
     """The recipe beside an image whose own metadata could not take it (storage writes these)."""
     try:
@@ -568,4 +777,12 @@ def _read_sidecar(name: str) -> dict[str, Any] | None:
     return found if isinstance(found, dict) and isinstance(found.get("recipe"), dict) else None
 
 
-__all__ = ["RECIPE_KEY", "embed_recipe", "read_recipe", "sniff_format", "strip_recipe"]
+__all__ = [
+    "PARAMETERS_KEY",
+    "RECIPE_KEY",
+    "embed_recipe",
+    "read_parameters",
+    "read_recipe",
+    "sniff_format",
+    "strip_recipe",
+]

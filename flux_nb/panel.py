@@ -231,6 +231,15 @@ class Panel(widgets.VBox):
         )
         self.cancel_button.on_click(lambda _: self._guarded(self.cancel))
         self.status = widgets.Label("Ready.", layout=widgets.Layout(width="auto"))
+        # Beside Generate: what one click costs (free on the local backend; read from the model
+        # object's pricing elsewhere, in the background so the panel opens at once).
+        self.cost = widgets.Label("", layout=widgets.Layout(width="auto"))
+        self._price = self.session.price if self.session.backend == "local" else None
+        self.count.observe(lambda _: self._show_cost(), "value")
+        self.quality.observe(lambda _: self._show_cost(), "value")
+        self._show_cost()
+        if self._price is None:
+            threading.Thread(target=self._load_price, name="flux-nb-price", daemon=True).start()
         self.error = widgets.HTML("", layout=widgets.Layout(width="100%", display="none"))
 
         self.gallery = card_grid([], min_width=THUMBNAIL_SIZE + 24)
@@ -251,7 +260,9 @@ class Panel(widgets.VBox):
             seed_row,
             widgets.HBox([widgets.Label("Input images"), self.upload], layout=wrap),
             self.inputs_box,
-            widgets.HBox([self.generate_button, self.cancel_button, self.status], layout=wrap),
+            widgets.HBox(
+                [self.generate_button, self.cost, self.cancel_button, self.status], layout=wrap
+            ),
             self.error,
             self._gallery_note,
             self.gallery,
@@ -406,6 +417,17 @@ class Panel(widgets.VBox):
             with self._lock:
                 self._running.pop(id(gen), None)
         self._refresh_status()
+
+    def _load_price(self) -> None:
+        self._price = self.session.price
+        self._show_cost()
+
+    def _show_cost(self) -> None:
+        if self._price is None:
+            self.cost.value = "Cost: reading the price…"
+            return
+        text = self._price.describe_images([self.quality.value] * self.count.value)
+        self.cost.value = f"Cost: {text}"
 
     def _refresh_status(self) -> None:
         with self._lock:

@@ -83,6 +83,7 @@ class Session:
         self.runner = Runner(self.client, self.output, self.journal, backend=self.backend)
         self._schema: dict[str, Any] = bundled_schema()
         self._schema_checked = self.backend == "local"  # the local server serves the bundled copy
+        self._price = None
         if announce is not None:
             announce(self.describe())
 
@@ -118,6 +119,22 @@ class Session:
             self._schema_checked = True
             threading.Thread(target=self._fetch_schema, daemon=True, name="flux-nb-schema").start()
         return self._schema
+
+    @property
+    def price(self):
+        """What an image costs here (pricing.Price): free on the local backend, else read once
+        from the model object's pricing; unknown (and asked again next time) when unreadable."""
+        from .pricing import Price, price_from_model
+
+        if self._price is None:
+            if self.backend == "local":
+                self._price = Price.local()
+            else:
+                try:
+                    self._price = price_from_model(self.client.model_info())
+                except errors.FluxError as exc:
+                    return Price.unknown(f"the model object could not be read: {exc.message}")
+        return self._price
 
     def _fetch_schema(self) -> None:
         try:
@@ -170,9 +187,9 @@ class Session:
                 return gen.recipe
         path = Path(text).expanduser()
         if path.is_file():
-            from .metadata import read_recipe
+            from .infotext import recipe_from_file
 
-            return Recipe.from_dict(read_recipe(path)["recipe"])
+            return recipe_from_file(path, self.schema)
         if self.backend != "local" or len(text) >= 32:
             try:
                 return Recipe.from_dict(self.client.get_generation(text))

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from .errors import FluxError, StorageError
+from .infotext import format_parameters
 from .metadata import embed_recipe, sniff_format
 from .recipe import Recipe
 
@@ -77,7 +78,13 @@ class OutputFolder:
             return target
         sidecar = None
         try:
-            payload = embed_recipe(data, recipe.output_format, recipe.to_json(), extra)
+            payload = embed_recipe(
+                data,
+                recipe.output_format,
+                recipe.to_json(),
+                extra,
+                parameters=format_parameters(recipe, _size(data)),
+            )
         except FluxError:
             # A file whose metadata cannot take the recipe (e.g. a foreign XMP packet) is kept
             # as the server made it, with the recipe beside it: never lose an image over metadata.
@@ -111,6 +118,19 @@ class OutputFolder:
         except OSError:
             return []
         return sorted(files, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def _size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from the image's header (Pillow reads no pixels for this)."""
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size
+    except Exception:
+        return None
 
 
 def _id_part(generation_id: str) -> str:

@@ -480,3 +480,126 @@ def test_backend_switches_and_the_key_stays_out_of_sight(kernel):
     assert kernel.value(
         "[_flux.wait(30).status, _flux is __import__('flux_nb').session().history[-1]]"
     ) == ["succeeded", True]
+
+
+# -- sweeps, cost, foreign recipes ----------------------------------------------------------------
+
+
+def test_sweep_cell_makes_a_labelled_grid_of_generations_and_a_sheet(kernel):
+    cell = kernel.run(
+        "%%flux --seed 7 -a 1:1 --sweep steps=4,8,16 --sweep guidance=1,2,4 --name grid\n"
+        "a lighthouse at dusk"
+    )
+    assert [o.output_type for o in cell.outputs] == ["display_data"]  # nothing printed: local
+    (view,) = widget_ids(cell)
+    assert cell.outputs[0]["data"]["text/plain"] == (
+        "3 x 3 sweep of 'a lighthouse at dusk'\nsteps: 4 | 8 | 16; guidance: 1 | 2 | 4\nrunning"
+    )
+    assert kernel.value("type(grid).__name__ == 'Sweep' and _flux is grid and grid.shape")
+    assert kernel.value(f"[c.gen for c in _cards({view!r})] == list(grid)")
+    assert_clean(kernel.run("_sheet = grid.save('sweep-sheet.png', tile=64, timeout=60)"))
+    got = kernel.value(
+        "dict(seeds=sorted({g.seed for g in grid}), cells=[(g.recipe.num_inference_steps,"
+        " g.recipe.guidance_scale) for g in grid], done=[g.status for g in grid],"
+        " size=__import__('PIL.Image').Image.open(_sheet).size, cols=grid.column_labels,"
+        " rows=grid.row_labels)"
+    )
+    assert got["seeds"] == [7] and set(got["done"]) == {"succeeded"}
+    assert got["cells"] == [[s, g] for g in (1.0, 2.0, 4.0) for s in (4, 8, 16)]
+    assert got["cols"] == ["steps 4", "steps 8", "steps 16"]
+    assert got["rows"] == [["guidance 1"], ["guidance 2"], ["guidance 4"]]
+    width, height = got["size"]
+    assert 3 * 64 < width < 3 * 64 + 200 and 3 * 64 + 60 < height < 3 * 64 + 160
+    # Each cell keeps its own recipe: Reproduce remakes it alone.
+    assert_clean(kernel.run("again = grid[2, 1].reproduce().wait(30)"))
+    assert kernel.value("again.recipe == grid[2, 1].recipe and again.path != grid[2, 1].path")
+
+
+def test_prompt_alternatives_expand_and_combine_with_sweep(kernel):
+    cell = kernel.run("%%flux --seed 3 --steps 2 --sweep quality=standard,high\na {red|blue|green} fox")
+    assert_clean(cell) and widget_ids(cell)
+    got = kernel.value("[(g.prompt, g.recipe.output_quality, g.seed) for g in _flux]")
+    assert [tuple(x) for x in got] == [
+        (f"a {c} fox", q, 3) for q in ("standard", "high") for c in ("red", "blue", "green")
+    ]
+    assert_clean(kernel.run("%flux wait 60"))
+
+
+@pytest.mark.parametrize(
+    ("line", "words"),
+    [
+        ("--sweep stpes=1,2", ("cannot sweep 'stpes'", "Did you mean steps?")),
+        ("--sweep steps=4,60", ("steps=60 is out of range", "1 to 50")),
+        ("--sweep guidance=1,x", ("guidance='x' is not a number",)),
+        ("--steps 4 --sweep steps=4,8", ("steps is both set and swept",)),
+        ("-n 2 --sweep steps=4,8", ("-n does not combine with a sweep", "--sweep seed=")),
+    ],
+)
+def test_bad_sweeps_are_one_line_and_send_nothing(kernel, line, words):
+    before = kernel.value("len(__import__('flux_nb').session().history)")
+    one_line_error(kernel.run(f"%%flux {line}\na fox"), *words)
+    assert kernel.value("len(__import__('flux_nb').session().history)") == before
+
+
+def test_cost_is_checked_before_spending_on_a_paid_backend(kernel, local_server, tmp_path):
+    from priced_server import PricedServer
+
+    with PricedServer(local_server.url, {"method": "per_image", "cost_per_image": "0.02"}) as server:
+        assert_clean(
+            kernel.run(
+                "from flux_nb.session import Session, set_session\n"
+                f"_local = set_session(Session(base_url={server.url!r}, api_key='k-pricing',"
+                f" output_dir={str(tmp_path)!r}, announce=None))"
+            )
+        )
+        try:
+            price = kernel.run("%flux price")
+            assert_clean(price)
+            assert price.outputs[0].text == "flux: custom backend: 0.02 per image.\n"
+            assert_clean(kernel.run("%config FluxMagics.max_cell_cost = 0.05"))
+            refused = one_line_error(
+                kernel.run("%%flux -n 3 --seed 1 --steps 2\nthree foxes"),
+                "0.06 (3 images at 0.02 each)",
+                "max_cell_cost = 0.05",
+                "--yes",
+            )
+            assert "nothing was sent" in refused and server.sent("POST") == []
+            swept = kernel.run("%%flux --steps 2 --sweep seed=1,2,3 --yes\na fox")
+            assert cell_text(swept) == "flux: cost 0.06 (3 images at 0.02 each).\n"
+            assert_clean(swept) and widget_ids(swept)
+            assert_clean(kernel.run("_flux.wait(60)"))
+            assert len(server.sent("POST")) == 3
+            assert kernel.value("[g.status for g in _flux]") == ["succeeded"] * 3
+        finally:
+            assert_clean(kernel.run("set_session(_local)\n%config FluxMagics.max_cell_cost = 1.0"))
+
+
+def test_flux_reproduce_takes_a_foreign_a1111_file(kernel, tmp_path):
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text(
+        "parameters",
+        "a castle on a hill\nNegative prompt: ugly\n"
+        "Steps: 12, Sampler: Euler a, CFG scale: 3.5, Seed: 4242, Size: 768x512, Model: sd15",
+    )
+    path = tmp_path / "a1111.png"
+    Image.new("RGB", (768, 512), "gray").save(path, pnginfo=info)
+    cell = kernel.run(f"%flux reproduce {path}")
+    assert_clean(cell) and widget_ids(cell)
+    note = cell_text(cell)
+    assert note.count("\n") == 1 and note.startswith("flux: from A1111 parameters")
+    assert "ignored: negative prompt, Sampler, Model (sd15)" in note
+    assert "Size 768x512 taken as aspect ratio 4:3" in note
+    got = kernel.value("_flux.wait(30).recipe.to_dict()")
+    assert (got["prompt"], got["num_inference_steps"], got["guidance_scale"], got["seed"]) == (
+        "a castle on a hill", 12, 3.5, 4242
+    )
+    assert got["aspect_ratio"] == "4:3"
+    saved = kernel.value("str(_flux.path)")
+    with Image.open(saved) as im:  # the remade file carries its own parameters text
+        assert im.info["parameters"].startswith("a castle on a hill\nSteps: 12, CFG scale: 3.5, Seed: 4242")
+
+
+def cell_text(cell) -> str:
+    return "".join(o.text for o in cell.outputs if o.output_type == "stream" and o.name == "stdout")
