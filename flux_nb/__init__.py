@@ -70,10 +70,23 @@ def as_completed(gens: Any):
     return _as_completed(gens)
 
 
-def reproduce(source: Any):
+def reproduce(source: Any, lineage: bool = False, inputs: Any = ()):
     """Run again the recipe of a Generation, a saved image file or a generation id. A file
-    with only another tool's A1111 `parameters` text works too (what is ignored is printed)."""
-    return session().reproduce(source)
+    with only another tool's A1111 `parameters` text works too (what is ignored is printed).
+
+    lineage=True makes an edit of an edit again from its last file alone: every earlier step
+    first, each new image the input of the next. An uploaded image the chain starts from is
+    needed: it is looked for in the output folder's .inputs/ and among `inputs` (paths, bytes).
+    """
+    return session().reproduce(source, lineage=lineage, inputs=inputs)
+
+
+def lineage_of(source: Any):
+    """How a saved edit was made, step by step (parents first): a thumbnail strip and one line per
+    step; `.steps` counts them and `.needed` lists uploaded images that are not here."""
+    from .lineage import view
+
+    return view(session(), source)
 
 
 def sweep(prompt: str, **axes: Any):
@@ -130,6 +143,7 @@ __all__ = [
     "agenerate",
     "as_completed",
     "generate",
+    "lineage_of",
     "reproduce",
     "resume",
     "sweep",

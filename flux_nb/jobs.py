@@ -50,8 +50,11 @@ UNMATCHED_EVENT_TTL = 300.0
 class Generation:
     """A handle on one image being made: status, wait(), cancel(), image, path, reproduce(), vary()."""
 
-    def __init__(self, recipe: Recipe, runner: Runner, *, key: str | None = None):
+    def __init__(
+        self, recipe: Recipe, runner: Runner, *, key: str | None = None, lineage: dict[str, Any] | None = None
+    ):
         self.recipe = recipe
+        self.lineage = lineage  # how its input images were made (lineage.py), kept beside the recipe
         self.key = key or uuid.uuid4().hex
         self.id: str | None = None
         self.status = "submitting"
@@ -147,11 +150,11 @@ class Generation:
 
     def reproduce(self) -> Generation:
         """The same recipe, seed included, again: the same pixels on a deterministic backend."""
-        return self._runner.submit([self.recipe])[0]
+        return self._runner.submit([self.recipe], [self.lineage])[0]
 
     def vary(self, seed: int | None = None) -> Generation:
         """The same recipe with a new seed."""
-        return self._runner.submit([self.recipe.with_seed(seed)])[0]
+        return self._runner.submit([self.recipe.with_seed(seed)], [self.lineage])[0]
 
     @property
     def reason(self) -> str:
@@ -287,13 +290,22 @@ class Runner:
 
     # -- public -----------------------------------------------------------------------------------
 
-    def submit(self, recipes: list[Recipe]) -> list[Generation]:
-        """Journal the recipes, then enqueue each in the background; returns handles at once."""
-        gens = [Generation(r, self) for r in recipes]
+    def submit(self, recipes: list[Recipe], lineages: list[dict[str, Any] | None] | None = None) -> list[Generation]:
+        """Journal the recipes (with each one's lineage, when it has one), then enqueue each in
+        the background; returns handles at once."""
+        lineages = lineages or [None] * len(recipes)
+        gens = [Generation(r, self, lineage=lin) for r, lin in zip(recipes, lineages, strict=True)]
         server = self.client.base_url
         self.journal.record(
             *(
-                {"op": "submit", "key": g.key, "backend": self.backend, "server": server, "recipe": g.recipe.to_dict()}
+                {
+                    "op": "submit",
+                    "key": g.key,
+                    "backend": self.backend,
+                    "server": server,
+                    "recipe": g.recipe.to_dict(),
+                    **({"lineage": g.lineage} if g.lineage else {}),
+                }
                 for g in gens
             )
         )
@@ -309,9 +321,11 @@ class Runner:
             self._pool.submit(self._enqueue, g)
         return gens
 
-    def adopt(self, recipe: Recipe, key: str, generation_id: str | None) -> Generation:
+    def adopt(
+        self, recipe: Recipe, key: str, generation_id: str | None, lineage: dict[str, Any] | None = None
+    ) -> Generation:
         """A handle for a journalled generation from an earlier kernel (see Session.resume)."""
-        gen = Generation(recipe, self, key=key)
+        gen = Generation(recipe, self, key=key, lineage=lineage)
         self.history.append(gen)
         self._start()
         if generation_id:
@@ -326,11 +340,12 @@ class Runner:
         """A finished handle for an image saved earlier, from the recipe embedded in its file."""
         from pathlib import Path
 
+        from .lineage import FIELD, parse
         from .metadata import read_recipe
 
         path = Path(path)
         found = read_recipe(path)
-        gen = Generation(Recipe.from_dict(found["recipe"]), self)
+        gen = Generation(Recipe.from_dict(found["recipe"]), self, lineage=parse(found.get(FIELD)))
         gen.id = found.get("generation_id") or None
         gen.path = path
         gen._claimed = True
@@ -363,6 +378,7 @@ class Runner:
             "backend": self.backend,
             **({"engine": "offline preview stand-in, not FLUX"} if self.backend == "local" else {}),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(gen.created)),
+            **({"lineage": _lineage_text(gen.lineage)} if gen.lineage else {}),
         }
 
     # -- threads ----------------------------------------------------------------------------------
@@ -660,6 +676,12 @@ class Runner:
         if journal:
             self.journal.record({"op": status, "key": gen.key, "id": gen.id, "reason": error.message if error else ""})
         gen._finish(status, error)
+
+
+def _lineage_text(record: dict[str, Any]) -> str:
+    from .lineage import dumps
+
+    return dumps(record)
 
 
 def _parse_utc(text: Any) -> float | None:

@@ -33,7 +33,10 @@ OPTIONS = (
     "--seed N, --aspect/-a R, --steps N, --guidance G, --quality Q, --format F, -n N,"
     " --image SRC (repeatable), --name VAR, --sweep NAME=V1,V2,... (repeatable), --yes"
 )
-SUBCOMMANDS = "wait [TIMEOUT], status, cancel [ID|all], history [N], reproduce PATH_OR_ID, backend [local|hosted], resume, copy [ID], panel, price"
+SUBCOMMANDS = (
+    "wait [TIMEOUT], status, cancel [ID|all], history [N], reproduce [--lineage [--input FILE]] PATH_OR_ID,"
+    " lineage PATH_OR_ID, backend [local|hosted], resume, copy [ID], panel, price"
+)
 
 
 @magics_class
@@ -208,8 +211,9 @@ class FluxMagics(Magics):
     @line_magic("flux")
     def flux_line(self, line: str):
         """%flux SUBCOMMAND: wait [TIMEOUT] (block until every image of the session is done),
-        status, cancel [ID|all] (default all), history [N], reproduce PATH_OR_ID,
-        backend [local|hosted] (show or switch), resume (collect what an earlier kernel sent),
+        status, cancel [ID|all] (default all), history [N], reproduce PATH_OR_ID (--lineage: the
+        whole chain of edits, parents first; --input FILE: an uploaded image the chain starts from),
+        lineage PATH_OR_ID (how an edit was made, step by step), backend [local|hosted] (show or switch), resume (collect what an earlier kernel sent),
         copy [ID] (a %%flux cell below that remakes a generation; default the last), panel,
         price (what an image costs on this backend)."""
         words = [_unquote(w) for w in line.split(None, 1)]
@@ -281,13 +285,66 @@ class FluxMagics(Magics):
             )
 
     def _cmd_reproduce(self, rest: str) -> None:
-        if not rest:
+        words = rest.split()
+        if "--lineage" not in words and "--input" not in words:
+            target, lineage, inputs = rest, False, []
+        else:
+            target, lineage, inputs = self._reproduce_options(rest)
+        if not target:
             raise UsageError(
                 "%flux reproduce needs a saved image's path or a generation id (see %flux history)."
             )
-        gen = flux_nb.reproduce(rest)
-        self._bind(gen)
-        self._show([gen])
+        if not lineage:
+            gen = flux_nb.reproduce(self._source(target))
+            self._bind(gen)
+            self._show([gen])
+            return
+        from .lineage import remake
+
+        made: list = []
+        remake(_session.session(), self._source(target), inputs, on_step=made.append)
+        if len(made) > 1:
+            print(f"flux: made {len(made) - 1} earlier step(s) again first, then the last one.")
+        self._bind(made[-1])
+        self._show(made)
+
+    def _reproduce_options(self, rest: str) -> tuple[str, bool, list[str]]:
+        import shlex
+
+        try:
+            words = shlex.split(rest)
+        except ValueError as exc:
+            raise UsageError(f"%flux reproduce: {exc}.") from None
+        target, lineage, inputs = [], False, []
+        while words:
+            word = words.pop(0)
+            if word == "--lineage":
+                lineage = True
+            elif word == "--input":
+                if not words:
+                    raise UsageError("%flux reproduce --input needs a file after it.")
+                inputs.append(words.pop(0))
+            elif word.startswith("--"):
+                raise UsageError(f"%flux reproduce: unknown option {word!r} (allowed: --lineage, --input FILE).")
+            else:
+                target.append(word)
+        if len(target) > 1:
+            raise UsageError(
+                f"%flux reproduce: give one image, not {len(target)} (quote a path that has spaces)."
+            )
+        if inputs and not lineage:
+            raise UsageError("%flux reproduce --input goes with --lineage.")
+        return (target[0] if target else ""), lineage, inputs
+
+    def _cmd_lineage(self, rest: str) -> None:
+        if not rest:
+            raise UsageError("%flux lineage needs a saved image's path or a generation (see %flux history).")
+        display(flux_nb.lineage_of(self._source(rest)))
+
+    def _source(self, text: str) -> Any:
+        """A Generation named by a variable of the notebook, else the text (a path or an id)."""
+        value = self.shell.user_ns.get(text) if text.isidentifier() else None
+        return value if hasattr(value, "recipe") and hasattr(value, "lineage") else text
 
     def _cmd_backend(self, rest: str) -> None:
         from .config import ApiKey

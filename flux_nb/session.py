@@ -80,6 +80,7 @@ class Session:
         self.journal = Journal(self.output.path / JOURNAL_NAME)
         self.client = OxenClient(url, key, timeouts=timeouts, retry=retry, http=http)
         self.resume_notes: list[str] = []  # why some journalled work could not be resumed here
+        self._origins: dict[str, Any] = {}  # input hash -> how that image was made (lineage.py)
         self.runner = Runner(self.client, self.output, self.journal, backend=self.backend)
         self._schema: dict[str, Any] = bundled_schema()
         self._schema_checked = self.backend == "local"  # the local server serves the bundled copy
@@ -153,6 +154,7 @@ class Session:
             if not isinstance(sources, (list, tuple)):
                 sources = [sources]
             params["input_image"] = [to_input_url(s) for s in sources]
+            self._note_sources(sources, params["input_image"])
         first = Recipe.build(prompt, schema=self.schema, **params)
         if n == 1:
             return [first]
@@ -165,16 +167,98 @@ class Session:
         gens = self.submit(self.recipes(prompt, n, **params))
         return gens[0] if n == 1 else gens
 
-    def submit(self, recipes: Iterable[Recipe]) -> list[Generation]:
-        return self.runner.submit(list(recipes))
+    def submit(self, recipes: Iterable[Recipe], lineages: list[dict[str, Any] | None] | None = None) -> list[Generation]:
+        """Send recipes; each one's lineage (how its input images were made) is worked out here
+        unless given, and goes beside the recipe into the journal and the saved file."""
+        recipes = list(recipes)
+        if lineages is None:
+            known: dict[tuple[str, ...], Any] = {}
+            for r in recipes:
+                if r.input_image not in known:
+                    known[r.input_image] = self.lineage_of(r)
+            lineages = [known[r.input_image] for r in recipes]
+        return self.runner.submit(recipes, lineages)
+
+    # -- lineage ----------------------------------------------------------------------------------
+
+    def lineage_of(self, recipe: Recipe) -> dict[str, Any] | None:
+        """The lineage record of a recipe about to be sent: for each data: input, the flux-nb
+        recipe that made it (and so on up), or the note that it was uploaded (kept in .inputs/)."""
+        if not any(u.startswith("data:") for u in recipe.input_image):
+            return None
+        from . import lineage
+
+        record = lineage.build(recipe.input_image, self._origin)
+        if record is not None:
+            for url, key in zip(recipe.input_image, record["inputs"], strict=True):
+                if "upload" in record["steps"].get(key, {}):
+                    lineage.keep_upload(self.output.path, url)
+        return record
+
+    def note_origin(self, key: str, origin: Any) -> None:
+        """Remember how the image with this hash was made (see lineage.build)."""
+        self._origins[key] = origin
+
+    def _origin(self, key: str, data: bytes) -> Any:
+        from . import lineage
+
+        if key in self._origins:
+            return self._origins[key]
+        for gen in reversed(self.history):  # a result of this session, used as input by its bytes
+            if lineage.result_digest(gen) == key:
+                return lineage.made_by(gen.recipe, gen.lineage, gen.id)
+        return None
+
+    def _note_sources(self, sources: list[Any], urls: list[str]) -> None:
+        """Note what each input was as it is turned into a URL: a Generation's recipe, a file's name."""
+        from . import lineage
+
+        for source, url in zip(sources, urls, strict=True):
+            data = lineage.uri_bytes(url)
+            if data is None:
+                continue
+            key = lineage.digest(data)
+            if isinstance(source, Generation) and source.status == "succeeded":
+                self._origins[key] = lineage.made_by(source.recipe, source.lineage, source.id)
+            elif isinstance(source, (str, Path)) and key not in self._origins and lineage.in_file(data) is None:
+                self._origins[key] = lineage.uploaded(data, Path(str(source)).name)
 
     def run(self, prompt: str, **params: Any) -> Generation:
         """Generate one image and wait for it: for scripts."""
         return self.generate(prompt, **params).wait()
 
-    def reproduce(self, source: Any) -> Generation:
-        """Run again the recipe of a Generation, a saved image file or a generation id."""
-        return self.submit([self.recipe_of(source)])[0]
+    def reproduce(self, source: Any, lineage: bool = False, inputs: Iterable[Any] = ()) -> Generation:
+        """Run again the recipe of a Generation, a saved image file or a generation id. With
+        lineage=True, first make again every earlier step of an edit chain, parents first, each
+        one's new image the input of the next (uploaded images the chain starts from are looked
+        for in <output>/.inputs/ and among `inputs`); returns the last one."""
+        if lineage:
+            from .lineage import remake
+
+            return remake(self, source, inputs)
+        recipe = self.recipe_of(source)
+        return self.submit([recipe], [self._recorded_lineage(source, recipe)])[0]
+
+    def _recorded_lineage(self, source: Any, recipe: Recipe) -> dict[str, Any] | None:
+        """The lineage a source already carries (a Generation's, a file's), else worked out."""
+        from . import lineage
+
+        if isinstance(source, Generation):
+            return source.lineage
+        path = Path(str(source)).expanduser() if isinstance(source, (str, Path)) else None
+        if path is not None and path.is_file():
+            from .metadata import read_recipe
+
+            try:
+                record = lineage.parse(read_recipe(path).get(lineage.FIELD))
+            except errors.FluxError:  # another tool's file: its recipe came from `parameters`
+                record = None
+            if record is not None:
+                return record
+        for gen in reversed(self.history):
+            if gen.recipe == recipe and gen.lineage:
+                return gen.lineage
+        return self.lineage_of(recipe)
 
     def recipe_of(self, source: Any) -> Recipe:
         if isinstance(source, Generation):
@@ -276,7 +360,9 @@ class Session:
                 if gid:
                     taken.add(gid)
             self.journal.record({"op": "resumed", "key": entry["key"], "id": gid})
-            gens.append(self.runner.adopt(recipe, entry["key"], gid))
+            from .lineage import parse
+
+            gens.append(self.runner.adopt(recipe, entry["key"], gid, parse(entry.get("lineage"))))
         return gens
 
     def saved_images(self) -> list[Path]:

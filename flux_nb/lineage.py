@@ -1,0 +1,566 @@
+"""Lineage: how an edit's input images were made, kept beside its recipe, so a chain of edits can
+be made again from its last file alone (`flux_nb.reproduce(path, lineage=True)`).
+
+The recipe is what is sent to the API and stays as it is; the lineage record sits next to it (the
+`lineage` field of the file's metadata, and the journal's submit entry):
+
+    {"inputs": ["sha256:<hex>", ...],     this recipe's input images, by the hash of their bytes
+     "steps": {"sha256:<hex>": {"recipe": {...}, "generation_id": "..."},   made by flux-nb
+               "sha256:<hex>": {"upload": {"name": "photo.jpg", "bytes": 52311}}}}   not: needed
+
+A step's recipe names its own inputs by hash as well, so every image is held once, however deep the
+chain (http(s) inputs stay URLs). Chains deeper than MAX_DEPTH are cut there: their oldest inputs
+are then needed like uploads. Uploaded images are kept in `<output>/.inputs/<hash>.<ext>` (the
+folder `%flux copy` uses), where a remake looks for them, as it does among the files it is given.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import FluxError, InputImageError
+
+MAX_DEPTH = 16
+FIELD = "lineage"  # the metadata field beside the recipe
+INPUTS_DIR = ".inputs"  # under the output folder (cards.INPUTS_DIR names the same folder)
+_EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+
+Origin = tuple[dict[str, Any], dict[str, Any]]  # (the step that made an image, that step's ancestors)
+
+
+# -- hashes ----------------------------------------------------------------------------------------
+
+
+def digest(data: bytes) -> str:
+    """The content hash lineage records use: 'sha256:<64 hex digits>'."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def short(key: str) -> str:
+    """'sha256:' and the first 12 hex digits, for lines people read."""
+    return key[:19] if key.startswith("sha256:") else key
+
+
+def uri_bytes(url: str) -> bytes | None:
+    """The bytes of a data: URI (None for an http(s) URL or anything unreadable)."""
+    if not url.startswith("data:"):
+        return None
+    head, _, payload = url.partition(",")
+    if ";base64" not in head:
+        return None
+    try:
+        return base64.b64decode(payload, validate=True)
+    except ValueError:
+        return None
+
+
+def ref(url: str) -> str:
+    """An input as lineage names it: the hash of a data: URI's bytes, or the URL itself."""
+    data = uri_bytes(url)
+    return digest(data) if data is not None else url
+
+
+_result_digests: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+_digest_lock = threading.Lock()
+
+
+def result_digest(gen: Any) -> str | None:
+    """The hash of a finished Generation's downloaded bytes (what using it as an input sends)."""
+    if gen.status != "succeeded" or gen.data is None:
+        return None
+    with _digest_lock:
+        found = _result_digests.get(gen)
+    if found is None:
+        found = digest(gen.data)
+        with _digest_lock:
+            _result_digests[gen] = found
+    return found
+
+
+# -- records ---------------------------------------------------------------------------------------
+
+
+def as_step(recipe: dict[str, Any]) -> dict[str, Any]:
+    """A recipe as a lineage step: its data: URI inputs replaced by their hashes."""
+    step = dict(recipe)
+    if step.get("input_image"):
+        step["input_image"] = [ref(u) for u in step["input_image"]]
+    return step
+
+
+def made_by(recipe: Any, record: dict[str, Any] | None, generation_id: str | None = None) -> Origin:
+    """The origin of a flux-nb result: the step that made it and the steps behind that one."""
+    data = recipe if isinstance(recipe, dict) else recipe.to_dict()
+    step: dict[str, Any] = {"recipe": as_step(data)}
+    if generation_id:
+        step["generation_id"] = str(generation_id)
+    return step, dict((record or {}).get("steps") or {})
+
+
+def uploaded(data: bytes, name: str | None = None) -> Origin:
+    """The origin of an image flux-nb did not make: only its hash is kept, so it is needed later."""
+    info: dict[str, Any] = {"bytes": len(data)}
+    if name:
+        info["name"] = name
+    return {"upload": info}, {}
+
+
+def in_file(data: bytes) -> Origin | None:
+    """The origin an image's own bytes tell: a flux-nb file carries its recipe and lineage."""
+    from .metadata import read_recipe, sniff_format
+
+    if sniff_format(data) is None:
+        return None
+    try:
+        found = read_recipe(data)
+    except FluxError:
+        return None
+    return made_by(found["recipe"], parse(found.get(FIELD)), found.get("generation_id"))
+
+
+def build(input_urls: Sequence[str], origin_of: Callable[[str, bytes], Origin | None]) -> dict[str, Any] | None:
+    """The record for a recipe with these input_image URLs: each data: input's origin (from
+    origin_of(hash, bytes), else the bytes' own metadata, else an upload), cut at MAX_DEPTH.
+    None when no input is a data: URI (nothing to record: URLs are in the recipe)."""
+    inputs = [ref(u) for u in input_urls]
+    steps: dict[str, Any] = {}
+    for url, key in zip(input_urls, inputs, strict=True):
+        data = uri_bytes(url)
+        if data is None or key in steps:
+            continue
+        step, ancestors = origin_of(key, data) or in_file(data) or uploaded(data)
+        steps[key] = step
+        for k, v in ancestors.items():
+            steps.setdefault(k, v)
+    if not steps:
+        return None
+    return {"inputs": inputs, "steps": _within_depth(inputs, steps)}
+
+
+def _within_depth(inputs: list[str], steps: dict[str, Any]) -> dict[str, Any]:
+    """The steps reachable from inputs in at most MAX_DEPTH hops (a file's record may be longer
+    or even loop: it is read from a file, and files can be made by anyone)."""
+    kept: dict[str, Any] = {}
+    level = [k for k in inputs if k in steps]
+    for _ in range(MAX_DEPTH):
+        following = []
+        for key in level:
+            if key in kept:
+                continue
+            kept[key] = steps[key]
+            following += [k for k in _step_inputs(steps[key]) if k in steps and k not in kept]
+        level = following
+        if not level:
+            break
+    return kept
+
+
+def _step_inputs(step: Any) -> list[str]:
+    recipe = step.get("recipe") if isinstance(step, dict) else None
+    images = recipe.get("input_image") if isinstance(recipe, dict) else None
+    return [i for i in images if isinstance(i, str)] if isinstance(images, list) else []
+
+
+def parse(text: Any) -> dict[str, Any] | None:
+    """A record read back from a file or the journal; None when absent or malformed (a damaged
+    record must not stop the image itself from being reproduced)."""
+    if isinstance(text, str):
+        try:
+            text = json.loads(text)
+        except ValueError:
+            return None
+    if not isinstance(text, dict):
+        return None
+    inputs, steps = text.get("inputs"), text.get("steps")
+    if not isinstance(inputs, list) or not isinstance(steps, dict):
+        return None
+    if not all(isinstance(k, str) and isinstance(v, dict) for k, v in steps.items()):
+        return None
+    return {"inputs": [str(i) for i in inputs], "steps": steps}
+
+
+def dumps(record: dict[str, Any]) -> str:
+    return json.dumps(record, sort_keys=True, separators=(",", ":"))
+
+
+# -- uploaded images on disk -------------------------------------------------------------------------
+
+
+def keep_upload(folder: Path, url: str) -> Path | None:
+    """Store an uploaded input once, under its hash, in `<output>/.inputs/`; None if it cannot be."""
+    data = uri_bytes(url)
+    if data is None:
+        return None
+    hexdigest = hashlib.sha256(data).hexdigest()
+    ext = _EXT.get(url[5:].partition(";")[0], "png")
+    target = folder / INPUTS_DIR / f"{hexdigest[:16]}.{ext}"
+    if target.exists():
+        return target
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".partial-{os.getpid()}-{threading.get_ident()}-{target.name}")
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+    except OSError:
+        return None  # a copy for later remakes: never a reason to fail the generation
+    return target
+
+
+def find_upload(key: str, folders: Iterable[Path]) -> tuple[Path, bytes] | None:
+    """A file in one of the folders' `.inputs/` whose bytes have this hash."""
+    hexdigest = key.removeprefix("sha256:")
+    for folder in folders:
+        try:
+            candidates = sorted((folder / INPUTS_DIR).glob(f"{hexdigest[:16]}.*"))
+        except OSError:
+            continue
+        for path in candidates:
+            try:
+                data = path.read_bytes()
+            except OSError:
+                continue
+            if digest(data) == key:
+                return path, data
+    return None
+
+
+# -- the chain, parents first ---------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Step:
+    """One image of a chain: the recipe that made it (inputs by hash) and where it stands."""
+
+    key: str | None  # hash of the image it made as recorded by its child; None for the last one
+    recipe: dict[str, Any]
+    generation_id: str | None = None
+
+    @property
+    def inputs(self) -> list[str]:
+        return [i for i in self.recipe.get("input_image") or [] if isinstance(i, str)]
+
+    def line(self) -> str:
+        r = self.recipe
+        inputs = ", ".join(short(i) for i in self.inputs) or "none"
+        prompt = str(r.get("prompt", ""))
+        prompt = prompt if len(prompt) <= 50 else prompt[:49] + "…"
+        return f"seed {r.get('seed')} · {r.get('num_inference_steps')} steps · inputs {inputs} · {prompt!r}"
+
+
+@dataclasses.dataclass
+class Chain:
+    """A file's recipe and lineage, in the order to make them: steps[-1] is the file itself."""
+
+    steps: list[Step]
+    uploads: dict[str, dict[str, Any]]  # hash -> what is known of an image flux-nb did not make
+    direct: dict[str, bytes]  # hash -> bytes of the last recipe's own data: inputs
+    cut: bool = False  # the record was deeper than MAX_DEPTH (or unreadable): older inputs needed
+
+
+def chain_of(recipe: dict[str, Any], record: dict[str, Any] | None) -> Chain:
+    """Order the recorded steps parents first; list the inputs that no recorded step makes."""
+    steps_known = (record or {}).get("steps") or {}
+    direct = {}
+    for url in recipe.get("input_image") or []:
+        data = uri_bytes(url)
+        if data is not None:
+            direct[digest(data)] = data
+    last = Step(None, as_step(recipe))
+    ordered: list[Step] = []
+    uploads: dict[str, dict[str, Any]] = {}
+    done: set[str] = set()
+    cut = False
+
+    def visit(key: str, depth: int) -> None:
+        nonlocal cut
+        if key in done or not key.startswith("sha256:"):
+            return
+        done.add(key)
+        entry = steps_known.get(key)
+        recipe_of = entry.get("recipe") if isinstance(entry, dict) else None
+        if not isinstance(recipe_of, dict) or depth > MAX_DEPTH:
+            info = entry.get("upload") if isinstance(entry, dict) else None
+            uploads[key] = dict(info) if isinstance(info, dict) else {}
+            cut = cut or info is None and key not in direct
+            return
+        step = Step(key, recipe_of, entry.get("generation_id"))
+        for parent in step.inputs:
+            visit(parent, depth + 1)
+        ordered.append(step)
+
+    for key in last.inputs:
+        visit(key, 1)
+    ordered.append(last)
+    return Chain(ordered, uploads, direct, cut)
+
+
+def read_chain(path: Path) -> Chain:
+    """The chain recorded in a saved image file (one step for a file without lineage)."""
+    from .metadata import read_recipe
+
+    found = read_recipe(path)
+    chain = chain_of(found["recipe"], parse(found.get(FIELD)))
+    chain.steps[-1].generation_id = found.get("generation_id") or None
+    return chain
+
+
+def source_chain(session: Any, source: Any) -> tuple[Chain, Path | None]:
+    """The chain of a Generation, a saved file or a generation id of this session."""
+    from .jobs import Generation
+
+    if not isinstance(source, Generation):
+        text = str(source)
+        for gen in reversed(session.history):
+            if gen.id == text or (gen.path and str(gen.path) == text):
+                source = gen
+                break
+    if isinstance(source, Generation):
+        chain = chain_of(source.recipe.to_dict(), source.lineage)
+        chain.steps[-1].generation_id = source.id
+        return chain, Path(source.path) if source.path else None
+    path = Path(str(source)).expanduser()
+    if not path.is_file():
+        raise FluxError(
+            f"{str(source)!r} is neither a saved image file nor a generation of this session.",
+            hint="Give the path of an image saved by flux-nb, or a Generation.",
+        )
+    return read_chain(path), path
+
+
+def _given(inputs: Iterable[Any]) -> dict[str, bytes]:
+    """hash -> bytes for images the user hands over: both the file's own hash and that of the
+    bytes flux-nb would send for it (the same unless it had to be converted)."""
+    from .inputs import to_input_url
+
+    found: dict[str, bytes] = {}
+    for source in inputs:
+        data = uri_bytes(to_input_url(source))
+        if data is None:
+            continue
+        found[digest(data)] = data
+        if isinstance(source, (str, Path)) and Path(source).is_file():
+            found.setdefault(digest(Path(source).read_bytes()), data)
+    return found
+
+
+def _where_from(chain: Chain, folders: Sequence[Path], given: dict[str, bytes]) -> dict[str, bytes | None]:
+    """For each upload of the chain: its bytes if they are here, else None."""
+    out: dict[str, bytes | None] = {}
+    for key in chain.uploads:
+        if key in chain.direct:
+            out[key] = chain.direct[key]
+        elif key in given:
+            out[key] = given[key]
+        else:
+            found = find_upload(key, folders)
+            out[key] = found[1] if found else None
+    return out
+
+
+def missing_line(chain: Chain, missing: list[str], folder: Path) -> str:
+    names = []
+    for key in missing:
+        name = chain.uploads.get(key, {}).get("name")
+        names.append(f"{name} ({short(key)})" if name else short(key))
+    what = "an uploaded image that is" if len(missing) == 1 else f"{len(missing)} uploaded images that are"
+    why = " (the record stops after 16 steps)" if chain.cut else ""
+    return (
+        f"the chain starts from {what} not here{why}: {', '.join(names)} is needed. Put it in "
+        f"{folder / INPUTS_DIR}/, or pass it: reproduce(path, lineage=True, inputs=[file]) "
+        "or %flux reproduce --lineage PATH --input FILE."
+    )
+
+
+def remake(session: Any, source: Any, inputs: Iterable[Any] = (), on_step: Callable[[Any], None] | None = None):
+    """Make a file's whole chain again, parents first, each parent's new bytes the input of its
+    child; returns the last Generation (still running). Every input that is needed is found before
+    anything is sent, so a chain that cannot finish costs nothing."""
+    from .recipe import Recipe
+
+    chain, path = source_chain(session, source)
+    folders = [session.output.path] + ([path.parent] if path else [])
+    have = _where_from(chain, folders, _given(inputs))
+    missing = [k for k, v in have.items() if v is None]
+    if missing:
+        raise InputImageError(missing_line(chain, missing, session.output.path), field="input_image")
+    for step in chain.steps:  # every recipe checked before the first is sent
+        Recipe.from_dict(step.recipe)
+    for key, info in chain.uploads.items():
+        session.note_origin(key, uploaded(have[key] or b"", info.get("name")))
+    made: dict[str, bytes] = {k: v for k, v in have.items() if v is not None}
+    gen = None
+    for number, step in enumerate(chain.steps, 1):
+        urls = [_as_url(i, made) for i in step.inputs]
+        data = {k: v for k, v in step.recipe.items() if k != "input_image"}
+        if urls:
+            data["input_image"] = urls
+        recipe = Recipe.from_dict(data)
+        gen = session.submit([recipe])[0]
+        if on_step is not None:
+            on_step(gen)
+        if step.key is None:
+            break
+        try:
+            gen.wait()
+        except FluxError as exc:
+            raise FluxError(
+                f"step {number} of {len(chain.steps)} ({step.recipe.get('prompt', '')[:40]!r}) did not"
+                f" finish: {exc.message}; nothing after it was sent."
+            ) from None
+        made[step.key] = gen.data if gen.data is not None else Path(gen.path).read_bytes()
+    return gen
+
+
+def _as_url(key: str, made: dict[str, bytes]) -> str:
+    from .inputs import to_input_url
+
+    if key in made:
+        return to_input_url(made[key])
+    return key  # an http(s) URL, as recorded
+
+
+# -- %flux lineage ---------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class LineageView:
+    """What `%flux lineage PATH` shows: a strip of thumbnails and one line per step."""
+
+    title: str
+    lines: list[str]
+    thumbs: list[tuple[str, bytes | None]]  # label, PNG thumbnail (None: not on this machine)
+    steps: int
+    needed: list[str]
+
+    def __repr__(self) -> str:
+        return "\n".join([self.title, *self.lines])
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, Any]:
+        return {"text/plain": repr(self), "image/png": base64.b64encode(self.strip()).decode()}
+
+    def strip(self) -> bytes:
+        """The thumbnails in a row, oldest first, each labelled under it."""
+        from PIL import Image, ImageDraw
+
+        from .sheet import BACKGROUND, EMPTY, INK, MUTED, fit, font
+
+        side, gap, label = 128, 10, 14
+        width = gap + len(self.thumbs) * (side + gap)
+        canvas = Image.new("RGB", (width, side + label * 2 + gap), BACKGROUND)
+        draw = ImageDraw.Draw(canvas)
+        for i, (text, png) in enumerate(self.thumbs):
+            x = gap + i * (side + gap)
+            if png is None:
+                draw.rectangle((x, gap, x + side - 1, gap + side - 1), fill=EMPTY)
+                draw.text((x + side // 2, gap + side // 2), "not here", fill=MUTED, font=font(label), anchor="mm")
+            else:
+                with Image.open(io.BytesIO(png)) as thumb:
+                    thumb = thumb.convert("RGB")
+                    thumb.thumbnail((side, side))
+                    canvas.paste(thumb, (x + (side - thumb.width) // 2, gap + (side - thumb.height) // 2))
+            draw.text((x, gap + side + 4), fit(text, side, label), fill=INK, font=font(label))
+        buf = io.BytesIO()
+        canvas.save(buf, format="PNG", compress_level=6)
+        return buf.getvalue()
+
+
+def view(session: Any, source: Any) -> LineageView:
+    """The chain of a file (or Generation) for people: thumbnails where the images are here."""
+    chain, path = source_chain(session, source)
+    folders = [session.output.path] + ([path.parent] if path else [])
+    have = _where_from(chain, folders, {})
+    made = len(chain.steps)
+    name = path.name if path else f"generation {chain.steps[-1].generation_id or ''}".strip()
+    title = f"lineage of {name}: {made} step{'s' if made != 1 else ''}, parents first"
+    if chain.uploads:
+        title += f", from {len(chain.uploads)} uploaded image{'s' if len(chain.uploads) != 1 else ''}"
+    lines: list[str] = []
+    thumbs: list[tuple[str, bytes | None]] = []
+    needed = []
+    for key, info in chain.uploads.items():
+        label = info.get("name") or "uploaded image"
+        if have[key] is None:
+            needed.append(key)
+            where = "needed: not here (the chain is longer than 16 steps)" if not info and chain.cut else "needed: not here"
+        else:
+            where = "here"
+        lines.append(f"  input  {short(key)}  {label}, uploaded · {where}")
+        thumbs.append((f"input: {label}", _thumb(have[key])))
+    for number, step in enumerate(chain.steps, 1):
+        last = step.key is None
+        made_key = "this file" if last else short(step.key)
+        lines.append(f"  {number:>2}  {made_key:<19}  {step.line()}")
+        data = None
+        if last and path is not None:
+            data = path.read_bytes()
+        elif last:
+            data = _gen_bytes(session, step.generation_id)
+        else:
+            data = chain.direct.get(step.key) or _saved_bytes(folders, step.generation_id)
+        label = f"{number} · seed {step.recipe.get('seed')}" if not last else f"{number} · this file"
+        thumbs.append((label, _thumb(data)))
+    if needed:
+        lines.append("  " + missing_line(chain, needed, session.output.path))
+    return LineageView(title, lines, thumbs, made, needed)
+
+
+def _thumb(data: bytes | None) -> bytes | None:
+    if data is None:
+        return None
+    from PIL import Image
+
+    from .thumbnail import make_thumbnail
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return make_thumbnail(image, 128)
+    except Exception:
+        return None
+
+
+def _gen_bytes(session: Any, generation_id: str | None) -> bytes | None:
+    for gen in reversed(session.history):
+        if generation_id and gen.id == generation_id and gen.status == "succeeded":
+            return gen.data or (Path(gen.path).read_bytes() if gen.path else None)
+    return None
+
+
+def _saved_bytes(folders: Sequence[Path], generation_id: str | None) -> bytes | None:
+    """The image a step made, when a file saved for its generation id is in one of the folders."""
+    from .storage import OutputFolder
+
+    if not generation_id:
+        return None
+    for folder in folders:
+        found = OutputFolder(folder).find(generation_id)
+        if found is not None:
+            try:
+                return found.read_bytes()
+            except OSError:
+                continue
+    return None
+
+
+__all__ = [
+    "FIELD",
+    "MAX_DEPTH",
+    "Chain",
+    "LineageView",
+    "Step",
+    "build",
+    "chain_of",
+    "digest",
+    "parse",
+    "remake",
+    "view",
+]
