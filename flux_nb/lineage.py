@@ -483,19 +483,18 @@ def view(session: Any, source: Any) -> LineageView:
     name = path.name if path else f"generation {chain.steps[-1].generation_id or ''}".strip()
     title = f"lineage of {name}: {made} step{'s' if made != 1 else ''}, parents first"
     if chain.uploads:
-        title += f", from {len(chain.uploads)} uploaded image{'s' if len(chain.uploads) != 1 else ''}"
+        title += f", from {len(chain.uploads)} input image{'s' if len(chain.uploads) != 1 else ''} it did not make"
     lines: list[str] = []
     thumbs: list[tuple[str, bytes | None]] = []
     needed = []
     for key, info in chain.uploads.items():
-        label = info.get("name") or "uploaded image"
+        # {}: an input whose making is not recorded (an older file, or a chain cut at MAX_DEPTH)
+        label = f"{info.get('name') or 'an image'}, uploaded" if info else "how it was made is not recorded"
         if have[key] is None:
             needed.append(key)
-            where = "needed: not here (the chain is longer than 16 steps)" if not info and chain.cut else "needed: not here"
-        else:
-            where = "here"
-        lines.append(f"  input  {short(key)}  {label}, uploaded · {where}")
-        thumbs.append((f"input: {label}", _thumb(have[key])))
+        where = "needed: not here" if have[key] is None else "here"
+        lines.append(f"  input  {short(key)}  {label} · {where}")
+        thumbs.append((f"input: {info.get('name') or short(key)}", _thumb(have[key])))
     for number, step in enumerate(chain.steps, 1):
         last = step.key is None
         made_key = "this file" if last else short(step.key)
