@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import io
 import json
 import os
 import time
@@ -603,3 +604,75 @@ def test_flux_reproduce_takes_a_foreign_a1111_file(kernel, tmp_path):
 
 def cell_text(cell) -> str:
     return "".join(o.text for o in cell.outputs if o.output_type == "stream" and o.name == "stdout")
+
+
+# -- lineage --------------------------------------------------------------------------------------
+
+
+def test_flux_lineage_shows_three_steps_and_reproduce_lineage_remakes_them(kernel, tmp_path):
+    for cell in (
+        "%%flux --seed 41 --steps 4 -a 1:1 --name lin1\na lantern on a table",
+        "lin1.wait(30)",
+        "%%flux --image lin1 --seed 42 --steps 4 -a 1:1 --name lin2\nthe lantern lit",
+        "lin2.wait(30)",
+        "%%flux --image {str(lin2.path)} --seed 43 --steps 4 -a 1:1 --name lin3\nmoths around it",
+        "lin3.wait(30)",
+    ):
+        assert_clean(kernel.run(cell))
+    path = kernel.value("str(lin3.path)")
+    for target in ("lin3", path):
+        cell = kernel.run(f"%flux lineage {target}")
+        assert_clean(cell)
+        (out,) = cell.outputs
+        text = out["data"]["text/plain"]
+        assert "3 steps, parents first" in text.splitlines()[0]
+        assert [line.split()[0] for line in text.splitlines()[1:]] == ["1", "2", "3"]
+        assert "'a lantern on a table'" in text and "seed 43 · 4 steps" in text
+        with Image.open(io.BytesIO(base64.b64decode(out["data"]["image/png"]))) as strip:
+            assert strip.width > 3 * 128
+    remade = kernel.run(f"%flux reproduce --lineage {path}")
+    assert_clean(remade) and len(widget_ids(remade)) == 1
+    assert cell_text(remade) == "flux: made 2 earlier step(s) again first, then the last one.\n"
+    assert_clean(kernel.run("again = _flux.wait(30)"))
+    assert kernel.value("[g.prompt for g in __import__('flux_nb').session().history[-3:]]") == [
+        "a lantern on a table", "the lantern lit", "moths around it"
+    ]
+    assert pixels_equal(path, kernel.value("str(again.path)"))
+
+
+def test_reproduce_lineage_names_a_missing_photo_in_one_line_and_takes_it_with_input(kernel, tmp_path):
+    photo = tmp_path / "my photo.png"
+    Image.new("RGB", (200, 150), "teal").save(photo)
+    for cell in (
+        f"%%flux --image {str(photo)!r} --seed 51 --steps 4 -a 1:1 --name ph1\nas a mosaic",
+        "ph1.wait(30)",
+        "%%flux --image ph1 --seed 52 --steps 4 -a 1:1 --name ph2\nthe mosaic at night",
+        "ph2.wait(30)",
+    ):
+        assert_clean(kernel.run(cell))
+    far = tmp_path / "far"
+    far.mkdir()
+    last = far / "last.png"
+    last.write_bytes(open(kernel.value("str(ph2.path)"), "rb").read())
+    assert_clean(
+        kernel.run(
+            "from flux_nb.session import Session, set_session\n"
+            f"_before = set_session(Session('local', output_dir={str(far / 'out')!r}, announce=None))"
+        )
+    )
+    try:
+        one_line_error(
+            kernel.run(f"%flux reproduce --lineage {last}"),
+            "my photo.png (sha256:",
+            "is needed",
+            "--input FILE",
+        )
+        assert kernel.value("len(__import__('flux_nb').session().history)") == 0
+        shown = kernel.run(f"%flux lineage {last}")
+        assert_clean(shown)
+        assert "my photo.png, uploaded · needed: not here" in shown.outputs[0]["data"]["text/plain"]
+        cell = kernel.run(f'%flux reproduce --lineage {last} --input "{photo}"')
+        assert_clean(cell) and widget_ids(cell)
+        assert pixels_equal(str(last), kernel.value("str(_flux.wait(30).path)"))
+    finally:
+        assert_clean(kernel.run("set_session(_before)"))
