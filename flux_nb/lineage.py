@@ -483,7 +483,7 @@ def view(session: Any, source: Any) -> LineageView:
     name = path.name if path else f"generation {chain.steps[-1].generation_id or ''}".strip()
     title = f"lineage of {name}: {made} step{'s' if made != 1 else ''}, parents first"
     if chain.uploads:
-        title += f", from {len(chain.uploads)} input image{'s' if len(chain.uploads) != 1 else ''} it did not make"
+        title += f", from {len(chain.uploads)} image{'s' if len(chain.uploads) != 1 else ''} flux-nb did not make"
     lines: list[str] = []
     thumbs: list[tuple[str, bytes | None]] = []
     needed = []
