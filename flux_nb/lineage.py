@@ -334,7 +334,10 @@ def source_chain(session: Any, source: Any) -> tuple[Chain, Path | None]:
             f"{str(source)!r} is neither a saved image file nor a generation of this session.",
             hint="Give the path of an image saved by flux-nb, or a Generation.",
         )
-    return read_chain(path), path
+    try:
+        return read_chain(path), path
+    except FluxError:  # no flux-nb recipe: another tool's `parameters` text, else its own error
+        return chain_of(session.recipe_of(path).to_dict(), None), path
 
 
 def _given(inputs: Iterable[Any]) -> dict[str, bytes]:

@@ -205,7 +205,7 @@ class Session:
         if key in self._origins:
             return self._origins[key]
         for gen in reversed(self.history):  # a result of this session, used as input by its bytes
-            if lineage.result_digest(gen) == key:
+            if gen.data is not None and len(gen.data) == len(data) and lineage.result_digest(gen) == key:
                 return lineage.made_by(gen.recipe, gen.lineage, gen.id)
         return None
 
@@ -220,8 +220,10 @@ class Session:
             key = lineage.digest(data)
             if isinstance(source, Generation) and source.status == "succeeded":
                 self._origins[key] = lineage.made_by(source.recipe, source.lineage, source.id)
-            elif isinstance(source, (str, Path)) and key not in self._origins and lineage.in_file(data) is None:
-                self._origins[key] = lineage.uploaded(data, Path(str(source)).name)
+            elif isinstance(source, (str, Path)) and key not in self._origins and url != str(source):
+                # a file by path (a URL or data: URI given as text came back as itself)
+                if lineage.in_file(data) is None:
+                    self._origins[key] = lineage.uploaded(data, Path(str(source)).name)
 
     def run(self, prompt: str, **params: Any) -> Generation:
         """Generate one image and wait for it: for scripts."""

@@ -322,3 +322,14 @@ def test_resume_keeps_the_lineage_of_journalled_work(chain, tmp_path):
 def test_an_unknown_source_is_one_clear_line(session):
     with pytest.raises(errors.FluxError, match="neither a saved image file nor a generation"):
         session.reproduce("no-such-file.png", lineage=True)
+
+
+def test_a_file_from_another_tool_reproduces_with_lineage_as_its_one_step(session, tmp_path):
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "a barn in fog\nSteps: 4, CFG scale: 2.0, Seed: 77, Size: 1024x1024")
+    path = tmp_path / "a1111.png"
+    Image.new("RGB", (64, 64), "gray").save(path, pnginfo=info)
+    gen = session.reproduce(path, lineage=True).wait()
+    assert (gen.prompt, gen.seed, len(session.history)) == ("a barn in fog", 77, 1)

@@ -241,6 +241,12 @@ def test_bad_input_gives_one_line_and_no_traceback(kernel):
         "%flux backend hosted": ["needs an API key", "OXEN_API_KEY"],
         "%flux frobnicate": ["unknown subcommand 'frobnicate'", "wait", "backend"],
         "%flux reproduce no/such.png": ["neither a saved image file nor a known generation id"],
+        "%flux reproduce --lineage no/such.png": ["neither a saved image file nor a generation"],
+        "%flux reproduce --input a.png b.png": ["--input goes with --lineage"],
+        "%flux reproduce --lineage --fast b.png": ["unknown option '--fast'", "--input FILE"],
+        "%flux reproduce --lineage a.png b.png": ["give one image, not 2"],
+        "%flux lineage": ["needs a saved image's path"],
+        "%flux lineage no/such.png": ["neither a saved image file nor a generation"],
         "%flux wait soon": ["'soon' is not a number"],
     }
     before = kernel.value(
