@@ -375,18 +375,27 @@ def missing_line(chain: Chain, missing: list[str], folder: Path) -> str:
     for key in missing:
         name = chain.uploads.get(key, {}).get("name")
         names.append(f"{name} ({short(key)})" if name else short(key))
-    what = "an uploaded image that is" if len(missing) == 1 else f"{len(missing)} uploaded images that are"
-    why = " (the record stops after 16 steps)" if chain.cut else ""
+    one = len(missing) == 1
+    what = "an uploaded image that is" if one else f"{len(missing)} uploaded images that are"
+    why = f" (the record stops after {MAX_DEPTH} steps)" if chain.cut else ""
     return (
-        f"the chain starts from {what} not here{why}: {', '.join(names)} is needed. Put it in "
+        f"the chain starts from {what} not here{why}: {', '.join(names)} {'is' if one else 'are'} needed. Put it in "
         f"{folder / INPUTS_DIR}/, or pass it: reproduce(path, lineage=True, inputs=[file]) "
         "or %flux reproduce --lineage PATH --input FILE."
     )
 
 
-def remake(session: Any, source: Any, inputs: Iterable[Any] = (), on_step: Callable[[Any], None] | None = None):
+def remake(
+    session: Any,
+    source: Any,
+    inputs: Iterable[Any] = (),
+    *,
+    on_step: Callable[[Any], None] | None = None,
+    before_send: Callable[[list[Any]], None] | None = None,
+):
     """Make a file's whole chain again, parents first, each parent's new bytes the input of its
-    child; returns the last Generation (still running). Every input that is needed is found before
+    child; returns the last Generation (still running). Every input that is needed is found and
+    every recipe checked (then before_send(recipes) may refuse, e.g. over a cost limit) before
     anything is sent, so a chain that cannot finish costs nothing."""
     from .recipe import Recipe
 
@@ -396,8 +405,9 @@ def remake(session: Any, source: Any, inputs: Iterable[Any] = (), on_step: Calla
     missing = [k for k, v in have.items() if v is None]
     if missing:
         raise InputImageError(missing_line(chain, missing, session.output.path), field="input_image")
-    for step in chain.steps:  # every recipe checked before the first is sent
-        Recipe.from_dict(step.recipe)
+    recipes = [Recipe.from_dict(step.recipe) for step in chain.steps]  # all checked before sending
+    if before_send is not None:
+        before_send(recipes)
     for key, info in chain.uploads.items():
         session.note_origin(key, uploaded(have[key] or b"", info.get("name")))
     made: dict[str, bytes] = {k: v for k, v in have.items() if v is not None}

@@ -34,7 +34,7 @@ OPTIONS = (
     " --image SRC (repeatable), --name VAR, --sweep NAME=V1,V2,... (repeatable), --yes"
 )
 SUBCOMMANDS = (
-    "wait [TIMEOUT], status, cancel [ID|all], history [N], reproduce [--lineage [--input FILE]] PATH_OR_ID,"
+    "wait [TIMEOUT], status, cancel [ID|all], history [N], reproduce [--lineage [--input FILE] [--yes]] PATH_OR_ID,"
     " lineage PATH_OR_ID, backend [local|hosted], resume, copy [ID], panel, price"
 )
 
@@ -212,7 +212,8 @@ class FluxMagics(Magics):
     def flux_line(self, line: str):
         """%flux SUBCOMMAND: wait [TIMEOUT] (block until every image of the session is done),
         status, cancel [ID|all] (default all), history [N], reproduce PATH_OR_ID (--lineage: the
-        whole chain of edits, parents first; --input FILE: an uploaded image the chain starts from),
+        whole chain of edits, parents first; --input FILE: an uploaded image the chain starts from;
+        --yes: over FluxMagics.max_cell_cost on a paid backend),
         lineage PATH_OR_ID (how an edit was made, step by step), backend [local|hosted] (show or switch), resume (collect what an earlier kernel sent),
         copy [ID] (a %%flux cell below that remakes a generation; default the last), panel,
         price (what an image costs on this backend)."""
@@ -286,10 +287,10 @@ class FluxMagics(Magics):
 
     def _cmd_reproduce(self, rest: str) -> None:
         words = rest.split()
-        if "--lineage" not in words and "--input" not in words:
-            target, lineage, inputs = rest, False, []
+        if not {"--lineage", "--input", "--yes"} & set(words):
+            target, lineage, inputs, yes = rest, False, [], False
         else:
-            target, lineage, inputs = self._reproduce_options(rest)
+            target, lineage, inputs, yes = self._reproduce_options(rest)
         if not target:
             raise UsageError(
                 "%flux reproduce needs a saved image's path or a generation id (see %flux history)."
@@ -301,40 +302,50 @@ class FluxMagics(Magics):
             return
         from .lineage import remake
 
-        made: list = []
-        remake(_session.session(), self._source(target), inputs, on_step=made.append)
+        sess, made = _session.session(), []
+        remake(
+            sess,
+            self._source(target),
+            inputs,
+            on_step=made.append,
+            before_send=lambda recipes: self._check_cost(sess, recipes, yes),
+        )
         if len(made) > 1:
             print(f"flux: made {len(made) - 1} earlier step(s) again first, then the last one.")
         self._bind(made[-1])
         self._show(made)
 
-    def _reproduce_options(self, rest: str) -> tuple[str, bool, list[str]]:
+    def _reproduce_options(self, rest: str) -> tuple[str, bool, list[str], bool]:
         import shlex
 
         try:
             words = shlex.split(rest)
         except ValueError as exc:
             raise UsageError(f"%flux reproduce: {exc}.") from None
-        target, lineage, inputs = [], False, []
+        target, lineage, inputs, yes = [], False, [], False
         while words:
             word = words.pop(0)
             if word == "--lineage":
                 lineage = True
+            elif word == "--yes":
+                yes = True
             elif word == "--input":
                 if not words:
                     raise UsageError("%flux reproduce --input needs a file after it.")
                 inputs.append(words.pop(0))
             elif word.startswith("--"):
-                raise UsageError(f"%flux reproduce: unknown option {word!r} (allowed: --lineage, --input FILE).")
+                raise UsageError(
+                    f"%flux reproduce: unknown option {word!r} (allowed: --lineage, --input FILE, --yes)."
+                )
             else:
                 target.append(word)
         if len(target) > 1:
             raise UsageError(
                 f"%flux reproduce: give one image, not {len(target)} (quote a path that has spaces)."
             )
-        if inputs and not lineage:
-            raise UsageError("%flux reproduce --input goes with --lineage.")
-        return (target[0] if target else ""), lineage, inputs
+        if (inputs or yes) and not lineage:
+            raise UsageError(f"%flux reproduce {'--input' if inputs else '--yes'} goes with --lineage.")
+        return (target[0] if target else ""), lineage, inputs, yes
 
     def _cmd_lineage(self, rest: str) -> None:
         if not rest:

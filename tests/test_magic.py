@@ -682,3 +682,38 @@ def test_reproduce_lineage_names_a_missing_photo_in_one_line_and_takes_it_with_i
         assert pixels_equal(str(last), kernel.value("str(_flux.wait(30).path)"))
     finally:
         assert_clean(kernel.run("set_session(_before)"))
+
+
+def test_reproduce_lineage_checks_the_cost_of_every_step_before_sending(kernel, local_server, tmp_path):
+    from priced_server import PricedServer
+
+    from flux_nb.config import Settings
+    from flux_nb.session import Session
+
+    maker = Session("local", output_dir=tmp_path / "made", settings=Settings(step_delay=0.0), announce=None)
+    try:
+        base = maker.generate("a kite", seed=61, num_inference_steps=2, aspect_ratio="1:1").wait()
+        last = maker.generate("in a storm", input_image=base, seed=62, num_inference_steps=2, aspect_ratio="1:1").wait()
+    finally:
+        maker.close()
+    with PricedServer(local_server.url, {"method": "per_image", "cost_per_image": "0.02"}) as server:
+        assert_clean(
+            kernel.run(
+                "from flux_nb.session import Session, set_session\n"
+                f"_local = set_session(Session(base_url={server.url!r}, api_key='k-lineage-cost',"
+                f" output_dir={str(tmp_path / 'paid')!r}, announce=None))\n"
+                "%config FluxMagics.max_cell_cost = 0.03"
+            )
+        )
+        try:
+            refused = one_line_error(
+                kernel.run(f"%flux reproduce --lineage {last.path}"), "0.04 (2 images at 0.02 each)"
+            )
+            assert "nothing was sent" in refused and server.sent("POST") == []
+            cell = kernel.run(f"%flux reproduce --lineage --yes {last.path}")
+            assert cell_text(cell).startswith("flux: cost 0.04 (2 images at 0.02 each).\n")
+            assert_clean(cell) and widget_ids(cell)
+            assert_clean(kernel.run("_flux.wait(60)"))
+            assert len(server.sent("POST")) == 2
+        finally:
+            assert_clean(kernel.run("set_session(_local)\n%config FluxMagics.max_cell_cost = 1.0"))
