@@ -175,13 +175,13 @@ class Session:
             known: dict[tuple[str, ...], Any] = {}
             for r in recipes:
                 if r.input_image not in known:
-                    known[r.input_image] = self.lineage_of(r)
+                    known[r.input_image] = self.lineage_record(r)
             lineages = [known[r.input_image] for r in recipes]
         return self.runner.submit(recipes, lineages)
 
     # -- lineage ----------------------------------------------------------------------------------
 
-    def lineage_of(self, recipe: Recipe) -> dict[str, Any] | None:
+    def lineage_record(self, recipe: Recipe) -> dict[str, Any] | None:
         """The lineage record of a recipe about to be sent: for each data: input, the flux-nb
         recipe that made it (and so on up), or the note that it was uploaded (kept in .inputs/)."""
         if not any(u.startswith("data:") for u in recipe.input_image):
@@ -260,7 +260,7 @@ class Session:
         for gen in reversed(self.history):
             if gen.recipe == recipe and gen.lineage:
                 return gen.lineage
-        return self.lineage_of(recipe)
+        return self.lineage_record(recipe)
 
     def recipe_of(self, source: Any) -> Recipe:
         if isinstance(source, Generation):
