@@ -174,15 +174,23 @@ def test_load_ext_says_one_line_fast_with_the_resume_hint(kernel):
 
 
 def test_the_backend_line_is_said_once_per_kernel(kernel):
-    cell = kernel.run("%reload_ext flux_nb\nflux_nb_session = __import__('flux_nb').session()")
+    # The session and a panel made after %load_ext do not say it again (the panel shows a badge).
+    cell = kernel.run("import flux_nb\nflux_nb.session(); _panel = flux_nb.Panel(history=False)")
     assert_clean(cell)
-    assert cell.outputs == []  # the line was said by the first %load_ext
+    assert cell.outputs == []
+    # %reload_ext says it again only with something to act on: here, the earlier kernel's image.
+    (out,) = kernel.run("%reload_ext flux_nb").outputs
+    assert out.name == "stdout" and "%flux resume" in out.text and out.text.count("\n") == 1
 
 
 def test_a_plain_script_keeps_its_stdout_clean(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("OXEN_API_KEY", "FLUX_NB_BASE_URL")}
     env["FLUX_NB_OUTPUT_DIR"] = str(tmp_path)
-    script = "import flux_nb; s = flux_nb.session(); flux_nb.session(); print('mine'); s.close()"
+    script = (
+        "from flux_nb.session import Session\n"
+        "a, b = Session(), Session()  # two sessions, one process: the line is said once\n"
+        "print('mine'); a.close(); b.close()"
+    )
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60
     )
