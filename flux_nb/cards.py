@@ -184,6 +184,7 @@ def _quote(text: str) -> str:
 
 CARD_PADDING = 8  # px inside the border, each side
 MIN_CARD_CONTENT = 288  # px: five short buttons fit on one row at this width
+PROGRESS_REFRESH = 0.2  # s: the least time between two redraws of a running card's bar
 
 
 def card_width(thumbnail_size: int) -> int:
@@ -253,6 +254,7 @@ class Card(widgets.VBox):
         self._lock = threading.Lock()
         self._notice: widgets.HTML | None = None
         self._copy_box: widgets.Textarea | None = None
+        self._shown_status, self._shown_at = gen.status, time.monotonic()
         self.placeholder = widgets.HTML(
             card_html.placeholder(gen), layout=shared["media"], style=shared["html_style"]
         )
@@ -294,7 +296,9 @@ class Card(widgets.VBox):
         )
         super().__init__(layout=_card_layout(thumbnail_size))
         self._arrange()
-        self.add_class("flux-nb-card")  # a stable hook for people's CSS and the browser test
+        self.add_class("flux-nb-card")  # stable hooks for people's CSS and the browser test
+        self.status.add_class("flux-nb-status")
+        self.placeholder.add_class("flux-nb-placeholder")
         self.reproduce_button.on_click(lambda _: self._spawn(self.gen.reproduce))
         self.vary_button.on_click(lambda _: self._spawn(self.gen.vary))
         self.copy_button.on_click(lambda _: self._copy())
@@ -310,7 +314,8 @@ class Card(widgets.VBox):
         return _stable_text(super()._repr_mimebundle_(**kwargs), [self.gen])
 
     def refresh(self) -> None:
-        """Show the generation's current state (callable from any thread)."""
+        """Show the generation's current state now (callable from any thread)."""
+        self._shown_at = float("-inf")
         self._render(self.gen)
 
     def send_state_again(self) -> None:
@@ -330,6 +335,12 @@ class Card(widgets.VBox):
     # -- state -> traits; runs on runner threads and the ticker ------------------------------------
 
     def _render(self, gen) -> None:
+        if not gen.done and gen.status == self._shown_status:
+            now = time.monotonic()
+            if now - self._shown_at < PROGRESS_REFRESH:
+                return  # step events come every 50 ms: fewer messages, less for the page to draw
+            self._shown_at = now
+        self._shown_status = gen.status
         thumb, problem = None, None
         if gen.status == "succeeded" and not len(self.preview.value):
             try:
