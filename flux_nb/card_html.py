@@ -111,7 +111,10 @@ def file_button(path, label: str) -> str:
     """The full-size file as a button-looking link: relative to the notebook's folder (the
     kernel's cwd), JupyterLab opens it in a new tab; elsewhere (or before it exists) a disabled
     button whose tooltip says where the file is."""
-    style = "display:inline-flex; align-items:center; gap:4px; text-decoration:none"
+    style = (
+        "display:inline-flex; align-items:center; gap:4px; text-decoration:none; width:auto;"
+        " height:24px; padding:0 6px; margin:0; font-size:inherit; box-sizing:border-box"
+    )
     icon = '<i class="fa fa-external-link" aria-hidden="true"></i>'
     body = f"{icon}<span>{esc(label)}</span>"
     if path is None:

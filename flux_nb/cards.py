@@ -204,7 +204,9 @@ def _shared() -> dict[str, Any]:
         "bar": widgets.Layout(width="100%", height="10px", margin="0 0 2px 0"),
         "row": widgets.Layout(flex_flow="row wrap", width="100%", margin="4px 0 0 0"),
         "button": widgets.Layout(width="auto", height="24px", padding="0 6px", margin="0 4px 2px 0"),
-        "file": widgets.Layout(width="auto", height="24px", margin="0 0 2px 0"),
+        "file": widgets.Layout(
+            width="auto", min_width="0", height="24px", margin="0 0 2px 0", flex="0 0 auto"
+        ),
         "button_style": widgets.ButtonStyle(font_size=card_html.SMALL_FONT),
         "html_style": HTMLStyle(),
         "file_style": HTMLStyle(font_size=card_html.SMALL_FONT),
