@@ -234,7 +234,6 @@ def _serve(kind: str, tmp_path_factory, artifacts: Path, timings: Timings) -> It
         command += [
             "--LabApp.news_url=None",
             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-            "--LabApp.expose_app_in_browser=True",  # window.jupyterapp: the theme switch
         ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         command.append("--allow-root")  # CI containers run as root

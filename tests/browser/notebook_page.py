@@ -69,9 +69,13 @@ class NotebookPage:
     def set_theme(self, theme: str) -> None:
         """Switch JupyterLab's theme ("JupyterLab Light" / "JupyterLab Dark") and wait for it."""
         light = "true" if "Light" in theme else "false"
-        self.page.evaluate(
-            "theme => window.jupyterapp.commands.execute('apputils:change-theme', {theme})", theme
-        )
+        self.page.get_by_role("menuitem", name="Settings", exact=True).click()
+        self.page.locator(".lm-Menu-item").filter(
+            has=self.page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Theme$"))
+        ).hover()
+        self.page.locator(".lm-Menu-item:not(.lm-mod-disabled)").filter(
+            has=self.page.locator(".lm-Menu-itemLabel", has_text=re.compile(f"^{re.escape(theme)}$"))
+        ).click()
         self.page.wait_for_function(
             "light => document.body.dataset.jpThemeLight === light", arg=light
         )
