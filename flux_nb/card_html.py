@@ -113,7 +113,7 @@ def file_button(path, label: str) -> str:
     button whose tooltip says where the file is."""
     style = (
         "display:inline-flex; align-items:center; gap:4px; text-decoration:none; width:auto;"
-        " height:24px; padding:0 6px; margin:0; font-size:inherit; box-sizing:border-box"
+        " height:24px; padding:0 4px; margin:0; font-size:inherit; box-sizing:border-box"
     )
     icon = '<i class="fa fa-external-link" aria-hidden="true"></i>'
     body = f"{icon}<span>{esc(label)}</span>"

@@ -203,7 +203,7 @@ def _shared() -> dict[str, Any]:
         "image": widgets.Layout(width="100%", height="auto", margin="0 0 4px 0", object_fit="contain"),
         "bar": widgets.Layout(width="100%", height="10px", margin="0 0 2px 0"),
         "row": widgets.Layout(flex_flow="row wrap", width="100%", margin="4px 0 0 0"),
-        "button": widgets.Layout(width="auto", height="24px", padding="0 6px", margin="0 4px 2px 0"),
+        "button": widgets.Layout(width="auto", height="24px", padding="0 4px", margin="0 3px 2px 0"),
         "file": widgets.Layout(
             width="auto", min_width="0", height="24px", margin="0 0 2px 0", flex="0 0 auto"
         ),

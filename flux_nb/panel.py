@@ -34,7 +34,7 @@ log = logging.getLogger("flux_nb.panel")
 
 HISTORY_LIMIT = 12  # images from the output folder shown on open (each costs a thumbnail)
 MAX_IMAGES = 4  # the "Images" control: how many one click of Generate makes
-THUMBNAIL_SIZE = 288  # gallery previews: three cards side by side in the panel's 1100 px
+THUMBNAIL_SIZE = 336  # gallery previews: three cards (six buttons a row) in the panel's 1100 px
 INPUT_THUMBNAIL_SIZE = 96
 LABEL_WIDTH = "92px"
 ERROR_COLOR = "var(--jp-error-color1, #c62828)"
