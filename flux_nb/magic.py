@@ -416,11 +416,8 @@ def load_ipython_extension(ipython) -> None:
             file=sys.stderr,
         )
         return
-    if left:
-        line += (
-            f" {left} generation(s) from an earlier kernel were not collected: run %flux resume."
-        )
-    print(line)
+    hint = f"{left} generation(s) from an earlier kernel were not collected: run %flux resume."
+    _session.announce_once(line, hint if left else "")  # once per kernel, even after %reload_ext
     # ipywidgets takes about 75 ms to import: do it while the person types the first %%flux cell
     # (under Run All that cell waits for the import lock instead: no slower than importing it there).
     threading.Thread(target=_warm_up, name="flux-nb-warmup", daemon=True).start()

@@ -37,6 +37,21 @@ def embedded_server(step_delay: float):
         return _embedded[step_delay]
 
 
+_announced: set[str] = set()
+
+
+def announce_once(line: str, extra: str = "") -> None:
+    """Say the backend line once per process (kernel): on stdout in IPython, where it is the
+    cell's output; on stderr in a plain script, whose stdout is its own. `extra` (a hint to act
+    on, appended) makes it said again."""
+    if line in _announced and not extra:
+        return
+    _announced.add(line)
+    ipython = sys.modules.get("IPython")
+    in_ipython = ipython is not None and ipython.get_ipython() is not None
+    print(f"{line} {extra}" if extra else line, file=sys.stdout if in_ipython else sys.stderr)
+
+
 class Session:
     """Where generations go and land. `backend`: 'local' (the embedded offline server), 'hosted'
     (Oxen.ai, needs a key) or None to choose from the environment. `timeouts` and `retry` go to
@@ -52,7 +67,7 @@ class Session:
         output_dir: str | Path | None = None,
         step_delay: float | None = None,
         settings: Settings | None = None,
-        announce: Callable[[str], None] | None = print,
+        announce: Callable[[str], None] | None = announce_once,
         timeouts: Timeouts | None = None,
         retry: RetryPolicy | None = None,
         http: Any = None,
