@@ -24,14 +24,16 @@ from flux_nb.cards import (
 from flux_nb.inputs import to_input_url
 from flux_nb.magic import FluxMagics, _unquote
 from flux_nb.recipe import Recipe
+from flux_nb.server.app import LocalExtras
 from flux_nb.server.embedded import LocalServer
 from flux_nb.session import Session
 
 
 @pytest.fixture(scope="module")
 def slow_server():
-    """Takes visible time per step, so cancel has something to stop."""
-    with LocalServer(step_delay=0.05) as server:
+    """Takes visible time per step, so cancel has something to stop; sends the local-only progress
+    events (as the embedded server does) so the bar can follow steps."""
+    with LocalServer(step_delay=0.05, extras=LocalExtras(progress_events=True)) as server:
         yield server
 
 
