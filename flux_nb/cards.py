@@ -422,7 +422,11 @@ def _file_link(path: Path) -> str:
 
 
 def _caption_html(gen) -> str:
-    return f'<span style="color:{MUTED_COLOR}" title="{html.escape(gen.prompt, quote=True)}">{html.escape(caption(gen))}</span>'
+    text = html.escape(caption(gen))
+    engine = getattr(gen, "engine", None)
+    if engine and not engine.startswith("preview"):  # the preview engine tags its own pictures
+        text += f"<br>{html.escape(engine)}"
+    return f'<span style="color:{MUTED_COLOR}" title="{html.escape(gen.prompt, quote=True)}">{text}</span>'
 
 
 # -- several cards --------------------------------------------------------------------------------

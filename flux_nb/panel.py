@@ -526,7 +526,9 @@ def _header_html(session: Session) -> str:
     where = html.escape(
         f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
     )
-    if session.backend == "local":
+    if session.backend == "local" and session.engine and not session.engine.startswith("preview"):
+        note = f"local server at {where}: {html.escape(session.engine)}."
+    elif session.backend == "local":
         note = (
             f"local offline stand-in at {where}: a preview engine, not FLUX.2 Klein."
             " Set OXEN_API_KEY for the real model."

@@ -419,6 +419,7 @@ def test_model_schema(api: httpx.Client) -> None:
         "id": MODEL_ID,
         "name": "FLUX.2 Klein 4B",
         "type": "image",
+        "description": "An offline stand-in drawn with Pillow: its images are not FLUX's.",
         "json_request_schema": bundled_schema(),
     }
     unknown = api.get("/api/ai/models/other-model")

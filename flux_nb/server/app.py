@@ -26,7 +26,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from ..recipe import MODEL_ID, PARAMETERS, SEED_MAX, bundled_schema, draw_seed
-from .engines import ENGINE_LABELS, check_engine_name
+from .engines import EngineConfig, get_engine
 from .events import Event, EventHub
 from .faults import FaultInjector, FaultMiddleware, Faults, drop_connection
 from .httpio import (
@@ -70,7 +70,7 @@ class Runtime:
         *,
         api_key: str | None,
         step_delay: float,
-        engine: str,
+        engine: str | EngineConfig,
         workers: int,
         faults: Faults | None,
         limits: Limits,
@@ -78,7 +78,9 @@ class Runtime:
     ) -> None:
         self.api_key = api_key or None
         self.files_url = files_url.rstrip("/") if files_url else None
-        self.engine_label = ENGINE_LABELS[check_engine_name(engine)]
+        self.engine = EngineConfig.of(engine)
+        self.engine.check_available()  # missing libraries: one line now, not at the first image
+        self.engine_label = self.engine.label
         self.limits = limits
         self.results = ResultFiles(limits.results_in_memory_bytes)
         self.hub = EventHub()
@@ -86,12 +88,18 @@ class Runtime:
         self.pool = WorkerPool(
             self.store,
             self.results,
-            engine=engine,
+            engine=self.engine,
             workers=workers,
             step_delay=step_delay,
             input_limits=limits.inputs,
         )
         self.faults = FaultInjector(faults) if faults is not None else None
+
+    def preload(self) -> None:
+        """Load the engine's model now rather than at the first generation (EngineUnavailable)."""
+        engine = get_engine(self.engine)
+        if hasattr(engine, "preload"):
+            engine.preload()
 
     def close_streams(self) -> None:
         """End every SSE stream (before a server shutdown, so it need not wait for them)."""
@@ -336,6 +344,7 @@ async def get_model(request: Request) -> JSONResponse:
         "id": MODEL_ID,
         "name": MODEL_NAME,
         "type": "image",
+        "description": rt.engine.description,
         "json_request_schema": bundled_schema(),
     }
     return JSONResponse({"status": "success", "model": model})
@@ -442,8 +451,11 @@ async def index(request: Request) -> JSONResponse:
     return JSONResponse(
         {
             "name": "flux-nb local server",
-            "about": "an offline stand-in for Oxen.ai's inference API; its images are not FLUX's",
+            "about": "an offline stand-in for Oxen.ai's inference API; its images are not FLUX's"
+            if rt.engine.is_stand_in
+            else "an Oxen.ai-compatible API in front of FLUX.2 Klein running on this machine",
             "engine": rt.engine_label,
+            "description": rt.engine.description,
             "models": [MODEL_ID],
             "events": base_url(request) + "/api/events",
         }
@@ -467,7 +479,7 @@ def create_app(
     *,
     api_key: str | None = None,
     step_delay: float = 0.0,
-    engine: str = "preview",
+    engine: str | EngineConfig = "preview",
     workers: int = 2,
     faults: Faults | None = None,
     limits: Limits | None = None,
@@ -476,7 +488,8 @@ def create_app(
     """The local server as an ASGI app. With api_key, /api/ai/* and /api/events need that bearer
     token; step_delay (seconds per engine step) makes progress and cancel visible; faults turns
     on fault injection and /_faults; limits overrides the size caps; files_url makes result URLs
-    point at another origin (a CDN in front of this server's /api/files/, say)."""
+    point at another origin (a CDN in front of this server's /api/files/, say). engine: a name or
+    an EngineConfig (flux2-klein: its model, device, dtype; it runs with a single worker)."""
     if step_delay < 0:
         raise ValueError("step_delay must be >= 0")
     rt = Runtime(
