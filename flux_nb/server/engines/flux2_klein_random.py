@@ -117,15 +117,18 @@ def random_pipeline(
     dtype = dtype or torch.float32
     torch.manual_seed(seed)
     with torch.device(device):
-        text_encoder = Qwen3ForCausalLM(Qwen3Config(**config["text_encoder"])).to(dtype)
-        vae = AutoencoderKLFlux2(**config["vae"]).to(dtype)
+        text_encoder = Qwen3ForCausalLM(Qwen3Config(**config["text_encoder"]))
+        vae = AutoencoderKLFlux2(**config["vae"])
         transformer = Flux2Transformer2DModel(
             patch_size=1,
             mlp_ratio=3.0,
             rope_theta=2000,
             guidance_embeds=False,
             **config["transformer"],
-        ).to(dtype)
+        )
+    if dtype != torch.float32:
+        for module in (text_encoder, vae, transformer):
+            module.to(dtype)
     scheduler = FlowMatchEulerDiscreteScheduler(
         shift=3.0,
         use_dynamic_shifting=True,
