@@ -160,6 +160,20 @@ def load_pipeline(config: EngineConfig) -> Loaded:
         return _pipelines[key]
 
 
+def adopt_pipeline(config: EngineConfig, pipe: Any) -> Loaded:
+    """Serve a Flux2KleinPipeline already built in this process (say, a notebook's, or the
+    benchmark's full-size random one) for config, instead of loading config.model."""
+    torch = _import_torch()
+    device = resolve_device(config.device, torch)
+    dtype = resolve_dtype(config.dtype, device)
+    _quiet_guidance_warning()
+    pipe.set_progress_bar_config(disable=True)
+    with _load_lock:
+        loaded = Loaded(pipe, device, dtype, threading.Lock())
+        _pipelines[(str(config.model), device, dtype, config.offload)] = loaded
+        return loaded
+
+
 def _import_torch() -> Any:
     try:
         import torch
@@ -352,6 +366,7 @@ def _free_memory(device: str) -> None:
 __all__ = [
     "SIZES",
     "Flux2KleinEngine",
+    "adopt_pipeline",
     "available_devices",
     "encode",
     "load_pipeline",
