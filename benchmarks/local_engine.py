@@ -300,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
             {"FLUX_NB_ENGINE": "flux2-klein", "FLUX_NB_MODEL": folder},
             "FLUX_NB_ENGINE=flux2-klein",
         )
+        httpx_cli_import(kernels)
         log("server overhead on CPU, tiny random pipeline at ~1 MP...")
         overhead(
             EngineConfig("flux2-klein", model=folder, device="cpu"),
