@@ -92,6 +92,9 @@ def status(gen, text: str, problem: str | None = None) -> str:
 def caption(gen, text: str) -> str:
     """Seed and settings on one line, muted; the prompt and the settings in the tooltip.
     `text` is cards.caption(gen)."""
+    engine = getattr(gen, "engine", None)
+    if engine and not engine.startswith("preview"):  # the preview engine tags its own pictures
+        text = f"{text} · {engine}"
     return line(esc(text), f"{gen.prompt}\n{text}", MUTED_COLOR, SMALL_FONT)
 
 

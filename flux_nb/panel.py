@@ -542,7 +542,10 @@ def _header_html(session: Session) -> str:
     see session.announce) is its tooltip. Never the key, never URL userinfo."""
     parts = urlsplit(session.base_url)
     where = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    if session.backend == "local":
+    if session.backend == "local" and session.engine and not session.engine.startswith("preview"):
+        badge = "local FLUX.2 Klein"
+        tip = f"The local server at {where} makes the images: {session.engine}."
+    elif session.backend == "local":
         badge = "offline preview engine (not FLUX)"
         tip = f"The local offline stand-in at {where} makes the images. Set OXEN_API_KEY for the real model."
     elif session.backend == "hosted":
