@@ -6,25 +6,31 @@ The %%flux magic and the panel share it:
 
     card = Card(gen, on_new=None, extra_buttons=(), thumbnail_size=320)   # an ipywidgets.VBox
         card.gen               the Generation shown
-        card.status            HTML: queued / processing · step i/n · elapsed s, then "done in 4.2 s"
-                               with a link that opens the full-size file, or why it failed or was cancelled
-        card.preview           Image: the thumbnail PNG; a child of the card once the image exists
-        card.caption           HTML: caption(gen), with the prompt as tooltip
-        card.reproduce_button  "Reproduce": same recipe and seed again (same pixels)   -> on_new(new)
-        card.vary_button       "New seed": same recipe, fresh seed                      -> on_new(new)
-        card.copy_button       "Copy recipe": the %%flux cell that remakes the image (set_next_input
-                               when run from code; clicked in a browser, the text appears on the card
-                               because a widget click cannot create a cell, see _copy)
+        card.placeholder       HTML: a box of the recipe's aspect ratio where the picture will be;
+                               it says why when the generation failed or was cancelled
+        card.preview           Image: the thumbnail PNG; replaces the placeholder once it exists
+        card.progress          FloatProgress, while running: steps where the backend reports them
+                               (the local server), else elapsed time (the hosted API has no progress)
+        card.status            HTML, one line: queued / processing · step i/n · seconds, then
+                               "done in 4.2 s · <file name>", or why it failed or was cancelled
+        card.caption           HTML, one line: caption(gen); the prompt in the tooltip
+        card.reproduce_button  "Rerun": Reproduce, same recipe and seed again (same pixels) -> on_new
+        card.vary_button       "Vary": New seed, same recipe with a fresh seed             -> on_new
+        card.copy_button       "Copy": Copy recipe, the %%flux cell that remakes the image
+                               (set_next_input when run from code; clicked in a browser, the text
+                               appears on the card because a widget click cannot create a cell)
         card.cancel_button     "Cancel": enabled while the generation runs
-        card.buttons           HBox of the four, then extra_buttons
+        card.file_link         HTML "Open": the full-size file, a link once it is saved
+        card.buttons           HBox, one row: the four buttons, extra_buttons, then file_link
         card.settled           threading.Event, set once the card shows the final state
         card.refresh()         show the generation's state now (any thread)
-    on_new(new_gen) runs on the kernel's thread when Reproduce/New seed made a Generation: the owner
-    shows its card (the magic adds it under the old one, the panel puts it in its gallery).
+    on_new(new_gen) runs on the kernel's thread when Rerun/Vary made a Generation: the owner shows
+    its card (the magic adds it to the same grid, the panel puts it in its gallery).
     Layouts and styles (the card's own too) are shared between cards: assign new ones, never mutate.
+    Every colour is a JupyterLab theme variable (card_html.py), so light and dark themes both read.
 
     card_grid(cards) -> GridBox            several cards side by side, wrapping
-    card_stack(gens, ...) -> CardStack     a card (or a grid) that grows a card per Reproduce/New seed
+    card_stack(gens, ...) -> CardStack     a grid of cards that grows a card per Rerun/Vary click
     magic_line(recipe) -> str              the `%%flux ...` line + "\\n" + prompt that remakes a recipe
     generation_mimebundle(gen)             widget view + image/png thumbnail + text/plain
     sweep_view(sweep, ...) -> SweepView    a sweep's cards in its grid, axis values on the edges
@@ -41,6 +47,7 @@ import os
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
@@ -49,12 +56,13 @@ from typing import Any
 import ipywidgets as widgets
 from ipywidgets.widgets.widget_string import HTMLStyle
 
+from . import card_html
 from .recipe import Recipe
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 INPUTS_DIR = ".inputs"  # under the output folder: that folder itself holds one image per generation
-ERROR_COLOR = "var(--jp-error-color1, #c62828)"
-MUTED_COLOR = "var(--jp-ui-font-color2, #666)"
+ERROR_COLOR = card_html.ERROR_COLOR
+MUTED_COLOR = card_html.MUTED_COLOR
 
 
 # -- text -----------------------------------------------------------------------------------------
@@ -176,6 +184,15 @@ def _quote(text: str) -> str:
 
 # -- the card -------------------------------------------------------------------------------------
 
+CARD_PADDING = 8  # px inside the border, each side
+MIN_CARD_CONTENT = 288  # px: five short buttons fit on one row at this width
+PROGRESS_REFRESH = 0.2  # s: the least time between two redraws of a running card's bar
+
+
+def card_width(thumbnail_size: int) -> int:
+    """The card's outer width in px: the preview's width, at least room for the buttons."""
+    return max(thumbnail_size, MIN_CARD_CONTENT) + 2 * CARD_PADDING + 2
+
 
 @cache
 def _shared() -> dict[str, Any]:
@@ -183,25 +200,34 @@ def _shared() -> dict[str, Any]:
     0.5 ms a widget in a kernel, which is most of a %%flux cell's time)."""
     return {
         "text": widgets.Layout(width="auto"),
-        "image": widgets.Layout(max_width="100%", height="auto"),
-        "row": widgets.Layout(flex_flow="row wrap", width="auto"),
-        "button": widgets.Layout(width="auto"),
-        "button_style": widgets.ButtonStyle(),
+        "line": widgets.Layout(width="100%", margin="0", overflow="hidden"),
+        "media": widgets.Layout(width="100%", margin="0 0 4px 0"),
+        "image": widgets.Layout(width="100%", height="auto", margin="0 0 4px 0", object_fit="contain"),
+        "bar": widgets.Layout(width="100%", height="10px", margin="0 0 2px 0"),
+        "row": widgets.Layout(flex_flow="row wrap", width="100%", margin="4px 0 0 0"),
+        "button": widgets.Layout(width="auto", height="24px", padding="0 4px", margin="0 3px 2px 0"),
+        "file": widgets.Layout(
+            width="auto", min_width="0", height="24px", margin="0 0 2px 0", flex="0 0 auto"
+        ),
+        "button_style": widgets.ButtonStyle(font_size=card_html.SMALL_FONT),
         "html_style": HTMLStyle(),
+        "file_style": HTMLStyle(font_size=card_html.SMALL_FONT),
     }
 
 
 @cache
 def _card_layout(thumbnail_size: int) -> widgets.Layout:
     return widgets.Layout(
-        width=f"{thumbnail_size + 24}px",
-        padding="6px",
-        margin="2px",
+        width=f"{card_width(thumbnail_size)}px",
+        max_width="100%",
+        padding=f"{CARD_PADDING}px",
+        margin="0",
         border="1px solid var(--jp-border-color2, #ddd)",
     )
 
 
-def _button(description: str, tooltip: str, icon: str) -> widgets.Button:
+def card_button(description: str, tooltip: str, icon: str) -> widgets.Button:
+    """A compact button for a card's row (icon, short label, the full meaning as tooltip)."""
     shared = _shared()
     return widgets.Button(
         description=description,
@@ -213,7 +239,8 @@ def _button(description: str, tooltip: str, icon: str) -> widgets.Button:
 
 
 class Card(widgets.VBox):
-    """One generation, live: status, thumbnail, caption and buttons. See the module docstring."""
+    """One generation, live: placeholder or preview, progress, status, caption and buttons.
+    See the module docstring."""
 
     def __init__(
         self,
@@ -231,22 +258,35 @@ class Card(widgets.VBox):
         self._lock = threading.Lock()
         self._notice: widgets.HTML | None = None
         self._copy_box: widgets.Textarea | None = None
-        self.status = widgets.HTML(
-            _status_html(gen), layout=shared["text"], style=shared["html_style"]
+        self._shown_status, self._shown_at = gen.status, time.monotonic()
+        self.placeholder = widgets.HTML(
+            card_html.placeholder(gen), layout=shared["media"], style=shared["html_style"]
         )
         self.preview = widgets.Image(format="png", layout=shared["image"])
+        fraction, bar_style = card_html.progress(gen, _durations.typical())
+        self.progress = widgets.FloatProgress(
+            value=fraction, min=0.0, max=1.0, bar_style=bar_style, layout=shared["bar"]
+        )
+        self.status = widgets.HTML(
+            card_html.status(gen, status_line(gen)), layout=shared["line"], style=shared["html_style"]
+        )
         self.caption = widgets.HTML(
-            _caption_html(gen), layout=shared["text"], style=shared["html_style"]
+            card_html.caption(gen, caption(gen)), layout=shared["line"], style=shared["html_style"]
         )
-        self.reproduce_button = _button(
-            "Reproduce", "Run the same recipe and seed again: the same image", "repeat"
+        self.reproduce_button = card_button(
+            "Rerun", "Reproduce: run the same recipe and seed again (the same image)", "repeat"
         )
-        self.vary_button = _button("New seed", "Run the same recipe with a fresh seed", "random")
-        self.copy_button = _button(
-            "Copy recipe", "A %%flux cell that makes this image again", "copy"
+        self.vary_button = card_button(
+            "Vary", "New seed: run the same recipe with a fresh random seed", "random"
         )
-        self.cancel_button = _button("Cancel", "Stop this generation", "stop")
+        self.copy_button = card_button(
+            "Copy", "Copy recipe: the %%flux cell that makes this image again", "copy"
+        )
+        self.cancel_button = card_button("Cancel", "Cancel: stop this generation", "stop")
         self.cancel_button.disabled = gen.done
+        self.file_link = widgets.HTML(
+            card_html.file_button(None, "Open"), layout=shared["file"], style=shared["file_style"]
+        )
         self.buttons = widgets.HBox(
             [
                 self.reproduce_button,
@@ -254,14 +294,15 @@ class Card(widgets.VBox):
                 self.copy_button,
                 self.cancel_button,
                 *extra_buttons,
+                self.file_link,
             ],
             layout=shared["row"],
         )
-        super().__init__(
-            [self.status, self.caption, self.buttons],
-            layout=_card_layout(thumbnail_size),
-        )
-        self.add_class("flux-nb-card")  # a stable hook for people's CSS and the browser test
+        super().__init__(layout=_card_layout(thumbnail_size))
+        self._arrange()
+        self.add_class("flux-nb-card")  # stable hooks for people's CSS and the browser test
+        self.status.add_class("flux-nb-status")
+        self.placeholder.add_class("flux-nb-placeholder")
         self.reproduce_button.on_click(lambda _: self._spawn(self.gen.reproduce))
         self.vary_button.on_click(lambda _: self._spawn(self.gen.vary))
         self.copy_button.on_click(lambda _: self._copy())
@@ -277,18 +318,33 @@ class Card(widgets.VBox):
         return _stable_text(super()._repr_mimebundle_(**kwargs), [self.gen])
 
     def refresh(self) -> None:
-        """Show the generation's current state (callable from any thread)."""
+        """Show the generation's current state now (callable from any thread)."""
+        self._shown_at = float("-inf")
         self._render(self.gen)
 
     def send_state_again(self) -> None:
         """Send the whole card's state once more from the calling thread (see resend_settled)."""
         with self._lock:
-            for widget in (self, self.status, self.preview, self.caption, self.cancel_button):
+            for widget in (
+                self,
+                self.placeholder,
+                self.preview,
+                self.status,
+                self.caption,
+                self.cancel_button,
+                self.file_link,
+            ):
                 widget.send_state()
 
     # -- state -> traits; runs on runner threads and the ticker ------------------------------------
 
     def _render(self, gen) -> None:
+        if not gen.done and gen.status == self._shown_status:
+            now = time.monotonic()
+            if now - self._shown_at < PROGRESS_REFRESH:
+                return  # step events come every 50 ms: fewer messages, less for the page to draw
+            self._shown_at = now
+        self._shown_status = gen.status
         thumb, problem = None, None
         if gen.status == "succeeded" and not len(self.preview.value):
             try:
@@ -296,29 +352,50 @@ class Card(widgets.VBox):
             except Exception as exc:  # an unreadable result must still settle the card
                 problem = f"no preview: {getattr(exc, 'message', None) or type(exc).__name__}"
         with self._lock:
-            self.status.value = _status_html(gen, problem)
-            self.caption.value = _caption_html(gen)
-            self.cancel_button.disabled = gen.done
-            if thumb is not None:
+            if thumb is not None:  # the picture first: it is what people wait for
                 self.preview.value = thumb
-                self._arrange()
-            if gen.done:
+            status = card_html.status(gen, status_line(gen), problem)
+            if self.status.value != status:
+                self.status.value = status
+            if not gen.done:
+                fraction, bar_style = card_html.progress(gen, _durations.typical())
+                with self.progress.hold_sync():
+                    self.progress.value, self.progress.bar_style = fraction, bar_style
+                return
+            self.caption.value = card_html.caption(gen, caption(gen))
+            self.cancel_button.disabled = True
+            if gen.status in ("failed", "cancelled") or problem:
+                self.placeholder.value = card_html.placeholder(gen, problem)
+            if gen.path:
+                self.file_link.value = card_html.file_button(gen.path, "Open")
+            self._arrange()
+            if not self.settled.is_set():
+                if gen.status == "succeeded":
+                    _durations.add(gen.elapsed)
                 _ticker.discard(self)
                 _unsent.add(self)
                 self.settled.set()
 
     def _arrange(self) -> None:
+        """Children for the state: placeholder and bar while running, then picture or reason."""
+        media = self.preview if len(self.preview.value) else self.placeholder
+        running = [] if self.gen.done else [self.progress]
         extra = [w for w in (self._notice, self._copy_box) if w is not None]
-        body = [self.status, self.preview] if len(self.preview.value) else [self.status]
-        self.children = [*body, self.caption, self.buttons, *extra]
+        children = (media, *running, self.status, self.caption, self.buttons, *extra)
+        if tuple(self.children) != children:
+            self.children = children
 
     def _say(self, text: str, error: bool = False) -> None:
-        color = f' style="color:{ERROR_COLOR}"' if error else ""
-        value = f"<span{color}>{html.escape(text)}</span>"
+        color = card_html.ERROR_COLOR if error else card_html.MUTED_COLOR
+        value = (
+            f'<div style="color:{color}; white-space:normal; line-height:1.4;'
+            f' font-size:{card_html.SMALL_FONT}"{" role=alert" if error else ""}>'
+            f"{html.escape(text)}</div>"
+        )
         with self._lock:
             if self._notice is None:
                 self._notice = widgets.HTML(
-                    value, layout=_shared()["text"], style=_shared()["html_style"]
+                    value, layout=_shared()["line"], style=_shared()["html_style"]
                 )
                 self._arrange()
             else:
@@ -358,8 +435,8 @@ class Card(widgets.VBox):
             if self._copy_box is None:
                 self._copy_box = widgets.Textarea(
                     text,
-                    rows=sum(1 + len(line) // 48 for line in text.splitlines()) + 1,
-                    layout=widgets.Layout(width="auto"),
+                    rows=sum(1 + len(line) // 40 for line in text.splitlines()) + 1,
+                    layout=widgets.Layout(width="100%", margin="4px 0 0 0"),
                     tooltip="Select all and copy into a new cell",
                 )
                 self._arrange()
@@ -386,60 +463,41 @@ def _in_execute_request(shell) -> bool:
     return (parent or {}).get("header", {}).get("msg_type") == "execute_request"
 
 
-def _status_html(gen, problem: str | None = None) -> str:
-    if gen.status in ("failed", "cancelled"):
-        text = f'<span style="color:{ERROR_COLOR}">{html.escape(status_line(gen))}</span>'
-    elif gen.status == "succeeded":
-        text = f"done in {gen.elapsed:.1f} s"
-        if gen.path:
-            text += " · " + _file_link(Path(gen.path))
-        elif gen.save_error:
-            text += (
-                f' · <span style="color:{ERROR_COLOR}">{html.escape(gen.save_error.message)}</span>'
-            )
-    else:
-        text = html.escape(status_line(gen))
-        if gen.error is not None:  # a cancel request the server refused; the generation runs on
-            text += f' · <span style="color:{ERROR_COLOR}">{html.escape(gen.reason)}</span>'
-    if problem:
-        text += f' · <span style="color:{ERROR_COLOR}">{html.escape(problem)}</span>'
-    return text
+class _Durations:
+    """How long recent generations took here: the time scale of the elapsed bar."""
 
+    def __init__(self, keep: int = 20):
+        self._seconds: deque[float] = deque(maxlen=keep)
+        self._lock = threading.Lock()
 
-def _file_link(path: Path) -> str:
-    """A link to the full-size file: relative to the notebook's folder (the kernel's cwd),
-    JupyterLab opens it in its image viewer; elsewhere the path is shown to copy."""
-    try:
-        rel = os.path.relpath(path)
-    except ValueError:
-        rel = str(path)
-    name = html.escape(path.name)
-    if rel.startswith(".."):
-        return f'<span title="{html.escape(str(path))}">{name}</span>'
-    href = html.escape(Path(rel).as_posix(), quote=True)
-    return (
-        f'<a href="{href}" target="_blank" title="{html.escape(str(path))}"'
-        f' style="word-break:break-all">{name}</a>'
-    )
+    def add(self, seconds: float) -> None:
+        with self._lock:
+            self._seconds.append(seconds)
 
-
-def _caption_html(gen) -> str:
-    return f'<span style="color:{MUTED_COLOR}" title="{html.escape(gen.prompt, quote=True)}">{html.escape(caption(gen))}</span>'
+    def typical(self) -> float | None:
+        with self._lock:
+            values = sorted(self._seconds)
+        return values[len(values) // 2] if values else None
 
 
 # -- several cards --------------------------------------------------------------------------------
 
 
+def grid_layout(column_width: int) -> widgets.Layout:
+    """As many fixed-width columns as the output area holds, left-aligned, wrapping."""
+    return widgets.Layout(
+        grid_template_columns=f"repeat(auto-fill, {column_width}px)",
+        grid_gap="8px",
+        justify_content="flex-start",
+        width="100%",
+    )
+
+
 def card_grid(cards: Sequence[Card], min_width: int | None = None) -> widgets.GridBox:
     """Cards side by side, as many columns as fit, wrapping."""
     if min_width is None:
-        min_width = max((c.thumbnail_size for c in cards), default=320) + 24
-    return widgets.GridBox(
-        list(cards),
-        layout=widgets.Layout(
-            grid_template_columns=f"repeat(auto-fill, minmax({min_width}px, 1fr))", grid_gap="6px"
-        ),
-    )
+        min_width = card_width(max((c.thumbnail_size for c in cards), default=320))
+    return widgets.GridBox(list(cards), layout=grid_layout(min_width))
 
 
 def _stable_text(bundle: dict[str, Any], gens: Sequence[Any]) -> dict[str, Any]:
@@ -447,8 +505,8 @@ def _stable_text(bundle: dict[str, Any], gens: Sequence[Any]) -> dict[str, Any]:
     return {**bundle, "text/plain": "\n".join(_plain(g) for g in gens)}
 
 
-class CardStack(widgets.VBox):
-    """What a %%flux cell shows: its cards, then a card per Reproduce/New seed click."""
+class CardStack(widgets.GridBox):
+    """What a %%flux cell shows: its cards in a grid, then a card per Reproduce/New seed click."""
 
     def __init__(self, children, gens: Sequence[Any], **kwargs):
         self.gens = list(gens)
@@ -461,8 +519,8 @@ class CardStack(widgets.VBox):
 def card_stack(
     gens: Sequence[Any], *, on_new: Callable[[Any], None] | None = None, thumbnail_size: int = 320
 ) -> CardStack:
-    """The cards of gens (a grid when several), in a box that gains a card under them for each
-    Reproduce/New seed click; on_new(new_gen) is then called too (the magic rebinds _flux)."""
+    """The cards of gens in a grid (as many per row as fit) that gains a card after them for
+    each Reproduce/New seed click; on_new(new_gen) is then called too (the magic rebinds _flux)."""
     boxes: list[CardStack] = []  # filled below: the cards' on_new needs the box they sit in
 
     def made(new) -> None:
@@ -472,12 +530,13 @@ def card_stack(
             on_new(new)
 
     cards = [Card(g, on_new=made, thumbnail_size=thumbnail_size) for g in gens]
-    boxes.append(
-        CardStack(
-            [cards[0]] if len(cards) == 1 else [card_grid(cards)], gens, layout=_shared()["text"]
-        )
-    )
+    boxes.append(CardStack(cards, gens, layout=_stack_layout(thumbnail_size)))
     return boxes[0]
+
+
+@cache
+def _stack_layout(thumbnail_size: int) -> widgets.Layout:
+    return grid_layout(card_width(thumbnail_size))
 
 
 class SweepView(widgets.VBox):
@@ -654,13 +713,16 @@ class _Ticker:
 
 _ticker = _Ticker()
 _unsent = _Unsent()
+_durations = _Durations()
 
 __all__ = [
     "Card",
     "CardStack",
     "caption",
+    "card_button",
     "card_grid",
     "card_stack",
+    "card_width",
     "cards_in",
     "generation_mimebundle",
     "magic_line",

@@ -18,14 +18,20 @@ import threading
 from collections.abc import Sequence
 
 SERVER_KEY_ENV = "FLUX_NB_SERVER_API_KEY"
+# Copies of flux_nb.server.engines' names: importing the server here would slow down --help.
+ENGINE_NAMES = ("preview", "flux2-klein")
+KLEIN_DEFAULT_MODEL = "black-forest-labs/FLUX.2-klein-4B"
+DTYPES = ("auto", "bfloat16", "float16", "float32")
 
 
 def _add_serve(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "serve",
-        help="run the local Oxen-compatible server (an offline stand-in, not FLUX)",
-        description="Run the local Oxen-compatible server in the foreground until Ctrl+C. "
-        "Its images come from an offline engine, not from FLUX.",
+        help="run the local Oxen-compatible server (offline stand-in, or FLUX.2 Klein on your GPU)",
+        description="Run the local Oxen-compatible server in the foreground until Ctrl+C. With "
+        "the default engine (preview) its images come from an offline stand-in, not from FLUX; "
+        "--engine flux2-klein runs the real FLUX.2 Klein through diffusers (pip install "
+        "'flux-nb[local]').",
     )
     p.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default: %(default)s, loopback only)"
@@ -45,9 +51,44 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
         metavar="SECONDS",
         help="engine time per step (default: 0)",
     )
-    p.add_argument("--engine", default="preview", help="image engine (default: %(default)s)")
     p.add_argument(
-        "--workers", type=int, default=2, help="generations run at once (default: %(default)s)"
+        "--engine",
+        default="preview",
+        choices=ENGINE_NAMES,
+        help="image engine: preview (offline stand-in) or flux2-klein (default: %(default)s)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="generations run at once (default: %(default)s; flux2-klein runs one at a time)",
+    )
+    klein = p.add_argument_group("flux2-klein engine")
+    klein.add_argument(
+        "--model",
+        default=None,
+        metavar="PATH_OR_HUB_ID",
+        help=f"weights: a Hugging Face model id or a saved pipeline folder (default: {KLEIN_DEFAULT_MODEL})",
+    )
+    klein.add_argument(
+        "--device",
+        default="auto",
+        metavar="{auto,cuda,mps,cpu}",
+        help="auto picks cuda, then mps, then cpu; cuda:N for another GPU (default: %(default)s)",
+    )
+    klein.add_argument(
+        "--dtype",
+        default="auto",
+        choices=DTYPES,
+        help="auto: bfloat16 on cuda, float32 elsewhere (default: %(default)s)",
+    )
+    klein.add_argument(
+        "--offload", action="store_true", help="model CPU offload, for GPUs too small for it all"
+    )
+    klein.add_argument(
+        "--preload",
+        action="store_true",
+        help="load the model before serving, not at the first generation",
     )
     local = p.add_argument_group(
         "local-only extras",
@@ -84,9 +125,19 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_serve)
 
 
+def _engine_config(args: argparse.Namespace):
+    """The --engine options as an EngineConfig (ValueError when they do not fit together)."""
+    from .server.engines import EngineConfig
+
+    return EngineConfig(
+        args.engine, model=args.model, device=args.device, dtype=args.dtype, offload=args.offload
+    )
+
+
 def _serve(args: argparse.Namespace) -> int:
     from .server.app import LocalExtras, create_app
     from .server.embedded import bind_socket, make_server, url_of
+    from .server.engines import EngineError
     from .server.faults import Faults
 
     try:
@@ -99,7 +150,7 @@ def _serve(args: argparse.Namespace) -> int:
         app = create_app(
             api_key=api_key,
             step_delay=args.step_delay,
-            engine=args.engine,
+            engine=_engine_config(args),
             workers=args.workers,
             faults=faults,
             extras=LocalExtras(
@@ -108,10 +159,18 @@ def _serve(args: argparse.Namespace) -> int:
                 replay_events=args.replay_events,
             ),
         )
-    except ValueError as exc:
+    except (ValueError, EngineError) as exc:
         print(f"flux-nb serve: {exc}", file=sys.stderr)
         return 2
     runtime = app.state.flux
+    if args.preload:
+        print(f"flux-nb serve: loading {runtime.engine_label}...", file=sys.stderr, flush=True)
+        try:
+            runtime.preload()
+        except EngineError as exc:
+            print(f"flux-nb serve: {exc}", file=sys.stderr)
+            runtime.close()
+            return 1
     try:
         sock = bind_socket(args.host, args.port)
     except OSError as exc:
@@ -128,9 +187,13 @@ def _serve(args: argparse.Namespace) -> int:
             f"this machine can use it{'' if api_key else ' (no API key set)'}.",
             file=sys.stderr,
         )
+    what = (
+        "an offline stand-in for the Oxen API"
+        if runtime.engine.is_stand_in
+        else "the Oxen API in front of FLUX.2 Klein on this machine"
+    )
     print(
-        f"flux-nb local server on {url}, engine {runtime.engine_label}: an offline "
-        "stand-in for the Oxen API. Ctrl+C stops it.",
+        f"flux-nb local server on {url}, engine {runtime.engine_label}: {what}. Ctrl+C stops it.",
         flush=True,
     )
     server = make_server(app, log_level=args.log_level, quiet=False)

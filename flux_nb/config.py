@@ -83,12 +83,15 @@ class RetryPolicy:
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """What the environment says: key, base URL, output folder, embedded server's step delay."""
+    """What the environment says: key, base URL, output folder, and the embedded server's step
+    delay, engine (FLUX_NB_ENGINE: preview or flux2-klein) and model (FLUX_NB_MODEL)."""
 
     api_key: ApiKey | None = None
     base_url: str | None = None
     output_dir: Path = Path("flux_outputs")
     step_delay: float = 0.02
+    engine: str = "preview"
+    model: str | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -104,6 +107,8 @@ class Settings:
             base_url=base,
             output_dir=Path(env.get("FLUX_NB_OUTPUT_DIR", "").strip() or "flux_outputs"),
             step_delay=max(0.0, delay),
+            engine=env.get("FLUX_NB_ENGINE", "").strip() or "preview",
+            model=env.get("FLUX_NB_MODEL", "").strip() or None,
         )
 
     @property

@@ -67,6 +67,7 @@ class Generation:
         self.created = time.time()
         self.finished: float | None = None
         self.backend = runner.backend
+        self.engine: str | None = runner.engine  # what makes the image, when the backend says
         self._runner = runner
         self._done = threading.Event()
         self._lock = threading.Lock()
@@ -271,6 +272,7 @@ class Runner:
         self.output = output
         self.journal = journal
         self.backend = backend
+        self.engine: str | None = None  # the local server's engine label, set by the session
         self.sse_read_timeout = sse_read_timeout
         self.history: list[Generation] = []  # every handle made here, reproduce()/vary() included
         self._pending: dict[str, Generation] = {}
@@ -347,6 +349,7 @@ class Runner:
         found = read_recipe(path)
         gen = Generation(Recipe.from_dict(found["recipe"]), self, lineage=parse(found.get(FIELD)))
         gen.id = found.get("generation_id") or None
+        gen.engine = found.get("engine") or None
         gen.path = path
         gen._claimed = True
         saved_at = path.stat().st_mtime
@@ -376,7 +379,7 @@ class Runner:
         return {
             "generation_id": gen.id or "",
             "backend": self.backend,
-            **({"engine": "offline preview stand-in, not FLUX"} if self.backend == "local" else {}),
+            **({"engine": gen.engine} if gen.engine else {}),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(gen.created)),
             **({"lineage": _lineage_text(gen.lineage)} if gen.lineage else {}),
         }

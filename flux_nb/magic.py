@@ -35,7 +35,7 @@ OPTIONS = (
 )
 SUBCOMMANDS = (
     "wait [TIMEOUT], status, cancel [ID|all], history [N], reproduce [--lineage [--input FILE] [--yes]] PATH_OR_ID,"
-    " lineage PATH_OR_ID, backend [local|hosted], resume, copy [ID], panel, price"
+    " lineage PATH_OR_ID, backend [local [--engine E --model M]|hosted], resume, copy [ID], panel, price"
 )
 
 
@@ -213,10 +213,11 @@ class FluxMagics(Magics):
         """%flux SUBCOMMAND: wait [TIMEOUT] (block until every image of the session is done),
         status, cancel [ID|all] (default all), history [N], reproduce PATH_OR_ID (--lineage: the
         whole chain of edits, parents first; --input FILE: an uploaded image the chain starts from;
-        --yes: over FluxMagics.max_cell_cost on a paid backend),
-        lineage PATH_OR_ID (how an edit was made, step by step), backend [local|hosted] (show or switch), resume (collect what an earlier kernel sent),
-        copy [ID] (a %%flux cell below that remakes a generation; default the last), panel,
-        price (what an image costs on this backend)."""
+        --yes: over FluxMagics.max_cell_cost on a paid backend), lineage PATH_OR_ID (how an edit
+        was made, step by step), backend [local|hosted] (show or switch; local takes --engine
+        flux2-klein --model M --device D --dtype T --offload for FLUX.2 Klein on this machine),
+        resume (collect what an earlier kernel sent), copy [ID] (a %%flux cell below that remakes
+        a generation; default the last), panel, price (what an image costs on this backend)."""
         words = [_unquote(w) for w in line.split(None, 1)]
         command, rest = (
             (words[0].lower(), words[1].strip() if len(words) > 1 else "")
@@ -361,12 +362,15 @@ class FluxMagics(Magics):
         from .config import ApiKey
         from .session import Session, set_session
 
-        choice = rest.lower()
+        words = rest.split()
+        choice = words[0].lower() if words else ""
         if choice == "":
             print(_session.session().describe())
             return
         if choice == "local":
-            new = Session("local", announce=None)
+            new = Session("local", announce=None, **_local_options(words[1:]))
+        elif len(words) > 1:
+            raise UsageError(f"%flux backend {rest!r}: engine options go with local only.")
         elif choice == "hosted":
             new = Session("hosted", api_key=_ask_key(ApiKey), announce=None)
         else:
@@ -412,6 +416,30 @@ class FluxMagics(Magics):
             if text in (gen.id, str(gen.path)) or gen.key.startswith(text):
                 return gen
         raise UsageError(f"%flux: no generation {text!r} in this session (see %flux history).")
+
+
+def _local_options(words: list[str]) -> dict[str, Any]:
+    """`%flux backend local` options (--engine, --model, --device, --dtype, --offload) as the
+    Session's engine; what is left out comes from FLUX_NB_ENGINE and FLUX_NB_MODEL."""
+    import argparse
+
+    from .config import Settings
+
+    parser = argparse.ArgumentParser(prog="%flux backend local", add_help=False, exit_on_error=False)
+    for flag in ("--engine", "--model", "--device", "--dtype"):
+        parser.add_argument(flag, default=None)
+    parser.add_argument("--offload", action="store_true")
+    try:
+        found, extra = parser.parse_known_args([_unquote(w) for w in words])
+    except argparse.ArgumentError as exc:
+        raise UsageError(f"%flux backend local: {exc}") from None
+    if extra:
+        raise UsageError(
+            f"%flux backend local: unknown option {extra[0]!r} (use --engine, --model, --device,"
+            " --dtype, --offload)."
+        )
+    options = {k: v for k, v in vars(found).items() if v not in (None, False)}
+    return {"engine": _session.local_engine(settings=Settings.from_env(), **options)}
 
 
 def _ask_key(api_key_class):
@@ -484,11 +512,8 @@ def load_ipython_extension(ipython) -> None:
             file=sys.stderr,
         )
         return
-    if left:
-        line += (
-            f" {left} generation(s) from an earlier kernel were not collected: run %flux resume."
-        )
-    print(line)
+    hint = f"{left} generation(s) from an earlier kernel were not collected: run %flux resume."
+    _session.announce_once(line, hint if left else "")  # once per kernel, even after %reload_ext
     # ipywidgets takes about 75 ms to import: do it while the person types the first %%flux cell
     # (under Run All that cell waits for the import lock instead: no slower than importing it there).
     threading.Thread(target=_warm_up, name="flux-nb-warmup", daemon=True).start()

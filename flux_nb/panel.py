@@ -18,7 +18,6 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,7 +25,7 @@ from urllib.parse import urlsplit
 import ipywidgets as widgets
 
 from . import errors
-from .cards import Card, card_grid
+from .cards import Card, card_button, card_grid, card_width
 from .jobs import Generation
 from .recipe import bundled_schema, draw_seed
 from .session import Session
@@ -35,7 +34,7 @@ log = logging.getLogger("flux_nb.panel")
 
 HISTORY_LIMIT = 12  # images from the output folder shown on open (each costs a thumbnail)
 MAX_IMAGES = 4  # the "Images" control: how many one click of Generate makes
-THUMBNAIL_SIZE = 224  # gallery previews: three cards side by side at about 800 px
+THUMBNAIL_SIZE = 336  # gallery previews: three cards (six buttons a row) in the panel's 1100 px
 INPUT_THUMBNAIL_SIZE = 96
 LABEL_WIDTH = "92px"
 ERROR_COLOR = "var(--jp-error-color1, #c62828)"
@@ -242,8 +241,7 @@ class Panel(widgets.VBox):
             threading.Thread(target=self._load_price, name="flux-nb-price", daemon=True).start()
         self.error = widgets.HTML("", layout=widgets.Layout(width="100%", display="none"))
 
-        self.gallery = card_grid([], min_width=THUMBNAIL_SIZE + 24)
-        self.gallery.layout.width = "100%"
+        self.gallery = card_grid([], min_width=card_width(THUMBNAIL_SIZE))
         self._gallery_note = widgets.HTML(
             f'<span style="color:{MUTED_COLOR}">Results, newest first. Files are saved in'
             f" {html.escape(str(self.session.output.path))} with their recipe.</span>",
@@ -388,13 +386,10 @@ class Panel(widgets.VBox):
             self._follow(gen)
 
     def _card(self, gen: Generation) -> Card:
-        use = widgets.Button(
-            description="Use as input",
-            icon="level-up",
-            layout=_button_layout(),
-            tooltip="Add this image to the input images, to edit it",
-            disabled=gen.status != "succeeded",
+        use = card_button(
+            "Input", "Use as input: add this image to the input images, to edit it", "level-up"
         )
+        use.disabled = gen.status != "succeeded"
         use.on_click(lambda _: self._guarded(self.add_input, gen))
         card = Card(gen, on_new=self._on_new, extra_buttons=[use], thumbnail_size=THUMBNAIL_SIZE)
         gen.on_change(lambda g: setattr(use, "disabled", g.status != "succeeded"))
@@ -543,26 +538,25 @@ def _aspect_label(ratio: str) -> str:
 
 
 def _header_html(session: Session) -> str:
-    """Which backend makes the images: the offline stand-in says so. Never the key, never URL userinfo."""
+    """The model and a short backend badge; the whole backend line (printed once per kernel,
+    see session.announce) is its tooltip. Never the key, never URL userinfo."""
     parts = urlsplit(session.base_url)
-    where = html.escape(
-        f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    )
-    if session.backend == "local":
-        note = (
-            f"local offline stand-in at {where}: a preview engine, not FLUX.2 Klein."
-            " Set OXEN_API_KEY for the real model."
-        )
+    where = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    if session.backend == "local" and session.engine and not session.engine.startswith("preview"):
+        badge = "local FLUX.2 Klein"
+        tip = f"The local server at {where} makes the images: {session.engine}."
+    elif session.backend == "local":
+        badge = "offline preview engine (not FLUX)"
+        tip = f"The local offline stand-in at {where} makes the images. Set OXEN_API_KEY for the real model."
     elif session.backend == "hosted":
-        note = f"Oxen.ai hosted API at {where}."
+        badge, tip = "Oxen.ai hosted", f"Oxen.ai's hosted API at {where}."
     else:
-        note = f"Oxen-compatible server at {where}."
-    return f'<b>FLUX.2 Klein 4B</b> <span style="color:{MUTED_COLOR}">· {note}</span>'
-
-
-@cache
-def _button_layout() -> widgets.Layout:
-    return widgets.Layout(width="auto")
+        badge, tip = "custom server", f"An Oxen-compatible server at {where}."
+    return (
+        f'<b>FLUX.2 Klein 4B</b> <span title="{html.escape(tip, quote=True)}" style="color:{MUTED_COLOR};'
+        f" border:1px solid var(--jp-border-color2, #ddd); border-radius:8px; padding:0 6px;"
+        f' font-size:var(--jp-ui-font-size0, 11px)">{html.escape(badge)}</span>'
+    )
 
 
 def _input_name(source: Any) -> str:

@@ -19,29 +19,73 @@ from .recipe import Recipe, bundled_schema
 from .storage import OutputFolder
 
 JOURNAL_NAME = ".flux_nb_journal.jsonl"
-_embedded: dict[float, Any] = {}
+_embedded: dict[tuple[float, Any], Any] = {}
 _embedded_lock = threading.Lock()
 
 
-def embedded_server(step_delay: float):
-    """The process's local Oxen-compatible server for this step delay, started on first use on a
-    free loopback port and shared by every session that asks for the same delay."""
+def embedded_server(step_delay: float, engine: Any = "preview"):
+    """The process's local Oxen-compatible server for this step delay and engine (a name or an
+    EngineConfig), started on first use on a free loopback port and shared by every session that
+    asks for the same."""
+    from .server.engines import EngineConfig
+
+    config = EngineConfig.of(engine)
+    key = (step_delay, config)
     with _embedded_lock:
-        if step_delay not in _embedded:
+        if key not in _embedded:
             from .server.app import LocalExtras
             from .server.embedded import LocalServer
 
             # Progress events are local-only: cards draw a progress bar from them, nothing needs them.
             extras = LocalExtras(progress_events=True)
-            _embedded[step_delay] = LocalServer(step_delay=step_delay, extras=extras).start()
-        return _embedded[step_delay]
+            _embedded[key] = LocalServer(step_delay=step_delay, engine=config, extras=extras).start()
+        return _embedded[key]
+
+
+def local_engine(
+    engine: Any = None, model: str | None = None, settings: Settings | None = None, **options: Any
+) -> Any:
+    """The embedded server's EngineConfig: the arguments (options: device, dtype, offload), else
+    FLUX_NB_ENGINE and FLUX_NB_MODEL. A ValidationError names what is wrong or missing."""
+    from .server.engines import EngineConfig, EngineError
+
+    settings = settings or Settings.from_env()
+    try:
+        if isinstance(engine, EngineConfig):
+            config = engine
+        else:
+            name = engine or settings.engine
+            if name == "flux2-klein":
+                model = model or settings.model
+            config = EngineConfig(name, model=model, **options)
+        config.check_available()  # missing libraries: the pip line now, not at the first image
+    except (ValueError, TypeError, EngineError) as exc:
+        raise errors.ValidationError(f"local engine: {exc}", field="engine") from None
+    return config
+
+
+_announced: set[str] = set()
+
+
+def announce_once(line: str, extra: str = "") -> None:
+    """Say the backend line once per process (kernel): on stdout in IPython, where it is the
+    cell's output; on stderr in a plain script, whose stdout is its own. `extra` (a hint to act
+    on, appended) makes it said again."""
+    if line in _announced and not extra:
+        return
+    _announced.add(line)
+    ipython = sys.modules.get("IPython")
+    in_ipython = ipython is not None and ipython.get_ipython() is not None
+    print(f"{line} {extra}" if extra else line, file=sys.stdout if in_ipython else sys.stderr)
 
 
 class Session:
-    """Where generations go and land. `backend`: 'local' (the embedded offline server), 'hosted'
+    """Where generations go and land. `backend`: 'local' (the embedded server), 'hosted'
     (Oxen.ai, needs a key) or None to choose from the environment. `timeouts` and `retry` go to
     the client (timeouts.sse_read: how long a silent event stream is trusted before reconnecting);
-    `http` an httpx.Client of your own (a proxy, or a test transport)."""
+    `http` an httpx.Client of your own (a proxy, or a test transport). `engine` and `model` choose
+    the embedded server's engine (default: FLUX_NB_ENGINE and FLUX_NB_MODEL, else the offline
+    preview engine; flux2-klein is FLUX.2 Klein via diffusers)."""
 
     def __init__(
         self,
@@ -52,10 +96,12 @@ class Session:
         output_dir: str | Path | None = None,
         step_delay: float | None = None,
         settings: Settings | None = None,
-        announce: Callable[[str], None] | None = print,
+        announce: Callable[[str], None] | None = announce_once,
         timeouts: Timeouts | None = None,
         retry: RetryPolicy | None = None,
         http: Any = None,
+        engine: Any = None,
+        model: str | None = None,
     ):
         settings = settings or Settings.from_env()
         key = ApiKey(api_key) if isinstance(api_key, str) else (api_key or settings.api_key)
@@ -64,9 +110,14 @@ class Session:
         if backend is None:
             backend = "local" if (key is None and base_url is None and settings.base_url is None) else "hosted"
         self.server = None
+        self.engine: str | None = None  # the local engine's label; None when another server draws
         if backend == "local":
-            self.server = embedded_server(settings.step_delay if step_delay is None else step_delay)
+            config = local_engine(engine, model, settings)
+            self.server = embedded_server(
+                settings.step_delay if step_delay is None else step_delay, config
+            )
             url, key, self.backend = self.server.url, None, "local"
+            self.engine = self.server.runtime.engine_label
         else:
             url = normalize_base_url(base_url or settings.base_url or HOSTED_BASE_URL)
             self.backend = "hosted" if url == HOSTED_BASE_URL else "custom"
@@ -82,6 +133,7 @@ class Session:
         self.resume_notes: list[str] = []  # why some journalled work could not be resumed here
         self._origins: dict[str, Any] = {}  # input hash -> how that image was made (lineage.py)
         self.runner = Runner(self.client, self.output, self.journal, backend=self.backend)
+        self.runner.engine = self.engine
         self._schema: dict[str, Any] = bundled_schema()
         self._schema_checked = self.backend == "local"  # the local server serves the bundled copy
         self._price = None
@@ -93,6 +145,11 @@ class Session:
 
     def describe(self) -> str:
         """One line: which backend makes the images, and how to switch."""
+        if self.backend == "local" and not self.server.runtime.engine.is_stand_in:
+            return (
+                f"flux-nb: images come from FLUX.2 Klein on this machine, {self.engine}, through"
+                f" the local server at {self.base_url} (the model loads at the first image)."
+            )
         if self.backend == "local":
             return (
                 f"flux-nb: no OXEN_API_KEY, so images come from the local offline stand-in at {self.base_url}"

@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # The test command the README gives and CI runs: lint, unit and kernel tests, notebooks with nbval,
-# then the browser test (JupyterLab in headless Chromium, tests/browser/) in its own environment.
-# Makes .venv (and .venv-browser) on first use, so it works on a fresh machine.
+# then the browser test (JupyterLab in headless Chromium, tests/browser/) and the flux2-klein
+# engine tests (tests/local_engine/), each in its own environment. Makes .venv (and .venv-browser,
+# .venv-local) on first use, so it works on a fresh machine.
 #
 #   bash scripts/test.sh                       everything
 #   bash scripts/test.sh tests/test_client.py -x   the main suite with these pytest arguments only
 #   bash scripts/test.sh tests/browser [-x]    the browser test only
+#   bash scripts/test.sh tests/local_engine [-x]   the flux2-klein engine tests only
+#
+# The engine tests run in .venv-local: flux-nb[local] with torch pinned to 2.13.0 (a CPU build;
+# an unpinned torch would pull gigabytes of CUDA wheels). They build a tiny random
+# Flux2KleinPipeline and never reach the Hugging Face hub (HF_HUB_OFFLINE=1).
 #
 # The browser test runs in .venv-browser (flux-nb[browser]: JupyterLab and Playwright), never in
 # .venv: JupyterLab slows every `import nbformat` there. It needs Debian's `chromium` (or
@@ -40,8 +46,21 @@ browser_tests() {
   FLUX_NB_CHROMIUM=$chromium .venv-browser/bin/python -m pytest "$@"
 }
 
+local_engine_tests() {
+  if [ ! -x .venv-local/bin/python ]; then
+    "$PYTHON" -m venv .venv-local
+  fi
+  .venv-local/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0
+  .venv-local/bin/python -m pip install -q --disable-pip-version-check -e ".[local,test]"
+  HF_HUB_OFFLINE=1 .venv-local/bin/python -m pytest "$@"
+}
+
 if [ "${1:-}" = tests/browser ] || [[ "${1:-}" == tests/browser/* ]]; then
   browser_tests "$@"
+  exit
+fi
+if [ "${1:-}" = tests/local_engine ] || [[ "${1:-}" == tests/local_engine/* ]]; then
+  local_engine_tests "$@"
   exit
 fi
 
@@ -50,7 +69,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
 .venv/bin/ruff check flux_nb tests
-.venv/bin/python -m pytest --ignore=tests/browser "$@"
+.venv/bin/python -m pytest --ignore=tests/browser --ignore=tests/local_engine "$@"
 if [ $# -eq 0 ]; then
   browser_tests tests/browser
+  local_engine_tests tests/local_engine
 fi

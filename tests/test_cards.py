@@ -2,6 +2,7 @@
 
 import base64
 import io
+import re
 import types
 
 import ipywidgets
@@ -9,11 +10,12 @@ import pytest
 from ipywidgets.widgets.widget import _instances
 from PIL import Image, ImageChops
 
-from flux_nb import cards
+from flux_nb import card_html, cards
 from flux_nb.cards import (
     Card,
     card_grid,
     card_stack,
+    card_width,
     cards_in,
     generation_mimebundle,
     magic_line,
@@ -22,14 +24,16 @@ from flux_nb.cards import (
 from flux_nb.inputs import to_input_url
 from flux_nb.magic import FluxMagics, _unquote
 from flux_nb.recipe import Recipe
+from flux_nb.server.app import LocalExtras
 from flux_nb.server.embedded import LocalServer
 from flux_nb.session import Session
 
 
 @pytest.fixture(scope="module")
 def slow_server():
-    """Takes visible time per step, so cancel has something to stop."""
-    with LocalServer(step_delay=0.05) as server:
+    """Takes visible time per step, so cancel has something to stop; sends the local-only progress
+    events (as the embedded server does) so the bar can follow steps."""
+    with LocalServer(step_delay=0.05, extras=LocalExtras(progress_events=True)) as server:
         yield server
 
 
@@ -47,25 +51,42 @@ def pixels_equal(a, b):
     )
 
 
+def text_of(widget):
+    """What an HTML widget shows as text."""
+    return cards.html.unescape(re.sub(r"<[^>]+>", "", widget.value))
+
+
 def settle(*gens, timeout=20):
     for gen in gens:
         assert gen._done.wait(timeout)
     assert wait_settled(timeout)
 
 
-def test_card_follows_its_generation_to_the_thumbnail(session):
+def test_card_follows_its_generation_to_the_thumbnail(session, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the notebook's folder: the full-size file opens by a relative link
     gen = session.generate("a red fox in snow", seed=5, num_inference_steps=4, aspect_ratio="1:1")
     card = Card(gen, thumbnail_size=128)
-    assert card.gen is gen and list(card.children) == [card.status, card.caption, card.buttons]
+    # While it runs: a placeholder box and a progress bar stand where the picture will be.
+    running = [card.placeholder, card.progress, card.status, card.caption, card.buttons]
+    assert card.gen is gen and list(card.children) == running
+    assert "aspect-ratio:1/1" in card.placeholder.value
     assert not card.cancel_button.disabled
+    assert "<a " not in card.file_link.value  # no file to open yet
     settle(gen)
     assert gen.status == "succeeded"
     assert bytes(card.preview.value) == gen.thumbnail(128)
     assert max(Image.open(io.BytesIO(bytes(card.preview.value))).size) == 128
-    assert list(card.children) == [card.status, card.preview, card.caption, card.buttons]
-    assert card.status.value.startswith("done in ") and gen.path.name in card.status.value
+    assert list(card.children) == [card.preview, card.status, card.caption, card.buttons]
+    assert text_of(card.status).startswith("✓ done in ") and gen.path.name in card.status.value
     assert "seed 5" in card.caption.value and "4 steps" in card.caption.value
     assert card.cancel_button.disabled and card.settled.is_set()
+    assert f'href="out/{gen.path.name}"' in card.file_link.value
+
+
+def test_a_file_outside_the_notebook_folder_is_named_not_linked(session):
+    gen = session.generate("a dot", seed=2, num_inference_steps=1).wait(20)
+    card = Card(gen)
+    assert "<a " not in card.file_link.value and str(gen.path) in card.file_link.value
 
 
 def test_a_card_for_a_finished_generation_is_complete_at_once(session):
@@ -106,6 +127,8 @@ def test_cancel_button_stops_it_and_the_card_says_so(slow_session):
     assert gen.status == "cancelled"
     assert "cancelled" in card.status.value and card.cancel_button.disabled
     assert len(card.preview.value) == 0 and card.preview not in card.children
+    assert card.progress not in card.children and card.placeholder in card.children
+    assert "cancelled" in text_of(card.placeholder)
 
 
 def test_a_failed_generation_shows_the_reason(session):
@@ -116,6 +139,10 @@ def test_a_failed_generation_shows_the_reason(session):
     settle(gen)
     assert gen.status == "failed" and gen.reason
     assert "failed: " in card.status.value and cards.html.escape(gen.reason) in card.status.value
+    # One line on the card (cut with an ellipsis, whole in the tooltip); the box says it in full.
+    assert "white-space:nowrap" in card.status.value and "text-overflow:ellipsis" in card.status.value
+    assert cards.html.escape(gen.reason) in card.placeholder.value
+    assert card_html.ERROR_COLOR in card.placeholder.value
 
 
 def test_the_ticker_refreshes_running_cards(slow_session):
@@ -123,7 +150,8 @@ def test_the_ticker_refreshes_running_cards(slow_session):
     card = Card(gen)
     assert card in cards._ticker.snapshot()
     card.refresh()
-    assert card.status.value.startswith(("submitting", "queued", "processing"))
+    assert text_of(card.status).startswith(("submitting", "queued", "processing"))
+    assert 0.0 <= card.progress.value < 1.0
     gen.cancel()
     settle(gen)
     assert card not in cards._ticker.snapshot()
@@ -231,20 +259,22 @@ def test_card_stack_grows_under_the_first_cards(session):
     gens = session.generate("a row of houses", 3, seed=20, num_inference_steps=2)
     seen = []
     box = card_stack(gens, on_new=seen.append)
-    (grid,) = box.children
-    assert isinstance(grid, ipywidgets.GridBox) and [c.gen for c in cards_in(box)] == gens
+    assert isinstance(box, ipywidgets.GridBox) and [c.gen for c in cards_in(box)] == gens
     cards_in(box)[1].reproduce_button.click()
-    assert len(box.children) == 2 and box.children[1].gen is seen[0]
-    box.children[1].vary_button.click()  # the new card's buttons grow the same stack
-    assert len(box.children) == 3 and len(seen) == 2
+    assert len(box.children) == 4 and box.children[3].gen is seen[0]
+    box.children[3].vary_button.click()  # the new card's buttons grow the same grid
+    assert len(box.children) == 5 and len(seen) == 2
     settle(*gens, *seen)
     assert seen[0].recipe == gens[1].recipe
 
 
 def test_card_grid_fits_its_cards(session):
     gen = session.generate("a dot", seed=2, num_inference_steps=1)
-    grid = card_grid([Card(gen, thumbnail_size=200)])
-    assert "minmax(224px" in grid.layout.grid_template_columns
+    grid = card_grid([Card(gen, thumbnail_size=400)])
+    assert grid.layout.grid_template_columns == f"repeat(auto-fill, {400 + 18}px)"
+    small = card_grid([Card(gen, thumbnail_size=128)])  # never narrower than the buttons need
+    assert small.layout.grid_template_columns == f"repeat(auto-fill, {card_width(128)}px)"
+    assert card_width(128) == cards.MIN_CARD_CONTENT + 18
     settle(gen)
 
 
@@ -252,5 +282,42 @@ def test_extra_buttons_sit_with_the_others(session):
     gen = session.generate("a dot", seed=2, num_inference_steps=1)
     extra = ipywidgets.Button(description="Use as input")
     card = Card(gen, extra_buttons=[extra])
-    assert card.buttons.children[-1] is extra
+    assert card.buttons.children[-2:] == (extra, card.file_link)
+    assert [b.description for b in card.buttons.children[:4]] == ["Rerun", "Vary", "Copy", "Cancel"]
+    assert all(b.tooltip and b.icon for b in card.buttons.children[:4])
     settle(gen)
+
+
+def test_the_bar_follows_the_steps_the_local_server_reports(slow_session):
+    gen = slow_session.generate("a slow one", seed=4, num_inference_steps=40)
+    card = Card(gen)
+    assert gen._done.wait(0) is False
+    deadline = cards.time.monotonic() + 20
+    while not (gen.progress and gen.progress[0] >= 2) and cards.time.monotonic() < deadline:
+        cards.time.sleep(0.02)
+    card.refresh()
+    step, total = gen.progress
+    assert total == 40 and card.progress.bar_style == ""
+    assert card.progress.value == pytest.approx(step / total)
+    assert re.match(r"processing · step \d+/40 · \d+ s$", text_of(card.status))
+    gen.cancel()
+    settle(gen)
+
+
+def test_without_step_progress_the_bar_fills_with_elapsed_time():
+    # The hosted API reports no steps: the bar grows with time and never reaches the end.
+    def at(seconds, status="processing"):
+        gen = types.SimpleNamespace(progress=None, elapsed=seconds, status=status)
+        return card_html.progress(gen, typical=10.0)
+
+    (early, style), (late, _), (very_late, _) = at(1.0), at(10.0), at(600.0)
+    assert style == "info" and 0 < early < late < very_late <= 0.95
+    assert at(10.0, "queued")[0] < late  # waiting in the queue fills more slowly
+
+
+def test_placeholder_has_the_recipes_shape():
+    for ratio, box in (("16:9", "16/9"), ("9:16", "9/16"), ("1:1", "1/1")):
+        gen = types.SimpleNamespace(
+            recipe=Recipe.build("x", aspect_ratio=ratio), status="queued", reason=""
+        )
+        assert f"aspect-ratio:{box}" in card_html.placeholder(gen)

@@ -12,6 +12,9 @@ import hashlib
 import io
 import json
 import os
+import re
+import subprocess
+import sys
 import time
 
 import nbformat
@@ -171,6 +174,32 @@ def test_load_ext_says_one_line_fast_with_the_resume_hint(kernel):
     assert kernel.value("_load_ms") < 1000
 
 
+def test_the_backend_line_is_said_once_per_kernel(kernel):
+    # The session and a panel made after %load_ext do not say it again (the panel shows a badge).
+    cell = kernel.run("import flux_nb\nflux_nb.session(); _panel = flux_nb.Panel(history=False)")
+    assert_clean(cell)
+    assert cell.outputs == []
+    # %reload_ext says it again only with something to act on: here, the earlier kernel's image.
+    (out,) = kernel.run("%reload_ext flux_nb").outputs
+    assert out.name == "stdout" and "%flux resume" in out.text and out.text.count("\n") == 1
+
+
+def test_a_plain_script_keeps_its_stdout_clean(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("OXEN_API_KEY", "FLUX_NB_BASE_URL")}
+    env["FLUX_NB_OUTPUT_DIR"] = str(tmp_path)
+    script = (
+        "from flux_nb.session import Session\n"
+        "a, b = Session(), Session()  # two sessions, one process: the line is said once\n"
+        "print('mine'); a.close(); b.close()"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "mine\n"  # the script's own output only
+    assert done.stderr.count("local offline stand-in") == 1
+
+
 def test_flux_cell_returns_at_once_with_a_live_card_then_the_image(kernel):
     cell = kernel.run("%%flux --seed 7 -a 1:1\na red fox in snow")
     assert [o.output_type for o in cell.outputs] == ["display_data"]
@@ -192,7 +221,7 @@ def test_flux_cell_returns_at_once_with_a_live_card_then_the_image(kernel):
     assert os.path.isfile(got["path"]) and got["size"] == [1024, 1024]
     assert got["recipe"] == got["mine"] and got["recipe"]["seed"] == 7
     assert got["elapsed"] * 1000 > 3 * ms
-    assert got["card"] and got["status"].startswith("done in ")
+    assert got["card"] and re.search(r">\S* ?done in [\d.]+ s", got["status"])
 
 
 def test_reproduce_gives_the_same_pixels_and_vary_does_not(kernel):
@@ -263,7 +292,7 @@ def test_bad_input_gives_one_line_and_no_traceback(kernel):
 def test_name_n6_grid_and_distinct_seeds(kernel):
     cell = kernel.run("%%flux --seed 500 -n 6 --steps 2 --name six\na row of six houses")
     (view,) = widget_ids(cell)
-    assert kernel.value(f"type(_instances[{view!r}].children[0]).__name__") == "GridBox"
+    assert kernel.value(f"[type(_instances[{view!r}]).__mro__[1].__name__, _instances[{view!r}].layout.grid_template_columns]") == ["GridBox", "repeat(auto-fill, 338px)"]
     assert_clean(kernel.run("[g.wait(30) for g in six]; wait_settled(10)"))
     got = kernel.value(
         f"[[g.seed, str(g.path), c.gen is g, bytes(c.preview.value) == g.thumbnail()] for g, c in zip(six, _cards({view!r}))]"

@@ -10,9 +10,9 @@ import ipywidgets
 import pytest
 from PIL import Image, ImageChops
 
-from flux_nb.cards import Card, wait_settled
+from flux_nb.cards import Card, card_width, wait_settled
 from flux_nb.config import Settings
-from flux_nb.panel import Panel
+from flux_nb.panel import THUMBNAIL_SIZE, Panel
 from flux_nb.recipe import SEED_MAX, bundled_schema
 from flux_nb.server.embedded import LocalServer
 from flux_nb.session import Session
@@ -107,6 +107,16 @@ def test_controls_follow_the_schema_and_have_labels(panel):
     assert panel.cancel_button.disabled  # nothing running yet
 
 
+def test_the_header_says_the_backend_in_a_badge_and_the_gallery_is_a_grid(panel, session):
+    # The whole backend line is printed once per kernel; the panel does not say it again.
+    assert session.describe() not in panel.header.value
+    assert "offline preview engine (not FLUX)" in panel.header.value
+    assert isinstance(panel.gallery, ipywidgets.GridBox)
+    width = card_width(THUMBNAIL_SIZE)
+    assert panel.gallery.layout.grid_template_columns == f"repeat(auto-fill, {width}px)"
+    assert 3 * width + 2 * 8 <= 1100  # three cards a row in the panel at its widest
+
+
 def test_generate_puts_the_asked_seed_in_the_gallery_and_keeps_the_prompt(panel, session):
     panel.prompt.value = "a red fox in snow"
     panel.aspect_ratio.value = "1:1"
@@ -161,7 +171,7 @@ def test_reproduce_in_the_gallery_gives_the_same_pixels(panel, session):
     finish(panel)
     assert again.status == "succeeded" and again.path != gen.path
     assert pixels_equal(gen.image, again.image)
-    button(panel.cards[1], "New seed").click()
+    button(panel.cards[1], "Vary").click()
     finish(panel)
     other = panel.cards[0].gen
     assert other.seed != 99 and not pixels_equal(gen.image, other.image)
@@ -236,7 +246,7 @@ def test_use_as_input_feeds_a_result_back(panel):
     panel.generate()
     finish(panel)
     card = panel.cards[0]
-    use = button(card, "Use as input")
+    use = button(card, "Input")
     assert use is not None and not use.disabled
     use.click()
     assert len(panel.inputs) == 1 and panel.inputs[0].name == f"seed {card.gen.seed}"
@@ -266,7 +276,7 @@ def test_history_from_the_output_folder(session, tmp_path):
         assert (
             card.gen.done
             and len(card.preview.value) > 0
-            and not button(card, "Use as input").disabled
+            and not button(card, "Input").disabled
         )
         card.reproduce_button.click()
         finish(panel)
@@ -341,7 +351,7 @@ def test_the_api_key_never_reaches_widget_state(keyed_server, tmp_path):
         finish(panel)
         gen = panel.cards[0].gen
         assert gen.status == "succeeded", gen.reason  # the key was used: the server wants it
-        button(panel.cards[0], "Use as input").click()
+        button(panel.cards[0], "Input").click()
         panel.cards[0].copy_button.click()
         panel.seed.value = -5
         panel.generate()  # an error message in the page too

@@ -33,7 +33,7 @@ from starlette.types import Receive, Scope, Send
 
 from ..recipe import MODEL_ID, PARAMETERS, SEED_MAX, bundled_schema, draw_seed
 from .assets import demo_asset
-from .engines import ENGINE_LABELS, check_engine_name
+from .engines import EngineConfig, get_engine
 from .events import Event, EventHub
 from .faults import FaultInjector, FaultMiddleware, Faults, drop_connection
 from .httpio import (
@@ -97,7 +97,7 @@ class Runtime:
         *,
         api_key: str | None,
         step_delay: float,
-        engine: str,
+        engine: str | EngineConfig,
         workers: int,
         faults: Faults | None,
         limits: Limits,
@@ -107,7 +107,9 @@ class Runtime:
         self.api_key = api_key or None
         self.extras = extras = extras or LocalExtras()
         self.files_url = files_url.rstrip("/") if files_url else None
-        self.engine_label = ENGINE_LABELS[check_engine_name(engine)]
+        self.engine = EngineConfig.of(engine)
+        self.engine.check_available()  # missing libraries: one line now, not at the first image
+        self.engine_label = self.engine.label
         self.limits = limits
         self.results = ResultFiles(limits.results_in_memory_bytes)
         self.hub = EventHub(replay=extras.replay_events)
@@ -119,12 +121,18 @@ class Runtime:
         self.pool = WorkerPool(
             self.store,
             self.results,
-            engine=engine,
+            engine=self.engine,
             workers=workers,
             step_delay=step_delay,
             input_limits=limits.inputs,
         )
         self.faults = FaultInjector(faults) if faults is not None else None
+
+    def preload(self) -> None:
+        """Load the engine's model now rather than at the first generation (EngineUnavailable)."""
+        engine = get_engine(self.engine)
+        if hasattr(engine, "preload"):
+            engine.preload()
 
     def close_streams(self) -> None:
         """End every SSE stream (before a server shutdown, so it need not wait for them)."""
@@ -374,7 +382,7 @@ def model_object(rt: Runtime) -> dict[str, Any]:
         "created": 0,
         "owned_by": "oxen",
         "display_name": MODEL_NAME,
-        "description": f"{MODEL_NAME} on a local flux-nb server; engine: {rt.engine_label}.",
+        "description": rt.engine.description,
         "summary": None,
         "model_type": "base",
         "endpoint": "/images/generate",
@@ -519,8 +527,14 @@ async def index(request: Request) -> JSONResponse:
     return JSONResponse(
         {
             "name": "flux-nb local server",
-            "about": "a local server that speaks Oxen.ai's inference API",
+            "about": "a local server that speaks Oxen.ai's inference API; "
+            + (
+                "its offline engine's images are not FLUX's"
+                if rt.engine.is_stand_in
+                else "FLUX.2 Klein runs on this machine"
+            ),
             "engine": rt.engine_label,
+            "description": rt.engine.description,
             "local_extras": rt.extras.enabled(),
             "models": [MODEL_ID],
             "events": base_url(request) + "/api/events",
@@ -545,7 +559,7 @@ def create_app(
     *,
     api_key: str | None = None,
     step_delay: float = 0.0,
-    engine: str = "preview",
+    engine: str | EngineConfig = "preview",
     workers: int = 2,
     faults: Faults | None = None,
     limits: Limits | None = None,
@@ -556,7 +570,9 @@ def create_app(
     token; step_delay (seconds per engine step) makes progress and cancel visible; faults turns
     on fault injection and /_faults; limits overrides the size caps; files_url makes result URLs
     point at another origin (a CDN in front of this server's /api/files/, say); extras turns on
-    what only a local server does (all off by default: the documented contract and no more)."""
+    what only a local server does (all off by default: the documented contract and no more).
+    engine: a name or an EngineConfig (flux2-klein: its model, device, dtype; it runs with a
+    single worker)."""
     if step_delay < 0:
         raise ValueError("step_delay must be >= 0")
     rt = Runtime(

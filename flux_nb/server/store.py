@@ -70,6 +70,10 @@ class Row:
     listed: bool = True  # False for sync calls: they are not queue rows
     # Called (under the lock, so keep it tiny) once the row turns terminal; sync calls wait on it.
     on_done: Callable[[Row], None] | None = field(default=None, repr=False)
+    # The server's own time for a generation, for benchmarks and the browser test; not part of
+    # the generation object (whose timestamps are whole seconds on the hosted API).
+    created_mono: float = field(default_factory=time.monotonic, repr=False)
+    finished_mono: float | None = field(default=None, repr=False)
 
     @property
     def result_path(self) -> str | None:
@@ -231,6 +235,7 @@ class Store:
             return True
 
     def _finish(self, row: Row, status: str, message: str | None) -> None:
+        row.finished_mono = time.monotonic()
         row.status, row.error_message = status, message
         row.completed_at = int(time.time())
         if not row.listed:

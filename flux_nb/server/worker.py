@@ -2,7 +2,8 @@
 
 Rows are taken first-in first-out, except that sync calls (/api/ai/images/*) go ahead of queued
 ones: someone is blocked on them. No thread per generation: `workers` threads, started on the
-first submit, each with its own engine instance (so engines need not be thread-safe).
+first submit, each with its own engine instance (so engines need not be thread-safe). An engine
+that shares one model (EngineConfig.serial) gets a single worker: generations run one at a time.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import httpx
 
 from ..errors import InputImageError
 from ..recipe import Recipe
-from .engines import Cancelled, get_engine
+from .engines import Cancelled, EngineConfig, EngineError, get_engine
 from .inputs import InputLimits, load_images
 from .results import ResultFiles
 from .store import PROCESSING, QUEUED, Row, Store
@@ -33,13 +34,20 @@ def build_recipe(model: str, params: dict[str, Any]) -> Recipe:
     return Recipe.build(params.get("prompt"), model=model, **rest)
 
 
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception as one line for error_message: a notebook shows it, never a traceback."""
+    lines = str(exc).strip().splitlines()
+    text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class WorkerPool:
     def __init__(
         self,
         store: Store,
         results: ResultFiles,
         *,
-        engine: str,
+        engine: str | EngineConfig,
         workers: int,
         step_delay: float,
         input_limits: InputLimits,
@@ -47,8 +55,9 @@ class WorkerPool:
         if workers < 1:
             raise ValueError("workers must be at least 1")
         self._store = store
-        self._engine_name = engine
-        self._workers = workers
+        self._engine = EngineConfig.of(engine)
+        self._engine_name = self._engine.name
+        self._workers = 1 if self._engine.serial else workers
         self._step_delay = step_delay
         self._results = results
         self._input_limits = input_limits
@@ -102,11 +111,11 @@ class WorkerPool:
                 continue
             try:
                 if engine is None:
-                    engine = get_engine(self._engine_name)
+                    engine = get_engine(self._engine)
                 self._run(row, engine)
             except Exception as exc:  # a bug here must fail the row, never kill the thread
                 log.exception("generation %s crashed", row.id)
-                self._store.fail(row, f"the server failed: {type(exc).__name__}: {exc}")
+                self._store.fail(row, f"the server failed: {one_line(exc)}")
 
     def _run(self, row: Row, engine: Any) -> None:
         store = self._store
@@ -138,9 +147,13 @@ class WorkerPool:
             # A cancel request already made the row terminal; otherwise the server is stopping.
             store.fail(row, "the server stopped before this generation finished")
             return
+        except EngineError as exc:  # already one line that says what to do
+            log.warning("generation %s failed: %s", row.id, exc)
+            store.fail(row, str(exc))
+            return
         except Exception as exc:
             log.exception("engine %s failed on generation %s", self._engine_name, row.id)
-            store.fail(row, f"the {self._engine_name} engine failed: {type(exc).__name__}: {exc}")
+            store.fail(row, f"the {self._engine_name} engine failed: {one_line(exc)}")
             return
         name = f"{row.id}.{recipe.output_format}"
         self._results.put(name, data)

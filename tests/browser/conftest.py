@@ -52,10 +52,28 @@ CHROMIUM_ARGS = [
 SCRUBBED = ("OXEN_API_KEY", "FLUX_NB_BASE_URL", "FLUX_NB_OUTPUT_DIR", "FLUX_NB_STEP_DELAY")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
+GRID_CELL = "%%flux -n 4 --seed 100 --steps 50 --aspect 16:9\na grid of four harbours"
+FAILED_CELL = (
+    "%%flux --image http://127.0.0.1:9/missing.png --steps 2\nedit a picture that is not there"
+)
+# The server's own time for the panel's newest generations (POST received -> row terminal), from
+# the local store's monotonic clock: a test-only reading, not part of the generation object.
+SERVER_TIMES_CELL = (
+    "import json\n"
+    "_store = flux_nb.session().server.runtime.store\n"
+    "_gens = [c.gen for c in reversed(panel.cards[:SAMPLES])]\n"
+    "_rows = [_store.get(g.id) for g in _gens]\n"
+    "print(json.dumps([[(r.finished_mono - r.created_mono) * 1000, g.created * 1000, g.finished * 1000]"
+    " for r, g in zip(_rows, _gens)]))"
+)
 CELLS = [
-    "%load_ext flux_nb\nimport flux_nb\n\nflux_nb.Panel()",
+    "%load_ext flux_nb\nimport flux_nb\n\npanel = flux_nb.Panel()\npanel",
     "%%flux --seed 4242 --steps 50 --aspect 4:3\na lighthouse on a cliff at dusk",
+    GRID_CELL,
+    FAILED_CELL,
+    SERVER_TIMES_CELL,
 ]
+TIMING_SAMPLES = 7  # Generate clicks timed in the panel
 
 
 def chromium_path() -> str | None:
@@ -102,8 +120,11 @@ class Lab:
     token: str
     root: Path  # the server's root folder and the kernel's working directory
 
+    kind: str = "lab"  # or "notebook" (Notebook 7)
+
     def notebook_url(self, name: str) -> str:
-        return f"{self.url}/lab/tree/{name}?token={self.token}"
+        where = "lab/tree" if self.kind == "lab" else "notebooks"
+        return f"{self.url}/{where}/{name}?token={self.token}"
 
 
 def _free_port() -> int:
@@ -116,7 +137,8 @@ def _write_notebook(path: Path) -> None:
     import nbformat  # comes with jupyterlab, so only in the browser environment
 
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(source) for source in CELLS]
+    cells = [source.replace("SAMPLES", str(TIMING_SAMPLES)) for source in CELLS]
+    nb.cells = [nbformat.v4.new_code_cell(source) for source in cells]
     nb.metadata["kernelspec"] = {
         "name": "python3",
         "display_name": "Python 3 (ipykernel)",
@@ -172,13 +194,15 @@ def _stop(proc: subprocess.Popen) -> None:
     proc.wait(10)
 
 
-@pytest.fixture(scope="session")
-def lab(tmp_path_factory, artifacts, timings) -> Iterator[Lab]:
+def _serve(kind: str, tmp_path_factory, artifacts: Path, timings: Timings) -> Iterator[Lab]:
+    """`jupyter lab` (kind "lab") or Notebook 7's `jupyter notebook` (kind "notebook") on
+    loopback, with its own folders and the test notebook; stopped, kernels included, after."""
     try:
         import jupyterlab  # noqa: F401
+        import notebook  # noqa: F401
     except ImportError:
-        _missing("jupyterlab is not installed here; scripts/test.sh runs this in .venv-browser")
-    base = tmp_path_factory.mktemp("lab")
+        _missing("jupyterlab or notebook is not installed here; scripts/test.sh runs this in .venv-browser")
+    base = tmp_path_factory.mktemp(kind)
     dirs = {name: base / name for name in ("config", "data", "runtime", "ipython", "root")}
     for folder in dirs.values():
         folder.mkdir()
@@ -198,19 +222,22 @@ def lab(tmp_path_factory, artifacts, timings) -> Iterator[Lab]:
     command = [
         sys.executable,
         "-m",
-        "jupyterlab",
+        "jupyterlab" if kind == "lab" else "notebook",
         "--no-browser",
         "--ip=127.0.0.1",
         f"--port={port}",
         "--ServerApp.port_retries=0",
         f"--IdentityProvider.token={token}",
         f"--ServerApp.root_dir={dirs['root']}",
-        "--LabApp.news_url=None",
-        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
     ]
+    if kind == "lab":
+        command += [
+            "--LabApp.news_url=None",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         command.append("--allow-root")  # CI containers run as root
-    log = artifacts / "jupyterlab.log"
+    log = artifacts / f"jupyter-{kind}.log"
     started = time.monotonic()
     with log.open("w") as out:
         proc = subprocess.Popen(
@@ -224,14 +251,24 @@ def lab(tmp_path_factory, artifacts, timings) -> Iterator[Lab]:
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(proc, url, token, log)
-        timings.add("jupyterlab start (s)", time.monotonic() - started)
-        yield Lab(url, token, dirs["root"])
+        timings.add(f"jupyter {kind} start (s)", time.monotonic() - started)
+        yield Lab(url, token, dirs["root"], kind)
     finally:
         _stop(proc)
 
 
 @pytest.fixture(scope="session")
-def browser(lab):
+def lab(tmp_path_factory, artifacts, timings) -> Iterator[Lab]:
+    yield from _serve("lab", tmp_path_factory, artifacts, timings)
+
+
+@pytest.fixture(scope="session")
+def notebook7(tmp_path_factory, artifacts, timings) -> Iterator[Lab]:
+    yield from _serve("notebook", tmp_path_factory, artifacts, timings)
+
+
+@pytest.fixture(scope="session")
+def browser():
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:

@@ -11,12 +11,9 @@ from pathlib import Path
 from PIL import Image
 from playwright.sync_api import Locator, Page
 
-# A card (cards.Card): the box whose row of buttons holds "Reproduce". Cards carry no CSS class of
-# their own, so they are found by that structure.
-CARD = (
-    "xpath=//div[contains(@class,'widget-vbox')]"
-    "[./div[contains(@class,'widget-hbox')]/button[normalize-space()='Reproduce']]"
-)
+# A card (cards.Card) and its one-line status, by the classes the card gives them.
+CARD = ".flux-nb-card"
+STATUS = ".flux-nb-status"
 # The bytes the page shows in an <img>: ipywidgets' Image sets a blob: URL.
 IMAGE_BYTES = """async img => {
     const data = new Uint8Array(await (await fetch(img.src)).arrayBuffer());
@@ -34,10 +31,14 @@ class NotebookPage:
 
     # -- JupyterLab ---------------------------------------------------------------------------------
 
-    def open(self, url: str) -> None:
-        """Load the notebook and wait until its kernel is idle; fold the file browser away."""
+    def open(self, url: str, kind: str = "lab") -> None:
+        """Load the notebook and wait until its kernel is idle; fold the file browser away.
+        Notebook 7 (kind "notebook") has no status bar and no side bar to fold."""
         self.page.goto(url)
         self.page.locator(".jp-Notebook .jp-Cell").first.wait_for()
+        if kind != "lab":
+            self.page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for()
+            return
         self.page.get_by_text("| Idle").wait_for()  # status bar: "Python 3 (ipykernel) | Idle"
         left = self.page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current")
         if left.count():
@@ -56,6 +57,29 @@ class NotebookPage:
     @property
     def panel_cell(self) -> Locator:
         return self.cell(0)
+
+    def index_of(self, source: str) -> int:
+        """The position of the cell whose text is `source` (cells move as others are inserted)."""
+        texts = self.page.locator(".jp-Notebook .jp-Cell .jp-InputArea .cm-content").all_inner_texts()
+        for index, text in enumerate(texts):
+            if text.strip() == source.strip():
+                return index
+        raise AssertionError(f"no cell holds {source.splitlines()[0]!r}")
+
+    def set_theme(self, theme: str) -> None:
+        """Switch JupyterLab's theme ("JupyterLab Light" / "JupyterLab Dark") and wait for it."""
+        light = "true" if "Light" in theme else "false"
+        self.page.get_by_role("menuitem", name="Settings", exact=True).click()
+        self.page.locator(".lm-Menu-item").filter(
+            has=self.page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Theme$"))
+        ).hover()
+        self.page.locator(".lm-Menu-item:not(.lm-mod-disabled)").filter(
+            has=self.page.locator(".lm-Menu-itemLabel", has_text=re.compile(f"^{re.escape(theme)}$"))
+        ).click()
+        self.page.wait_for_function(
+            "light => document.body.dataset.jpThemeLight === light", arg=light
+        )
+        self.page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
 
     def select(self, index: int) -> None:
         """Click the cell's prompt area, as a person selects a cell (command mode)."""

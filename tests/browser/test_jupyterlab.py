@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 
 import pytest
 
@@ -17,18 +18,21 @@ pytest.importorskip(
     reason="browser test NOT RUN: playwright is not installed here; scripts/test.sh runs it in .venv-browser",
 )
 
-from notebook_page import same_pixels  # noqa: E402 - after the skip above
+from conftest import FAILED_CELL, GRID_CELL, NOTEBOOK, SERVER_TIMES_CELL, TIMING_SAMPLES  # noqa: E402
+from notebook_page import CARD, STATUS, NotebookPage, same_pixels  # noqa: E402
 
 pytestmark = pytest.mark.browser
 
 PANEL_PROMPT = "a red kite over green hills"
 FLUX_SEED = 4242
 FLUX_PROMPT = "a lighthouse on a cliff at dusk"
-# Generate's click to the preview loaded in its <img>, measured in the page (performance.now()).
+# Generate's click to one more preview loaded in an <img> of the panel's gallery than at the
+# click, measured in the page (performance.now()).
 GENERATE_TO_PREVIEW = """() => {
     const cell = document.querySelectorAll('.jp-Notebook .jp-Cell')[0];
-    const img = cell.querySelector('img.widget-image');
-    return window.__fluxGenerateClick !== undefined && img && img.complete && img.naturalWidth > 0
+    const imgs = [...cell.querySelectorAll('.flux-nb-card img.widget-image')];
+    const loaded = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
+    return window.__fluxGenerateClick !== undefined && loaded > window.__fluxImagesAtClick
         && performance.now() - window.__fluxGenerateClick;
 }"""
 # Every text the first status line of a cell's card shows, in order, and whether a preview was
@@ -36,7 +40,7 @@ GENERATE_TO_PREVIEW = """() => {
 RECORD_STATUSES = """cell => {
     const seen = window.__fluxStatuses = [];
     const record = () => {
-        const html = cell.querySelector('.widget-html');
+        const html = cell.querySelector('.flux-nb-status');
         const text = html && html.textContent.trim();
         const image = !!cell.querySelector('img.widget-image');
         const last = seen[seen.length - 1];
@@ -46,9 +50,15 @@ RECORD_STATUSES = """cell => {
     window.__fluxStatusObserver.observe(cell, {subtree: true, childList: true, characterData: true});
 }"""
 ACTIVE = r"(submitting|queued|processing)\b"  # jobs.ACTIVE: still running
-MARK_GENERATE_CLICK = """() => document.addEventListener('click', event => {
+MARK_GENERATE_CLICK = """() => window.__fluxMarked || (window.__fluxMarked = true) && document.addEventListener('click', event => {
     const button = event.target.closest('button');
-    if (button && button.textContent.trim() === 'Generate') window.__fluxGenerateClick = performance.now();
+    if (button && button.textContent.trim() === 'Generate') {
+        window.__fluxGenerateClick = performance.now();
+        window.__fluxClickEpoch = performance.timeOrigin + window.__fluxGenerateClick;
+        const cell = document.querySelectorAll('.jp-Notebook .jp-Cell')[0];
+        window.__fluxImagesAtClick = [...cell.querySelectorAll('.flux-nb-card img.widget-image')]
+            .filter(i => i.complete && i.naturalWidth > 0).length;
+    }
 }, true)"""
 
 
@@ -77,7 +87,7 @@ def test_panel_generate_then_reproduce_gives_the_same_picture(notebook, timings,
     assert re.search(r"done in [\d.]+ s", first.inner_text())
     original = notebook.image(first)
 
-    first.get_by_role("button", name="Reproduce").click()
+    first.get_by_role("button", name="Rerun").click()
     notebook.wait_cards_with_images(cell, 2)
     notebook.shot("04-panel-reproduced", cell)
 
@@ -98,7 +108,7 @@ def test_flux_cell_card_then_copy_recipe_into_a_new_cell(notebook, console):
     # The card shows its status before the picture (50 steps at 0.02 s: about a second).
     notebook.page.wait_for_function(
         """cell => {
-            const html = cell.querySelector('.widget-html');
+            const html = cell.querySelector('.flux-nb-status');
             return html && !cell.querySelector('img.widget-image') && html.textContent.trim();
         }""",
         arg=cell.element_handle(),
@@ -112,7 +122,7 @@ def test_flux_cell_card_then_copy_recipe_into_a_new_cell(notebook, console):
     (notebook.artifacts / "flux-card-statuses.json").write_text(json.dumps(seen, indent=1))
     assert seen and re.match(ACTIVE, seen[0]["text"]) and not seen[0]["image"], seen
     with_image = [entry["text"] for entry in seen if entry["image"]]
-    assert with_image and re.match(r"done in [\d.]+ s", with_image[0]), seen
+    assert with_image and re.match(r"✓ done in [\d.]+ s", with_image[0]), seen
 
     card = notebook.cards(cell).first
     assert notebook.seed(card) == FLUX_SEED
@@ -120,7 +130,7 @@ def test_flux_cell_card_then_copy_recipe_into_a_new_cell(notebook, console):
     picture = notebook.image(card)
 
     # Copy recipe: a click cannot make a cell (cards.Card._copy), so the card shows the text.
-    card.get_by_role("button", name="Copy recipe").click()
+    card.get_by_role("button", name="Copy").click()
     recipe = card.locator("textarea")
     recipe.wait_for()
     text = recipe.input_value()
@@ -152,3 +162,164 @@ def test_flux_cell_card_then_copy_recipe_into_a_new_cell(notebook, console):
     assert same_pixels(notebook.image(again), picture)
     assert notebook.problems() == []
     assert console.errors == []
+
+
+TARGET_ADDED_MS = 150
+REGRESSION_MS = 1000
+
+
+def test_generate_click_to_preview_beside_the_servers_own_time(notebook, timings, console):
+    """What the page adds (kernel, client, event stream, download, save, thumbnail, widget
+    messages, drawing) over the server's own time for the same generation; target: under
+    TARGET_ADDED_MS at the median. Printed in the summary and saved in timings.json."""
+    cell = notebook.panel_cell
+    notebook.page.evaluate(MARK_GENERATE_CLICK)
+    page_ms, clicks = [], []
+    for _ in range(TIMING_SAMPLES):
+        before = notebook.cards(cell).count()
+        cell.get_by_role("button", name="Generate").click()
+        page_ms.append(
+            notebook.page.wait_for_function(GENERATE_TO_PREVIEW, timeout=30_000).json_value()
+        )
+        clicks.append(notebook.page.evaluate("() => window.__fluxClickEpoch"))
+        notebook.wait_cards_with_images(cell, before + 1)
+    index = notebook.index_of(SERVER_TIMES_CELL.replace("SAMPLES", str(TIMING_SAMPLES)))
+    notebook.run_cell(index)
+    output = notebook.cell(index).locator(".jp-OutputArea-output")
+    output.wait_for()
+    server_ms, created, finished = zip(*json.loads(output.inner_text()), strict=True)
+    assert len(server_ms) == TIMING_SAMPLES
+    added = [p - s for p, s in zip(page_ms, server_ms, strict=True)]
+    # The same machine's clock in the page (performance.timeOrigin) and in the kernel (time.time).
+    shown = [c + p for c, p in zip(clicks, page_ms, strict=True)]
+    for name, values in (
+        ("Generate click -> preview on screen (ms)", page_ms),
+        ("server's own time, POST -> row terminal (ms)", server_ms),
+        ("click -> Generation made in the kernel (ms)", [k - c for k, c in zip(created, clicks, strict=True)]),
+        ("kernel: Generation made -> image saved (ms)", [f - k for f, k in zip(finished, created, strict=True)]),
+        ("image saved -> preview on screen (ms)", [s - f for s, f in zip(shown, finished, strict=True)]),
+        ("page adds: click->preview minus server (ms)", added),
+    ):
+        for value in values:
+            timings.add(name, value)
+    median = statistics.median(added)
+    timings.add(f"page adds, median (ms; target {TARGET_ADDED_MS})", median)
+    # The figure is reported against the target; the test fails only on a real regression
+    # (a preview that lags its image by a second), not on a busy shared machine's noise.
+    assert median < REGRESSION_MS, f"the page adds {median:.0f} ms at the median: {added}"
+    assert console.errors == []
+
+
+def _layout(cell) -> dict:
+    """Where a cell's cards and their parts sit on screen, and the colours they are drawn in."""
+    return cell.evaluate(
+        """(cell, [card, status]) => [...cell.querySelectorAll(card)].map(c => {
+            const box = c.getBoundingClientRect();
+            const line = c.querySelector(status);
+            const text = line.firstElementChild || line;
+            const buttons = [...c.querySelectorAll('.widget-hbox > .widget-button, .widget-hbox > .widget-html')];
+            const media = c.querySelector('.flux-nb-placeholder > div, img.widget-image');
+            const m = media.getBoundingClientRect();
+            return {
+                x: Math.round(box.left), y: Math.round(box.top), width: box.width,
+                buttonTops: buttons.map(b => Math.round(b.getBoundingClientRect().top)),
+                buttonsRight: Math.max(...buttons.map(b => b.getBoundingClientRect().right)),
+                statusHeight: line.getBoundingClientRect().height,
+                mediaRatio: m.width / m.height,
+                color: getComputedStyle(text).color,
+                bar: !!c.querySelector('.widget-hprogress, .progress'),
+            };
+        })""",
+        [CARD, STATUS],
+    )
+
+
+def _luminance(css: str) -> float:
+    r, g, b = (int(v) for v in re.findall(r"\d+", css)[:3])
+    return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255
+
+
+def _check_cards(cards, light: bool, columns: int = 1) -> None:
+    for card in cards:
+        assert len(set(card["buttonTops"])) == 1, card  # the buttons in one row
+        assert card["buttonsRight"] <= card["x"] + card["width"], card  # inside the card
+        assert card["statusHeight"] < 30, card  # one line, cut with an ellipsis
+        assert (_luminance(card["color"]) < 0.5) == light, card  # readable on the theme
+    assert len({card["x"] for card in cards}) >= min(columns, len(cards)), cards
+
+
+def _run_grid(notebook, prefix: str, light: bool) -> None:
+    """The -n 4 cell: cards with placeholders and bars while running, then a grid of pictures."""
+    index = notebook.index_of(GRID_CELL)
+    cell = notebook.cell(index)
+    notebook.run_cell(index)
+    cell.locator(f"{CARD} .flux-nb-placeholder").nth(3).wait_for()
+    notebook.shot(f"{prefix}-grid-running", cell)
+    running = _layout(cell)
+    assert len(running) == 4 and any(card["bar"] for card in running), running
+    assert any(abs(c["mediaRatio"] - 16 / 9) < 0.05 for c in running), running
+    notebook.wait_cards_with_images(cell, 4)
+    notebook.shot(f"{prefix}-grid", cell)
+    done = _layout(cell)
+    assert not any(card["bar"] for card in done)
+    _check_cards(done, light, columns=2)
+    assert all(abs(c["mediaRatio"] - 16 / 9) < 0.05 for c in done), done
+
+
+def _run_failed(notebook, prefix: str, light: bool) -> None:
+    index = notebook.index_of(FAILED_CELL)
+    cell = notebook.cell(index)
+    notebook.run_cell(index)
+    status = cell.locator(STATUS).first
+    notebook.page.wait_for_function(
+        "el => el.textContent.includes('failed')", arg=status.element_handle()
+    )
+    notebook.shot(f"{prefix}-failed", cell)
+    text = notebook.cards(cell).first.inner_text()
+    assert "failed" in text and "not a readable image" in text, text  # why, on the card
+    (card,) = _layout(cell)
+    assert card["statusHeight"] < 30 and len(set(card["buttonTops"])) == 1, card
+
+
+def test_grid_running_and_failed_cards_and_the_panel_in_light_and_dark(notebook, console):
+    _run_grid(notebook, "10-light", light=True)
+    _run_failed(notebook, "11-light", light=True)
+    notebook.shot("12-light-panel", notebook.panel_cell)
+    _check_cards(_layout(notebook.panel_cell), light=True, columns=3)
+
+    notebook.set_theme("JupyterLab Dark")
+    try:
+        notebook.shot("20-dark-panel", notebook.panel_cell)
+        _check_cards(_layout(notebook.panel_cell), light=False, columns=3)
+        _run_failed(notebook, "21-dark", light=False)
+        _run_grid(notebook, "22-dark", light=False)
+    finally:
+        notebook.set_theme("JupyterLab Light")
+    assert notebook.problems() == []
+    assert console.errors == []
+
+
+def test_notebook_7_shows_the_panel_the_grid_and_a_failed_card(notebook7, browser, artifacts, console):
+    context = browser.new_context(viewport={"width": 1400, "height": 1200})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        page.on("console", console.on_message)
+        page.on("pageerror", console.on_page_error)
+        nb = NotebookPage(page, artifacts)
+        nb.open(notebook7.notebook_url(NOTEBOOK), kind="notebook")
+        nb.shot("30-nb7-opened")
+        # Notebook 7's own start-up may log an error before any cell runs (seen: "Cannot read
+        # properties of undefined (reading 'schema')"); only errors from here on are ours.
+        at_open = len(console.errors)
+        nb.run_cell(0)
+        nb.shot("30-nb7-run")
+        nb.panel_cell.get_by_role("button", name="Generate").wait_for()
+        assert "offline preview engine" in nb.panel_cell.inner_text()
+        nb.shot("30-nb7-panel", nb.panel_cell)
+        _run_grid(nb, "31-nb7", light=True)
+        _run_failed(nb, "32-nb7", light=True)
+        assert nb.problems() == []
+        assert console.errors[at_open:] == []
+    finally:
+        context.close()

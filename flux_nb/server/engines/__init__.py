@@ -4,22 +4,132 @@ An engine turns a validated Recipe (plus decoded input images) into encoded imag
 
     render(recipe, inputs, *, on_step=None, should_stop=None, step_delay=0.0) -> (bytes, content_type)
 
-It calls on_step(i, total) after each step, sleeps step_delay seconds per step and raises
-Cancelled when should_stop() turns true. The server makes one engine per worker thread, so
-render need not be thread-safe.
+It calls on_step(i, total) after each step, sleeps step_delay seconds per step (the preview engine;
+a real model takes its own time) and raises Cancelled when should_stop() turns true. A failure that
+one line can explain is raised as EngineError with that line.
+
+Engines are named by an EngineConfig (name plus the options of the engines that load a model).
+The preview engine is made once per worker thread, so its render need not be thread-safe; the
+flux2-klein engine shares one pipeline per device and runs one generation at a time (`serial`),
+so the server gives it a single worker. Nothing here imports torch or diffusers.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import re
+from dataclasses import dataclass
 from typing import Any
 
 # What the server says an engine is, in every generation object: never let a stand-in pass for FLUX.
-ENGINE_LABELS = {"preview": "preview (offline stand-in, not FLUX)"}
+ENGINE_LABELS = {
+    "preview": "preview (offline stand-in, not FLUX)",
+    "flux2-klein": "flux2-klein (FLUX.2 Klein through diffusers)",
+}
 ENGINE_NAMES = tuple(ENGINE_LABELS)
+SERIAL_ENGINES = frozenset({"flux2-klein"})
+
+KLEIN_DEFAULT_MODEL = "black-forest-labs/FLUX.2-klein-4B"
+DEVICES = ("auto", "cuda", "mps", "cpu")
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(?::\d+)?")
+# What flux2-klein imports, and the pip line that installs it.
+LOCAL_EXTRA_MODULES = ("torch", "diffusers", "transformers", "accelerate", "safetensors")
+LOCAL_EXTRA_PIP = "pip install 'flux-nb[local]'"
 
 
 class Cancelled(Exception):
     """Raised by an engine when should_stop() turns true between steps."""
+
+
+class EngineError(Exception):
+    """A generation failed for a reason one line can say (out of memory, a refused input)."""
+
+
+class EngineUnavailable(EngineError):
+    """The engine cannot run here: its libraries, its weights or its device are missing."""
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Which engine the server runs, and for flux2-klein which weights, where and how.
+
+    model: a Hugging Face model id or a folder saved with save_pretrained; device: auto (cuda, then
+    mps, then cpu), cuda[:N], mps or cpu; dtype: auto (bfloat16 on cuda, float32 elsewhere) or a
+    torch dtype name; offload: model CPU offload (for GPUs too small to hold the whole pipeline).
+    size_scale shrinks the ~1 MP sizes (multiples of 16 kept): for tests and quick drafts only.
+    """
+
+    name: str = "preview"
+    model: str | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    offload: bool = False
+    size_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_engine_name(self.name)
+        if self.name == "flux2-klein":
+            if self.model is None:
+                object.__setattr__(self, "model", KLEIN_DEFAULT_MODEL)
+            if not str(self.model).strip():
+                raise ValueError("model must not be empty: give a Hugging Face id or a folder")
+            if not _DEVICE.fullmatch(self.device):
+                raise ValueError(
+                    f"device {self.device!r} is not one of: auto, cuda, cuda:N, mps, cpu"
+                )
+            if self.dtype not in DTYPES:
+                raise ValueError(f"dtype {self.dtype!r} is not one of: {', '.join(DTYPES)}")
+            if not 0 < self.size_scale <= 1:
+                raise ValueError("size_scale must be in (0, 1]")
+        elif self.model is not None or self.offload or (self.device, self.dtype) != ("auto",) * 2:
+            raise ValueError(
+                f"the {self.name} engine takes no model, device, dtype or offload: "
+                "those are for the flux2-klein engine"
+            )
+
+    @classmethod
+    def of(cls, engine: str | EngineConfig) -> EngineConfig:
+        return engine if isinstance(engine, EngineConfig) else cls(name=engine)
+
+    @property
+    def label(self) -> str:
+        """The engine as the server names it in generation objects, file metadata and headers."""
+        if self.name == "flux2-klein":
+            return f"flux2-klein ({self.model}, diffusers)"
+        return ENGINE_LABELS[self.name]
+
+    @property
+    def serial(self) -> bool:
+        """One generation at a time on one shared engine (a model on a device)."""
+        return self.name in SERIAL_ENGINES
+
+    @property
+    def is_stand_in(self) -> bool:
+        return self.name == "preview"
+
+    @property
+    def description(self) -> str:
+        """What the model served with this engine is, for the model object's description."""
+        if self.name == "flux2-klein":
+            return (
+                f"FLUX.2 Klein run on this machine by diffusers' Flux2KleinPipeline, weights "
+                f"{self.model}, device {self.device}, dtype {self.dtype}"
+                f"{', model CPU offload' if self.offload else ''}. guidance_scale is passed to the "
+                "pipeline; the step-distilled Klein checkpoints ignore it. Same recipe, same device "
+                "and dtype: same pixels."
+            )
+        return "An offline stand-in drawn with Pillow: its images are not FLUX's."
+
+    def check_available(self) -> None:
+        """Raise EngineUnavailable at once (no heavy import) when the engine's libraries are missing."""
+        if self.name != "flux2-klein":
+            return
+        missing = [m for m in LOCAL_EXTRA_MODULES if importlib.util.find_spec(m) is None]
+        if missing:
+            raise EngineUnavailable(
+                f"the flux2-klein engine needs {', '.join(missing)}: run {LOCAL_EXTRA_PIP}"
+            )
 
 
 def check_engine_name(name: str) -> str:
@@ -29,14 +139,31 @@ def check_engine_name(name: str) -> str:
     return name
 
 
-def get_engine(name: str) -> Any:
-    """A new engine instance by name (imported on demand, so the server starts fast)."""
-    check_engine_name(name)
-    if name == "preview":
+def get_engine(engine: str | EngineConfig) -> Any:
+    """A new engine instance (imported on demand, so the server starts fast)."""
+    config = EngineConfig.of(engine)
+    if config.name == "preview":
         from .preview import PreviewEngine
 
         return PreviewEngine()
-    raise AssertionError(name)  # pragma: no cover - ENGINE_LABELS and this function disagree
+    if config.name == "flux2-klein":
+        from .flux2_klein import Flux2KleinEngine
+
+        return Flux2KleinEngine(config)
+    raise AssertionError(config.name)  # pragma: no cover - ENGINE_LABELS and this function disagree
 
 
-__all__ = ["Cancelled", "ENGINE_LABELS", "ENGINE_NAMES", "check_engine_name", "get_engine"]
+__all__ = [
+    "DEVICES",
+    "DTYPES",
+    "ENGINE_LABELS",
+    "ENGINE_NAMES",
+    "KLEIN_DEFAULT_MODEL",
+    "LOCAL_EXTRA_PIP",
+    "Cancelled",
+    "EngineConfig",
+    "EngineError",
+    "EngineUnavailable",
+    "check_engine_name",
+    "get_engine",
+]
