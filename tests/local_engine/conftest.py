@@ -16,6 +16,7 @@ import pytest  # noqa: E402
 
 from flux_nb.config import Settings  # noqa: E402
 from flux_nb.server import LocalServer  # noqa: E402
+from flux_nb.server.app import LocalExtras  # noqa: E402
 from flux_nb.server.engines import EngineConfig  # noqa: E402
 from flux_nb.session import Session  # noqa: E402
 
@@ -50,7 +51,9 @@ def klein_config(klein_folder: Path) -> EngineConfig:
 
 @pytest.fixture(scope="session")
 def klein_server(klein_config: EngineConfig) -> Iterator[LocalServer]:
-    with LocalServer(engine=klein_config) as server:
+    # progress events are local-only and opt-in: on, as the embedded server has them, so the
+    # progress and cancel tests can follow the steps
+    with LocalServer(engine=klein_config, extras=LocalExtras(progress_events=True)) as server:
         yield server
 
 

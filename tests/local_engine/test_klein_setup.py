@@ -78,7 +78,7 @@ def test_flux_nb_serve_with_model_folder_and_preload_makes_an_image(klein_folder
             body = {"model": MODEL_ID, "prompt": "a fox", "num_inference_steps": 1, "seed": 3}
             done = api.post("/api/ai/images/generate", json={**body, "aspect_ratio": "1:1"})
             assert done.status_code == 200, done.text
-            image = httpx.get(done.json()["result_url"])
+            image = httpx.get(done.json()["images"][0]["url"])  # the documented sync answer
             assert image.headers["content-type"] == "image/png" and len(image.content) > 1000
     finally:
         process.send_signal(signal.SIGINT)
