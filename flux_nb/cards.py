@@ -158,7 +158,9 @@ def _pictures_png(gens: Sequence[Any]) -> bytes | None:
     tiles += [""] * (-len(tiles) % cols)
     rows = [tiles[i : i + cols] for i in range(0, len(tiles), cols)]
     labels = [f"seed {g.seed}" for g in gens[:cols]] if len(rows) == 1 else [""] * cols
-    sheet = draw_sheet(rows, labels, [], gens[0].prompt, SHEET_TILE)
+    shared = {(g.prompt, g.recipe.summary().split(" · ", 1)[1]) for g in gens}  # all but the seed
+    title = "\n".join(shared.pop()) if len(shared) == 1 else f"{len(gens)} images"
+    sheet = draw_sheet(rows, labels, [], title, SHEET_TILE)
     buffer = io.BytesIO()
     sheet.quantize(256).save(buffer, "PNG", optimize=True)
     return buffer.getvalue()
