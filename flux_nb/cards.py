@@ -140,29 +140,38 @@ def sweep_final_bundle(sweep: Any, view: widgets.Widget) -> dict[str, Any]:
 
 SHEET_TILE = 160  # px high: the images of an -n N output, side by side in its saved picture
 SHEET_COLUMNS = 4
+SHEET_MOST = 16  # -n 256 saves a sheet of the first 16, not a 256-image picture in the notebook
 
 
 def _pictures_png(gens: Sequence[Any]) -> bytes | None:
-    """One image's thumbnail; for several, a contact sheet (seeds on top, why a cell failed in
-    its place); None when no image was made."""
+    """One image's thumbnail; for several, a contact sheet of their thumbnails (seeds on top,
+    why one failed in its place); None when no image was made."""
     if not any(g.status == "succeeded" for g in gens):
         return None
     if len(gens) == 1:
         return gens[0].thumbnail()
     import io
 
+    from PIL import Image
+
     from .sheet import draw_sheet
 
-    cols = min(len(gens), SHEET_COLUMNS)
-    tiles = [g.image if g.status == "succeeded" else g.status for g in gens]
+    shown = gens[:SHEET_MOST]
+    cols = min(len(shown), SHEET_COLUMNS)
+    tiles: list[Any] = [
+        Image.open(io.BytesIO(g.thumbnail())) if g.status == "succeeded" else g.status
+        for g in shown
+    ]
     tiles += [""] * (-len(tiles) % cols)
     rows = [tiles[i : i + cols] for i in range(0, len(tiles), cols)]
-    labels = [f"seed {g.seed}" for g in gens[:cols]] if len(rows) == 1 else [""] * cols
+    labels = [f"seed {g.seed}" for g in shown[:cols]] if len(rows) == 1 else [""] * cols
     shared = {(g.prompt, g.recipe.summary().split(" · ", 1)[1]) for g in gens}  # all but the seed
     title = "\n".join(shared.pop()) if len(shared) == 1 else f"{len(gens)} images"
+    if len(gens) > len(shown):
+        title += f" · the first {len(shown)} of {len(gens)}"
     sheet = draw_sheet(rows, labels, [], title, SHEET_TILE)
-    buffer = io.BytesIO()
-    sheet.quantize(256).save(buffer, "PNG", optimize=True)
+    buffer = io.BytesIO()  # encoded as thumbnails are: made on a runner thread, so kept cheap
+    sheet.quantize(256, method=Image.Quantize.FASTOCTREE).save(buffer, "PNG", compress_level=6)
     return buffer.getvalue()
 
 
