@@ -33,8 +33,10 @@ The %%flux magic and the panel share it:
     card_stack(gens, ...) -> CardStack     a grid of cards that grows a card per Rerun/Vary click
     magic_line(recipe) -> str              the `%%flux ...` line + "\\n" + prompt that remakes a recipe
     generation_mimebundle(gen)             widget view + image/png thumbnail + text/plain
+    stack_final_bundle(gens, view)         what a %%flux output settles to (settled_output.py)
     sweep_view(sweep, ...) -> SweepView    a sweep's cards in its grid, axis values on the edges
     sweep_mimebundle(sweep)                widget view + image/png contact sheet (once done) + text
+    sweep_final_bundle(sweep, view)        what a sweep cell's output settles to
     wait_settled(timeout), resend_settled()   for `%flux wait`: cards final, and saved by nbclient too
 """
 
@@ -118,6 +120,63 @@ def generation_mimebundle(gen, widget: bool | None = None) -> dict[str, Any]:
         view = card_stack([gen])
         bundle[WIDGET_VIEW] = {"version_major": 2, "version_minor": 0, "model_id": view.model_id}
     return bundle
+
+
+def stack_final_bundle(gens: Sequence[Any], view: widgets.Widget) -> dict[str, Any]:
+    """What a %%flux cell's output settles to once its generations ended: the final text, the
+    thumbnail (a contact sheet of several), and the same live view (settled_output.py sends it)."""
+    bundle: dict[str, Any] = {"text/plain": "\n".join(_plain(g) for g in gens)}
+    png = _pictures_png(gens)
+    if png:
+        bundle["image/png"] = base64.b64encode(png).decode()
+    bundle[WIDGET_VIEW] = _view_ref(view)
+    return bundle
+
+
+def sweep_final_bundle(sweep: Any, view: widgets.Widget) -> dict[str, Any]:
+    """What a sweep cell's output settles to: its text, its contact sheet, the same live grid."""
+    return {**sweep_mimebundle(sweep, widget=False), WIDGET_VIEW: _view_ref(view)}
+
+
+SHEET_TILE = 160  # px high: the images of an -n N output, side by side in its saved picture
+SHEET_COLUMNS = 4
+SHEET_MOST = 16  # -n 256 saves a sheet of the first 16, not a 256-image picture in the notebook
+
+
+def _pictures_png(gens: Sequence[Any]) -> bytes | None:
+    """One image's thumbnail; for several, a contact sheet of their thumbnails (seeds on top,
+    why one failed in its place); None when no image was made."""
+    if not any(g.status == "succeeded" for g in gens):
+        return None
+    if len(gens) == 1:
+        return gens[0].thumbnail()
+    import io
+
+    from PIL import Image
+
+    from .sheet import draw_sheet
+
+    shown = gens[:SHEET_MOST]
+    cols = min(len(shown), SHEET_COLUMNS)
+    tiles: list[Any] = [
+        Image.open(io.BytesIO(g.thumbnail())) if g.status == "succeeded" else g.status
+        for g in shown
+    ]
+    tiles += [""] * (-len(tiles) % cols)
+    rows = [tiles[i : i + cols] for i in range(0, len(tiles), cols)]
+    labels = [f"seed {g.seed}" for g in shown[:cols]] if len(rows) == 1 else [""] * cols
+    shared = {(g.prompt, g.recipe.summary().split(" · ", 1)[1]) for g in gens}  # all but the seed
+    title = "\n".join(shared.pop()) if len(shared) == 1 else f"{len(gens)} images"
+    if len(gens) > len(shown):
+        title += f" · the first {len(shown)} of {len(gens)}"
+    sheet = draw_sheet(rows, labels, [], title, SHEET_TILE)
+    buffer = io.BytesIO()  # encoded as thumbnails are: made on a runner thread, so kept cheap
+    sheet.quantize(256, method=Image.Quantize.FASTOCTREE).save(buffer, "PNG", compress_level=6)
+    return buffer.getvalue()
+
+
+def _view_ref(view: widgets.Widget) -> dict[str, Any]:
+    return {"version_major": 2, "version_minor": 0, "model_id": view.model_id}
 
 
 def _in_kernel() -> bool:
@@ -727,6 +786,8 @@ __all__ = [
     "generation_mimebundle",
     "magic_line",
     "resend_settled",
+    "stack_final_bundle",
     "status_line",
+    "sweep_final_bundle",
     "wait_settled",
 ]

@@ -151,7 +151,8 @@ class FluxMagics(Magics):
         self._show(gens)
 
     def _sweep(self, sess, cell: str, args, params: dict[str, Any]) -> None:
-        from .cards import sweep_view
+        from .cards import sweep_final_bundle, sweep_view
+        from .settled_output import show
         from .sweeps import parse_axis, plan, start
 
         if args.n != 1:
@@ -168,9 +169,8 @@ class FluxMagics(Magics):
         self._check_cost(sess, list(todo.recipes), args.yes)
         grid = start(sess, todo)
         self._bind(grid, args.name)
-        display(
-            sweep_view(grid, on_new=self._bind, thumbnail_size=min(self.thumbnail_size, 256))
-        )
+        view = sweep_view(grid, on_new=self._bind, thumbnail_size=min(self.thumbnail_size, 256))
+        show(view, grid.generations, lambda: sweep_final_bundle(grid, view))
 
     def _check_cost(self, sess, recipes: list, confirmed: bool) -> None:
         """On a paid backend: one line with the cost, or refuse the cell over max_cell_cost."""
@@ -202,9 +202,12 @@ class FluxMagics(Magics):
             self.shell.user_ns[name] = result
 
     def _show(self, gens: list) -> None:
-        from .cards import card_stack
+        """The cards, as an output that settles to the final text and picture (settled_output.py)."""
+        from .cards import card_stack, stack_final_bundle
+        from .settled_output import show
 
-        display(card_stack(gens, on_new=self._bind, thumbnail_size=self.thumbnail_size))
+        view = card_stack(gens, on_new=self._bind, thumbnail_size=self.thumbnail_size)
+        show(view, gens, lambda: stack_final_bundle(gens, view))
 
     # -- %flux ----------------------------------------------------------------------------------
 
@@ -235,6 +238,7 @@ class FluxMagics(Magics):
     def _cmd_wait(self, rest: str) -> None:
         timeout = _number(rest, "wait TIMEOUT (seconds)") if rest else None
         from .cards import resend_settled, wait_settled
+        from .settled_output import flush
 
         start = time.monotonic()
         gens = _session.session().wait_all(timeout)
@@ -242,6 +246,7 @@ class FluxMagics(Magics):
             None if timeout is None else max(0.0, timeout - (time.monotonic() - start)) + 1.0
         )
         resend_settled()  # inside this cell, so a notebook saved by nbclient keeps every preview
+        flush()  # and every %%flux output its final text and picture
         counts = _count(gens)
         print(
             f"flux: all {len(gens)} generation(s) finished: {counts}."

@@ -8,6 +8,10 @@
 - image/png and image/jpeg are compared too (nbval skips them by default): every picture the
   notebooks keep comes from a fixed seed, and the offline engine draws it byte for byte the same.
 - A cell gets 2 minutes (nbval's default is 2000 s), unless --nbval-cell-timeout says otherwise.
+- Display updates are applied as nbclient applies them when it saves a notebook: nbval ignores
+  update_display_data, but a %%flux cell's output is updated in place once its images exist (by
+  a later cell: flux_nb/settled_output.py). An output with a display_id is therefore compared at
+  the notebook's last cell, holding every update the later cells sent, as the stored file does.
 - Each notebook's kernel is this Python (--nbval-current-env) working in a fresh temporary folder
   (so `flux_outputs/` starts empty, the panel's history is empty and nothing is written beside
   the notebooks) with no OXEN_API_KEY or other FLUX_NB_* variable: the embedded offline server
@@ -28,6 +32,7 @@ from pathlib import Path
 
 from nbval import kernel as nbval_kernel
 from nbval import plugin as nbval_plugin
+from nbval.plugin import NbCellError
 
 HERE = Path(__file__).resolve().parent
 SANITIZE_FILE = HERE / "nbval_sanitize.cfg"
@@ -63,8 +68,109 @@ def pytest_collectstart(collector):
         )
 
 
+
+def pytest_itemcollected(item):
+    if type(item) is nbval_plugin.IPyNbCell:  # nbval's __init__ names its class: swap after
+        item.__class__ = TutorialCell
+
+
+class DisplayLedger:
+    """What nbclient does with display_ids, for nbval: an update_display_data (or a new display
+    with a known id) of the running cell replaces the data of every earlier output with that id.
+    Messages of other cells are ignored, as nbclient ignores them."""
+
+    SHOWN = ("display_data", "execute_result")
+
+    def __init__(self):
+        self.outputs: dict[str, list] = {}  # display_id -> outputs (of cells already settled)
+        self.deferred: list[tuple] = []  # (cell, its outputs, reference, skip_compare)
+        self.cell_msg_id: str | None = None
+        self.events: list[tuple[str, str | None, dict]] = []  # the running cell's, in order
+
+    def start_cell(self, msg_id: str) -> None:
+        self.cell_msg_id, self.events = msg_id, []
+
+    def take(self, msg: dict) -> bool:
+        """Note a display message of the running cell. True for an update, which nbval's own
+        loop does not handle (it would print 'unhandled iopub msg')."""
+        kind = msg["msg_type"]
+        if kind not in (*self.SHOWN, "update_display_data"):
+            return False
+        if msg["parent_header"].get("msg_id") != self.cell_msg_id:
+            return kind == "update_display_data"
+        display_id = (msg["content"].get("transient") or {}).get("display_id")
+        if display_id:
+            self._apply(self.outputs.get(display_id, ()), msg["content"])
+        self.events.append((kind, display_id, msg["content"]))
+        return kind == "update_display_data"
+
+    def settle(self, outputs: list) -> bool:
+        """Pair the running cell's outputs with its display messages, apply the updates it sent
+        after each, and keep them for later cells' updates. True when one has a display_id."""
+        shown = iter([o for o in outputs if o.output_type in self.SHOWN])
+        here: dict[str, list] = {}
+        for kind, display_id, content in self.events:
+            if display_id:
+                self._apply(here.get(display_id, ()), content)
+            if kind in self.SHOWN:
+                output = next(shown, None)
+                if display_id and output is not None:
+                    here.setdefault(display_id, []).append(output)
+        self.events = []
+        for display_id, found in here.items():
+            self.outputs.setdefault(display_id, []).extend(found)
+        return bool(here)
+
+    @staticmethod
+    def _apply(outputs, content: dict) -> None:
+        for output in outputs:
+            output["data"] = content["data"]
+            output["metadata"] = content.get("metadata", {})
+
+
+class TutorialCell(nbval_plugin.IPyNbCell):
+    """nbval's cell, comparing outputs that later cells may update at the notebook's end."""
+
+    def runtest(self):
+        ledger = self.parent.kernel.displays
+        self._settled = False
+        try:
+            super().runtest()
+        finally:
+            if not self._settled:  # not compared (an error, or a cell that is not checked)
+                ledger.settle(self.test_outputs or [])
+        if self.cell_num == sum(c.cell_type == "code" for c in self.parent.nb.cells) - 1:
+            self._compare_deferred(ledger)
+
+    def compare_outputs(self, test, ref, skip_compare=None):
+        self._settled = True
+        if not self.parent.kernel.displays.settle(test):
+            return super().compare_outputs(test, ref, skip_compare)
+        self.parent.kernel.displays.deferred.append((self, test, ref, skip_compare))
+        return True
+
+    def _compare_deferred(self, ledger: DisplayLedger) -> None:
+        deferred, ledger.deferred = ledger.deferred, []
+        failed = [
+            cell
+            for cell, test, ref, skip_compare in deferred
+            if not nbval_plugin.IPyNbCell.compare_outputs(cell, test, ref, skip_compare)
+        ]
+        if failed:
+            raise NbCellError(
+                failed[0].cell_num,
+                f"Cell outputs differ in cell(s) {', '.join(str(c.cell_num) for c in failed)}"
+                " (compared at the last cell, with the display updates the later cells sent)",
+                failed[0].cell.source,
+                "\n\n".join(
+                    f"Cell {c.cell_num}:\n" + "\n".join(c.comparison_traceback) for c in failed
+                ),
+            )
+
+
 class TutorialKernel(nbval_kernel.RunningKernel):
-    """nbval's kernel, started in an empty temporary folder with a scrubbed environment."""
+    """nbval's kernel, started in an empty temporary folder with a scrubbed environment, that
+    keeps the DisplayLedger of its notebook."""
 
     def __init__(self, kernel_name, cwd=None, startup_timeout=60, **_ignored):
         self.workdir = tempfile.mkdtemp(prefix=WORKDIR_PREFIX)
@@ -77,7 +183,19 @@ class TutorialKernel(nbval_kernel.RunningKernel):
             cwd=self.workdir,
             env=env,
         )
+        self.displays = DisplayLedger()
         self._ensure_iopub_up()
+
+    def execute_cell_input(self, cell_input, allow_stdin=None):
+        msg_id = super().execute_cell_input(cell_input, allow_stdin)
+        self.displays.start_cell(msg_id)
+        return msg_id
+
+    def get_message(self, stream, timeout=None):
+        while True:
+            msg = super().get_message(stream, timeout)
+            if stream != "iopub" or not self.displays.take(msg):
+                return msg
 
     def stop(self):
         try:

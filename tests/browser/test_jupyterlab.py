@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import statistics
+import time
 
 import pytest
 
@@ -100,7 +101,20 @@ def test_panel_generate_then_reproduce_gives_the_same_picture(notebook, timings,
     assert console.errors == []
 
 
-def test_flux_cell_card_then_copy_recipe_into_a_new_cell(notebook, console):
+def saved_output(notebook: NotebookPage, path, index: int, timeout: float = 10.0) -> dict:
+    """Save the notebook from the page (File > Save Notebook) until the file's cell `index`
+    shows a picture; returns that output's data as written to disk."""
+    deadline = time.monotonic() + timeout
+    while True:
+        notebook.menu("File", "Save Notebook")
+        time.sleep(0.3)
+        outputs = json.loads(path.read_text())["cells"][index]["outputs"]
+        data = outputs[0].get("data", {}) if outputs else {}
+        if "image/png" in data or time.monotonic() > deadline:
+            return data
+
+
+def test_flux_cell_card_then_copy_recipe_into_a_new_cell(notebook, console, lab):
     cell = notebook.cell(1)
     cell.evaluate(RECORD_STATUSES)
     notebook.run_cell(1)
@@ -116,6 +130,12 @@ def test_flux_cell_card_then_copy_recipe_into_a_new_cell(notebook, console):
     notebook.shot("05-flux-status", cell)
     notebook.wait_cards_with_images(cell, 1)
     notebook.shot("06-flux-preview", cell)
+    # No cell ran since: the page applied the output's display update as it came, so the file
+    # JupyterLab saves shows the final caption and picture beside the widget view.
+    saved = saved_output(notebook, lab.root / NOTEBOOK, 1)
+    text = "".join(saved.get("text/plain", ""))  # a list of lines in the file
+    assert "image/png" in saved and text.endswith("\ndone"), (saved.keys(), text)
+    assert "application/vnd.jupyter.widget-view+json" in saved
     seen = cell.evaluate(
         "() => { window.__fluxStatusObserver.disconnect(); return window.__fluxStatuses; }"
     )
