@@ -59,13 +59,15 @@ class Api:
         return self.http.get("/_faults").json()["injected"]
 
     def rows(self) -> list[dict]:
-        """Every row, in any status (the list shows only active ones unless asked per status)."""
-        rows = []
+        """Every row, in any status (the list shows only active ones unless asked per status);
+        once each, though a row may move on from one status to the next between the requests."""
+        rows: dict[str, dict] = {}
         for status in ("queued", "processing", "succeeded", "failed", "cancelled"):
             response = self.http.get(QUEUE, params={"status": status})
             assert response.status_code == 200, response.text
-            rows += response.json()["generations"]
-        return rows
+            for row in response.json()["generations"]:
+                rows[row["generation_id"]] = row
+        return list(rows.values())
 
     def seeds(self) -> Counter:
         return Counter(row["seed"] for row in self.rows())

@@ -89,13 +89,15 @@ def error_line_of(body: dict) -> str:
 
 
 def every_row(client: httpx.Client) -> list[dict]:
-    """All the caller's rows, whatever their status (the plain list shows active ones only)."""
-    rows = []
+    """All the caller's rows, whatever their status (the plain list shows active ones only);
+    once each, though a row may move on between the requests."""
+    rows: dict[str, dict] = {}
     for status in STATUSES:
         listing = client.get(QUEUE, params={"status": status})
         assert listing.status_code == 200
-        rows += listing.json()["generations"]
-    return rows
+        for row in listing.json()["generations"]:
+            rows[row["generation_id"]] = row
+    return list(rows.values())
 
 
 def png(size: tuple[int, int] = (32, 24), mode: str = "RGB") -> bytes:

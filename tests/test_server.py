@@ -97,13 +97,15 @@ def problem(response: httpx.Response, status: int, error_type: str) -> str:
 
 
 def everything(client: httpx.Client, **params: object) -> list[dict]:
-    """Every row the caller can list, whatever its status (the plain list shows active ones only)."""
-    rows = []
+    """Every row the caller can list, whatever its status (the plain list shows active ones only);
+    once each, the latest seen, though a row may move on between the requests."""
+    rows: dict[str, dict] = {}
     for status in STATUSES:
         answer = client.get("/api/ai/queue", params={"status": status, **params}).json()
         assert answer["count"] == len(answer["generations"])
-        rows += answer["generations"]
-    return rows
+        for row in answer["generations"]:
+            rows[row["generation_id"]] = row
+    return list(rows.values())
 
 
 def png_bytes(
