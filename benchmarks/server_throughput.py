@@ -64,15 +64,9 @@ def one_run(n: int, clients: int, per_enqueue: int = 1) -> dict[str, float]:
             ):
                 ready.set()
                 for sse in source.iter_sse():
-                    if sse.event in (
-                        "media_generation_completed",
-                        "media_generation_failed",
-                        "media_generation_cancelled",
-                    ):
-                        finished[json.loads(sse.data)["generation_id"]] = (
-                            time.perf_counter(),
-                            sse.event,
-                        )
+                    if sse.event == "media_generation_completed":  # succeeded or failed
+                        data = json.loads(sse.data)
+                        finished[data["generation_id"]] = (time.perf_counter(), data["status"])
                         if len(finished) >= n:
                             done.set()
                             return
@@ -101,7 +95,7 @@ def one_run(n: int, clients: int, per_enqueue: int = 1) -> dict[str, float]:
         if not done.wait(300):
             raise RuntimeError(f"only {len(finished)} of {n} generations finished")
         end = max(t for t, _ in finished.values())
-        failed = sum(1 for _, e in finished.values() if e != "media_generation_completed")
+        failed = sum(1 for _, status in finished.values() if status != "succeeded")
         latency = [(finished[g][0] - enqueued[g]) * 1000 for g in finished if g in enqueued]
         return {"rate": n / (end - start), "failed": failed, "latency_ms": median(latency)}
     finally:
