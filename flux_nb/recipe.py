@@ -38,7 +38,7 @@ OPTION_PARAMETERS = tuple(p for p in PARAMETERS if p not in ("prompt", "input_im
 
 @cache
 def bundled_schema() -> dict[str, Any]:
-    """The copy of the model's json_request_schema shipped with the package, for offline use."""
+    """The copy of the model's request_schema shipped with the package, for offline use."""
     text = resources.files("flux_nb").joinpath("schema", f"{MODEL_ID}.json").read_text("utf-8")
     return json.loads(text)
 
@@ -108,7 +108,7 @@ def check_value(field: str, value: Any, spec: dict[str, Any]) -> None:
 
 
 def validate(params: dict[str, Any], schema: dict[str, Any] | None = None) -> None:
-    """Check request parameters against a json_request_schema; raise on the first violation."""
+    """Check request parameters against a request_schema; raise on the first violation."""
     schema = schema or bundled_schema()
     props: dict[str, Any] = schema.get("properties", {})
     for name in schema.get("required", []):

@@ -172,7 +172,7 @@ class Session:
 
     @property
     def schema(self) -> dict[str, Any]:
-        """The model's json_request_schema: fetched once from the backend, bundled copy meanwhile."""
+        """The model's request_schema: fetched once from the backend, bundled copy meanwhile."""
         if not self._schema_checked:
             self._schema_checked = True
             threading.Thread(target=self._fetch_schema, daemon=True, name="flux-nb-schema").start()
