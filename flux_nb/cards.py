@@ -59,6 +59,7 @@ import ipywidgets as widgets
 from ipywidgets.widgets.widget_string import HTMLStyle
 
 from . import card_html
+from .options import RECIPE_OPTIONS
 from .recipe import Recipe
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
@@ -198,15 +199,7 @@ def magic_line(recipe: Recipe, inputs_dir: str | Path | None = None) -> str:
     the session's `<output>/.inputs/`) as `<sha>.<ext>` and passed as `--image PATH`: reading the
     file back gives the very same data: URI, so the copied cell makes the same pixels.
     """
-    parts = [
-        "%%flux",
-        f"--seed {recipe.seed}",
-        f"--aspect {recipe.aspect_ratio}",
-        f"--steps {recipe.num_inference_steps}",
-        f"--guidance {recipe.guidance_scale!r}",
-        f"--quality {recipe.output_quality}",
-        f"--format {recipe.output_format}",
-    ]
+    parts = ["%%flux", *(o.spelled(getattr(recipe, o.dest)) for o in RECIPE_OPTIONS)]
     for source in recipe.input_image:
         if source.startswith("data:"):
             if inputs_dir is None:

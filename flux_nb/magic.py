@@ -23,20 +23,25 @@ from traitlets import Float, Int, Unicode
 
 import flux_nb
 
-from . import errors
+from . import errors, options
 from .recipe import OPTION_PARAMETERS
 
 # `from . import session` could give the package's session() function: take the module itself.
 _session = importlib.import_module("flux_nb.session")
 
-OPTIONS = (
-    "--seed N, --aspect/-a R, --steps N, --guidance G, --quality Q, --format F, -n N,"
-    " --image SRC (repeatable), --name VAR, --sweep NAME=V1,V2,... (repeatable), --yes"
-)
+OPTIONS = options.summary(options.MAGIC)
 SUBCOMMANDS = (
     "wait [TIMEOUT], status, cancel [ID|all], history [N], reproduce [--lineage [--input FILE] [--yes]] PATH_OR_ID,"
     " lineage PATH_OR_ID, backend [local [--engine E --model M]|hosted], resume, copy [ID], panel, price"
 )
+
+
+def _option_arguments(func):
+    """The %%flux options of the table (options.py), as magic_arguments decorations in order."""
+    for option in reversed(options.for_surface(options.MAGIC)):
+        flags, kwargs = option.argument(options.MAGIC)
+        func = argument(*flags, **kwargs)(func)
+    return func
 
 
 @magics_class
@@ -60,62 +65,7 @@ class FluxMagics(Magics):
     # -- %%flux ---------------------------------------------------------------------------------
 
     @magic_arguments(name="%flux")  # usage reads %%flux
-    @argument(
-        "--seed",
-        type=int,
-        metavar="N",
-        help="seed of the first image (0 to 4294967295); random when left out",
-    )
-    @argument(
-        "--aspect",
-        "-a",
-        dest="aspect_ratio",
-        metavar="R",
-        help="aspect ratio: 1:1, 16:9, 9:16, 4:3 or 3:4",
-    )
-    @argument(
-        "--steps",
-        type=int,
-        dest="num_inference_steps",
-        metavar="N",
-        help="inference steps, 1 to 50",
-    )
-    @argument(
-        "--guidance", type=float, dest="guidance_scale", metavar="G", help="guidance scale, 0 to 10"
-    )
-    @argument("--quality", dest="output_quality", metavar="Q", help="standard or high")
-    @argument("--format", dest="output_format", metavar="F", help="png, jpg or webp")
-    @argument(
-        "-n",
-        type=int,
-        default=1,
-        metavar="N",
-        help="number of images (one enqueue each; default 1)",
-    )
-    @argument(
-        "--image",
-        action="append",
-        default=[],
-        metavar="SRC",
-        help="input image to edit: a path, a URL, or the name of a variable holding a PIL image,"
-        " bytes, a Generation or a list of them (repeatable)",
-    )
-    @argument(
-        "--name", metavar="VAR", help="variable to bind the Generation to (the list when -n > 1)"
-    )
-    @argument(
-        "--sweep",
-        action="append",
-        default=[],
-        metavar="NAME=V1,V2,...",
-        help="one image per value, in a labelled grid: e.g. --sweep steps=4,8,16 (any option, by"
-        " flag or parameter name; repeatable: the first runs along the columns)",
-    )
-    @argument(
-        "--yes",
-        action="store_true",
-        help="run even when the cell costs more than FluxMagics.max_cell_cost",
-    )
+    @_option_arguments
     @cell_magic("flux")
     def flux_cell(self, line: str, cell: str):
         """Make images of the cell's text (stripped) in the background; the cell returns at once
