@@ -434,7 +434,7 @@ class Card(widgets.VBox):
         running = [] if self.gen.done else [self.progress]
         extra = [w for w in (self._notice, self._copy_box) if w is not None]
         children = (media, *running, self.status, self.caption, self.buttons, *extra)
-        if tuple(self.children) != children:
+        if tuple(self.children) != children:  # type: ignore[has-type]  # an ipywidgets trait
             self.children = children
 
     def _say(self, text: str, error: bool = False) -> None:
@@ -695,7 +695,7 @@ def wait_settled(timeout: float | None = None) -> bool:
 class _Unsent:
     """Cards that reached their final state since the last resend_settled()."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._cards: weakref.WeakSet[Card] = weakref.WeakSet()
         self._lock = threading.Lock()
 
@@ -727,7 +727,7 @@ class _Ticker:
     """One daemon thread that refreshes the elapsed seconds of running cards once a second; it
     ends when no card is running and starts again with the next one."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._cards: weakref.WeakSet[Card] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None

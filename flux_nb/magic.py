@@ -66,7 +66,7 @@ class FluxMagics(Magics):
 
     @magic_arguments(name="%flux")  # usage reads %%flux
     @_option_arguments
-    @cell_magic("flux")
+    @cell_magic("flux")  # type: ignore[arg-type]  # IPython types the magic's argument as Never
     def flux_cell(self, line: str, cell: str):
         """Make images of the cell's text (stripped) in the background; the cell returns at once
         with a live card per image (a grid when -n > 1). Each image is its own enqueue with its
@@ -141,15 +141,21 @@ class FluxMagics(Magics):
     def _image_sources(self, token: str) -> list[Any]:
         """A variable's value when the token names one; otherwise the path or URL as written."""
         token = _unquote(token)
-        if token.isidentifier() and token in self.shell.user_ns:
-            value = self.shell.user_ns[token]
+        if token.isidentifier() and token in self._user_ns:
+            value = self._user_ns[token]
             return list(value) if isinstance(value, (list, tuple)) else [value]
         return [token]
 
+    @property
+    def _user_ns(self) -> dict[str, Any]:
+        """The notebook's variables (the magics are made with a shell: load_ipython_extension)."""
+        assert self.shell is not None
+        return self.shell.user_ns
+
     def _bind(self, result: Any, name: str | None = None) -> None:
-        self.shell.user_ns["_flux"] = result
+        self._user_ns["_flux"] = result
         if name:
-            self.shell.user_ns[name] = result
+            self._user_ns[name] = result
 
     def _show(self, gens: list) -> None:
         """The cards, as an output that settles to the final text and picture (settled_output.py)."""
@@ -161,7 +167,7 @@ class FluxMagics(Magics):
 
     # -- %flux ----------------------------------------------------------------------------------
 
-    @line_magic("flux")
+    @line_magic("flux")  # type: ignore[arg-type]  # as for cell_magic above
     def flux_line(self, line: str):
         """%flux SUBCOMMAND: wait [TIMEOUT] (block until every image of the session is done),
         status, cancel [ID|all] (default all), history [N], reproduce PATH_OR_ID (--lineage: the
@@ -244,7 +250,7 @@ class FluxMagics(Magics):
     def _cmd_reproduce(self, rest: str) -> None:
         words = rest.split()
         if not {"--lineage", "--input", "--yes"} & set(words):
-            target, lineage, inputs, yes = rest, False, [], False
+            target, lineage, inputs, yes = rest, False, list[str](), False
         else:
             target, lineage, inputs, yes = self._reproduce_options(rest)
         if not target:
@@ -258,7 +264,7 @@ class FluxMagics(Magics):
             return
         from .lineage import remake
 
-        sess, made = _session.session(), []
+        sess, made = _session.session(), list[Any]()
         remake(
             sess,
             self._source(target),
@@ -278,7 +284,8 @@ class FluxMagics(Magics):
             words = shlex.split(rest)
         except ValueError as exc:
             raise UsageError(f"%flux reproduce: {exc}.") from None
-        target, lineage, inputs, yes = [], False, [], False
+        target: list[str] = []
+        lineage, inputs, yes = False, list[str](), False
         while words:
             word = words.pop(0)
             if word == "--lineage":
@@ -310,7 +317,7 @@ class FluxMagics(Magics):
 
     def _source(self, text: str) -> Any:
         """A Generation named by a variable of the notebook, else the text (a path or an id)."""
-        value = self.shell.user_ns.get(text) if text.isidentifier() else None
+        value = self._user_ns.get(text) if text.isidentifier() else None
         return value if hasattr(value, "recipe") and hasattr(value, "lineage") else text
 
     def _cmd_backend(self, rest: str) -> None:
@@ -346,7 +353,8 @@ class FluxMagics(Magics):
     def _cmd_copy(self, rest: str) -> None:
         from .cards import magic_line
 
-        recipe = self._find(rest).recipe if rest else _last(self.shell.user_ns.get("_flux")).recipe
+        recipe = self._find(rest).recipe if rest else _last(self._user_ns.get("_flux")).recipe
+        assert self.shell is not None  # as in _user_ns
         self.shell.set_next_input(magic_line(recipe), replace=False)
 
     def _cmd_price(self, rest: str) -> None:
