@@ -30,16 +30,20 @@ def test_the_magic_and_the_cli_read_a_shared_line_alike():
     magic = vars(parse_argstring(FluxMagics.flux_cell, line))
     cli = vars(build_parser().parse_args(["generate", "a fox", *shlex.split(line)]))
     shared = [o.dest for o in options.for_surface(options.CLI)]
-    assert {k: magic[k] for k in shared} == {k: cli[k] for k in shared} == {
-        "seed": 9,
-        "aspect_ratio": "16:9",
-        "num_inference_steps": 6,
-        "guidance_scale": 2.5,
-        "output_quality": "high",
-        "output_format": "webp",
-        "n": 2,
-        "image": ["a.png", "b.png"],
-    }
+    assert (
+        {k: magic[k] for k in shared}
+        == {k: cli[k] for k in shared}
+        == {
+            "seed": 9,
+            "aspect_ratio": "16:9",
+            "num_inference_steps": 6,
+            "guidance_scale": 2.5,
+            "output_quality": "high",
+            "output_format": "webp",
+            "n": 2,
+            "image": ["a.png", "b.png"],
+        }
+    )
     assert (magic["name"], magic["sweep"], magic["yes"]) == (None, [], False)
     assert "name" not in cli and "sweep" not in cli and "yes" not in cli
 
