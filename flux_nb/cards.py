@@ -59,6 +59,7 @@ import ipywidgets as widgets
 from ipywidgets.widgets.widget_string import HTMLStyle
 
 from . import card_html
+from .options import RECIPE_OPTIONS
 from .recipe import Recipe
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
@@ -198,15 +199,7 @@ def magic_line(recipe: Recipe, inputs_dir: str | Path | None = None) -> str:
     the session's `<output>/.inputs/`) as `<sha>.<ext>` and passed as `--image PATH`: reading the
     file back gives the very same data: URI, so the copied cell makes the same pixels.
     """
-    parts = [
-        "%%flux",
-        f"--seed {recipe.seed}",
-        f"--aspect {recipe.aspect_ratio}",
-        f"--steps {recipe.num_inference_steps}",
-        f"--guidance {recipe.guidance_scale!r}",
-        f"--quality {recipe.output_quality}",
-        f"--format {recipe.output_format}",
-    ]
+    parts = ["%%flux", *(o.spelled(getattr(recipe, o.dest)) for o in RECIPE_OPTIONS)]
     for source in recipe.input_image:
         if source.startswith("data:"):
             if inputs_dir is None:
@@ -441,7 +434,7 @@ class Card(widgets.VBox):
         running = [] if self.gen.done else [self.progress]
         extra = [w for w in (self._notice, self._copy_box) if w is not None]
         children = (media, *running, self.status, self.caption, self.buttons, *extra)
-        if tuple(self.children) != children:
+        if tuple(self.children) != children:  # type: ignore[has-type]  # an ipywidgets trait
             self.children = children
 
     def _say(self, text: str, error: bool = False) -> None:
@@ -702,7 +695,7 @@ def wait_settled(timeout: float | None = None) -> bool:
 class _Unsent:
     """Cards that reached their final state since the last resend_settled()."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._cards: weakref.WeakSet[Card] = weakref.WeakSet()
         self._lock = threading.Lock()
 
@@ -734,7 +727,7 @@ class _Ticker:
     """One daemon thread that refreshes the elapsed seconds of running cards once a second; it
     ends when no card is running and starts again with the next one."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._cards: weakref.WeakSet[Card] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None

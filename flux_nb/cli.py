@@ -17,6 +17,8 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from .options import CLI, for_surface
+
 SERVER_KEY_ENV = "FLUX_NB_SERVER_API_KEY"
 # Copies of flux_nb.server.engines' names: importing the server here would slow down --help.
 ENGINE_NAMES = ("preview", "flux2-klein")
@@ -228,25 +230,9 @@ def _add_generate(subparsers: argparse._SubParsersAction) -> None:
         "OXEN_API_KEY they come from the local offline stand-in (not FLUX).",
     )
     p.add_argument("prompt", nargs="+", help="the text of the image to make")
-    p.add_argument("--seed", type=int, default=None, help="seed (default: drawn at random)")
-    p.add_argument(
-        "--aspect", "-a", dest="aspect_ratio", default=None, help="1:1, 16:9, 9:16, 4:3 or 3:4"
-    )
-    p.add_argument("--steps", dest="num_inference_steps", type=int, default=None, help="1 to 50")
-    p.add_argument(
-        "--guidance", dest="guidance_scale", type=float, default=None, help="0.0 to 10.0"
-    )
-    p.add_argument("--quality", dest="output_quality", default=None, help="standard or high")
-    p.add_argument("--format", dest="output_format", default=None, help="png, jpg or webp")
-    p.add_argument("-n", dest="n", type=int, default=1, help="number of images (default 1)")
-    p.add_argument(
-        "--image",
-        dest="input_image",
-        action="append",
-        default=None,
-        metavar="SRC",
-        help="input image to edit: a path or URL (repeatable)",
-    )
+    for option in for_surface(CLI):  # the same options as %%flux (options.py)
+        flags, kwargs = option.argument(CLI)
+        p.add_argument(*flags, **kwargs)
     p.add_argument(
         "--output-dir",
         default=None,
@@ -263,8 +249,9 @@ def _generate(args: argparse.Namespace) -> int:
     from .recipe import OPTION_PARAMETERS
     from .session import Session
 
-    params = {k: getattr(args, k) for k in (*OPTION_PARAMETERS, "input_image")}
-    params = {k: v for k, v in params.items() if v is not None}
+    params = {k: v for k in OPTION_PARAMETERS if (v := getattr(args, k)) is not None}
+    if args.image:
+        params["input_image"] = args.image
     try:
         session = Session(
             output_dir=args.output_dir, announce=lambda line: print(line, file=sys.stderr)

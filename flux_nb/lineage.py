@@ -288,7 +288,7 @@ def chain_of(recipe: dict[str, Any], record: dict[str, Any] | None) -> Chain:
         done.add(key)
         entry = steps_known.get(key)
         recipe_of = entry.get("recipe") if isinstance(entry, dict) else None
-        if not isinstance(recipe_of, dict) or depth > MAX_DEPTH:
+        if not isinstance(entry, dict) or not isinstance(recipe_of, dict) or depth > MAX_DEPTH:
             info = entry.get("upload") if isinstance(entry, dict) else None
             uploads[key] = dict(info) if isinstance(info, dict) else {}
             cut = cut or info is None and key not in direct
@@ -477,8 +477,8 @@ class LineageView:
                 draw.rectangle((x, gap, x + side - 1, gap + side - 1), fill=EMPTY)
                 draw.text((x + side // 2, gap + side // 2), "not here", fill=MUTED, font=font(label), anchor="mm")
             else:
-                with Image.open(io.BytesIO(png)) as thumb:
-                    thumb = thumb.convert("RGB")
+                with Image.open(io.BytesIO(png)) as opened:
+                    thumb = opened.convert("RGB")
                     thumb.thumbnail((side, side))
                     canvas.paste(thumb, (x + (side - thumb.width) // 2, gap + (side - thumb.height) // 2))
             draw.text((x, gap + side + 4), fit(text, side, label), fill=INK, font=font(label))
@@ -509,16 +509,16 @@ def view(session: Any, source: Any) -> LineageView:
         lines.append(f"  input  {short(key)}  {label} · {where}")
         thumbs.append((f"input: {info.get('name') or short(key)}", _thumb(have[key])))
     for number, step in enumerate(chain.steps, 1):
-        last = step.key is None
-        made_key = "this file" if last else short(step.key)
+        step_key, last = step.key, step.key is None
+        made_key = "this file" if step_key is None else short(step_key)
         lines.append(f"  {number:>2}  {made_key:<19}  {step.line()}")
         data = None
-        if last and path is not None:
+        if step_key is None and path is not None:
             data = path.read_bytes()
-        elif last:
+        elif step_key is None:
             data = _gen_bytes(session, step.generation_id)
         else:
-            data = chain.direct.get(step.key) or _saved_bytes(folders, step.generation_id)
+            data = chain.direct.get(step_key) or _saved_bytes(folders, step.generation_id)
         label = f"{number} · seed {step.recipe.get('seed')}" if not last else f"{number} · this file"
         thumbs.append((label, _thumb(data)))
     if needed:

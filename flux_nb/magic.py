@@ -23,20 +23,25 @@ from traitlets import Float, Int, Unicode
 
 import flux_nb
 
-from . import errors
+from . import errors, options
 from .recipe import OPTION_PARAMETERS
 
 # `from . import session` could give the package's session() function: take the module itself.
 _session = importlib.import_module("flux_nb.session")
 
-OPTIONS = (
-    "--seed N, --aspect/-a R, --steps N, --guidance G, --quality Q, --format F, -n N,"
-    " --image SRC (repeatable), --name VAR, --sweep NAME=V1,V2,... (repeatable), --yes"
-)
+OPTIONS = options.summary(options.MAGIC)
 SUBCOMMANDS = (
     "wait [TIMEOUT], status, cancel [ID|all], history [N], reproduce [--lineage [--input FILE] [--yes]] PATH_OR_ID,"
     " lineage PATH_OR_ID, backend [local [--engine E --model M]|hosted], resume, copy [ID], panel, price"
 )
+
+
+def _option_arguments(func):
+    """The %%flux options of the table (options.py), as magic_arguments decorations in order."""
+    for option in reversed(options.for_surface(options.MAGIC)):
+        flags, kwargs = option.argument(options.MAGIC)
+        func = argument(*flags, **kwargs)(func)
+    return func
 
 
 @magics_class
@@ -60,63 +65,8 @@ class FluxMagics(Magics):
     # -- %%flux ---------------------------------------------------------------------------------
 
     @magic_arguments(name="%flux")  # usage reads %%flux
-    @argument(
-        "--seed",
-        type=int,
-        metavar="N",
-        help="seed of the first image (0 to 4294967295); random when left out",
-    )
-    @argument(
-        "--aspect",
-        "-a",
-        dest="aspect_ratio",
-        metavar="R",
-        help="aspect ratio: 1:1, 16:9, 9:16, 4:3 or 3:4",
-    )
-    @argument(
-        "--steps",
-        type=int,
-        dest="num_inference_steps",
-        metavar="N",
-        help="inference steps, 1 to 50",
-    )
-    @argument(
-        "--guidance", type=float, dest="guidance_scale", metavar="G", help="guidance scale, 0 to 10"
-    )
-    @argument("--quality", dest="output_quality", metavar="Q", help="standard or high")
-    @argument("--format", dest="output_format", metavar="F", help="png, jpg or webp")
-    @argument(
-        "-n",
-        type=int,
-        default=1,
-        metavar="N",
-        help="number of images (one enqueue each; default 1)",
-    )
-    @argument(
-        "--image",
-        action="append",
-        default=[],
-        metavar="SRC",
-        help="input image to edit: a path, a URL, or the name of a variable holding a PIL image,"
-        " bytes, a Generation or a list of them (repeatable)",
-    )
-    @argument(
-        "--name", metavar="VAR", help="variable to bind the Generation to (the list when -n > 1)"
-    )
-    @argument(
-        "--sweep",
-        action="append",
-        default=[],
-        metavar="NAME=V1,V2,...",
-        help="one image per value, in a labelled grid: e.g. --sweep steps=4,8,16 (any option, by"
-        " flag or parameter name; repeatable: the first runs along the columns)",
-    )
-    @argument(
-        "--yes",
-        action="store_true",
-        help="run even when the cell costs more than FluxMagics.max_cell_cost",
-    )
-    @cell_magic("flux")
+    @_option_arguments
+    @cell_magic("flux")  # type: ignore[arg-type]  # IPython types the magic's argument as Never
     def flux_cell(self, line: str, cell: str):
         """Make images of the cell's text (stripped) in the background; the cell returns at once
         with a live card per image (a grid when -n > 1). Each image is its own enqueue with its
@@ -191,15 +141,21 @@ class FluxMagics(Magics):
     def _image_sources(self, token: str) -> list[Any]:
         """A variable's value when the token names one; otherwise the path or URL as written."""
         token = _unquote(token)
-        if token.isidentifier() and token in self.shell.user_ns:
-            value = self.shell.user_ns[token]
+        if token.isidentifier() and token in self._user_ns:
+            value = self._user_ns[token]
             return list(value) if isinstance(value, (list, tuple)) else [value]
         return [token]
 
+    @property
+    def _user_ns(self) -> dict[str, Any]:
+        """The notebook's variables (the magics are made with a shell: load_ipython_extension)."""
+        assert self.shell is not None
+        return self.shell.user_ns
+
     def _bind(self, result: Any, name: str | None = None) -> None:
-        self.shell.user_ns["_flux"] = result
+        self._user_ns["_flux"] = result
         if name:
-            self.shell.user_ns[name] = result
+            self._user_ns[name] = result
 
     def _show(self, gens: list) -> None:
         """The cards, as an output that settles to the final text and picture (settled_output.py)."""
@@ -211,7 +167,7 @@ class FluxMagics(Magics):
 
     # -- %flux ----------------------------------------------------------------------------------
 
-    @line_magic("flux")
+    @line_magic("flux")  # type: ignore[arg-type]  # as for cell_magic above
     def flux_line(self, line: str):
         """%flux SUBCOMMAND: wait [TIMEOUT] (block until every image of the session is done),
         status, cancel [ID|all] (default all), history [N], reproduce PATH_OR_ID (--lineage: the
@@ -294,7 +250,7 @@ class FluxMagics(Magics):
     def _cmd_reproduce(self, rest: str) -> None:
         words = rest.split()
         if not {"--lineage", "--input", "--yes"} & set(words):
-            target, lineage, inputs, yes = rest, False, [], False
+            target, lineage, inputs, yes = rest, False, list[str](), False
         else:
             target, lineage, inputs, yes = self._reproduce_options(rest)
         if not target:
@@ -308,7 +264,7 @@ class FluxMagics(Magics):
             return
         from .lineage import remake
 
-        sess, made = _session.session(), []
+        sess, made = _session.session(), list[Any]()
         remake(
             sess,
             self._source(target),
@@ -328,7 +284,8 @@ class FluxMagics(Magics):
             words = shlex.split(rest)
         except ValueError as exc:
             raise UsageError(f"%flux reproduce: {exc}.") from None
-        target, lineage, inputs, yes = [], False, [], False
+        target: list[str] = []
+        lineage, inputs, yes = False, list[str](), False
         while words:
             word = words.pop(0)
             if word == "--lineage":
@@ -360,7 +317,7 @@ class FluxMagics(Magics):
 
     def _source(self, text: str) -> Any:
         """A Generation named by a variable of the notebook, else the text (a path or an id)."""
-        value = self.shell.user_ns.get(text) if text.isidentifier() else None
+        value = self._user_ns.get(text) if text.isidentifier() else None
         return value if hasattr(value, "recipe") and hasattr(value, "lineage") else text
 
     def _cmd_backend(self, rest: str) -> None:
@@ -396,7 +353,8 @@ class FluxMagics(Magics):
     def _cmd_copy(self, rest: str) -> None:
         from .cards import magic_line
 
-        recipe = self._find(rest).recipe if rest else _last(self.shell.user_ns.get("_flux")).recipe
+        recipe = self._find(rest).recipe if rest else _last(self._user_ns.get("_flux")).recipe
+        assert self.shell is not None  # as in _user_ns
         self.shell.set_next_input(magic_line(recipe), replace=False)
 
     def _cmd_price(self, rest: str) -> None:

@@ -556,8 +556,8 @@ def _vp8x_flagged(chunks: list[tuple[bytes, bytes]], flag: int) -> list[tuple[by
         raise _Damaged("the WebP file has no image chunk")
     w, h, alpha = _webp_canvas(*image)
     flags = flag | (_VP8X_ALPHA if alpha else 0)
-    vp8x = struct.pack("<I", flags) + (w - 1).to_bytes(3, "little") + (h - 1).to_bytes(3, "little")
-    chunks.insert(0, (b"VP8X", vp8x))
+    header = struct.pack("<I", flags) + (w - 1).to_bytes(3, "little") + (h - 1).to_bytes(3, "little")
+    chunks.insert(0, (b"VP8X", header))
     return chunks
 
 

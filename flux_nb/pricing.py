@@ -80,7 +80,7 @@ class Price:
         count = f"{len(qualities)} image{'s' if len(qualities) != 1 else ''}"
         if total is None:
             return f"unknown for {count} ({self.reason})"
-        each = {self.of(q) for q in qualities}
+        each = {price for q in qualities if (price := self.of(q)) is not None}
         if len(each) == 1 and len(qualities) > 1:
             return f"{money(total)} ({count} at {money(each.pop())} each)"
         return f"{money(total)} ({count})"

@@ -39,7 +39,9 @@ OPTION_PARAMETERS = tuple(p for p in PARAMETERS if p not in ("prompt", "input_im
 @cache
 def bundled_schema() -> dict[str, Any]:
     """The copy of the model's request_schema shipped with the package, for offline use."""
-    text = resources.files("flux_nb").joinpath("schema", f"{MODEL_ID}.json").read_text("utf-8")
+    # One part per joinpath: Python 3.10's Traversable.joinpath takes only one.
+    folder = resources.files("flux_nb").joinpath("schema")
+    text = folder.joinpath(f"{MODEL_ID}.json").read_text("utf-8")
     return json.loads(text)
 
 
@@ -146,7 +148,7 @@ class Recipe:
     model: str = MODEL_ID
 
     @classmethod
-    def build(cls, prompt: str, *, schema: dict[str, Any] | None = None, **params: Any) -> Recipe:
+    def build(cls, prompt: str | None, *, schema: dict[str, Any] | None = None, **params: Any) -> Recipe:
         """Validate user parameters, fill the documented defaults and draw a seed if none is given."""
         schema = schema or bundled_schema()
         model = params.pop("model", MODEL_ID)

@@ -105,7 +105,7 @@ def draw_sheet(
         raise ValueError(f"tile={tile} is too small (at least 16 pixels).")
     scaled = [
         [
-            t.convert("RGB").resize((max(1, round(t.width * tile / t.height)), tile), Image.LANCZOS)
+            t.convert("RGB").resize((max(1, round(t.width * tile / t.height)), tile), Image.Resampling.LANCZOS)
             if not isinstance(t, str)
             else t
             for t in row

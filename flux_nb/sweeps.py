@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import FluxError, ValidationError
+from .options import FLAG_NAMES  # the magic's flag names (and a) for each parameter
 from .recipe import OPTION_PARAMETERS, Recipe, bundled_schema, check_value, draw_seed
 
 if TYPE_CHECKING:
@@ -28,16 +29,6 @@ if TYPE_CHECKING:
 
     from .jobs import Generation
 
-# The magic's flag names (and -a) for each parameter; the parameter names work too.
-FLAG_NAMES = {
-    "seed": "seed",
-    "aspect": "aspect_ratio",
-    "a": "aspect_ratio",
-    "steps": "num_inference_steps",
-    "guidance": "guidance_scale",
-    "quality": "output_quality",
-    "format": "output_format",
-}
 # What a label calls each parameter: the flag name people typed.
 TITLES = {param: flag for flag, param in FLAG_NAMES.items() if len(flag) > 1}
 MAX_CELLS = 256  # as many as one generate() may start

@@ -458,7 +458,7 @@ class _Painter:
             for i, base in ((1, hz + 0.08), (2, hz + 0.18), (3, hz + 0.3)):
                 shape = _hills(lay.ridge_seeds[i], n)
                 if desert:
-                    shape = [v**1.7 for v in shape]
+                    shape = tuple(v**1.7 for v in shape)
                 self.ridge(i, shape, base, lay.hill_amps[i] * (1.4 if desert else 1.0))
                 if "forest" in els and i < 3:
                     self.trees(i, 14 + 10 * i)

@@ -31,7 +31,7 @@ CHAT_TEMPLATE = (
     "<think>\n\n</think>\n\n{% endif %}{% endif %}"
 )
 
-TINY = {
+TINY: dict[str, dict[str, Any]] = {
     "text_encoder": dict(
         vocab_size=320,
         hidden_size=16,
@@ -62,7 +62,7 @@ TINY = {
     ),
 }
 
-KLEIN_4B = {
+KLEIN_4B: dict[str, dict[str, Any]] = {
     "text_encoder": dict(  # Qwen3-4B
         vocab_size=151936,
         hidden_size=2560,

@@ -156,10 +156,10 @@ def _finish_palette(scene: Scene, steps: int) -> None:
         pal.rgb(pal["land1"]),
         pal.rgb(pal["glow"]),
     ]
-    r = rng_for("noise-colours", scene.seed)
+    rng = rng_for("noise-colours", scene.seed)
     for i in range(NOISE_N):
-        a, b = r.choice(sources), r.choice(sources)
-        pal.entries[NOISE + i] = mix(a, b, r.random())
+        one, two = rng.choice(sources), rng.choice(sources)
+        pal.entries[NOISE + i] = mix(one, two, rng.random())
     pal.entries[TAG_BG] = (28, 30, 34)
     for idx, level in zip(TAG_TEXT_LEVELS, (0.35, 0.65, 0.92), strict=True):
         pal.entries[idx] = mix((28, 30, 34), (236, 236, 232), level)
@@ -187,7 +187,7 @@ def _tag_patch(unit: int) -> tuple[Image.Image, Image.Image]:
     font = ImageFont.load_default(size)
     left, top, right, bottom = font.getbbox(TAG_TEXT)
     pad_x, pad_y = round(size * 0.6), round(size * 0.35)
-    w, h = right - left + 2 * pad_x, bottom - top + 2 * pad_y
+    w, h = int(right - left) + 2 * pad_x, int(bottom - top) + 2 * pad_y  # ints, typed float
     mask = Image.new("L", (w, h), 0)
     ImageDraw.Draw(mask).rounded_rectangle((0, 0, w - 1, h - 1), radius=h // 2, fill=255)
     text = Image.new("L", (w, h), 0)
