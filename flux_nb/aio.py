@@ -16,7 +16,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-from .jobs import Generation
+from .generation import Generation
 from .session import session
 
 

@@ -25,6 +25,7 @@ import flux_nb
 
 from . import errors
 from .recipe import OPTION_PARAMETERS
+from .status import SUCCEEDED
 
 # `from . import session` could give the package's session() function: take the module itself.
 _session = importlib.import_module("flux_nb.session")
@@ -478,7 +479,7 @@ def _last(value: Any):
 def _count(gens: list) -> str:
     tally: dict[str, int] = {}
     for gen in gens:
-        label = "saved" if gen.status == "succeeded" else gen.status
+        label = "saved" if gen.status == SUCCEEDED else gen.status
         tally[label] = tally.get(label, 0) + 1
     return ", ".join(f"{n} {label}" for label, n in tally.items())
 

@@ -13,9 +13,11 @@ from typing import Any
 from . import errors
 from .client import OxenClient
 from .config import HOSTED_BASE_URL, ApiKey, RetryPolicy, Settings, Timeouts, normalize_base_url
-from .jobs import Generation, Runner
+from .generation import Generation
 from .journal import Journal
 from .recipe import Recipe, bundled_schema
+from .runner import Runner
+from .status import SUCCEEDED
 from .storage import OutputFolder
 
 JOURNAL_NAME = ".flux_nb_journal.jsonl"
@@ -275,7 +277,7 @@ class Session:
             if data is None:
                 continue
             key = lineage.digest(data)
-            if isinstance(source, Generation) and source.status == "succeeded":
+            if isinstance(source, Generation) and source.status == SUCCEEDED:
                 self._origins[key] = lineage.made_by(source.recipe, source.lineage, source.id)
             elif isinstance(source, (str, Path)) and key not in self._origins and url != str(source):
                 # a file by path (a URL or data: URI given as text came back as itself)

@@ -476,10 +476,10 @@ def test_a_generation_cancelled_on_the_server_says_so_and_why(make_server, open_
     """A cancel made elsewhere sends no event (as on the hosted stream): the safety polls notice
     it. Their real bound is 30 s (test_safety_polls_notice_a_cancel_made_elsewhere_within_30_s);
     here they are made fast so the test need not wait that long."""
-    from flux_nb import jobs
+    from flux_nb import runner
 
-    monkeypatch.setattr(jobs, "SAFETY_POLL_FIRST", 0.2)
-    monkeypatch.setattr(jobs, "SAFETY_POLL_MAX", 0.4)
+    monkeypatch.setattr(runner, "SAFETY_POLL_FIRST", 0.2)
+    monkeypatch.setattr(runner, "SAFETY_POLL_MAX", 0.4)
     server = make_server(step_delay=0.05)
     session = open_session(server, "tok-cancelled")
     gen = session.generate("cancelled elsewhere", num_inference_steps=50)
@@ -498,18 +498,18 @@ def test_a_generation_cancelled_on_the_server_says_so_and_why(make_server, open_
 def test_safety_polls_notice_a_cancel_made_elsewhere_within_30_s() -> None:
     """No event follows a cancel: while a generation is active, its row is read at least every
     30 s (10, 20, then 30 s apart) with the stream up, and faster with it down."""
-    from flux_nb import jobs
+    from flux_nb import runner as runner_module
 
-    runner = jobs.Runner.__new__(jobs.Runner)
+    runner = runner_module.Runner.__new__(runner_module.Runner)
     runner._sse_up = True
-    gen = type("G", (), {"_polls": 0})()
+    track = runner_module._Tracked(gen=None)  # type: ignore[arg-type]  # only its poll count is read
     gaps = []
     for polls in range(8):
-        gen._polls = polls
-        gaps.append(runner._poll_due(gen) - time.monotonic())
+        track.polls = polls
+        gaps.append(runner._poll_due(track) - time.monotonic())
     assert max(gaps) <= 30.0 + 0.01 and gaps[0] <= 10.01
     runner._sse_up = False
-    assert runner._poll_due(gen) - time.monotonic() <= jobs.FALLBACK_POLL_MAX + 0.01
+    assert runner._poll_due(track) - time.monotonic() <= runner_module.FALLBACK_POLL_MAX + 0.01
 
 
 # --- the output folder: not writable, disk full ----------------------------------------------------------
