@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from .generation import Generation
-from .session import session
+from .sessions import session
 
 
 async def agenerate(prompt: str, n: int = 1, **params: Any) -> Generation | list[Generation]:

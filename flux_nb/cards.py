@@ -184,7 +184,7 @@ def magic_line(recipe: Recipe, inputs_dir: str | Path | None = None) -> str:
     for source in recipe.input_image:
         if source.startswith("data:"):
             if inputs_dir is None:
-                from .session import session
+                from .sessions import session
 
                 inputs_dir = session().output.path / INPUTS_DIR
             source = str(_write_input(source, Path(inputs_dir)))

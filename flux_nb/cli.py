@@ -261,7 +261,7 @@ def _add_generate(subparsers: argparse._SubParsersAction) -> None:
 def _generate(args: argparse.Namespace) -> int:
     from .errors import FluxError
     from .recipe import OPTION_PARAMETERS
-    from .session import Session
+    from .sessions import Session
 
     params = {k: getattr(args, k) for k in (*OPTION_PARAMETERS, "input_image")}
     params = {k: v for k, v in params.items() if v is not None}

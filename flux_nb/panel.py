@@ -28,7 +28,7 @@ from . import errors
 from .cards import Card, card_button, card_grid, card_width
 from .generation import Generation
 from .recipe import bundled_schema, draw_seed
-from .session import Session
+from .sessions import Session
 from .status import SUCCEEDED
 
 log = logging.getLogger("flux_nb.panel")
@@ -62,7 +62,7 @@ class Panel(widgets.VBox):
     def __init__(self, session: Session | None = None, history: bool | int = True):
         super().__init__(layout=widgets.Layout(width="100%", max_width="1100px", padding="4px"))
         if session is None:
-            from .session import session as current
+            from .sessions import session as current
 
             session = current()
         self.session = session

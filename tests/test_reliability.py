@@ -32,7 +32,7 @@ from flux_nb.journal import LIVE_DIR, Journal
 from flux_nb.recipe import Recipe
 from flux_nb.server import Faults, LocalServer
 from flux_nb.server.app import LocalExtras
-from flux_nb.session import JOURNAL_NAME, Session
+from flux_nb.sessions import JOURNAL_NAME, Session
 
 FAST = RetryPolicy(attempts=5, backoff=0.01, max_backoff=0.05, rate_limit_attempts=5)
 TIMEOUTS = Timeouts(connect=2, read=5, write=5, pool=5, download=5, sse_read=5)
@@ -685,7 +685,7 @@ CHILD = textwrap.dedent(
     """
     import os, sys, threading, time
     from flux_nb.config import RetryPolicy
-    from flux_nb.session import JOURNAL_NAME, Session
+    from flux_nb.sessions import JOURNAL_NAME, Session
 
     kind, _, nth = os.environ["KILL_AT"].partition(":")
     nth = int(nth or 1)
@@ -925,7 +925,7 @@ def test_killing_a_kernel_on_the_local_backend_reruns_the_recipe_with_the_same_p
 
 def test_flux_nb_resume_uses_the_current_session(local_server, open_session, tmp_path) -> None:
     import flux_nb
-    from flux_nb.session import set_session
+    from flux_nb.sessions import set_session
 
     token = "tok-module-resume"
     out = tmp_path / "out"

@@ -179,7 +179,7 @@ DEAD_KERNEL = """
 import json, os, sys
 import httpx
 from fake_oxen import FakeOxen, KEY
-from flux_nb.session import Session
+from flux_nb.sessions import Session
 
 fake = FakeOxen()
 fake.hold_enqueue()

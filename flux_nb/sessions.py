@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 import threading
 import time
-import types
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -454,14 +453,3 @@ def set_session(new: Session | None) -> Session | None:
     with _current_lock:
         old, _current = _current, new
     return old
-
-
-class _CallableModule(types.ModuleType):
-    """Importing this submodule rebinds the package attribute `flux_nb.session` from the function
-    to the module; making the module callable keeps `flux_nb.session()` working either way."""
-
-    def __call__(self, **kwargs: Any) -> Session:
-        return session(**kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
