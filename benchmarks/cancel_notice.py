@@ -24,7 +24,7 @@ import httpx
 
 from flux_nb.config import Settings
 from flux_nb.server.embedded import LocalServer
-from flux_nb.session import Session
+from flux_nb.sessions import Session
 
 TOKEN = "tok-bench-cancel"
 

@@ -14,7 +14,7 @@ import tempfile
 import time
 
 from flux_nb.config import Settings
-from flux_nb.session import Session
+from flux_nb.sessions import Session
 
 
 def main() -> None:

@@ -60,7 +60,7 @@ def _instrumented_server(**options):
 
 def _session(url: str, output: Path):
     from flux_nb.config import Settings
-    from flux_nb.session import Session
+    from flux_nb.sessions import Session
 
     # Settings() rather than the environment: no OXEN_API_KEY ever reaches the benchmark's server.
     return Session(base_url=url, output_dir=output, settings=Settings(), announce=None)

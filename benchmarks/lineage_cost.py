@@ -23,7 +23,7 @@ from flux_nb.inputs import to_input_url
 from flux_nb.lineage import FIELD
 from flux_nb.metadata import read_recipe
 from flux_nb.recipe import Recipe
-from flux_nb.session import Session
+from flux_nb.sessions import Session
 
 FAST = {"num_inference_steps": 4, "aspect_ratio": "1:1"}
 

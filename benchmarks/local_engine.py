@@ -68,7 +68,7 @@ def overhead(config, rounds: int, where: str) -> None:
     from flux_nb.config import Settings
     from flux_nb.recipe import Recipe
     from flux_nb.server.engines.flux2_klein import load_pipeline, pipeline_kwargs
-    from flux_nb.session import Session
+    from flux_nb.sessions import Session
 
     loaded = load_pipeline(config)  # the server's own pipeline (loaded or adopted before)
     with tempfile.TemporaryDirectory(prefix="flux-nb-bench-klein-") as out:

@@ -41,9 +41,18 @@ logging.getLogger("flux_nb").addHandler(logging.NullHandler())
 
 def session(**kwargs: Any):
     """The kernel's Session (made on first use; keyword arguments make a new one)."""
-    from .session import session as _session
+    from .sessions import session as _session
 
+    _live_cards()
     return _session(**kwargs)
+
+
+def _live_cards() -> None:
+    """In a kernel, Generations display as live cards: the view layer registers them on import."""
+    from .display import in_kernel
+
+    if in_kernel():
+        from . import cards  # noqa: F401
 
 
 def generate(prompt: str, n: int = 1, **params: Any):

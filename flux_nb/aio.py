@@ -16,8 +16,8 @@ import asyncio
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-from .jobs import Generation
-from .session import session
+from .generation import Generation
+from .sessions import session
 
 
 async def agenerate(prompt: str, n: int = 1, **params: Any) -> Generation | list[Generation]:

@@ -12,6 +12,8 @@ import math
 import os
 from pathlib import Path
 
+from .status import ENDED_BADLY, FAILED, QUEUED, SUBMITTING, SUCCEEDED
+
 ERROR_COLOR = "var(--jp-error-color1, #c62828)"
 MUTED_COLOR = "var(--jp-ui-font-color2, #666)"
 TEXT_COLOR = "var(--jp-ui-font-color1, #222)"
@@ -49,10 +51,10 @@ def placeholder(gen, problem: str | None = None) -> str:
     aspect ratio while running, the reason when it failed or was cancelled."""
     w, h = aspect(gen.recipe.aspect_ratio)
     color, body = MUTED_COLOR, f"{w}:{h}"
-    if gen.status in ("failed", "cancelled") or problem:
+    if gen.status in ENDED_BADLY or problem:
         color = ERROR_COLOR
         why = problem or gen.reason or gen.status
-        mark = "✕ failed" if gen.status == "failed" else "cancelled" if not problem else "⚠"
+        mark = "✕ failed" if gen.status == FAILED else "cancelled" if not problem else "⚠"
         body = f"<b>{esc(mark)}</b><br>{esc(why)}"
     return (
         f'<div style="aspect-ratio:{w}/{h}; width:100%; box-sizing:border-box; display:flex;'
@@ -66,9 +68,9 @@ def placeholder(gen, problem: str | None = None) -> str:
 def status(gen, text: str, problem: str | None = None) -> str:
     """The card's first line: how it ended and the file's name, or where it is and for how long.
     `text` is cards.status_line(gen)."""
-    if gen.status in ("failed", "cancelled"):
+    if gen.status in ENDED_BADLY:
         return line(esc(text), text, ERROR_COLOR)
-    if gen.status == "succeeded":
+    if gen.status == SUCCEEDED:
         head = f"done in {gen.elapsed:.1f} s"
         inner = f'<span style="color:{SUCCESS_COLOR}">✓</span> {esc(head)}'
         tip = head
@@ -107,7 +109,7 @@ def progress(gen, typical: float | None) -> tuple[float, str]:
         return min(1.0, step / total), ""
     scale = typical or DEFAULT_SECONDS
     fraction = 1.0 - math.exp(-max(0.0, gen.elapsed) / scale)
-    return min(0.95, fraction * (0.3 if gen.status in ("submitting", "queued") else 1.0)), "info"
+    return min(0.95, fraction * (0.3 if gen.status in (SUBMITTING, QUEUED) else 1.0)), "info"
 
 
 def file_button(path, label: str) -> str:

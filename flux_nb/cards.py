@@ -58,11 +58,12 @@ from typing import Any
 import ipywidgets as widgets
 from ipywidgets.widgets.widget_string import HTMLStyle
 
-from . import card_html
+from . import card_html, display
 from .options import RECIPE_OPTIONS
 from .recipe import Recipe
+from .status import ENDED_BADLY, SUCCEEDED
 
-WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_VIEW = display.WIDGET_VIEW
 INPUTS_DIR = ".inputs"  # under the output folder: that folder itself holds one image per generation
 ERROR_COLOR = card_html.ERROR_COLOR
 MUTED_COLOR = card_html.MUTED_COLOR
@@ -81,11 +82,9 @@ def caption(gen) -> str:
 
 def status_line(gen) -> str:
     """Where a generation is: queued, processing step i/n and seconds so far, or how it ended."""
-    if gen.status == "failed":
-        return f"failed: {gen.reason}"
-    if gen.status == "cancelled":
-        return f"cancelled: {gen.reason}"
-    if gen.status == "succeeded":
+    if gen.status in ENDED_BADLY:
+        return f"{gen.status}: {gen.reason}"
+    if gen.status == SUCCEEDED:
         where = (
             str(gen.path)
             if gen.path
@@ -98,29 +97,13 @@ def status_line(gen) -> str:
     return f"{gen.status}{progress} · {gen.elapsed:.0f} s"
 
 
-def _plain(gen) -> str:
-    """text/plain for saved notebooks: no timings, ids or paths, so nbval compares it run to run."""
-    if gen.status == "succeeded":
-        state = "done" if gen.path else "done, not saved"
-    elif gen.status in ("failed", "cancelled"):
-        state = f"{gen.status}: {gen.reason}"
-    else:
-        state = "running"
-    return f"{gen.prompt!r}\n{gen.recipe.summary()}\n{state}"
+_plain = display.plain
 
 
 def generation_mimebundle(gen, widget: bool | None = None) -> dict[str, Any]:
     """text/plain always; image/png thumbnail once the image exists (shows where widgets do not);
     and, in a kernel (or with widget=True), the view of a live card for frontends with widgets."""
-    bundle: dict[str, Any] = {"text/plain": _plain(gen)}
-    if gen.status == "succeeded":
-        bundle["image/png"] = base64.b64encode(gen.thumbnail()).decode()
-    if widget is None:
-        widget = _in_kernel()
-    if widget:
-        view = card_stack([gen])
-        bundle[WIDGET_VIEW] = {"version_major": 2, "version_minor": 0, "model_id": view.model_id}
-    return bundle
+    return display.generation_bundle(gen, widget)
 
 
 def stack_final_bundle(gens: Sequence[Any], view: widgets.Widget) -> dict[str, Any]:
@@ -147,7 +130,7 @@ SHEET_MOST = 16  # -n 256 saves a sheet of the first 16, not a 256-image picture
 def _pictures_png(gens: Sequence[Any]) -> bytes | None:
     """One image's thumbnail; for several, a contact sheet of their thumbnails (seeds on top,
     why one failed in its place); None when no image was made."""
-    if not any(g.status == "succeeded" for g in gens):
+    if not any(g.status == SUCCEEDED for g in gens):
         return None
     if len(gens) == 1:
         return gens[0].thumbnail()
@@ -160,7 +143,7 @@ def _pictures_png(gens: Sequence[Any]) -> bytes | None:
     shown = gens[:SHEET_MOST]
     cols = min(len(shown), SHEET_COLUMNS)
     tiles: list[Any] = [
-        Image.open(io.BytesIO(g.thumbnail())) if g.status == "succeeded" else g.status
+        Image.open(io.BytesIO(g.thumbnail())) if g.status == SUCCEEDED else g.status
         for g in shown
     ]
     tiles += [""] * (-len(tiles) % cols)
@@ -176,17 +159,8 @@ def _pictures_png(gens: Sequence[Any]) -> bytes | None:
     return buffer.getvalue()
 
 
-def _view_ref(view: widgets.Widget) -> dict[str, Any]:
-    return {"version_major": 2, "version_minor": 0, "model_id": view.model_id}
-
-
-def _in_kernel() -> bool:
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
-    return shell is not None and getattr(shell, "kernel", None) is not None
+_view_ref = display.view_ref
+_in_kernel = display.in_kernel
 
 
 # -- the recipe as a %%flux cell ------------------------------------------------------------------
@@ -203,7 +177,7 @@ def magic_line(recipe: Recipe, inputs_dir: str | Path | None = None) -> str:
     for source in recipe.input_image:
         if source.startswith("data:"):
             if inputs_dir is None:
-                from .session import session
+                from .sessions import session
 
                 inputs_dir = session().output.path / INPUTS_DIR
             source = str(_write_input(source, Path(inputs_dir)))
@@ -398,7 +372,7 @@ class Card(widgets.VBox):
             self._shown_at = now
         self._shown_status = gen.status
         thumb, problem = None, None
-        if gen.status == "succeeded" and not len(self.preview.value):
+        if gen.status == SUCCEEDED and not len(self.preview.value):
             try:
                 thumb = gen.thumbnail(self.thumbnail_size)  # the slow part: outside the lock
             except Exception as exc:  # an unreadable result must still settle the card
@@ -416,13 +390,13 @@ class Card(widgets.VBox):
                 return
             self.caption.value = card_html.caption(gen, caption(gen))
             self.cancel_button.disabled = True
-            if gen.status in ("failed", "cancelled") or problem:
+            if gen.status in ENDED_BADLY or problem:
                 self.placeholder.value = card_html.placeholder(gen, problem)
             if gen.path:
                 self.file_link.value = card_html.file_button(gen.path, "Open")
             self._arrange()
             if not self.settled.is_set():
-                if gen.status == "succeeded":
+                if gen.status == SUCCEEDED:
                     _durations.add(gen.elapsed)
                 _ticker.discard(self)
                 _unsent.add(self)
@@ -655,19 +629,7 @@ def _sweep_title_html(title: str) -> str:
 def sweep_mimebundle(sweep: Any, widget: bool | None = None) -> dict[str, Any]:
     """text/plain always; the contact sheet as image/png once every cell is done (what GitHub
     and nbviewer show); in a kernel, the live grid of cards."""
-    import io
-
-    bundle: dict[str, Any] = {"text/plain": sweep.describe()}
-    if sweep.done:
-        buffer = io.BytesIO()
-        sweep.sheet(tile=160).quantize(256).save(buffer, "PNG", optimize=True)
-        bundle["image/png"] = base64.b64encode(buffer.getvalue()).decode()
-    if widget is None:
-        widget = _in_kernel()
-    if widget:
-        view = sweep_view(sweep)
-        bundle[WIDGET_VIEW] = {"version_major": 2, "version_minor": 0, "model_id": view.model_id}
-    return bundle
+    return display.sweep_bundle(sweep, widget)
 
 
 def cards_in(view: widgets.Widget) -> list[Card]:
@@ -766,6 +728,11 @@ class _Ticker:
 _ticker = _Ticker()
 _unsent = _Unsent()
 _durations = _Durations()
+
+# The live views, for displays made below this layer (Generation and Sweep show themselves
+# through display.py): registered once, when the view layer is imported.
+display.register_widget("generation", lambda gen: card_stack([gen]))
+display.register_widget("sweep", lambda sweep: sweep_view(sweep))
 
 __all__ = [
     "Card",

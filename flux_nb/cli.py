@@ -247,7 +247,7 @@ def _add_generate(subparsers: argparse._SubParsersAction) -> None:
 def _generate(args: argparse.Namespace) -> int:
     from .errors import FluxError
     from .recipe import OPTION_PARAMETERS
-    from .session import Session
+    from .sessions import Session
 
     params = {k: v for k in OPTION_PARAMETERS if (v := getattr(args, k)) is not None}
     if args.image:

@@ -24,6 +24,7 @@ from httpx_sse import ServerSentEvent, connect_sse
 from . import errors
 from .config import HOSTED_BASE_URL, ApiKey, RetryPolicy, Timeouts, normalize_base_url
 from .recipe import MODEL_ID, Recipe
+from .status import TERMINAL
 
 log = logging.getLogger("flux_nb.client")
 
@@ -33,8 +34,6 @@ EVENTS = "/api/events"
 COMPLETED_EVENT = "media_generation_completed"
 # Sent only by flux-nb's local server when asked to: step progress, for a progress bar.
 PROGRESS_EVENT = "media_generation_progress"
-TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
-TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
 # result_url: the generation object; url: the completion event; image_url: older sync examples.
 URL_FIELDS = ("result_url", "url", "image_url")
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -412,7 +411,7 @@ class OxenClient:
         the active list and each terminal status (the default list shows only active rows, and a
         generation that already finished must not be sent and paid for again)."""
         found: dict[str, dict[str, Any]] = {}
-        for status in (None, *TERMINAL_STATUSES):
+        for status in (None, *TERMINAL):
             for row in self.list_generations(recipe.model, status):
                 if row.get("seed") != recipe.seed or row.get("prompt") != recipe.prompt:
                     continue

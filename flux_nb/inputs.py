@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import io
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from .errors import InputImageError
 
@@ -18,15 +18,19 @@ MAX_SIDE = 2048
 MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 
 
+@runtime_checkable
+class SavedImage(Protocol):
+    """An earlier result given as an input (a Generation): its saved bytes, once it has them."""
+
+    def saved_bytes(self) -> tuple[bytes, str]: ...
+
+
 def to_input_url(source: Any) -> str:
     """One input image as a URL the API can take; raises InputImageError naming the source."""
-    from .jobs import Generation
-
-    if isinstance(source, Generation):
-        source.wait()
-        # The saved bytes, never the result URL: a hosted one is presigned and expires, so a
-        # recipe holding it could not be made again later.
-        return _data_uri(source.data or Path(source.path).read_bytes(), f"generation {source.id}")
+    if isinstance(source, SavedImage):
+        # The saved bytes (waited for), never the result URL: a hosted one is presigned and
+        # expires, so a recipe holding it could not be made again later.
+        return _data_uri(*source.saved_bytes())
     if isinstance(source, (bytes, bytearray, memoryview)):
         return _data_uri(bytes(source), "the bytes given")
     if hasattr(source, "save") and hasattr(source, "size") and hasattr(source, "mode"):

@@ -26,7 +26,10 @@ try:
 except ImportError:  # Windows: fall back on "is that process id still running"
     fcntl = None  # type: ignore[assignment]
 
-TERMINAL_OPS = frozenset({"saved", "failed", "cancelled"})
+from .status import CANCELLED, FAILED
+
+# The runner journals an ended generation under its status's name; a saved one as "saved".
+TERMINAL_OPS = frozenset({"saved", FAILED, CANCELLED})
 LIVE_DIR = ".flux_nb_live"
 
 

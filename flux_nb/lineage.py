@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import FluxError, InputImageError
+from .status import SUCCEEDED
 
 MAX_DEPTH = 16
 FIELD = "lineage"  # the metadata field beside the recipe
@@ -76,7 +77,7 @@ _digest_lock = threading.Lock()
 
 def result_digest(gen: Any) -> str | None:
     """The hash of a finished Generation's downloaded bytes (what using it as an input sends)."""
-    if gen.status != "succeeded" or gen.data is None:
+    if gen.status != SUCCEEDED or gen.data is None:
         return None
     with _digest_lock:
         found = _result_digests.get(gen)
@@ -316,7 +317,7 @@ def read_chain(path: Path) -> Chain:
 
 def source_chain(session: Any, source: Any) -> tuple[Chain, Path | None]:
     """The chain of a Generation, a saved file or a generation id of this session."""
-    from .jobs import Generation
+    from .generation import Generation
 
     if not isinstance(source, Generation):
         text = str(source)
@@ -542,7 +543,7 @@ def _thumb(data: bytes | None) -> bytes | None:
 
 def _gen_bytes(session: Any, generation_id: str | None) -> bytes | None:
     for gen in reversed(session.history):
-        if generation_id and gen.id == generation_id and gen.status == "succeeded":
+        if generation_id and gen.id == generation_id and gen.status == SUCCEEDED:
             return gen.data or (Path(gen.path).read_bytes() if gen.path else None)
     return None
 

@@ -8,7 +8,6 @@ done with flux_nb.generate(...). Errors come out as one UsageError line: IPython
 from __future__ import annotations
 
 import contextlib
-import importlib
 import keyword
 import sys
 import threading
@@ -21,13 +20,12 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import display
 from traitlets import Float, Int, Unicode
 
-import flux_nb
-
 from . import errors, options
+from . import sessions as _session
 from .recipe import OPTION_PARAMETERS
+from .status import SUCCEEDED
 
 # `from . import session` could give the package's session() function: take the module itself.
-_session = importlib.import_module("flux_nb.session")
 
 OPTIONS = options.summary(options.MAGIC)
 SUBCOMMANDS = (
@@ -258,7 +256,7 @@ class FluxMagics(Magics):
                 "%flux reproduce needs a saved image's path or a generation id (see %flux history)."
             )
         if not lineage:
-            gen = flux_nb.reproduce(self._source(target))
+            gen = _session.session().reproduce(self._source(target))
             self._bind(gen)
             self._show([gen])
             return
@@ -313,7 +311,9 @@ class FluxMagics(Magics):
     def _cmd_lineage(self, rest: str) -> None:
         if not rest:
             raise UsageError("%flux lineage needs a saved image's path or a generation (see %flux history).")
-        display(flux_nb.lineage_of(self._source(rest)))
+        from .lineage import view
+
+        display(view(_session.session(), self._source(rest)))
 
     def _source(self, text: str) -> Any:
         """A Generation named by a variable of the notebook, else the text (a path or an id)."""
@@ -322,7 +322,7 @@ class FluxMagics(Magics):
 
     def _cmd_backend(self, rest: str) -> None:
         from .config import ApiKey
-        from .session import Session, set_session
+        from .sessions import Session, set_session
 
         words = rest.split()
         choice = words[0].lower() if words else ""
@@ -341,8 +341,9 @@ class FluxMagics(Magics):
         print(new.describe())
 
     def _cmd_resume(self, rest: str) -> None:
-        gens = flux_nb.resume()
-        for note in flux_nb.session().resume_notes:
+        sess = _session.session()
+        gens = sess.resume()
+        for note in sess.resume_notes:
             print(f"flux: not resumed: {note}")
         if not gens:
             print("flux: nothing to resume: every generation sent by an earlier kernel was saved.")
@@ -436,7 +437,7 @@ def _last(value: Any):
 def _count(gens: list) -> str:
     tally: dict[str, int] = {}
     for gen in gens:
-        label = "saved" if gen.status == "succeeded" else gen.status
+        label = "saved" if gen.status == SUCCEEDED else gen.status
         tally[label] = tally.get(label, 0) + 1
     return ", ".join(f"{n} {label}" for label, n in tally.items())
 
@@ -484,7 +485,7 @@ def load_ipython_extension(ipython) -> None:
 
 def _warm_up() -> None:
     with contextlib.suppress(Exception):  # the first %%flux cell would report a real problem
-        importlib.import_module("flux_nb.cards")
+        from . import cards  # noqa: F401  (it also registers the live card for displays)
 
 
 def unload_ipython_extension(ipython) -> None:

@@ -26,9 +26,10 @@ import ipywidgets as widgets
 
 from . import errors
 from .cards import Card, card_button, card_grid, card_width
-from .jobs import Generation
+from .generation import Generation
 from .recipe import bundled_schema, draw_seed
-from .session import Session
+from .sessions import Session
+from .status import SUCCEEDED
 
 log = logging.getLogger("flux_nb.panel")
 
@@ -61,7 +62,7 @@ class Panel(widgets.VBox):
     def __init__(self, session: Session | None = None, history: bool | int = True):
         super().__init__(layout=widgets.Layout(width="100%", max_width="1100px", padding="4px"))
         if session is None:
-            from .session import session as current
+            from .sessions import session as current
 
             session = current()
         self.session = session
@@ -389,10 +390,10 @@ class Panel(widgets.VBox):
         use = card_button(
             "Input", "Use as input: add this image to the input images, to edit it", "level-up"
         )
-        use.disabled = gen.status != "succeeded"
+        use.disabled = gen.status != SUCCEEDED
         use.on_click(lambda _: self._guarded(self.add_input, gen))
         card = Card(gen, on_new=self._on_new, extra_buttons=[use], thumbnail_size=THUMBNAIL_SIZE)
-        gen.on_change(lambda g: setattr(use, "disabled", g.status != "succeeded"))
+        gen.on_change(lambda g: setattr(use, "disabled", g.status != SUCCEEDED))
         return card
 
     def _on_new(self, gen: Generation) -> None:

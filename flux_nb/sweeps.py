@@ -23,11 +23,12 @@ from typing import TYPE_CHECKING, Any
 from .errors import FluxError, ValidationError
 from .options import FLAG_NAMES  # the magic's flag names (and a) for each parameter
 from .recipe import OPTION_PARAMETERS, Recipe, bundled_schema, check_value, draw_seed
+from .status import SUCCEEDED
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from .jobs import Generation
+    from .generation import Generation
 
 # What a label calls each parameter: the flag name people typed.
 TITLES = {param: flag for flag, param in FLAG_NAMES.items() if len(flag) > 1}
@@ -340,7 +341,7 @@ class Sweep:
         from .sheet import draw_sheet
 
         self.wait(timeout)
-        tiles = [[g.image if g.status == "succeeded" else g.status for g in row] for row in self.rows()]
+        tiles = [[g.image if g.status == SUCCEEDED else g.status for g in row] for row in self.rows()]
         return draw_sheet(tiles, self.column_labels, self.row_labels, self.title, tile)
 
     def save(self, path: str | Path, tile: int = 256, timeout: float | None = None) -> Path:
@@ -374,9 +375,9 @@ class Sweep:
         return f"<flux_nb.Sweep {self.describe().replace(chr(10), ' · ')}>"
 
     def _repr_mimebundle_(self, include=None, exclude=None):
-        from .cards import sweep_mimebundle
+        from .display import sweep_bundle
 
-        return sweep_mimebundle(self)
+        return sweep_bundle(self)
 
 
 def start(session: Any, plan: Plan) -> Sweep:

@@ -8,7 +8,7 @@ import pytest
 
 from flux_nb.config import Settings
 from flux_nb.server import LocalServer
-from flux_nb.session import Session
+from flux_nb.sessions import Session
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,7 @@ from flux_nb.magic import FluxMagics, _unquote
 from flux_nb.recipe import Recipe
 from flux_nb.server.app import LocalExtras
 from flux_nb.server.embedded import LocalServer
-from flux_nb.session import Session
+from flux_nb.sessions import Session
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from PIL import ImageChops
 import flux_nb
 from flux_nb import errors
 from flux_nb.config import Settings
-from flux_nb.session import Session
+from flux_nb.sessions import Session
 
 
 def pixels_equal(a, b):

@@ -17,7 +17,7 @@ import pytest
 from flux_nb.config import RetryPolicy, Settings
 from flux_nb.journal import Journal
 from flux_nb.recipe import Recipe
-from flux_nb.session import JOURNAL_NAME, Session
+from flux_nb.sessions import JOURNAL_NAME, Session
 
 FAST = RetryPolicy(attempts=3, backoff=0.01, max_backoff=0.05)
 

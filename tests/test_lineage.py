@@ -23,7 +23,7 @@ from flux_nb.config import Settings
 from flux_nb.inputs import to_input_url
 from flux_nb.metadata import embed_recipe
 from flux_nb.metadata import read_recipe as read_metadata
-from flux_nb.session import JOURNAL_NAME, Session
+from flux_nb.sessions import JOURNAL_NAME, Session
 
 FAST = {"num_inference_steps": 4, "aspect_ratio": "1:1"}
 

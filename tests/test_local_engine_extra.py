@@ -14,7 +14,7 @@ from flux_nb import cli, errors
 from flux_nb.config import Settings
 from flux_nb.server import create_app, engines
 from flux_nb.server.engines import EngineUnavailable
-from flux_nb.session import Session
+from flux_nb.sessions import Session
 
 PIP_LINE = "pip install 'flux-nb[local]'"
 

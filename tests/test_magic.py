@@ -188,7 +188,7 @@ def test_a_plain_script_keeps_its_stdout_clean(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("OXEN_API_KEY", "FLUX_NB_BASE_URL")}
     env["FLUX_NB_OUTPUT_DIR"] = str(tmp_path)
     script = (
-        "from flux_nb.session import Session\n"
+        "from flux_nb.sessions import Session\n"
         "a, b = Session(), Session()  # two sessions, one process: the line is said once\n"
         "print('mine'); a.close(); b.close()"
     )
@@ -583,7 +583,7 @@ def test_cost_is_checked_before_spending_on_a_paid_backend(kernel, local_server,
     with PricedServer(local_server.url, {"method": "per_image", "cost_per_image": "0.02"}) as server:
         assert_clean(
             kernel.run(
-                "from flux_nb.session import Session, set_session\n"
+                "from flux_nb.sessions import Session, set_session\n"
                 f"_local = set_session(Session(base_url={server.url!r}, api_key='k-pricing',"
                 f" output_dir={str(tmp_path)!r}, announce=None))"
             )
@@ -691,7 +691,7 @@ def test_reproduce_lineage_names_a_missing_photo_in_one_line_and_takes_it_with_i
     last.write_bytes(open(kernel.value("str(ph2.path)"), "rb").read())
     assert_clean(
         kernel.run(
-            "from flux_nb.session import Session, set_session\n"
+            "from flux_nb.sessions import Session, set_session\n"
             f"_before = set_session(Session('local', output_dir={str(far / 'out')!r}, announce=None))"
         )
     )
@@ -717,7 +717,7 @@ def test_reproduce_lineage_checks_the_cost_of_every_step_before_sending(kernel, 
     from priced_server import PricedServer
 
     from flux_nb.config import Settings
-    from flux_nb.session import Session
+    from flux_nb.sessions import Session
 
     maker = Session("local", output_dir=tmp_path / "made", settings=Settings(step_delay=0.0), announce=None)
     try:
@@ -728,7 +728,7 @@ def test_reproduce_lineage_checks_the_cost_of_every_step_before_sending(kernel, 
     with PricedServer(local_server.url, {"method": "per_image", "cost_per_image": "0.02"}) as server:
         assert_clean(
             kernel.run(
-                "from flux_nb.session import Session, set_session\n"
+                "from flux_nb.sessions import Session, set_session\n"
                 f"_local = set_session(Session(base_url={server.url!r}, api_key='k-lineage-cost',"
                 f" output_dir={str(tmp_path / 'paid')!r}, announce=None))\n"
                 "%config FluxMagics.max_cell_cost = 0.03"

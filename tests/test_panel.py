@@ -15,7 +15,7 @@ from flux_nb.config import Settings
 from flux_nb.panel import THUMBNAIL_SIZE, Panel
 from flux_nb.recipe import SEED_MAX, bundled_schema
 from flux_nb.server.embedded import LocalServer
-from flux_nb.session import Session
+from flux_nb.sessions import Session
 
 SECRET = "sk-secret-do-not-leak-4f1c9a"
 

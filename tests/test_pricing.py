@@ -12,7 +12,7 @@ from flux_nb.errors import CostLimitError
 from flux_nb.panel import Panel
 from flux_nb.pricing import Price, check_cell, money, price_from_model
 from flux_nb.recipe import Recipe
-from flux_nb.session import Session
+from flux_nb.sessions import Session
 
 PER_IMAGE = {"method": "per_image", "cost_per_image": "0.02"}
 

@@ -32,7 +32,7 @@ from flux_nb.journal import LIVE_DIR, Journal
 from flux_nb.recipe import Recipe
 from flux_nb.server import Faults, LocalServer
 from flux_nb.server.app import LocalExtras
-from flux_nb.session import JOURNAL_NAME, Session
+from flux_nb.sessions import JOURNAL_NAME, Session
 
 FAST = RetryPolicy(attempts=5, backoff=0.01, max_backoff=0.05, rate_limit_attempts=5)
 TIMEOUTS = Timeouts(connect=2, read=5, write=5, pool=5, download=5, sse_read=5)
@@ -476,10 +476,10 @@ def test_a_generation_cancelled_on_the_server_says_so_and_why(make_server, open_
     """A cancel made elsewhere sends no event (as on the hosted stream): the safety polls notice
     it. Their real bound is 30 s (test_safety_polls_notice_a_cancel_made_elsewhere_within_30_s);
     here they are made fast so the test need not wait that long."""
-    from flux_nb import jobs
+    from flux_nb import runner
 
-    monkeypatch.setattr(jobs, "SAFETY_POLL_FIRST", 0.2)
-    monkeypatch.setattr(jobs, "SAFETY_POLL_MAX", 0.4)
+    monkeypatch.setattr(runner, "SAFETY_POLL_FIRST", 0.2)
+    monkeypatch.setattr(runner, "SAFETY_POLL_MAX", 0.4)
     server = make_server(step_delay=0.05)
     session = open_session(server, "tok-cancelled")
     gen = session.generate("cancelled elsewhere", num_inference_steps=50)
@@ -498,18 +498,18 @@ def test_a_generation_cancelled_on_the_server_says_so_and_why(make_server, open_
 def test_safety_polls_notice_a_cancel_made_elsewhere_within_30_s() -> None:
     """No event follows a cancel: while a generation is active, its row is read at least every
     30 s (10, 20, then 30 s apart) with the stream up, and faster with it down."""
-    from flux_nb import jobs
+    from flux_nb import runner as runner_module
 
-    runner = jobs.Runner.__new__(jobs.Runner)
+    runner = runner_module.Runner.__new__(runner_module.Runner)
     runner._sse_up = True
-    gen = type("G", (), {"_polls": 0})()
+    track = runner_module._Tracked(gen=None)  # type: ignore[arg-type]  # only its poll count is read
     gaps = []
     for polls in range(8):
-        gen._polls = polls
-        gaps.append(runner._poll_due(gen) - time.monotonic())
+        track.polls = polls
+        gaps.append(runner._poll_due(track) - time.monotonic())
     assert max(gaps) <= 30.0 + 0.01 and gaps[0] <= 10.01
     runner._sse_up = False
-    assert runner._poll_due(gen) - time.monotonic() <= jobs.FALLBACK_POLL_MAX + 0.01
+    assert runner._poll_due(track) - time.monotonic() <= runner_module.FALLBACK_POLL_MAX + 0.01
 
 
 # --- the output folder: not writable, disk full ----------------------------------------------------------
@@ -685,7 +685,7 @@ CHILD = textwrap.dedent(
     """
     import os, sys, threading, time
     from flux_nb.config import RetryPolicy
-    from flux_nb.session import JOURNAL_NAME, Session
+    from flux_nb.sessions import JOURNAL_NAME, Session
 
     kind, _, nth = os.environ["KILL_AT"].partition(":")
     nth = int(nth or 1)
@@ -925,7 +925,7 @@ def test_killing_a_kernel_on_the_local_backend_reruns_the_recipe_with_the_same_p
 
 def test_flux_nb_resume_uses_the_current_session(local_server, open_session, tmp_path) -> None:
     import flux_nb
-    from flux_nb.session import set_session
+    from flux_nb.sessions import set_session
 
     token = "tok-module-resume"
     out = tmp_path / "out"

@@ -35,7 +35,7 @@ from flux_nb.recipe import MODEL_ID, Recipe
 from flux_nb.server import Faults, Limits, LocalServer
 from flux_nb.server.app import LocalExtras
 from flux_nb.server.inputs import InputLimits
-from flux_nb.session import JOURNAL_NAME, Session
+from flux_nb.sessions import JOURNAL_NAME, Session
 from flux_nb.storage import OutputFolder
 
 FAST = RetryPolicy(attempts=3, backoff=0.01, max_backoff=0.05)
@@ -430,7 +430,7 @@ def test_a_failure_message_that_quotes_the_key_is_redacted(make_server, tmp_path
     """A server may quote a request's values, the key among them, in a generation's error_message."""
     from flux_nb.config import Settings
     from flux_nb.recipe import Recipe
-    from flux_nb.session import Session
+    from flux_nb.sessions import Session
 
     key = "sk-echoed-in-failure-0123456789"
     server = make_server(api_key=key)

@@ -17,7 +17,7 @@ from PIL import Image
 from flux_nb.config import RetryPolicy, Settings, Timeouts
 from flux_nb.journal import LIVE_DIR, Journal
 from flux_nb.server import Faults
-from flux_nb.session import JOURNAL_NAME, Session
+from flux_nb.sessions import JOURNAL_NAME, Session
 
 WAVES = 3  # submitted while the previous wave is still in flight
 PER_WAVE = 160

@@ -20,7 +20,7 @@ from docs_shapes import MODEL_ID, load
 from fake_oxen import API, API_HOST, CDN_HOST, KEY, envelope
 from PIL import Image
 
-from flux_nb import errors, jobs
+from flux_nb import errors, runner
 from flux_nb.client import OxenClient
 from flux_nb.config import RetryPolicy
 from flux_nb.recipe import Recipe
@@ -154,14 +154,14 @@ def test_cancel_reaches_cancelled_within_two_seconds_with_no_cancel_event(fake, 
 
 def test_safety_polls_run_at_most_every_30_seconds_while_active():
     """§3.6/§4: no event for a cancel made elsewhere; only a poll can see it. The issue's bound."""
-    assert jobs.SAFETY_POLL_FIRST <= 30
-    assert jobs.SAFETY_POLL_MAX <= 30
+    assert runner.SAFETY_POLL_FIRST <= 30
+    assert runner.SAFETY_POLL_MAX <= 30
 
 
 def test_a_cancel_made_elsewhere_is_noticed_by_the_safety_poll(fake, make_session, monkeypatch):
     """The runner's safety poll, its interval scaled down (its bound is pinned just above)."""
-    monkeypatch.setattr(jobs, "SAFETY_POLL_FIRST", 0.2)
-    monkeypatch.setattr(jobs, "SAFETY_POLL_MAX", 0.4)
+    monkeypatch.setattr(runner, "SAFETY_POLL_FIRST", 0.2)
+    monkeypatch.setattr(runner, "SAFETY_POLL_MAX", 0.4)
     session = make_session()
     gen, gid = started(session)
     fake.wait_streams()
@@ -179,7 +179,7 @@ DEAD_KERNEL = """
 import json, os, sys
 import httpx
 from fake_oxen import FakeOxen, KEY
-from flux_nb.session import Session
+from flux_nb.sessions import Session
 
 fake = FakeOxen()
 fake.hold_enqueue()

@@ -18,7 +18,7 @@ from flux_nb.config import Settings  # noqa: E402
 from flux_nb.server import LocalServer  # noqa: E402
 from flux_nb.server.app import LocalExtras  # noqa: E402
 from flux_nb.server.engines import EngineConfig  # noqa: E402
-from flux_nb.session import Session  # noqa: E402
+from flux_nb.sessions import Session  # noqa: E402
 
 # Small pictures for most tests (16:9 is 160x96); full_size_server serves the real ~1 MP sizes.
 SMALL = 0.125

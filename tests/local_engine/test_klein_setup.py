@@ -105,7 +105,7 @@ def test_percent_flux_backend_local_switches_to_the_klein_engine(klein_folder, t
     from IPython.core.error import UsageError
     from IPython.core.interactiveshell import InteractiveShell
 
-    from flux_nb import session as sessions
+    from flux_nb import sessions
 
     shell = InteractiveShell.instance()
     old = sessions.set_session(None)

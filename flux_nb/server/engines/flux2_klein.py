@@ -30,7 +30,7 @@ from typing import Any
 from PIL import Image, PngImagePlugin
 
 from ...recipe import Recipe
-from . import LOCAL_EXTRA_PIP, Cancelled, EngineConfig, EngineError, EngineUnavailable
+from .base import LOCAL_EXTRA_PIP, Cancelled, EngineConfig, EngineError, EngineUnavailable
 
 ENGINE_NAME = "flux2-klein"
 # Width x height per aspect ratio: about one megapixel, multiples of 16.

@@ -36,10 +36,10 @@ from functools import lru_cache
 from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
 from ...recipe import Recipe
-from . import Cancelled
 from ._preview_edit import restyle
 from ._preview_palette import SKY, SKY_N, mix
 from ._preview_scene import Scene, rng_for
+from .base import Cancelled
 
 SOFTWARE = "flux-nb offline preview engine (not FLUX.2 Klein)"
 ENGINE_NAME = "preview"

@@ -1,23 +1,26 @@
-"""Generation handles and the runner that moves them along in the background.
+"""The runner that moves generations along in the background: enqueue, event stream, polls, downloads.
 
 The runner never draws: it changes a Generation's state and calls its callbacks. Completion comes
 from one SSE connection for all generations (`media_generation_completed`, succeeded or failed);
 polling `GET /api/ai/queue/{id}` takes over with backoff while the stream is down, after every
 reconnect (the stream has no replay), and as slow safety polls (10 s, doubling to 30 s) that
 notice what the stream never says: a cancel, made here or elsewhere, has no event.
+
+What the runner needs to schedule a generation (its claim, polls, cancel sent, download tries)
+is its own `_Tracked` record, one per handle, never the handle's attributes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import logging
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import errors
 from .client import (
@@ -29,16 +32,24 @@ from .client import (
     mentions_credits,
     result_url,
 )
+from .generation import Generation
 from .journal import Journal
 from .recipe import Recipe
+from .status import (
+    ACTIVE,
+    CANCELLED,
+    ENDED_BADLY,
+    FAILED,
+    PROCESSING,
+    QUEUED,
+    SUCCEEDED,
+    Status,
+    normalize,
+)
 from .storage import OutputFolder
 
-if TYPE_CHECKING:
-    from PIL import Image
+log = logging.getLogger("flux_nb.runner")
 
-log = logging.getLogger("flux_nb.jobs")
-
-ACTIVE = ("submitting", "queued", "processing")
 SAFETY_POLL_FIRST = 10.0
 SAFETY_POLL_MAX = 30.0  # a cancel made elsewhere has no event: noticed within this many seconds
 CANCEL_CHECKS = (0.0, 0.5, 1.0, 2.0, 4.0)  # reads of the row after our own cancel was taken
@@ -47,213 +58,26 @@ FALLBACK_POLL_MAX = 5.0
 UNMATCHED_EVENT_TTL = 300.0
 
 
-class Generation:
-    """A handle on one image being made: status, wait(), cancel(), image, path, reproduce(), vary()."""
+@dataclasses.dataclass(eq=False)
+class _Tracked:
+    """The runner's bookkeeping for one generation."""
 
-    def __init__(
-        self, recipe: Recipe, runner: Runner, *, key: str | None = None, lineage: dict[str, Any] | None = None
-    ):
-        self.recipe = recipe
-        self.lineage = lineage  # how its input images were made (lineage.py), kept beside the recipe
-        self.key = key or uuid.uuid4().hex
-        self.id: str | None = None
-        self.status = "submitting"
-        self.progress: tuple[int, int] | None = None
-        self.error: errors.FluxError | None = None
-        self.save_error: errors.StorageError | None = None
-        self.result_url: str | None = None
-        self.path = None
-        self.data: bytes | None = None
-        self.created = time.time()
-        self.finished: float | None = None
-        self.backend = runner.backend
-        self.engine: str | None = runner.engine  # what makes the image, when the backend says
-        self._runner = runner
-        self._done = threading.Event()
-        self._lock = threading.Lock()
-        self._claimed = False
-        self._cancel_requested = False
-        self._cancel_sent = False
-        self._callbacks: list[Callable[[Generation], None]] = []
-        self._done_callbacks: list[Callable[[], None]] = []
-        self._image: Image.Image | None = None
-        self._thumb: dict[int, bytes] = {}
-        self._polls = 0
-        self._next_poll = 0.0
-        self._download_failures = 0
+    gen: Generation
+    claimed: bool = False  # someone is finishing it: no result is handled twice
+    cancel_requested: bool = False
+    cancel_sent: bool = False
+    polls: int = 0
+    next_poll: float = 0.0
+    download_failures: int = 0
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
-    # -- what people use ---------------------------------------------------------------------------
-
-    @property
-    def seed(self) -> int:
-        return self.recipe.seed
-
-    @property
-    def prompt(self) -> str:
-        return self.recipe.prompt
-
-    @property
-    def done(self) -> bool:
-        return self._done.is_set()
-
-    @property
-    def elapsed(self) -> float:
-        """Seconds from submission to the saved file (or until now, while it runs)."""
-        return (self.finished or time.time()) - self.created
-
-    def wait(self, timeout: float | None = None) -> Generation:
-        """Block until the image is saved; raise GenerationFailed/GenerationCancelled otherwise."""
-        if not self._done.wait(timeout):
-            raise errors.FluxError(
-                f"Generation {self.id or self.key[:8]} is still {self.status} after {timeout:g} s.",
-                hint="Call wait() again, or cancel() it.",
-            )
-        if self.status == "failed":
-            raise errors.GenerationFailed(f"Generation {self.id or self.key[:8]} failed: {self.reason}.")
-        if self.status == "cancelled":
-            raise errors.GenerationCancelled(f"Generation {self.id or self.key[:8]} was cancelled.")
-        return self
-
-    def __await__(self):
-        """`await g`: wait for the saved image without blocking the event loop (top-level await
-        in a notebook, asyncio.run in a script); raises as wait() does. Cancelling the awaiting
-        task stops the waiting only: the generation goes on unless g.cancel() is called."""
-        return self._wait_async().__await__()
-
-    async def _wait_async(self) -> Generation:
-        import asyncio
-
-        if not self.done:
-            loop = asyncio.get_running_loop()
-            settled: asyncio.Future[None] = loop.create_future()
-
-            def wake() -> None:
-                if not settled.done():
-                    settled.set_result(None)
-
-            self._when_done(lambda: loop.call_soon_threadsafe(wake))
-            await settled
-        return self.wait(0)
-
-    def _when_done(self, callback: Callable[[], None]) -> None:
-        """Call `callback()` once, as soon as the generation has ended (at once if it has)."""
-        with self._lock:
-            if not self.done:
-                self._done_callbacks.append(callback)
-                return
-        callback()
-
-    def cancel(self) -> Generation:
-        """Ask the backend to stop this generation; the status turns 'cancelled' when it has."""
-        if not self.done:
-            self._runner.cancel(self)
-        return self
-
-    def reproduce(self) -> Generation:
-        """The same recipe, seed included, again: the same pixels on a deterministic backend."""
-        return self._runner.submit([self.recipe], [self.lineage])[0]
-
-    def vary(self, seed: int | None = None) -> Generation:
-        """The same recipe with a new seed."""
-        return self._runner.submit([self.recipe.with_seed(seed)], [self.lineage])[0]
-
-    @property
-    def reason(self) -> str:
-        """Why it failed or was cancelled, in the server's words or ours."""
-        return self.error.message if self.error else ""
-
-    @property
-    def image(self) -> Image.Image:
-        """The full-size result as a PIL image (waits for it if needed)."""
-        if self._image is None:
-            self.wait()
-            from PIL import Image
-
-            image = Image.open(io.BytesIO(self.data) if self.data else self.path)
-            image.load()  # before publishing: another thread must never see a half-read image
-            if image.mode in ("P", "PA", "L", "LA"):  # palette PNGs: give colours, not indices
-                image = image.convert("RGBA" if "A" in image.mode or "transparency" in image.info else "RGB")
-            self._image = image
-        return self._image
-
-    def save(self, folder: Any = None) -> Any:
-        """Save again after a StorageError (or into another folder); returns the path."""
-        self.wait()
-        target = OutputFolder(folder) if folder is not None else self._runner.output
-        path = target.save(self.data, self.recipe, self.id, self._runner.file_extra(self))
-        if folder is None:
-            self.path, self.save_error = path, None
-            self._runner.journal.record({"op": "saved", "key": self.key, "id": self.id, "path": str(path)})
-        return path
-
-    def thumbnail(self, max_side: int = 320) -> bytes:
-        """A small PNG of the result for previews; deterministic for the same image."""
-        if max_side not in self._thumb:
-            from .thumbnail import make_thumbnail
-
-            self._thumb[max_side] = make_thumbnail(self.image, max_side)
-        return self._thumb[max_side]
-
-    def on_change(self, callback: Callable[[Generation], None]) -> None:
-        """Call `callback(self)` (from a background thread) after every state change."""
-        self._callbacks.append(callback)
-        if self.done:
-            self._safe_call(callback)
-
-    def __repr__(self) -> str:
-        where = f", path={str(self.path)!r}" if self.path else ""
-        why = f", reason={self.reason!r}" if self.error and self.status in ("failed", "cancelled") else ""
-        return f"<Generation {self.id or 'unsent'} {self.status} seed={self.seed} prompt={self.prompt[:40]!r}{where}{why}>"
-
-    def _repr_mimebundle_(self, include=None, exclude=None):
-        from .cards import generation_mimebundle
-
-        return generation_mimebundle(self)
-
-    # -- state changes, called by the runner -----------------------------------------------------
-
-    def _safe_call(self, callback: Callable[[Generation], None]) -> None:
-        try:
-            callback(self)
-        except Exception:  # a broken view must never stop the runner
-            log.exception("a callback on generation %s failed", self.id)
-
-    def _changed(self) -> None:
-        for callback in list(self._callbacks):
-            self._safe_call(callback)
-
-    def _claim(self) -> bool:
-        """Take the right to finish this generation; true once only, so no result is handled twice."""
-        with self._lock:
-            if self._claimed:
+    def claim(self) -> bool:
+        """Take the right to finish this generation; true once only."""
+        with self.lock:
+            if self.claimed:
                 return False
-            self._claimed = True
+            self.claimed = True
             return True
-
-    def _update(self, status: str | None = None, progress: tuple[int, int] | None = None) -> None:
-        if self.done or self._claimed and status in ACTIVE:
-            return
-        changed = False
-        if status and status != self.status and status in ACTIVE:
-            self.status, changed = status, True
-        if progress and progress != self.progress:
-            self.progress, changed = progress, True
-        if changed:
-            self._changed()
-
-    def _finish(self, status: str, error: errors.FluxError | None = None) -> None:
-        self.status = status
-        self.error = error
-        self.finished = time.time()
-        with self._lock:
-            self._done.set()
-            waiting, self._done_callbacks = self._done_callbacks, []
-        self._changed()
-        for callback in waiting:
-            try:
-                callback()
-            except Exception:  # an event loop closed meanwhile: nobody is waiting any more
-                log.debug("a done-callback of generation %s failed", self.id, exc_info=True)
 
 
 class Runner:
@@ -275,7 +99,8 @@ class Runner:
         self.engine: str | None = None  # the local server's engine label, set by the session
         self.sse_read_timeout = sse_read_timeout
         self.history: list[Generation] = []  # every handle made here, reproduce()/vary() included
-        self._pending: dict[str, Generation] = {}
+        self._pending: dict[str, _Tracked] = {}  # generation id -> its record, until it ends
+        self._tracks: dict[str, _Tracked] = {}  # key -> record, for every handle made here
         self._unmatched: dict[str, tuple[float, Event]] = {}
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -296,7 +121,7 @@ class Runner:
         """Journal the recipes (with each one's lineage, when it has one), then enqueue each in
         the background; returns handles at once."""
         lineages = lineages or [None] * len(recipes)
-        gens = [Generation(r, self, lineage=lin) for r, lin in zip(recipes, lineages, strict=True)]
+        gens = [self._track(Generation(r, self, lineage=lin)).gen for r, lin in zip(recipes, lineages, strict=True)]
         server = self.client.base_url
         self.journal.record(
             *(
@@ -327,12 +152,12 @@ class Runner:
         self, recipe: Recipe, key: str, generation_id: str | None, lineage: dict[str, Any] | None = None
     ) -> Generation:
         """A handle for a journalled generation from an earlier kernel (see Session.resume)."""
-        gen = Generation(recipe, self, key=key, lineage=lineage)
+        gen = self._track(Generation(recipe, self, key=key, lineage=lineage)).gen
         self.history.append(gen)
         self._start()
         if generation_id:
             gen.id = generation_id
-            gen.status = "queued"
+            gen.status = QUEUED
             self._register(gen, poll_now=True)
         else:
             self._pool.submit(self._enqueue, gen)
@@ -351,22 +176,21 @@ class Runner:
         gen.id = found.get("generation_id") or None
         gen.engine = found.get("engine") or None
         gen.path = path
-        gen._claimed = True
+        self._track(gen).claimed = True
         saved_at = path.stat().st_mtime
         gen.created = _parse_utc(found.get("created")) or saved_at
+        gen._finish(SUCCEEDED)
         gen.finished = max(saved_at, gen.created)
-        gen.status = "succeeded"
-        gen._done.set()
         return gen
 
     def cancel(self, gen: Generation) -> None:
-        gen._cancel_requested = True
+        self._tracks[gen.key].cancel_requested = True
         if gen.id is not None:
             self._pool.submit(self._send_cancel, gen)
 
     def pending(self) -> list[Generation]:
         with self._lock:
-            return list(self._pending.values())
+            return [t.gen for t in self._pending.values()]
 
     def stop(self) -> None:
         self._stopping.set()
@@ -397,9 +221,20 @@ class Runner:
                 self._threads.append(thread)
                 thread.start()
 
+    def _track(self, gen: Generation) -> _Tracked:
+        track = _Tracked(gen)
+        with self._lock:
+            self._tracks[gen.key] = track
+        return track
+
+    def _progress(self, gen: Generation, status: Status | None = None, progress: tuple[int, int] | None = None) -> None:
+        """Pass on an active status or a step, unless the generation is being finished already."""
+        if not (self._tracks[gen.key].claimed and status in ACTIVE):
+            gen._update(status=status, progress=progress)
+
     def _enqueue(self, gen: Generation) -> None:
-        if gen._cancel_requested:
-            self._terminal(gen, "cancelled", errors.GenerationCancelled("cancelled before it was sent"))
+        if self._tracks[gen.key].cancel_requested:
+            self._terminal(gen, CANCELLED, errors.GenerationCancelled("cancelled before it was sent"))
             return
         with self._sending(gen.recipe):
             rows = self._send(gen)
@@ -408,9 +243,10 @@ class Runner:
             gen.id = str(rows[0]["generation_id"])
         self.journal.record({"op": "enqueued", "key": gen.key, "id": gen.id})
         # "queued" today; older docs showed "processing" here: both are taken as they come.
-        gen._update(status=rows[0].get("status") if rows[0].get("status") in ACTIVE else "queued")
+        answered = normalize(rows[0].get("status"))
+        self._progress(gen, status=answered if answered in ACTIVE else QUEUED)
         self._register(gen)
-        if gen._cancel_requested:
+        if self._tracks[gen.key].cancel_requested:
             self._send_cancel(gen)
 
     @contextlib.contextmanager
@@ -444,7 +280,7 @@ class Runner:
                 try:
                     candidates = self.client.find_enqueued(gen.recipe, sent_at)
                 except errors.FluxError as check:
-                    self._terminal(gen, "failed", errors.NetworkError(
+                    self._terminal(gen, FAILED, errors.NetworkError(
                         "The connection broke while enqueueing and the queue could not be read to see"
                         f" whether the server took it ({check.message})",
                         hint="Run flux_nb.resume() later: it finds the generation if the server has it.",
@@ -455,56 +291,57 @@ class Runner:
                 if found:
                     return found[-1:]  # the oldest row of this recipe that no handle has: ours
             except errors.FluxError as exc:
-                self._terminal(gen, "failed", exc)
+                self._terminal(gen, FAILED, exc)
                 return None
-        self._terminal(gen, "failed", errors.NetworkError(
+        self._terminal(gen, FAILED, errors.NetworkError(
             f"Enqueueing broke off {self.client.retry.attempts} times and the server holds no such generation."
         ))
         return None
 
     def _register(self, gen: Generation, poll_now: bool = False) -> None:
+        track = self._tracks[gen.key]
         with self._wake:
-            self._pending[gen.id] = gen
+            self._pending[gen.id] = track
             early = self._unmatched.pop(gen.id, None)
-            gen._polls = 0
-            gen._next_poll = time.monotonic() if poll_now else self._poll_due(gen)
+            track.polls = 0
+            track.next_poll = time.monotonic() if poll_now else self._poll_due(track)
             self._wake.notify_all()
         if early is not None:
             self._on_event(early[1])
 
-    def _poll_due(self, gen: Generation) -> float:
+    def _poll_due(self, track: _Tracked) -> float:
         if self._sse_up:
-            interval = min(SAFETY_POLL_MAX, SAFETY_POLL_FIRST * 2**gen._polls)
+            interval = min(SAFETY_POLL_MAX, SAFETY_POLL_FIRST * 2**track.polls)
         else:
-            interval = min(FALLBACK_POLL_MAX, FALLBACK_POLL_FIRST * 2**gen._polls)
+            interval = min(FALLBACK_POLL_MAX, FALLBACK_POLL_FIRST * 2**track.polls)
         return time.monotonic() + interval
 
     def _poll_loop(self) -> None:
         while not self._stopping.is_set():
             with self._wake:
                 now = time.monotonic()
-                due = [g for g in self._pending.values() if g._next_poll <= now and not g._claimed]
-                for g in due:
-                    g._polls += 1
-                    g._next_poll = self._poll_due(g)
+                due = [t for t in self._pending.values() if t.next_poll <= now and not t.claimed]
+                for t in due:
+                    t.polls += 1
+                    t.next_poll = self._poll_due(t)
                 if not due:
                     # claimed ones are being collected: their poll time is stale, and counting
                     # it would make this loop spin while their downloads run
-                    waiting = (g._next_poll for g in self._pending.values() if not g._claimed)
+                    waiting = (t.next_poll for t in self._pending.values() if not t.claimed)
                     upcoming = min(waiting, default=now + 60)
                     self._wake.wait(max(0.01, min(60.0, upcoming - now)))
                     continue
-            for g in due:
-                self._pool.submit(self._poll_one, g)
+            for t in due:
+                self._pool.submit(self._poll_one, t.gen)
 
     def _poll_one(self, gen: Generation) -> None:
-        if gen._claimed or gen.id is None:
+        if self._tracks[gen.key].claimed or gen.id is None:
             return
         try:
             self.stats["polls"] += 1
             row = self.client.get_generation(gen.id)
         except errors.NotFoundError as exc:
-            self._terminal(gen, "failed", exc)
+            self._terminal(gen, FAILED, exc)
             return
         except errors.AuthError as exc:
             self._auth_failed(exc)
@@ -545,8 +382,8 @@ class Runner:
         """The key was refused: every generation waiting on this server fails with that one line,
         rather than hang (the server will not answer it until the key is fixed)."""
         for gen in self.pending():
-            if gen._claim():
-                self._terminal(gen, "failed", errors.AuthError(exc.message), journal=False)
+            if self._tracks[gen.key].claim():
+                self._terminal(gen, FAILED, errors.AuthError(exc.message), journal=False)
 
     def _stream_opened(self) -> None:
         """After every (re)connect, check each pending generation once: events may have been missed."""
@@ -554,9 +391,9 @@ class Runner:
         with self._wake:
             self._sse_up = True
             now = time.monotonic()
-            for g in self._pending.values():
-                g._polls = 0
-                g._next_poll = now
+            for t in self._pending.values():
+                t.polls = 0
+                t.next_poll = now
             self._wake.notify_all()
 
     def _stream_closed(self) -> None:
@@ -565,9 +402,9 @@ class Runner:
                 return
             self._sse_up = False
             now = time.monotonic()
-            for g in self._pending.values():
-                g._polls = 0
-                g._next_poll = min(g._next_poll, now + FALLBACK_POLL_FIRST)
+            for t in self._pending.values():
+                t.polls = 0
+                t.next_poll = min(t.next_poll, now + FALLBACK_POLL_FIRST)
             self._wake.notify_all()
 
     def _on_event(self, event: Event) -> None:
@@ -579,8 +416,8 @@ class Runner:
         if not gid:
             return
         with self._lock:
-            gen = self._pending.get(gid)
-            if gen is None:
+            track = self._pending.get(gid)
+            if track is None:
                 if event.name == COMPLETED_EVENT:  # it may come before the enqueue answer
                     now = time.monotonic()
                     self._unmatched[gid] = (now, event)
@@ -590,30 +427,31 @@ class Runner:
         if event.name == PROGRESS_EVENT:
             step, total = event.data.get("step"), event.data.get("total")
             if isinstance(step, int) and isinstance(total, int):
-                gen._update(status="processing", progress=(step, total))
+                self._progress(track.gen, status=PROCESSING, progress=(step, total))
             return
-        self._apply(gen, event.data)
+        self._apply(track.gen, event.data)
 
     def _apply(self, gen: Generation, row: dict[str, Any]) -> None:
         """Move a generation on from a poll answer or an event payload."""
-        status = str(row.get("status", "")).lower().replace("canceled", "cancelled")
-        if status == "succeeded":
+        status = normalize(row.get("status"))
+        track = self._tracks[gen.key]
+        if status == SUCCEEDED:
             url = result_url(row)
             if url is None:
                 self._pool.submit(self._poll_one, gen)  # the event had no URL: read the row
                 return
-            if gen._claim():
+            if track.claim():
                 gen.result_url = url
                 self._pool.submit(self._collect, gen)
-        elif status in ("failed", "cancelled"):
-            if gen._claim():
-                if status == "cancelled":
-                    default = "cancelled by request" if gen._cancel_requested else "cancelled on the server (elsewhere)"
+        elif status in ENDED_BADLY:
+            if track.claim():
+                if status == CANCELLED:
+                    default = "cancelled by request" if track.cancel_requested else "cancelled on the server (elsewhere)"
                 else:
                     default = "the server gives no reason"
                 message = row.get("error_message") or row.get("error") or default
                 message = self.client.redact(" ".join(str(message).split())[:300])
-                if status == "cancelled":
+                if status == CANCELLED:
                     error: errors.FluxError = errors.GenerationCancelled(message)
                 elif mentions_credits(message):
                     error = errors.GenerationFailed(message, hint=errors.CreditsError.hint)
@@ -621,7 +459,7 @@ class Runner:
                     error = errors.GenerationFailed(message)
                 self._terminal(gen, status, error)
         elif status in ACTIVE:
-            gen._update(status=status)
+            self._progress(gen, status=status)
 
     def _collect(self, gen: Generation) -> None:
         """Download, check, embed the recipe and save; on a storage error keep the bytes in memory."""
@@ -630,14 +468,15 @@ class Runner:
             data = self.client.download(gen.result_url)
             _check_image(data)
         except errors.FluxError as exc:
-            gen._download_failures += 1
-            if gen._download_failures < 3:
+            track = self._tracks[gen.key]
+            track.download_failures += 1
+            if track.download_failures < 3:
                 with self._wake:
-                    gen._claimed = False
-                    gen._next_poll = time.monotonic() + self.client.retry.delay(gen._download_failures + 2)
+                    track.claimed = False
+                    track.next_poll = time.monotonic() + self.client.retry.delay(track.download_failures + 2)
                     self._wake.notify_all()
                 return
-            self._terminal(gen, "failed", errors.NetworkError(
+            self._terminal(gen, FAILED, errors.NetworkError(
                 f"The image was made but could not be downloaded ({exc.message}).",
                 hint="Run flux_nb.resume() to try again.",
             ), journal=False)
@@ -647,32 +486,33 @@ class Runner:
             gen.path = self.output.save(data, gen.recipe, gen.id, self.file_extra(gen))
         except errors.StorageError as exc:
             gen.save_error = exc
-            self._terminal(gen, "succeeded", None, journal=False)
+            self._terminal(gen, SUCCEEDED, None, journal=False)
             return
         self.journal.record({"op": "saved", "key": gen.key, "id": gen.id, "path": str(gen.path)})
-        self._terminal(gen, "succeeded", None, journal=False)
+        self._terminal(gen, SUCCEEDED, None, journal=False)
 
     def _send_cancel(self, gen: Generation) -> None:
         """DELETE the generation (once), then read its row until it says so: no event follows a
         cancel. A row that finished first stays finished (and is collected as usual)."""
-        with gen._lock:
-            if gen._cancel_sent:
+        track = self._tracks[gen.key]
+        with track.lock:
+            if track.cancel_sent:
                 return
-            gen._cancel_sent = True
+            track.cancel_sent = True
         try:
             self.client.cancel(gen.id)
         except errors.FluxError as exc:
-            gen._cancel_sent = False  # cancel() may try again
+            track.cancel_sent = False  # cancel() may try again
             gen.error = exc  # shown on the card; the generation runs on
             gen._changed()
             return
         for delay in CANCEL_CHECKS:
-            if gen._claimed or self._stopping.wait(delay):
+            if track.claimed or self._stopping.wait(delay):
                 return
             self._poll_one(gen)
 
-    def _terminal(self, gen: Generation, status: str, error: errors.FluxError | None, journal: bool = True) -> None:
-        gen._claimed = True
+    def _terminal(self, gen: Generation, status: Status, error: errors.FluxError | None, journal: bool = True) -> None:
+        self._tracks[gen.key].claimed = True
         with self._wake:
             if gen.id is not None:
                 self._pending.pop(gen.id, None)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 import threading
 import time
-import types
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -13,9 +12,11 @@ from typing import Any
 from . import errors
 from .client import OxenClient
 from .config import HOSTED_BASE_URL, ApiKey, RetryPolicy, Settings, Timeouts, normalize_base_url
-from .jobs import Generation, Runner
+from .generation import Generation
 from .journal import Journal
 from .recipe import Recipe, bundled_schema
+from .runner import Runner
+from .status import SUCCEEDED
 from .storage import OutputFolder
 
 JOURNAL_NAME = ".flux_nb_journal.jsonl"
@@ -275,7 +276,7 @@ class Session:
             if data is None:
                 continue
             key = lineage.digest(data)
-            if isinstance(source, Generation) and source.status == "succeeded":
+            if isinstance(source, Generation) and source.status == SUCCEEDED:
                 self._origins[key] = lineage.made_by(source.recipe, source.lineage, source.id)
             elif isinstance(source, (str, Path)) and key not in self._origins and url != str(source):
                 # a file by path (a URL or data: URI given as text came back as itself)
@@ -452,14 +453,3 @@ def set_session(new: Session | None) -> Session | None:
     with _current_lock:
         old, _current = _current, new
     return old
-
-
-class _CallableModule(types.ModuleType):
-    """Importing this submodule rebinds the package attribute `flux_nb.session` from the function
-    to the module; making the module callable keeps `flux_nb.session()` working either way."""
-
-    def __call__(self, **kwargs: Any) -> Session:
-        return session(**kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

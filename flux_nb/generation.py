@@ -1,0 +1,246 @@
+"""The user's handle on one image being made: status, wait(), cancel(), image, path, reproduce(), vary().
+
+A Generation holds what people read (status, progress, error, path, data) and the callbacks of
+what shows it. The runner (runner.py) moves it on through `_update` and `_finish`; whatever the
+runner needs to schedule it (polls, claims, cancels sent) is the runner's own record, not here.
+The handle reaches its runner only through `Backend`, the few calls listed below.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from . import display, errors
+from .journal import Journal
+from .recipe import Recipe
+from .status import ACTIVE, CANCELLED, ENDED_BADLY, FAILED, SUBMITTING, Status
+from .storage import OutputFolder
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+log = logging.getLogger("flux_nb.generation")
+
+
+class Backend(Protocol):
+    """What a Generation asks of the runner that made it."""
+
+    backend: str
+    engine: str | None
+    output: OutputFolder
+    journal: Journal
+
+    def cancel(self, gen: Generation) -> None: ...
+
+    def submit(
+        self, recipes: list[Recipe], lineages: list[dict[str, Any] | None] | None = None
+    ) -> list[Generation]: ...
+
+    def file_extra(self, gen: Generation) -> dict[str, str]: ...
+
+
+class Generation:
+    """A handle on one image being made: status, wait(), cancel(), image, path, reproduce(), vary()."""
+
+    def __init__(
+        self, recipe: Recipe, runner: Backend, *, key: str | None = None, lineage: dict[str, Any] | None = None
+    ):
+        self.recipe = recipe
+        self.lineage = lineage  # how its input images were made (lineage.py), kept beside the recipe
+        self.key = key or uuid.uuid4().hex
+        self.id: str | None = None
+        self.status: Status = SUBMITTING
+        self.progress: tuple[int, int] | None = None
+        self.error: errors.FluxError | None = None
+        self.save_error: errors.StorageError | None = None
+        self.result_url: str | None = None
+        self.path = None
+        self.data: bytes | None = None
+        self.created = time.time()
+        self.finished: float | None = None
+        self.backend = runner.backend
+        self.engine: str | None = runner.engine  # what makes the image, when the backend says
+        self._runner = runner
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[Generation], None]] = []
+        self._done_callbacks: list[Callable[[], None]] = []
+        self._image: Image.Image | None = None
+        self._thumb: dict[int, bytes] = {}
+
+    # -- what people use ---------------------------------------------------------------------------
+
+    @property
+    def seed(self) -> int:
+        return self.recipe.seed
+
+    @property
+    def prompt(self) -> str:
+        return self.recipe.prompt
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds from submission to the saved file (or until now, while it runs)."""
+        return (self.finished or time.time()) - self.created
+
+    def wait(self, timeout: float | None = None) -> Generation:
+        """Block until the image is saved; raise GenerationFailed/GenerationCancelled otherwise."""
+        if not self._done.wait(timeout):
+            raise errors.FluxError(
+                f"Generation {self.id or self.key[:8]} is still {self.status} after {timeout:g} s.",
+                hint="Call wait() again, or cancel() it.",
+            )
+        if self.status == FAILED:
+            raise errors.GenerationFailed(f"Generation {self.id or self.key[:8]} failed: {self.reason}.")
+        if self.status == CANCELLED:
+            raise errors.GenerationCancelled(f"Generation {self.id or self.key[:8]} was cancelled.")
+        return self
+
+    def __await__(self):
+        """`await g`: wait for the saved image without blocking the event loop (top-level await
+        in a notebook, asyncio.run in a script); raises as wait() does. Cancelling the awaiting
+        task stops the waiting only: the generation goes on unless g.cancel() is called."""
+        return self._wait_async().__await__()
+
+    async def _wait_async(self) -> Generation:
+        import asyncio
+
+        if not self.done:
+            loop = asyncio.get_running_loop()
+            settled: asyncio.Future[None] = loop.create_future()
+
+            def wake() -> None:
+                if not settled.done():
+                    settled.set_result(None)
+
+            self._when_done(lambda: loop.call_soon_threadsafe(wake))
+            await settled
+        return self.wait(0)
+
+    def _when_done(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` once, as soon as the generation has ended (at once if it has)."""
+        with self._lock:
+            if not self.done:
+                self._done_callbacks.append(callback)
+                return
+        callback()
+
+    def cancel(self) -> Generation:
+        """Ask the backend to stop this generation; the status turns 'cancelled' when it has."""
+        if not self.done:
+            self._runner.cancel(self)
+        return self
+
+    def reproduce(self) -> Generation:
+        """The same recipe, seed included, again: the same pixels on a deterministic backend."""
+        return self._runner.submit([self.recipe], [self.lineage])[0]
+
+    def vary(self, seed: int | None = None) -> Generation:
+        """The same recipe with a new seed."""
+        return self._runner.submit([self.recipe.with_seed(seed)], [self.lineage])[0]
+
+    @property
+    def reason(self) -> str:
+        """Why it failed or was cancelled, in the server's words or ours."""
+        return self.error.message if self.error else ""
+
+    @property
+    def image(self) -> Image.Image:
+        """The full-size result as a PIL image (waits for it if needed)."""
+        if self._image is None:
+            self.wait()
+            from PIL import Image
+
+            image = Image.open(io.BytesIO(self.data) if self.data else self.path)
+            image.load()  # before publishing: another thread must never see a half-read image
+            if image.mode in ("P", "PA", "L", "LA"):  # palette PNGs: give colours, not indices
+                image = image.convert("RGBA" if "A" in image.mode or "transparency" in image.info else "RGB")
+            self._image = image
+        return self._image
+
+    def saved_bytes(self) -> tuple[bytes, str]:
+        """The saved image's bytes (waits for them) and a label naming it: what inputs.py sends
+        when this generation is an input image."""
+        self.wait()
+        from pathlib import Path
+
+        return self.data or Path(self.path).read_bytes(), f"generation {self.id}"
+
+    def save(self, folder: Any = None) -> Any:
+        """Save again after a StorageError (or into another folder); returns the path."""
+        self.wait()
+        target = OutputFolder(folder) if folder is not None else self._runner.output
+        path = target.save(self.data, self.recipe, self.id, self._runner.file_extra(self))
+        if folder is None:
+            self.path, self.save_error = path, None
+            self._runner.journal.record({"op": "saved", "key": self.key, "id": self.id, "path": str(path)})
+        return path
+
+    def thumbnail(self, max_side: int = 320) -> bytes:
+        """A small PNG of the result for previews; deterministic for the same image."""
+        if max_side not in self._thumb:
+            from .thumbnail import make_thumbnail
+
+            self._thumb[max_side] = make_thumbnail(self.image, max_side)
+        return self._thumb[max_side]
+
+    def on_change(self, callback: Callable[[Generation], None]) -> None:
+        """Call `callback(self)` (from a background thread) after every state change."""
+        self._callbacks.append(callback)
+        if self.done:
+            self._safe_call(callback)
+
+    def __repr__(self) -> str:
+        where = f", path={str(self.path)!r}" if self.path else ""
+        why = f", reason={self.reason!r}" if self.error and self.status in ENDED_BADLY else ""
+        return f"<Generation {self.id or 'unsent'} {self.status} seed={self.seed} prompt={self.prompt[:40]!r}{where}{why}>"
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return display.generation_bundle(self)
+
+    # -- state changes, called by the runner -----------------------------------------------------
+
+    def _safe_call(self, callback: Callable[[Generation], None]) -> None:
+        try:
+            callback(self)
+        except Exception:  # a broken view must never stop the runner
+            log.exception("a callback on generation %s failed", self.id)
+
+    def _changed(self) -> None:
+        for callback in list(self._callbacks):
+            self._safe_call(callback)
+
+    def _update(self, status: Status | None = None, progress: tuple[int, int] | None = None) -> None:
+        if self.done:
+            return
+        changed = False
+        if status and status != self.status and status in ACTIVE:
+            self.status, changed = status, True
+        if progress and progress != self.progress:
+            self.progress, changed = progress, True
+        if changed:
+            self._changed()
+
+    def _finish(self, status: Status, error: errors.FluxError | None = None) -> None:
+        self.status = status
+        self.error = error
+        self.finished = time.time()
+        with self._lock:
+            self._done.set()
+            waiting, self._done_callbacks = self._done_callbacks, []
+        self._changed()
+        for callback in waiting:
+            try:
+                callback()
+            except Exception:  # an event loop closed meanwhile: nobody is waiting any more
+                log.debug("a done-callback of generation %s failed", self.id, exc_info=True)

@@ -1,0 +1,49 @@
+"""display.py: a Generation shows itself as text and PNG with no widget library loaded; the
+live card joins in only once the view layer (cards.py) has registered it."""
+
+import base64
+import io
+import json
+import subprocess
+import sys
+
+from PIL import Image
+
+from flux_nb import display
+
+WIDGET_FREE = r"""
+import json, sys, tempfile
+from flux_nb.sessions import Session
+from flux_nb import display
+with tempfile.TemporaryDirectory() as out:
+    s = Session(output_dir=out, announce=None)
+    try:
+        g = s.generate("a small red boat", seed=3, num_inference_steps=2, aspect_ratio="1:1").wait(60)
+        bundle = g._repr_mimebundle_()
+        forced = display.generation_bundle(g, widget=True)  # no view registered: nothing to add
+    finally:
+        s.close()
+print(json.dumps({"keys": sorted(bundle), "forced": sorted(forced), "text": bundle["text/plain"],
+                  "loaded": sorted(m for m in ("ipywidgets", "flux_nb.cards", "flux_nb.panel",
+                                               "flux_nb.magic") if m in sys.modules)}))
+"""
+
+
+def test_a_generation_displays_as_text_and_png_without_any_view_loaded() -> None:
+    out = subprocess.run([sys.executable, "-c", WIDGET_FREE], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    assert found["loaded"] == [], "the core imported a view"
+    assert found["keys"] == found["forced"] == ["image/png", "text/plain"]
+    assert found["text"] == "'a small red boat'\n" + found["text"].split("\n", 1)[1]
+    assert found["text"].endswith("\ndone")
+
+
+def test_the_view_layer_registers_the_live_card(session) -> None:
+    from flux_nb import cards  # noqa: F401  (importing it registers the card)
+
+    gen = session.generate("a lighthouse", seed=5, num_inference_steps=2, aspect_ratio="1:1").wait(30)
+    bundle = display.generation_bundle(gen, widget=True)
+    assert set(bundle) == {"text/plain", "image/png", display.WIDGET_VIEW}
+    assert Image.open(io.BytesIO(base64.b64decode(bundle["image/png"]))).size[0] <= 320
+    assert set(display.generation_bundle(gen, widget=False)) == {"text/plain", "image/png"}
