@@ -700,21 +700,25 @@ def strip_recipe(data: bytes) -> bytes:
     return data
 
 
+def _image_bytes(source: str | os.PathLike | bytes) -> tuple[str, bytes]:
+    """(a name for messages, the file's bytes) of a path or of bytes; one line when unreadable."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return "the image data", bytes(source)
+    name = os.fspath(source)
+    try:
+        with open(name, "rb") as f:
+            return name, f.read()
+    except OSError as exc:
+        raise FluxError(f"cannot read {name}: {exc.strerror or exc}.") from None
+
+
 def read_recipe(source: str | os.PathLike | bytes) -> dict[str, Any]:
     """Return {"recipe": <dict>, **extra fields} from an image file path or its bytes.
 
     Only the container is parsed (no pixel decoding). Raises a one-line FluxError when the file
     cannot be read, is damaged, or carries no recipe.
     """
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        name, data = "the image data", bytes(source)
-    else:
-        name = os.fspath(source)
-        try:
-            with open(name, "rb") as f:
-                data = f.read()
-        except OSError as exc:
-            raise FluxError(f"cannot read {name}: {exc.strerror or exc}.") from None
+    name, data = _image_bytes(source)
     kind = sniff_format(data)
     try:
         if kind == "png":
@@ -745,15 +749,7 @@ def read_recipe(source: str | os.PathLike | bytes) -> dict[str, Any]:
 def read_parameters(source: str | os.PathLike | bytes) -> str | None:
     """The A1111-style `parameters` text of an image (PNG text chunk, or EXIF UserComment in JPEG
     and WebP), whoever wrote it; None when there is none. Only the container is parsed."""
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        name, data = "the image data", bytes(source)
-    else:
-        name = os.fspath(source)
-        try:
-            with open(name, "rb") as f:
-                data = f.read()
-        except OSError as exc:
-            raise FluxError(f"cannot read {name}: {exc.strerror or exc}.") from None
+    name, data = _image_bytes(source)
     kind = sniff_format(data)
     try:
         if kind == "png":
