@@ -26,6 +26,11 @@ _DEVICE = re.compile(r"auto|cpu|mps|cuda(?::\d+)?")
 # What flux2-klein imports, and the pip line that installs it.
 LOCAL_EXTRA_MODULES = ("torch", "diffusers", "transformers", "accelerate", "safetensors")
 LOCAL_EXTRA_PIP = "pip install 'flux-nb[local]'"
+# What every engine's encoder shares: the content type of each output_format, and the lossy
+# quality each output_quality maps to.
+CONTENT_TYPES = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp"}
+JPEG_QUALITY = {"standard": 85, "high": 95}
+WEBP_QUALITY = {"standard": 80, "high": 92}
 
 
 class Cancelled(Exception):

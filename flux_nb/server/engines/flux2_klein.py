@@ -30,7 +30,16 @@ from typing import Any
 from PIL import Image, PngImagePlugin
 
 from ...recipe import Recipe
-from .base import LOCAL_EXTRA_PIP, Cancelled, EngineConfig, EngineError, EngineUnavailable
+from .base import (
+    CONTENT_TYPES,
+    JPEG_QUALITY,
+    LOCAL_EXTRA_PIP,
+    WEBP_QUALITY,
+    Cancelled,
+    EngineConfig,
+    EngineError,
+    EngineUnavailable,
+)
 
 ENGINE_NAME = "flux2-klein"
 # Width x height per aspect ratio: about one megapixel, multiples of 16.
@@ -41,9 +50,6 @@ SIZES: dict[str, tuple[int, int]] = {
     "4:3": (1184, 880),
     "3:4": (880, 1184),
 }
-CONTENT_TYPES = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp"}
-JPEG_QUALITY = {"standard": 85, "high": 95}
-WEBP_QUALITY = {"standard": 80, "high": 92}
 PNG_COMPRESS_LEVEL = {"standard": 1, "high": 6}  # lossless either way: only size and time differ
 # The pipeline's own limits on reference images (Flux2ImageProcessor.check_image_input).
 MIN_INPUT_SIDE, MAX_INPUT_ASPECT = 64, 8

@@ -39,7 +39,7 @@ from ...recipe import Recipe
 from ._preview_edit import restyle
 from ._preview_palette import SKY, SKY_N, mix
 from ._preview_scene import Scene, rng_for
-from .base import Cancelled
+from .base import CONTENT_TYPES, JPEG_QUALITY, WEBP_QUALITY, Cancelled
 
 SOFTWARE = "flux-nb offline preview engine (not FLUX.2 Klein)"
 ENGINE_NAME = "preview"
@@ -53,9 +53,6 @@ SIZES: dict[str, tuple[int, int]] = {
     "4:3": (1152, 896),
     "3:4": (896, 1152),
 }
-CONTENT_TYPES = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp"}
-JPEG_QUALITY = {"standard": 85, "high": 95}
-WEBP_QUALITY = {"standard": 80, "high": 92}
 
 # Palette entries kept out of the scene's hands: noise speckles for unfinished pictures, the tag.
 NOISE, NOISE_N = 244, 8
