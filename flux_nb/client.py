@@ -182,7 +182,6 @@ class OxenClient:
         )
         self._origin = _origin(self.base_url)
         self.requests_sent = 0
-        self._models: dict[str, dict[str, Any]] = {}  # model objects read, by id (see model_info)
 
     def __repr__(self) -> str:
         return f"OxenClient(base_url={self.base_url!r}, key={'set' if self._key else 'none'})"
@@ -333,16 +332,10 @@ class OxenClient:
     # -- the documented calls -------------------------------------------------------------------
 
     def model_info(self, model: str | None = None) -> dict[str, Any]:
-        """GET /api/ai/models/{id}: the model object (request_schema, pricing, capabilities).
-        Read once per client: the schema check and the price both need it."""
+        """GET /api/ai/models/{id}: the model object (request_schema, pricing, capabilities)."""
         model = model or self.model
-        if model not in self._models:
-            what = f"Reading model {model}"
-            info = self._json(self._request("GET", f"/api/ai/models/{model}", what=what), what)
-            if not isinstance(info, dict):
-                raise errors.ServerError(f"{what}: the answer is not a model object.")
-            self._models[model] = info
-        return self._models[model]
+        what = f"Reading model {model}"
+        return self._json(self._request("GET", f"/api/ai/models/{model}", what=what), what)
 
     def request_schema(self, model: str | None = None) -> dict[str, Any]:
         """The model's request_schema (or json_request_schema, the name Oxen's model pages use)."""
