@@ -164,9 +164,10 @@ class OxenClient:
         model: str = MODEL_ID,
     ):
         self.base_url = normalize_base_url(base_url or HOSTED_BASE_URL)
-        self._key = ApiKey(api_key) if isinstance(api_key, str) and api_key.strip() else api_key
-        if isinstance(self._key, str):
-            self._key = None
+        # A blank string means no key; a str becomes an ApiKey so it never shows in a repr.
+        if isinstance(api_key, str):
+            api_key = ApiKey(api_key) if api_key.strip() else None
+        self._key: ApiKey | None = api_key
         self.timeouts = timeouts = timeouts or Timeouts()
         self.retry = retry or RetryPolicy()
         self.model = model

@@ -146,7 +146,7 @@ class Session:
 
     def describe(self) -> str:
         """One line: which backend makes the images, and how to switch."""
-        if self.backend == "local" and not self.server.runtime.engine.is_stand_in:
+        if self.server is not None and not self.server.runtime.engine.is_stand_in:
             return (
                 f"flux-nb: images come from FLUX.2 Klein on this machine, {self.engine}, through"
                 f" the local server at {self.base_url} (the model loads at the first image)."
@@ -285,7 +285,7 @@ class Session:
 
     def run(self, prompt: str, **params: Any) -> Generation:
         """Generate one image and wait for it: for scripts."""
-        return self.generate(prompt, **params).wait()
+        return self.submit(self.recipes(prompt, 1, **params))[0].wait()
 
     def reproduce(self, source: Any, lineage: bool = False, inputs: Iterable[Any] = ()) -> Generation:
         """Run again the recipe of a Generation, a saved image file or a generation id. With

@@ -428,13 +428,13 @@ class CutFileResponse(Response):
     """Fault: the full Content-Length, half the bytes, then the connection drops."""
 
     def __init__(self, found: bytes | Path, media_type: str) -> None:
-        self.found, self.media_type = found, media_type
+        self.found, self.content_type = found, media_type
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         found = self.found
         data = await anyio.Path(found).read_bytes() if isinstance(found, Path) else found
         headers = [
-            (b"content-type", self.media_type.encode()),
+            (b"content-type", self.content_type.encode()),
             (b"content-length", str(len(data)).encode()),
         ]
         await drop_connection(send, headers, data[: len(data) // 2])
