@@ -82,7 +82,15 @@ def unwrap_generation(payload: dict[str, Any]) -> dict[str, Any]:
     return payload
 
 
-def _find_schema(payload: Any) -> dict[str, Any] | None:
+def schema_of(info: Any) -> dict[str, Any]:
+    """The request_schema of a model object; ServerError when it has none."""
+    schema = find_schema(info)
+    if schema is None:
+        raise errors.ServerError("The model description has no request_schema.")
+    return schema
+
+
+def find_schema(payload: Any) -> dict[str, Any] | None:
     """request_schema (the API's name), else json_request_schema (the name Oxen's model pages
     use); a bare model object, or one inside a {"data": ...} envelope."""
     if not isinstance(payload, dict):
@@ -97,7 +105,7 @@ def _find_schema(payload: Any) -> dict[str, Any] | None:
         if isinstance(schema, dict):
             return schema
     inner = payload.get("data") or payload.get("model")
-    return _find_schema(inner) if isinstance(inner, dict) else None
+    return find_schema(inner) if isinstance(inner, dict) else None
 
 
 def error_detail(body: Any) -> str:
@@ -340,11 +348,7 @@ class OxenClient:
 
     def request_schema(self, model: str | None = None) -> dict[str, Any]:
         """The model's request_schema (or json_request_schema, the name Oxen's model pages use)."""
-        info = self.model_info(model)
-        schema = _find_schema(info)
-        if schema is None:
-            raise errors.ServerError("The model description has no request_schema.")
-        return schema
+        return schema_of(self.model_info(model))
 
     def enqueue(
         self,

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from . import errors
-from .client import OxenClient
+from .client import OxenClient, schema_of
 from .config import HOSTED_BASE_URL, ApiKey, RetryPolicy, Settings, Timeouts, normalize_base_url
 from .generation import Generation
 from .journal import Journal
@@ -138,6 +138,10 @@ class Session:
         self._schema: dict[str, Any] = bundled_schema()
         self._schema_checked = self.backend == "local"  # the local server serves the bundled copy
         self._price = None
+        # The model object is read once, by whichever of the schema check and the price asks
+        # first; the other waits on the lock instead of sending a second GET.
+        self._model_lock = threading.Lock()
+        self._model: dict[str, Any] | None = None
         if announce is not None:
             announce(self.describe())
 
@@ -190,14 +194,21 @@ class Session:
                 self._price = Price.local()
             else:
                 try:
-                    self._price = price_from_model(self.client.model_info())
+                    self._price = price_from_model(self._model_object())
                 except errors.FluxError as exc:
                     return Price.unknown(f"the model object could not be read: {exc.message}")
         return self._price
 
+    def _model_object(self) -> dict[str, Any]:
+        """GET the model object once; a failed read is asked again next time."""
+        with self._model_lock:
+            if self._model is None:
+                self._model = self.client.model_info()
+            return self._model
+
     def _fetch_schema(self) -> None:
         try:
-            self._schema = self.client.request_schema()
+            self._schema = schema_of(self._model_object())
         except (errors.FluxError, RuntimeError):  # RuntimeError: the session closed meanwhile
             pass  # keep the bundled copy: validation still happens before anything is sent
 

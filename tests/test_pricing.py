@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from decimal import Decimal
 
 import pytest
@@ -90,6 +91,17 @@ def test_session_reads_the_price_once_from_the_model_object(priced):
     server, sess = priced
     assert sess.backend == "custom"
     assert sess.price.per_image == Decimal("0.02") and sess.price.per_image == Decimal("0.02")
+    assert len([p for p in server.sent("GET") if p.startswith("/api/ai/models/")]) == 1
+
+
+def test_the_schema_check_and_the_price_share_one_read_of_the_model_object(priced):
+    server, sess = priced
+    assert sess.schema  # starts the background schema check, as the first recipe does
+    assert sess.price.per_image == Decimal("0.02")
+    for thread in threading.enumerate():
+        if thread.name == "flux-nb-schema":
+            thread.join(5)
+    assert sess.schema == server.model["request_schema"]
     assert len([p for p in server.sent("GET") if p.startswith("/api/ai/models/")]) == 1
 
 
