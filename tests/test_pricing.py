@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from decimal import Decimal
 
 import pytest
@@ -40,13 +39,21 @@ def test_per_image_price_from_the_hosted_model_object():
         ({"method": "time", "cost_per_second": "0.001"}, "priced by time"),
         ({"method": "per_image", "cost_per_image": "about two cents"}, "is not a price"),
         ({"method": "per_image", "cost_per_image": "-1"}, "is not a price"),
-        ({"method": "per_image", "cost_per_image_grid": {"standard": {"1MP": "0.02", "4MP": "0.05"}}}, "no per-image price"),
+        (
+            {
+                "method": "per_image",
+                "cost_per_image_grid": {"standard": {"1MP": "0.02", "4MP": "0.05"}},
+            },
+            "no per-image price",
+        ),
     ],
 )
 def test_unknown_prices_are_said_and_never_invented(pricing, reason):
     price = price_from_model(hosted_model(pricing))
     assert not price.known and price.cost(recipes(2)) is None
-    assert reason in price.describe(recipes(2)) and price.describe(recipes(2)).startswith("unknown for 2 images")
+    assert reason in price.describe(recipes(2)) and price.describe(recipes(2)).startswith(
+        "unknown for 2 images"
+    )
     line = check_cell(price, recipes(2), limit=1.0, confirmed=False)
     assert line.startswith("flux: cost unknown for 2 images") and "sending anyway" in line
 
@@ -94,19 +101,10 @@ def test_session_reads_the_price_once_from_the_model_object(priced):
     assert len([p for p in server.sent("GET") if p.startswith("/api/ai/models/")]) == 1
 
 
-def test_the_schema_check_and_the_price_share_one_read_of_the_model_object(priced):
-    server, sess = priced
-    assert sess.schema  # starts the background schema check, as the first recipe does
-    assert sess.price.per_image == Decimal("0.02")
-    for thread in threading.enumerate():
-        if thread.name == "flux-nb-schema":
-            thread.join(5)
-    assert sess.schema == server.model["request_schema"]
-    assert len([p for p in server.sent("GET") if p.startswith("/api/ai/models/")]) == 1
-
-
 def test_local_session_is_free_and_says_so(session):
-    assert session.price.free and session.price.describe() == "free: the local stand-in costs nothing"
+    assert (
+        session.price.free and session.price.describe() == "free: the local stand-in costs nothing"
+    )
 
 
 def test_unreadable_model_object_gives_unknown_not_a_guess(tmp_path):
