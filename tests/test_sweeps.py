@@ -225,17 +225,6 @@ def test_sheet_of_one_axis_has_no_row_labels(session):
     assert geometry.cells[0][0][0] == sheet_module.MARGIN  # no label column on the left
 
 
-def test_a_cell_without_an_image_shows_its_status_in_a_grey_box():
-    red = Image.new("RGB", (40, 20), (200, 0, 0))
-    image = sheet_module.draw_sheet([[red, "failed"]], ["a", "b"], [[]], "title", tile=40)
-    geometry = sheet_module.layout(80, 40, (1, 2), 0, title_lines=1)
-    assert image.size == (geometry.width, geometry.height)
-    first, second = geometry.cells[0]
-    assert image.getpixel((first[0] + 40, first[1] + 20)) == (200, 0, 0)
-    assert image.getpixel((second[0] + 1, second[1] + 1)) == sheet_module.EMPTY
-    assert image.crop(second).convert("L").getextrema()[0] < 200  # the word is drawn
-
-
 def test_save_refuses_an_unwritable_place_in_one_line(session, tmp_path):
     grid = start(session, plan("a {cat|dog}", [], SCHEMA, seed=3, num_inference_steps=2))
     (tmp_path / "file").write_text("x")
