@@ -101,7 +101,11 @@ class Generation:
                 hint="Call wait() again, or cancel() it.",
             )
         if self.status == FAILED:
-            raise errors.GenerationFailed(f"Generation {self.id or self.key[:8]} failed: {self.reason}.")
+            # The cause's own advice when it has some (a download that kept failing: resume()),
+            # else GenerationFailed's (the server refused the recipe).
+            hint = self.error.hint if self.error and self.error.hint else None
+            why = self.reason.rstrip(".")
+            raise errors.GenerationFailed(f"Generation {self.id or self.key[:8]} failed: {why}.", hint=hint)
         if self.status == CANCELLED:
             raise errors.GenerationCancelled(f"Generation {self.id or self.key[:8]} was cancelled.")
         return self

@@ -16,7 +16,7 @@ from .generation import Generation
 from .journal import Journal
 from .recipe import Recipe, bundled_schema
 from .runner import Runner
-from .status import SUCCEEDED
+from .status import FAILED, SUCCEEDED
 from .storage import OutputFolder
 
 JOURNAL_NAME = ".flux_nb_journal.jsonl"
@@ -376,13 +376,19 @@ class Session:
         return len(pending)
 
     def journal_pending(self) -> list[dict[str, Any]]:
-        """Journalled generations not yet saved whose kernel is gone (and not running here): work
-        of another live kernel sharing this output folder is left to it."""
-        mine = {g.key for g in self.history}
+        """Journalled generations not yet saved whose kernel is gone, and this kernel's own that
+        failed before their end was journalled (a download that kept failing, an enqueue whose
+        fate could not be read): work of another live kernel sharing this folder is left to it."""
+        failed = {g.key for g in self.history if g.status == FAILED}
+        live = {g.key for g in self.history if g.status != FAILED}
         return [
             e
             for e in self.journal.pending()
-            if e.get("key") not in mine and not self.journal.is_alive(e.get("writer"), e.get("pid"))
+            if (e.get("key") in failed and e.get("key") not in live)
+            or (
+                e.get("key") not in failed | live
+                and not self.journal.is_alive(e.get("writer"), e.get("pid"))
+            )
         ]
 
     def resume(self) -> list[Generation]:

@@ -452,6 +452,24 @@ def test_a_download_that_keeps_failing_says_so_and_resume_collects_it_later(
         assert resumed.id == gen.id
 
 
+def test_resume_in_the_same_kernel_collects_its_own_failed_download_once(make_server, open_session) -> None:
+    with RecordingServer(host="127.0.0.2") as cdn:
+        server = make_server(files_url=cdn.url)
+        cdn.upstream = server.url
+        cdn.broken = 1000
+        session = open_session(server, "tok-cdn-same")
+        gen = session.generate("cdn down here", seed=901, num_inference_steps=2, aspect_ratio="1:1")
+        with pytest.raises(errors.GenerationFailed, match="resume"):
+            gen.wait(10)
+        cdn.broken = 0
+        (resumed,) = session.resume()  # what the error told the user to run, in the same kernel
+        assert resumed.id == gen.id
+        assert session.resume() == []  # in flight now: not taken a second time
+        resumed.wait(10)
+        assert_saved_once(session, [resumed])
+        assert session.resume() == []
+
+
 # --- generations that fail or are cancelled on the server ------------------------------------------------
 
 
