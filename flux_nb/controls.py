@@ -1,8 +1,8 @@
 """Panel controls made from the model's request schema: one widget per parameter, by its type.
 
 The schema says each parameter's type, choices, range, default and description; the option table
-(options.py) adds the short label and help the magic and the CLI use. A parameter the schema adds
-therefore gets a control with no code here:
+that the magic and the CLI share (options.py) gives the known ones their short labels. So a
+parameter the schema adds gets a control with no code here:
 
     enum                                       Dropdown
     integer with minimum and maximum           IntSlider beside a BoundedIntText (one value)
@@ -98,13 +98,20 @@ def label_for(name: str) -> str:
 
 
 def help_for(name: str, spec: dict[str, Any]) -> str:
-    """The tooltip: the schema's description, else the option table's help, else the label."""
-    if spec.get("description"):
-        return str(spec["description"])
-    for option in RECIPE_OPTIONS:
-        if option.dest == name:
-            return option.help[:1].upper() + option.help[1:]
-    return label_for(name)
+    """The tooltip: the schema's description (else the label) with the range and default it
+    gives, e.g. 'Steps: 1 to 50, default 28'. Read from the schema, so it cannot go stale."""
+    facts = []
+    low, high = spec.get("minimum"), spec.get("maximum")
+    if low is not None and high is not None:
+        facts.append(f"{low} to {high}")
+    elif low is not None:
+        facts.append(f"at least {low}")
+    elif high is not None:
+        facts.append(f"up to {high}")
+    if spec.get("default") is not None:
+        facts.append(f"default {spec['default']}")
+    text = str(spec.get("description") or label_for(name)).rstrip(".")
+    return f"{text}: {', '.join(facts)}" if facts else text
 
 
 def make_controls(

@@ -75,12 +75,13 @@ def test_a_range_too_wide_to_slide_gets_a_bounded_box():
     assert (seed.widget.min, seed.widget.max) == (0, 4294967295) and seed.box is None
 
 
-def test_labels_come_from_the_option_table_and_help_from_the_schema_first(controls):
+def test_labels_come_from_the_option_table_and_help_from_the_schema(controls):
     assert controls["num_inference_steps"].widget.description == "Steps"
     assert controls["aspect_ratio"].widget.description == "Aspect ratio"
     assert controls["negative_prompt"].widget.description == "Negative prompt"
-    assert controls["strength"].widget.tooltip == "How much."
-    assert controls["num_inference_steps"].widget.tooltip == "Inference steps, 1 to 50"
+    assert controls["strength"].widget.tooltip == "How much: 0 to 1"
+    assert controls["num_inference_steps"].widget.tooltip == "Steps: 2 to 12, default 6"
+    assert controls["aspect_ratio"].widget.tooltip == "Aspect ratio: default 21:9"
     assert controls["tile"].widget.tooltip == "Tile"
 
 

@@ -155,7 +155,7 @@ def test_the_controls_are_made_from_the_sessions_schema(session, narrower_schema
     # explained by the schema; the Recipe cannot carry it yet, so it says so and is not sent.
     extra = panel.controls["negative_prompt"].widget
     assert extra in the_widgets(panel)
-    assert extra.description == "Negative prompt" and "What to keep out." in extra.tooltip
+    assert extra.description == "Negative prompt" and "What to keep out" in extra.tooltip
     assert extra.disabled and "cannot send it yet" in extra.tooltip
     assert "negative_prompt" not in panel.params()
 
