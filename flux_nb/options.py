@@ -36,6 +36,7 @@ class Option:
     recipe: bool = False  # sets a recipe parameter of the same name as dest
     surfaces: tuple[str, ...] = (MAGIC, CLI)
     cli_help: str | None = None  # where the CLI takes less than the magic (no notebook variables)
+    label: str | None = None  # the panel's name for a recipe option's control (controls.py)
 
     def argument(self, surface: str) -> tuple[tuple[str, ...], dict[str, Any]]:
         """The positional and keyword arguments of argparse's add_argument for this option."""
@@ -69,6 +70,7 @@ OPTIONS: tuple[Option, ...] = (
         "seed of the first image (0 to 4294967295); random when left out",
         type=int,
         recipe=True,
+        label="Seed",
     ),
     Option(
         "aspect_ratio",
@@ -76,15 +78,28 @@ OPTIONS: tuple[Option, ...] = (
         "R",
         "aspect ratio: 1:1, 16:9, 9:16, 4:3 or 3:4",
         recipe=True,
+        label="Aspect ratio",
     ),
     Option(
-        "num_inference_steps", ("--steps",), "N", "inference steps, 1 to 50", type=int, recipe=True
+        "num_inference_steps",
+        ("--steps",),
+        "N",
+        "inference steps, 1 to 50",
+        type=int,
+        recipe=True,
+        label="Steps",
     ),
     Option(
-        "guidance_scale", ("--guidance",), "G", "guidance scale, 0 to 10", type=float, recipe=True
+        "guidance_scale",
+        ("--guidance",),
+        "G",
+        "guidance scale, 0 to 10",
+        type=float,
+        recipe=True,
+        label="Guidance",
     ),
-    Option("output_quality", ("--quality",), "Q", "standard or high", recipe=True),
-    Option("output_format", ("--format",), "F", "png, jpg or webp", recipe=True),
+    Option("output_quality", ("--quality",), "Q", "standard or high", recipe=True, label="Quality"),
+    Option("output_format", ("--format",), "F", "png, jpg or webp", recipe=True, label="Format"),
     Option(
         "n", ("-n",), "N", "number of images (one enqueue each; default 1)", type=int, default=1
     ),

@@ -26,8 +26,9 @@ import ipywidgets as widgets
 
 from . import errors
 from .cards import Card, card_button, card_grid, card_width
+from .controls import Control, label_for, make_controls, parameters
 from .generation import Generation
-from .recipe import bundled_schema, draw_seed
+from .recipe import SEED_MAX, draw_seed
 from .sessions import Session
 from .status import SUCCEEDED
 
@@ -38,6 +39,17 @@ MAX_IMAGES = 4  # the "Images" control: how many one click of Generate makes
 THUMBNAIL_SIZE = 336  # gallery previews: three cards (six buttons a row) in the panel's 1100 px
 INPUT_THUMBNAIL_SIZE = 96
 LABEL_WIDTH = "92px"
+# The parameters with controls of their own; every other one is made from the schema (controls.py).
+OWN_CONTROLS = ("prompt", "input_image", "seed")
+# The attributes code and tests drive the schema's controls by: panel.steps.value = 8 (and the
+# number box beside a slider as steps_box). Any parameter's control is in panel.controls too.
+ATTRIBUTES = {
+    "aspect_ratio": "aspect_ratio",
+    "output_quality": "quality",
+    "output_format": "format",
+    "num_inference_steps": "steps",
+    "guidance_scale": "guidance",
+}
 ERROR_COLOR = "var(--jp-error-color1, #c62828)"
 MUTED_COLOR = "var(--jp-ui-font-color2, #666)"
 
@@ -54,9 +66,11 @@ class InputImage:
 class Panel(widgets.VBox):
     """Prompt, a control for each model parameter, input images, Generate/Cancel and a gallery.
 
-    The controls are attributes (prompt, aspect_ratio, quality, format, steps, guidance, seed,
-    seed_lock, count, generate_button, cancel_button, upload, gallery, error), so code and tests
-    can drive the panel as a person would.
+    The parameters' controls are made from the model's request schema (controls.py), so one the
+    schema adds shows up here with no code: `controls` maps each parameter to its Control. The
+    widgets are attributes too (prompt, aspect_ratio, quality, format, steps and steps_box,
+    guidance and guidance_box, seed, seed_lock, count, generate_button, cancel_button, upload,
+    gallery, error), so code and tests can drive the panel as a person would.
     """
 
     def __init__(self, session: Session | None = None, history: bool | int = True):
@@ -96,64 +110,23 @@ class Panel(widgets.VBox):
             tooltip="The text of the image to make",
         )
 
-        self.aspect_ratio = _dropdown(
-            _spec(schema, "aspect_ratio"), "Aspect ratio", _aspect_label, label
-        )
-        self.quality = _dropdown(_spec(schema, "output_quality"), "Quality", str, label)
-        self.format = _dropdown(_spec(schema, "output_format"), "Format", str, label)
+        # Every model parameter but the three with controls of their own (the prompt box, the
+        # input images, the seed with its lock) gets the control its schema entry calls for.
+        self.controls: dict[str, Control] = make_controls(schema, skip=OWN_CONTROLS, style=label)
+        for name, attribute in ATTRIBUTES.items():
+            if name in self.controls:
+                setattr(self, attribute, self.controls[name].widget)
+                if self.controls[name].box is not None:
+                    setattr(self, f"{attribute}_box", self.controls[name].box)
 
-        steps = _spec(schema, "num_inference_steps")
-        self.steps = widgets.IntSlider(
-            value=steps.get("default", 28),
-            min=steps.get("minimum", 1),
-            max=steps.get("maximum", 50),
-            description="Steps",
-            readout=False,
-            style=label,
-            continuous_update=False,
-            layout=widgets.Layout(flex="1 1 auto", width="auto", min_width="150px"),
-            tooltip="Denoising steps: more is slower and finer",
-        )
-        self.steps_box = widgets.BoundedIntText(
-            value=self.steps.value,
-            min=self.steps.min,
-            max=self.steps.max,
-            layout=widgets.Layout(width="64px"),
-            tooltip="Steps",
-        )
-        guidance = _spec(schema, "guidance_scale")
-        self.guidance = widgets.FloatSlider(
-            value=guidance.get("default", 2.0),
-            min=guidance.get("minimum", 0.0),
-            max=guidance.get("maximum", 10.0),
-            step=guidance.get("multipleOf", 0.1),
-            description="Guidance",
-            readout=False,
-            style=label,
-            continuous_update=False,
-            layout=widgets.Layout(flex="1 1 auto", width="auto", min_width="150px"),
-            tooltip="How closely the image follows the prompt",
-        )
-        self.guidance_box = widgets.BoundedFloatText(
-            value=self.guidance.value,
-            min=self.guidance.min,
-            max=self.guidance.max,
-            step=self.guidance.step,
-            layout=widgets.Layout(width="64px"),
-            tooltip="Guidance",
-        )
-        # Kernel-side links, so code that sets either one (and tests) sees both move.
-        self._links = [
-            widgets.link((self.steps, "value"), (self.steps_box, "value")),
-            widgets.link((self.guidance, "value"), (self.guidance_box, "value")),
-        ]
-
+        seed = parameters(schema).get("seed", {})
         self.seed = widgets.IntText(
             value=draw_seed(),
-            description="Seed",
+            description=label_for("seed"),
             style=label,
             layout=widgets.Layout(width="260px"),
-            tooltip="The seed the next Generate uses (0 to 4294967295)",
+            tooltip=f"The seed the next Generate uses ({seed.get('minimum', 0)} to"
+            f" {seed.get('maximum', SEED_MAX)})",
         )
         self.seed_lock = widgets.ToggleButton(
             value=False,
@@ -173,16 +146,8 @@ class Panel(widgets.VBox):
             tooltip="How many images one Generate makes (seeds follow on)",
         )
 
-        row = widgets.Layout(width="auto", align_items="center")
         controls = widgets.GridBox(
-            [
-                self.aspect_ratio,
-                self.quality,
-                self.format,
-                widgets.HBox([self.steps, self.steps_box], layout=row),
-                widgets.HBox([self.guidance, self.guidance_box], layout=row),
-                self.count,
-            ],
+            [*(control.view for control in self.controls.values()), self.count],
             layout=widgets.Layout(
                 grid_template_columns="repeat(auto-fill, minmax(240px, 1fr))",
                 grid_gap="4px 16px",
@@ -236,7 +201,8 @@ class Panel(widgets.VBox):
         self.cost = widgets.Label("", layout=widgets.Layout(width="auto"))
         self._price = self.session.price if self.session.backend == "local" else None
         self.count.observe(lambda _: self._show_cost(), "value")
-        self.quality.observe(lambda _: self._show_cost(), "value")
+        if "output_quality" in self.controls:
+            self.controls["output_quality"].widget.observe(lambda _: self._show_cost(), "value")
         self._show_cost()
         if self._price is None:
             threading.Thread(target=self._load_price, name="flux-nb-price", daemon=True).start()
@@ -271,14 +237,11 @@ class Panel(widgets.VBox):
 
     def params(self) -> dict[str, Any]:
         """The model parameters the controls hold, named as the API names them."""
-        params: dict[str, Any] = {
-            "aspect_ratio": self.aspect_ratio.value,
-            "output_quality": self.quality.value,
-            "output_format": self.format.value,
-            "num_inference_steps": self.steps.value,
-            "guidance_scale": round(float(self.guidance.value), 6),  # no 2.3000000000000003
-            "seed": self.seed.value,
-        }
+        params: dict[str, Any] = {}
+        for name, control in self.controls.items():
+            if (value := control.value) is not None:
+                params[name] = value
+        params["seed"] = self.seed.value
         if self._inputs:
             params["input_image"] = [item.url for item, _ in self._inputs]
         return params
@@ -422,7 +385,8 @@ class Panel(widgets.VBox):
         if self._price is None:
             self.cost.value = "Cost: reading the price…"
             return
-        text = self._price.describe_images([self.quality.value] * self.count.value)
+        quality = self.params().get("output_quality", "standard")
+        text = self._price.describe_images([quality] * self.count.value)
         self.cost.value = f"Cost: {text}"
 
     def _refresh_status(self) -> None:
@@ -506,36 +470,6 @@ def saved_generation(session: Session, path: Path) -> Generation | None:
 
 
 # -- small pieces ---------------------------------------------------------------------------------
-
-
-def _spec(schema: dict[str, Any], name: str) -> dict[str, Any]:
-    """The schema's entry for a parameter, filled in from the bundled copy where it says less."""
-    bundled = bundled_schema()["properties"].get(name, {})
-    return {**bundled, **schema.get("properties", {}).get(name, {})}
-
-
-def _dropdown(
-    spec: dict[str, Any], description: str, label: Callable[[Any], str], style: dict
-) -> widgets.Dropdown:
-    options = list(spec.get("enum", []))
-    default = spec.get("default", options[0] if options else None)
-    return widgets.Dropdown(
-        options=[(label(o), o) for o in options],
-        value=default,
-        description=description,
-        style=style,
-        layout=widgets.Layout(width="auto"),
-        tooltip=spec.get("description", description),
-    )
-
-
-def _aspect_label(ratio: str) -> str:
-    try:
-        w, h = (float(x) for x in str(ratio).split(":"))
-    except ValueError:
-        return str(ratio)
-    shape = "square" if w == h else "landscape" if w > h else "portrait"
-    return f"{ratio} {shape}"
 
 
 def _header_html(session: Session) -> str:

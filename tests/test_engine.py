@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
 import subprocess
@@ -222,3 +223,105 @@ def test_generation_is_fast_enough_for_the_server():
         render(r)
         times.append(time.perf_counter() - start)
     assert sorted(times)[2] < 0.05
+
+
+# Pixel digests pinned when the painter moved into its own package (issue 12): a refactor of the
+# painter must not change a single pixel. They hash the picture before encoding (mode, size,
+# palette, pixels), so zlib, libjpeg and libwebp builds do not matter; only a Pillow that draws
+# or rasterises its built-in font differently would (then check the pictures by eye and re-pin).
+PINNED = {
+    "fox 16:9": (
+        dict(prompt=PROMPT, seed=7),
+        0,
+        "81906037f695611d2c97df984d4872133a56789181c45ac349cce3819b8d0a00",
+    ),
+    "fox 1:1": (
+        dict(prompt=PROMPT, seed=7, aspect_ratio="1:1"),
+        0,
+        "6c4821967107fb1262dd8675422038828aeea80babc3913af79bfea8f94e41f7",
+    ),
+    "neon city 9:16 high": (
+        dict(
+            prompt="a neon city at night in the rain",
+            seed=123456,
+            aspect_ratio="9:16",
+            output_quality="high",
+        ),
+        0,
+        "87930ac7193c488cb3615078b209495567bb8db7129d0960e2f3401421ffcfb3",
+    ),
+    "wolf 3:4 high": (
+        dict(prompt="a wolf at night", seed=9, output_quality="high", aspect_ratio="3:4"),
+        0,
+        "8f8285119429ea4c03cec0c4dda9f823f332e26a0112a14e9a0b6f163a029659",
+    ),
+    "3 steps, guidance 0, 4:3": (
+        dict(
+            prompt="abstract painting",
+            seed=5,
+            num_inference_steps=3,
+            aspect_ratio="4:3",
+            guidance_scale=0.0,
+        ),
+        0,
+        "6586f3fd6f7017b6e19bd2fa955cf1d1bfefe6de8ca1dbcaee5070aed77b85d4",
+    ),
+    "guidance 10, 50 steps, top seed": (
+        dict(
+            prompt="a harbour at dusk with boats",
+            seed=4294967295,
+            guidance_scale=10.0,
+            num_inference_steps=50,
+        ),
+        0,
+        "0904bff1bd618e1445615f77bd3c793e4544d4adf9d301597e43b763b4f435c3",
+    ),
+    "edit, one input": (
+        dict(prompt="make it a sunset", seed=3, input_image=["a"]),
+        1,
+        "90d8994ae9b4d24592c898fdbd1878f7a97f268d680e34e000cdb21f25760ecf",
+    ),
+    "edit, three inputs, high, 4 steps": (
+        dict(
+            prompt="autumn forest",
+            seed=12,
+            input_image=["a", "b", "c"],
+            output_quality="high",
+            num_inference_steps=4,
+        ),
+        3,
+        "f56395be2c51009ed9c2637c4587e7499956a9898cfa1dfd36ac3b2be745de83",
+    ),
+}
+
+
+def pinned_inputs(n: int) -> list[Image.Image]:
+    def one(tint, size):
+        image = Image.merge(
+            "RGB",
+            (
+                Image.linear_gradient("L").resize(size),
+                Image.radial_gradient("L").resize(size),
+                Image.linear_gradient("L").rotate(90).resize(size),
+            ),
+        )
+        box = (size[0] * 0.3, size[1] * 0.2, size[0] * 0.7, size[1] * 0.8)
+        ImageDraw.Draw(image).ellipse(box, fill=tint)
+        return image
+
+    made = [
+        one((240, 200, 60), (320, 200)),
+        one((20, 90, 200), (200, 300)),
+        one((200, 30, 30), (100, 100)),
+    ]
+    return made[:n]
+
+
+@pytest.mark.parametrize("case", sorted(PINNED))
+def test_the_painter_draws_the_pinned_pixels(case):
+    params, n_inputs, expected = PINNED[case]
+    params = dict(params)
+    picture = ENGINE.image(Recipe.build(params.pop("prompt"), **params), pinned_inputs(n_inputs))
+    palette = bytes(picture.getpalette() or [])
+    head = picture.mode.encode() + repr(picture.size).encode()
+    assert hashlib.sha256(head + palette + picture.tobytes()).hexdigest() == expected

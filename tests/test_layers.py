@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("sessions",),  # one per kernel: backend, runner, output folder, history
     ("aio",),  # the async twins
     ("card_html", "settled_output"),  # views: the card's HTML, the settled notebook output
-    ("cards",),  # the live card widgets (register themselves with display)
+    ("cards", "controls"),  # the live card widgets; panel controls made from the schema
     ("panel",),  # the widgets panel
     ("magic", "cli"),  # %%flux, and the command line
     ("__init__", "__main__"),  # the package's own functions (flux_nb.session(), ...)

@@ -56,3 +56,18 @@ def test_the_schema_is_package_data():
     for pattern in patterns:
         assert list(package.glob(pattern)), f"{pattern} matches no file"
     assert "schema/*.json" in patterns and config["include-package-data"] is True
+
+
+def test_every_package_folder_goes_into_the_wheel():
+    """The private painter package (server/engines/_painter) and any other folder with an
+    __init__.py is found by the [tool.setuptools.packages.find] include patterns."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    setuptools = pytest.importorskip("setuptools")  # in every 3.11 venv; the build backend
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["tool"]["setuptools"]
+    found = set(setuptools.find_packages(str(ROOT), include=config["packages"]["find"]["include"]))
+    folders = {
+        ".".join(path.parent.relative_to(ROOT).parts)
+        for path in (ROOT / "flux_nb").rglob("__init__.py")
+    }
+    assert "flux_nb.server.engines._painter" in folders
+    assert sorted(folders - found) == []

@@ -1,6 +1,7 @@
 """The widgets panel driven from Python as a person would: set controls, click, read the gallery."""
 
 import base64
+import copy
 import datetime as dt
 import io
 import json
@@ -85,6 +86,13 @@ def test_controls_follow_the_schema_and_have_labels(panel):
     assert (panel.steps.min, panel.steps.max, panel.steps.value) == (1, 50, 28)
     assert (panel.guidance.min, panel.guidance.max, panel.guidance.value) == (0.0, 10.0, 2.0)
     assert (panel.count.min, panel.count.max) == (1, 4)
+    assert list(panel.controls) == [
+        "aspect_ratio",
+        "output_quality",
+        "output_format",
+        "num_inference_steps",
+        "guidance_scale",
+    ]
     for control in (
         panel.prompt,
         panel.aspect_ratio,
@@ -105,6 +113,71 @@ def test_controls_follow_the_schema_and_have_labels(panel):
         and panel.cancel_button.description == "Cancel"
     )
     assert panel.cancel_button.disabled  # nothing running yet
+
+
+def the_widgets(box):
+    """Every widget in a widget tree, the box itself first."""
+    found = [box]
+    for child in getattr(box, "children", ()):
+        found.extend(the_widgets(child))
+    return found
+
+
+@pytest.fixture
+def narrower_schema(session, monkeypatch):
+    """The session's model schema as a live one might differ from the bundled copy: other ranges
+    and choices, and a parameter flux-nb has never heard of."""
+    schema = copy.deepcopy(bundled_schema())
+    props = schema["properties"]
+    props["num_inference_steps"].update(maximum=12, default=8)
+    props["guidance_scale"]["maximum"] = 5.0
+    props["aspect_ratio"].update(enum=["1:1", "4:3"], default="4:3")
+    props["negative_prompt"] = {"type": "string", "description": "What to keep out."}
+    monkeypatch.setattr(session, "_schema", schema)  # what Session.schema fetched from the API
+    return schema
+
+
+def test_the_controls_are_made_from_the_sessions_schema(session, narrower_schema):
+    panel = Panel(session=session, history=False)
+    assert list(panel.controls) == [
+        "aspect_ratio",
+        "output_quality",
+        "output_format",
+        "num_inference_steps",
+        "guidance_scale",
+        "negative_prompt",
+    ]
+    assert [v for _, v in panel.aspect_ratio.options] == ["1:1", "4:3"]
+    assert panel.aspect_ratio.value == "4:3"
+    assert (panel.steps.max, panel.steps.value, panel.steps_box.max) == (12, 8, 12)
+    assert (panel.guidance.max, panel.guidance_box.max) == (5.0, 5.0)
+    # The parameter no panel code names has a control in the panel, labelled from its name and
+    # explained by the schema; the Recipe cannot carry it yet, so it says so and is not sent.
+    extra = panel.controls["negative_prompt"].widget
+    assert extra in the_widgets(panel)
+    assert extra.description == "Negative prompt" and "What to keep out" in extra.tooltip
+    assert extra.disabled and "cannot send it yet" in extra.tooltip
+    assert "negative_prompt" not in panel.params()
+
+
+def test_a_value_past_the_schemas_range_is_never_sent(session, narrower_schema):
+    panel = Panel(session=session, history=False)
+    panel.prompt.value = "a lighthouse"
+    panel.guidance_box.value = 9  # typed into the box: held to the schema's maximum
+    assert panel.guidance.value == 5.0
+    panel.guidance.max = 20  # code that moves the widget's bound gets no further
+    panel.guidance.value = 7
+    assert panel.generate() == []
+    assert "guidance_scale" in panel.error_text and "5.0" in panel.error_text
+    assert session.history == [] and panel.cards == []
+
+    panel.guidance.value = 4.5
+    panel.steps.value = 12
+    (gen,) = panel.generate()
+    finish(panel)
+    assert gen.status == "succeeded"
+    assert (gen.recipe.aspect_ratio, gen.recipe.num_inference_steps) == ("4:3", 12)
+    assert gen.recipe.guidance_scale == 4.5
 
 
 def test_the_header_says_the_backend_in_a_badge_and_the_gallery_is_a_grid(panel, session):

@@ -12,8 +12,8 @@ from functools import lru_cache
 
 from PIL import Image, ImageChops, ImageFilter, ImageOps
 
-from ._preview_palette import SKY, SKY_N, rotate
-from ._preview_scene import Scene, rng_for
+from .palette import SKY, SKY_N, rotate
+from .scene import Scene, rng_for
 
 STYLES = ("poster", "glow", "ink", "sunlit")
 

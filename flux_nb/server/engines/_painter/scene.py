@@ -8,7 +8,7 @@ Drawing is in relative coordinates, so one scene can be drawn at any resolution.
 out in "height units" from the centre of the frame, so a wider aspect ratio shows more of the same
 landscape instead of stretching it; objects are sized by the picture's area, so they look alike in
 portrait and landscape. Everything is drawn as palette indices into an 'L' image (see
-_preview_palette) with Pillow's C primitives only.
+palette.py) with Pillow's C primitives only.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from functools import lru_cache
 
 from PIL import Image, ImageDraw
 
-from ._preview_palette import (
+from .palette import (
     AUTUMN_FOLIAGE,
     AUTUMN_LAND,
     GLOW1,
