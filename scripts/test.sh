@@ -77,8 +77,7 @@ FORMATTED=(
   benchmarks/server_throughput.py flux_nb/__init__.py flux_nb/__main__.py flux_nb/aio.py
   flux_nb/card_html.py flux_nb/cli.py flux_nb/config.py flux_nb/errors.py flux_nb/options.py
   flux_nb/panel.py flux_nb/server/__init__.py flux_nb/server/embedded.py
-  flux_nb/server/engines/__init__.py flux_nb/server/engines/_preview_edit.py
-  flux_nb/server/engines/_preview_palette.py flux_nb/server/engines/_preview_scene.py
+  flux_nb/server/engines/__init__.py flux_nb/server/engines/_painter/*.py flux_nb/controls.py
   flux_nb/server/engines/flux2_klein.py flux_nb/server/engines/flux2_klein_random.py
   flux_nb/server/engines/preview.py flux_nb/server/inputs.py flux_nb/server/results.py
   flux_nb/server/worker.py flux_nb/settled_output.py flux_nb/thumbnail.py
