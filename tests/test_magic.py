@@ -710,6 +710,16 @@ def test_reproduce_lineage_names_a_missing_photo_in_one_line_and_takes_it_with_i
         cell = kernel.run(f'%flux reproduce --lineage {last} --input "{photo}"')
         assert_clean(cell) and widget_ids(cell)
         assert pixels_equal(str(last), kernel.value("str(_flux.wait(30).path)"))
+        # Plain reproduce of the first edit: its recipe names the photo by hash, the photo is
+        # not in this folder's .inputs/: one line saying how to give it, then --input gives it.
+        first = far / "first.png"
+        first.write_bytes(open(kernel.value("str(ph1.path)"), "rb").read())
+        sent = kernel.value("len(__import__('flux_nb').session().history)")
+        one_line_error(kernel.run(f"%flux reproduce {first}"), "is not here", "--input FILE")
+        assert kernel.value("len(__import__('flux_nb').session().history)") == sent
+        cell = kernel.run(f'%flux reproduce {first} --input "{photo}"')
+        assert_clean(cell) and widget_ids(cell)
+        assert pixels_equal(str(first), kernel.value("str(_flux.wait(30).path)"))
     finally:
         assert_clean(kernel.run("set_session(_before)"))
 
