@@ -175,6 +175,7 @@ class InputStore:
         self._lock = threading.Lock()
         self._urls: dict[str, str] = {}  # the last few references made into data: URIs
         self._paths: dict[str, Path] = {}  # references whose file's bytes were checked
+        self._kept: dict[str, str] = {}  # the last few data: URIs kept -> their references
 
     def __repr__(self) -> str:
         return f"InputStore({str(self.folder)!r})"
@@ -232,11 +233,22 @@ class InputStore:
         """A data: URI stored and replaced by its reference; URLs and references as they are.
         A data: URI that its reference would not give back letter for letter (another spelling
         of its media type, say) stays as it is: what is sent never changes."""
+        if not url.startswith("data:"):
+            return url
+        with self._lock:  # a sweep's cells share one URI object: its hash is worked out once
+            known = self._kept.get(url)
+        if known is not None:
+            return known
         parts = split_data_uri(url)
         if parts is None:
             return url
         ref = self.put(*parts)
-        return ref if self.url(ref) == url else url
+        kept = ref if self.url(ref) == url else url
+        with self._lock:
+            if len(self._kept) >= 8:
+                self._kept.pop(next(iter(self._kept)))
+            self._kept[url] = kept
+        return kept
 
     def adopt(self, ref: str, folders: Iterable[Path]) -> bool:
         """Copy a referenced image found in another output folder's store into this one."""
