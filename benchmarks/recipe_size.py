@@ -43,7 +43,9 @@ def noise_png(kib: int) -> bytes:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kib", type=int, default=1024, help="size of the input image (KiB)")
-    parser.add_argument("--format", default="png", choices=["png", "jpg", "webp"], help="output format")
+    parser.add_argument(
+        "--format", default="png", choices=["png", "jpg", "webp"], help="output format"
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -52,10 +54,14 @@ def main() -> None:
         photo.write_bytes(noise_png(args.kib))
         s = Session("local", output_dir=out, settings=Settings(step_delay=0.0), announce=None)
         try:
-            gen = s.generate("paint it", input_image=str(photo), seed=1, output_format=args.format, **FAST).wait()
+            gen = s.generate(
+                "paint it", input_image=str(photo), seed=1, output_format=args.format, **FAST
+            ).wait()
             lines = (out / JOURNAL_NAME).read_bytes().splitlines()
             line = next(x for x in lines if b'"op":"submit"' in x)
-            embedded_now = json.dumps(read_recipe(gen.path)["recipe"], sort_keys=True, separators=(",", ":"))
+            embedded_now = json.dumps(
+                read_recipe(gen.path)["recipe"], sort_keys=True, separators=(",", ":")
+            )
             file_now = gen.path.stat().st_size
 
             sent = s.output.inputs.resolve(gen.recipe)  # the data: URI the request carries
@@ -66,14 +72,21 @@ def main() -> None:
             extra = s.runner.file_extra(gen)
             size = Image.open(gen.path).size
             file_before = len(
-                embed_recipe(gen.data, gen.recipe.output_format, embedded_before, extra,
-                             parameters=format_parameters(gen.recipe, size))
+                embed_recipe(
+                    gen.data,
+                    gen.recipe.output_format,
+                    embedded_before,
+                    extra,
+                    parameters=format_parameters(gen.recipe, size),
+                )
             )
             stored = sum(p.stat().st_size for p in s.output.inputs.folder.iterdir())
         finally:
             s.close()
 
-    print(f"input image: {args.kib} KiB noise PNG ({stored:,} bytes, kept once in .inputs/); output {args.format}")
+    print(
+        f"input image: {args.kib} KiB noise PNG ({stored:,} bytes, kept once in .inputs/); output {args.format}"
+    )
     rows = [
         ("journal submit line", len(line_before), len(line)),
         ("embedded recipe JSON", len(embedded_before), len(embedded_now)),

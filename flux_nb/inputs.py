@@ -67,7 +67,9 @@ def to_input_url(source: Any) -> str:
         try:
             data = path.read_bytes()
         except OSError as exc:
-            raise InputImageError(f"input image {text!r} cannot be read ({exc.strerror}).", field="input_image") from None
+            raise InputImageError(
+                f"input image {text!r} cannot be read ({exc.strerror}).", field="input_image"
+            ) from None
         return _data_uri(data, repr(text))
     raise InputImageError(
         f"input image of type {type(source).__name__} is not supported: give a path, URL, PIL image, bytes or a Generation.",
@@ -110,11 +112,15 @@ def _from_pil(img) -> str:
 def _decode_data_uri(uri: str) -> bytes:
     head, _, payload = uri.partition(",")
     if not head.startswith("data:image/") or ";base64" not in head:
-        raise InputImageError("input image data: URI must be data:image/...;base64,...", field="input_image")
+        raise InputImageError(
+            "input image data: URI must be data:image/...;base64,...", field="input_image"
+        )
     try:
         data = base64.b64decode(payload, validate=True)
     except ValueError:
-        raise InputImageError("input image data: URI holds broken base64.", field="input_image") from None
+        raise InputImageError(
+            "input image data: URI holds broken base64.", field="input_image"
+        ) from None
     _open(data, "(data: URI)")
     return data
 
@@ -205,7 +211,7 @@ class InputStore:
         ref = ref_of(data)
         if self.find(ref) is not None:
             return ref
-        target = self.folder / f"{ref[len(REF_PREFIX):][:_NAME_DIGITS]}.{_ext(mime)}"
+        target = self.folder / f"{ref[len(REF_PREFIX) :][:_NAME_DIGITS]}.{_ext(mime)}"
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".partial-{os.getpid()}-", dir=self.folder)
@@ -291,19 +297,23 @@ class InputStore:
         missing = [r for r in refs if is_ref(r) and self.find(r) is None]
         if missing:
             raise MissingInput(missing_line(missing, self.folder), field="input_image")
-        return recipe if refs == recipe.input_image else dataclasses.replace(recipe, input_image=refs)
+        return (
+            recipe if refs == recipe.input_image else dataclasses.replace(recipe, input_image=refs)
+        )
 
     def resolve(self, recipe: Recipe) -> Recipe:
         """The recipe as it is sent: every reference replaced by its data: URI."""
         if not any(is_ref(u) for u in recipe.input_image):
             return recipe
-        return dataclasses.replace(recipe, input_image=tuple(self.url(u) for u in recipe.input_image))
+        return dataclasses.replace(
+            recipe, input_image=tuple(self.url(u) for u in recipe.input_image)
+        )
 
 
 def _find(ref: str, folder: Path) -> Path | None:
     if not is_ref(ref):
         return None
-    hexdigest = ref[len(REF_PREFIX):]
+    hexdigest = ref[len(REF_PREFIX) :]
     try:
         candidates = sorted(folder.glob(f"{hexdigest[:_NAME_DIGITS]}.*"))
     except OSError:
@@ -319,7 +329,7 @@ def _find(ref: str, folder: Path) -> Path | None:
 
 def missing_line(refs: list[str], folder: Path) -> str:
     """One line: which stored input images are missing and how to give them again."""
-    names = ", ".join(f"{folder / short(r)[len(REF_PREFIX):]}*" for r in refs)
+    names = ", ".join(f"{folder / short(r)[len(REF_PREFIX) :]}*" for r in refs)
     one = len(refs) == 1
     return (
         f"{'an input image' if one else f'{len(refs)} input images'} of this recipe {'is' if one else 'are'}"

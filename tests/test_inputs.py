@@ -52,7 +52,9 @@ class Recorded:
                 self.bodies.append(json.loads(request.content))
 
         http = httpx.Client(event_hooks={"request": [keep]})
-        self.session = Session("local", output_dir=out, settings=Settings(step_delay=0.0), announce=None, http=http)
+        self.session = Session(
+            "local", output_dir=out, settings=Settings(step_delay=0.0), announce=None, http=http
+        )
 
     def __enter__(self) -> Recorded:
         return self
@@ -133,7 +135,8 @@ def test_a_missing_image_is_one_line_naming_it_and_saying_how_to_give_it(tmp_pat
 def test_an_image_that_cannot_be_kept_is_one_line_before_anything_is_sent(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    (out / INPUTS_DIR).write_text("a file where the folder should be")  # root cannot write there either
+    # a file where the folder should be: not writable, even for root (CI runs as root)
+    (out / INPUTS_DIR).write_text("not a folder")
     with Recorded(out) as rec:
         with pytest.raises(errors.InputImageError, match="cannot be kept in .*FLUX_NB_OUTPUT_DIR"):
             rec.session.generate("x", input_image=str(picture(tmp_path / "a.png")), seed=1)
@@ -164,7 +167,9 @@ def test_an_edit_journals_and_embeds_the_reference_and_sends_the_bytes(tmp_path)
 
 def test_a_file_from_another_folder_reproduces_from_the_inputs_beside_it_or_given(tmp_path):
     photo = picture(tmp_path / "photo.png", "teal")
-    first = Session("local", output_dir=tmp_path / "a", settings=Settings(step_delay=0.0), announce=None)
+    first = Session(
+        "local", output_dir=tmp_path / "a", settings=Settings(step_delay=0.0), announce=None
+    )
     try:
         made = first.generate("as a mosaic", input_image=str(photo), seed=5, **FAST).wait()
     finally:
@@ -198,7 +203,9 @@ def test_an_old_file_whose_recipe_holds_a_data_uri_still_reproduces(tmp_path):
         made = rec.session.generate("in gold", input_image=str(photo), seed=8, **FAST).wait()
         old = tmp_path / "old.png"  # as files were written before: the bytes inside the recipe
         old_recipe = {**made.recipe.to_dict(), "input_image": [uri_of(photo)]}
-        old.write_bytes(embed_recipe(made.data, "png", json.dumps(old_recipe), {"generation_id": "old1"}))
+        old.write_bytes(
+            embed_recipe(made.data, "png", json.dumps(old_recipe), {"generation_id": "old1"})
+        )
     with Recorded(tmp_path / "fresh") as rec:
         loaded = rec.session.load(old)
         assert loaded.recipe.input_image == (uri_of(photo),)

@@ -94,5 +94,10 @@ def test_inputs_by_reference_round_trip_and_show_their_own_hash():
 def test_a_recipe_written_with_a_data_uri_still_reads_back():
     """Older journals and files hold the image itself; the recipe keeps it until it is stored."""
     uri = "data:image/png;base64," + "A" * 5000
-    old = {"model": "black-forest-labs-flux-2-klein-4b", "prompt": "a fox", "seed": 3, "input_image": [uri]}
+    old = {
+        "model": "black-forest-labs-flux-2-klein-4b",
+        "prompt": "a fox",
+        "seed": 3,
+        "input_image": [uri],
+    }
     assert Recipe.from_dict(old).input_image == (uri,)
