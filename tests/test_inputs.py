@@ -225,17 +225,22 @@ def old_journal(out: Path, recipe: dict) -> None:
     (out / JOURNAL_NAME).write_text(json.dumps(entry) + "\n")
 
 
-def test_an_old_journal_line_holding_a_data_uri_is_resumed_with_the_same_bytes(tmp_path):
+@pytest.mark.parametrize("form", ["old: data: URI", "now: sha256: reference"])
+def test_a_journal_line_is_resumed_sending_the_same_bytes(tmp_path, form):
     photo = picture(tmp_path / "photo.png", "olive")
     out = tmp_path / "out"
-    recipe = Recipe.build("resumed from an old journal", seed=424242, **FAST).to_dict()
-    old_journal(out, {**recipe, "input_image": [uri_of(photo)]})
+    ref = ref_of(photo.read_bytes())
+    if form.startswith("now"):
+        InputStore(out / INPUTS_DIR).keep(uri_of(photo))  # kept by the kernel that died
+    seed = 424242 if form.startswith("old") else 424243  # not in the server's queue: sent again
+    recipe = Recipe.build("resumed from a journal", seed=seed, **FAST).to_dict()
+    old_journal(out, {**recipe, "input_image": [uri_of(photo) if form.startswith("old") else ref]})
     with Recorded(out) as rec:
         (gen,) = rec.session.resume()
         gen.wait(30)
-        assert rec.sent_inputs()[-1] == [uri_of(photo)]
-        assert gen.recipe.input_image == (ref_of(photo.read_bytes()),)
-        assert read_recipe(gen.path)["recipe"]["input_image"] == [ref_of(photo.read_bytes())]
+        assert rec.sent_inputs() == [[uri_of(photo)]]
+        assert gen.recipe.input_image == (ref,)
+        assert read_recipe(gen.path)["recipe"]["input_image"] == [ref]
         assert rec.session.journal_pending() == []
 
 
