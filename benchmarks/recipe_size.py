@@ -40,12 +40,47 @@ def noise_png(kib: int) -> bytes:
     return buf.getvalue()
 
 
+def timings(data: bytes, n: int) -> str:
+    """Median ms of what the store adds: keeping a data: URI (first time: hash + write; again:
+    remembered) and turning the reference back into the URI sent (read, hash check, base64)."""
+    import base64
+    import statistics
+    import time
+
+    from flux_nb.inputs import InputStore
+
+    uri = "data:image/png;base64," + base64.b64encode(data).decode()
+    first, again, sent = [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(n):
+            store = InputStore(Path(tmp) / str(i))
+            t0 = time.perf_counter()
+            ref = store.keep(uri)
+            t1 = time.perf_counter()
+            store.keep(uri)
+            t2 = time.perf_counter()
+            assert InputStore(store.folder).url(ref) == uri
+            t3 = time.perf_counter()
+            first.append(t1 - t0)
+            again.append(t2 - t1)
+            sent.append(t3 - t2)
+
+    def ms(xs: list[float]) -> str:
+        return f"{statistics.median(xs) * 1000:.2f} ms"
+
+    return (
+        f"store, median of {n}: keep (first, writes the file) {ms(first)}; keep again {ms(again)};"
+        f" reference -> data: URI in a fresh store {ms(sent)}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kib", type=int, default=1024, help="size of the input image (KiB)")
     parser.add_argument(
         "--format", default="png", choices=["png", "jpg", "webp"], help="output format"
     )
+    parser.add_argument("-n", "--repeat", type=int, default=7, help="samples per timing")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -81,12 +116,14 @@ def main() -> None:
                 )
             )
             stored = sum(p.stat().st_size for p in s.output.inputs.folder.iterdir())
+            photo_bytes = photo.read_bytes()
         finally:
             s.close()
 
     print(
         f"input image: {args.kib} KiB noise PNG ({stored:,} bytes, kept once in .inputs/); output {args.format}"
     )
+    print(timings(photo_bytes, args.repeat))
     rows = [
         ("journal submit line", len(line_before), len(line)),
         ("embedded recipe JSON", len(embedded_before), len(embedded_now)),
