@@ -82,6 +82,8 @@ def as_completed(gens: Any):
 def reproduce(source: Any, lineage: bool = False, inputs: Any = ()):
     """Run again the recipe of a Generation, a saved image file or a generation id. A file
     with only another tool's A1111 `parameters` text works too (what is ignored is printed).
+    Input images the recipe names by hash come from the output folder's .inputs/ (or the one
+    beside the file); `inputs` (paths, bytes, PIL images) gives them again when they are not there.
 
     lineage=True makes an edit of an edit again from its last file alone: every earlier step
     first, each new image the input of the next. An uploaded image the chain starts from is

@@ -43,9 +43,7 @@ The %%flux magic and the panel share it:
 from __future__ import annotations
 
 import base64
-import hashlib
 import html
-import os
 import threading
 import time
 import weakref
@@ -64,7 +62,6 @@ from .recipe import Recipe
 from .status import ENDED_BADLY, SUCCEEDED
 
 WIDGET_VIEW = display.WIDGET_VIEW
-INPUTS_DIR = ".inputs"  # under the output folder: that folder itself holds one image per generation
 ERROR_COLOR = card_html.ERROR_COLOR
 MUTED_COLOR = card_html.MUTED_COLOR
 
@@ -169,39 +166,29 @@ _in_kernel = display.in_kernel
 def magic_line(recipe: Recipe, inputs_dir: str | Path | None = None) -> str:
     """The `%%flux` line and the prompt that make this recipe again, every option spelled out.
 
-    Input images stay URLs when they are; data: URIs are written once to `inputs_dir` (default:
-    the session's `<output>/.inputs/`) as `<sha>.<ext>` and passed as `--image PATH`: reading the
-    file back gives the very same data: URI, so the copied cell makes the same pixels.
+    Input images stay URLs when they are; images named by hash (and older data: URIs) are passed
+    as `--image PATH` of their file in `inputs_dir` (default: the session's `<output>/.inputs/`,
+    where the bytes already are): reading the file back gives the very same data: URI, so the
+    copied cell makes the same pixels.
     """
+    from .inputs import InputStore, is_ref
+
     parts = ["%%flux", *(o.spelled(getattr(recipe, o.dest)) for o in RECIPE_OPTIONS)]
     for source in recipe.input_image:
-        if source.startswith("data:"):
+        if source.startswith("data:") or is_ref(source):
             if inputs_dir is None:
                 from .sessions import session
 
-                inputs_dir = session().output.path / INPUTS_DIR
-            source = str(_write_input(source, Path(inputs_dir)))
+                store = session().output.inputs
+            else:
+                store = InputStore(inputs_dir)
+            found = store.find(store.keep(source))
+            source = str(found) if found is not None else source  # not here: %%flux says so
         parts.append(f"--image {_quote(source)}")
     line = " ".join(parts)
     # IPython expands {expr} and $name in magic lines; doubled, they come back as themselves.
     line = line.replace("$", "$$").replace("{", "{{").replace("}", "}}")
     return f"{line}\n{recipe.prompt}"
-
-
-_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
-
-
-def _write_input(uri: str, folder: Path) -> Path:
-    head, _, payload = uri.partition(",")
-    data = base64.b64decode(payload)
-    ext = _EXTENSIONS.get(head[5:].split(";")[0], "png")
-    path = folder / f"{hashlib.sha256(data).hexdigest()[:16]}.{ext}"
-    if not path.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".partial-{os.getpid()}-{threading.get_ident()}-{path.name}")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    return path
 
 
 def _quote(text: str) -> str:

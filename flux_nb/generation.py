@@ -146,12 +146,15 @@ class Generation:
         return self
 
     def reproduce(self) -> Generation:
-        """The same recipe, seed included, again: the same pixels on a deterministic backend."""
-        return self._runner.submit([self.recipe], [self.lineage])[0]
+        """The same recipe, seed included, again: the same pixels on a deterministic backend.
+        Input images named by hash come from the output folder's store (inputs.MissingInput
+        says which one is not there and how to give it again)."""
+        return self._runner.submit([self._runner.output.inputs.intern(self.recipe)], [self.lineage])[0]
 
     def vary(self, seed: int | None = None) -> Generation:
         """The same recipe with a new seed."""
-        return self._runner.submit([self.recipe.with_seed(seed)], [self.lineage])[0]
+        recipe = self._runner.output.inputs.intern(self.recipe.with_seed(seed))
+        return self._runner.submit([recipe], [self.lineage])[0]
 
     @property
     def reason(self) -> str:

@@ -1,21 +1,37 @@
-"""Input images for edits: paths, URLs, PIL images, bytes or earlier Generations, made into URLs.
+"""Input images for edits: paths, URLs, PIL images, bytes or earlier Generations, made into URLs,
+and the store that keeps their bytes once, so recipes can name them by content hash.
 
 The contract documents http(s) URLs; local images go as `data:` URIs (the local server takes
 them; whether the hosted API does is unknown, so its error tells people to pass a public URL).
+A recipe holds such an image as `sha256:<hex>`, its bytes in `<output>/.inputs/` (InputStore);
+the reference becomes the very same data: URI again when the recipe is sent.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import dataclasses
+import hashlib
 import io
+import os
+import re
+import tempfile
+import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from .errors import InputImageError
+from .recipe import Recipe
 
 MAX_BYTES = 8 * 1024 * 1024
 MAX_SIDE = 2048
 MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
+INPUTS_DIR = ".inputs"  # under the output folder: the input images recipes name by hash
+REF_PREFIX = "sha256:"
+_REF = re.compile(r"sha256:[0-9a-f]{64}")
+_NAME_DIGITS = 16  # a stored file is <first 16 hex digits>.<ext>; its bytes are checked on reading
 
 
 @runtime_checkable
@@ -37,8 +53,8 @@ def to_input_url(source: Any) -> str:
         return _from_pil(source)
     if isinstance(source, Path) or isinstance(source, str):
         text = str(source).strip()
-        if text.startswith(("http://", "https://")):
-            return text
+        if text.startswith(("http://", "https://")) or is_ref(text):
+            return text  # a reference: its bytes are looked for in the output folder's store
         if text.startswith("data:"):
             _decode_data_uri(text)
             return text
@@ -51,7 +67,9 @@ def to_input_url(source: Any) -> str:
         try:
             data = path.read_bytes()
         except OSError as exc:
-            raise InputImageError(f"input image {text!r} cannot be read ({exc.strerror}).", field="input_image") from None
+            raise InputImageError(
+                f"input image {text!r} cannot be read ({exc.strerror}).", field="input_image"
+            ) from None
         return _data_uri(data, repr(text))
     raise InputImageError(
         f"input image of type {type(source).__name__} is not supported: give a path, URL, PIL image, bytes or a Generation.",
@@ -94,10 +112,228 @@ def _from_pil(img) -> str:
 def _decode_data_uri(uri: str) -> bytes:
     head, _, payload = uri.partition(",")
     if not head.startswith("data:image/") or ";base64" not in head:
-        raise InputImageError("input image data: URI must be data:image/...;base64,...", field="input_image")
+        raise InputImageError(
+            "input image data: URI must be data:image/...;base64,...", field="input_image"
+        )
     try:
         data = base64.b64decode(payload, validate=True)
     except ValueError:
-        raise InputImageError("input image data: URI holds broken base64.", field="input_image") from None
+        raise InputImageError(
+            "input image data: URI holds broken base64.", field="input_image"
+        ) from None
     _open(data, "(data: URI)")
     return data
+
+
+# -- references and the store ------------------------------------------------------------------------
+
+
+def is_ref(text: Any) -> bool:
+    """True for a content reference, 'sha256:' and 64 hex digits."""
+    return isinstance(text, str) and _REF.fullmatch(text) is not None
+
+
+def ref_of(data: bytes) -> str:
+    """The reference recipes use for these bytes: 'sha256:<64 hex digits>'."""
+    return REF_PREFIX + hashlib.sha256(data).hexdigest()
+
+
+def short(ref: str) -> str:
+    """'sha256:' and the first 12 hex digits, for lines people read."""
+    return ref[:19] if ref.startswith(REF_PREFIX) else ref
+
+
+def split_data_uri(url: str) -> tuple[bytes, str] | None:
+    """A data: URI's bytes and media type (None for anything else or broken base64)."""
+    if not url.startswith("data:"):
+        return None
+    head, _, payload = url.partition(",")
+    if ";base64" not in head:
+        return None
+    try:
+        return base64.b64decode(payload, validate=True), head[5:].partition(";")[0]
+    except ValueError:
+        return None
+
+
+def _ext(mime: str) -> str:
+    sub = re.sub(r"[^a-z0-9]", "", mime.lower().rpartition("/")[2])
+    return {"jpeg": "jpg"}.get(sub, sub) or "png"
+
+
+def _mime(path: Path) -> str:
+    sub = path.suffix.lstrip(".").lower()
+    return "image/" + {"jpg": "jpeg"}.get(sub, sub)
+
+
+class MissingInput(InputImageError):
+    """A recipe names an input image by hash and its bytes are in none of the places looked in."""
+
+
+class InputStore:
+    """`<output>/.inputs/`: input images by content hash, each file written once, atomically.
+
+    The media type rides on the file's extension, so a reference turns back into the data: URI
+    it came from (the same one is sent to the API as before it was stored)."""
+
+    def __init__(self, folder: Path | str):
+        self.folder = Path(folder)
+        self._lock = threading.Lock()
+        self._urls: dict[str, str] = {}  # the last few references made into data: URIs
+        self._paths: dict[str, Path] = {}  # references whose file's bytes were checked
+        self._kept: dict[str, str] = {}  # the last few data: URIs kept -> their references
+
+    def __repr__(self) -> str:
+        return f"InputStore({str(self.folder)!r})"
+
+    def find(self, ref: str) -> Path | None:
+        """The stored file whose bytes have this hash, if there is one (checked once per store)."""
+        with self._lock:
+            known = self._paths.get(ref)
+        if known is not None and known.is_file():
+            return known
+        found = _find(ref, self.folder)
+        if found is not None:
+            with self._lock:
+                self._paths[ref] = found
+        return found
+
+    def read(self, ref: str) -> bytes | None:
+        path = self.find(ref)
+        try:
+            return path.read_bytes() if path is not None else None
+        except OSError:
+            return None
+
+    def put(self, data: bytes, mime: str = "image/png") -> str:
+        """Keep these bytes (once) and return their reference; an InputImageError when the
+        folder cannot be written, since a recipe naming bytes that are nowhere could not be sent."""
+        ref = ref_of(data)
+        if self.find(ref) is not None:
+            return ref
+        target = self.folder / f"{ref[len(REF_PREFIX) :][:_NAME_DIGITS]}.{_ext(mime)}"
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".partial-{os.getpid()}-", dir=self.folder)
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, target)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+            with self._lock:
+                self._paths[ref] = target
+        except OSError as exc:
+            raise InputImageError(
+                f"the input image cannot be kept in {self.folder} ({exc.strerror or exc}):"
+                " set FLUX_NB_OUTPUT_DIR (or output_dir=) to a writable folder.",
+                field="input_image",
+            ) from None
+        return ref
+
+    def keep(self, url: str) -> str:
+        """A data: URI stored and replaced by its reference; URLs and references as they are.
+        A data: URI that its reference would not give back letter for letter (another spelling
+        of its media type, say) stays as it is: what is sent never changes."""
+        if not url.startswith("data:"):
+            return url
+        with self._lock:  # a sweep's cells share one URI object: its hash is worked out once
+            known = self._kept.get(url)
+        if known is not None:
+            return known
+        parts = split_data_uri(url)
+        if parts is None:
+            return url
+        ref = self.put(*parts)
+        kept = ref if self.url(ref) == url else url
+        with self._lock:
+            if len(self._kept) >= 8:
+                self._kept.pop(next(iter(self._kept)))
+            self._kept[url] = kept
+        return kept
+
+    def adopt(self, ref: str, folders: Iterable[Path]) -> bool:
+        """Copy a referenced image found in another output folder's store into this one."""
+        if self.find(ref) is not None:
+            return True
+        for folder in folders:
+            path = _find(ref, Path(folder) / INPUTS_DIR)
+            if path is not None:
+                self.put(path.read_bytes(), _mime(path))
+                return True
+        return False
+
+    def url(self, item: str) -> str:
+        """What the API is sent for one input_image entry: a reference's data: URI (the very
+        one it was made from); URLs and data: URIs as they are. MissingInput when not here."""
+        if not is_ref(item):
+            return item
+        with self._lock:
+            found = self._urls.get(item)
+        if found is not None:
+            return found
+        path = self.find(item)
+        if path is None:
+            raise MissingInput(missing_line([item], self.folder), field="input_image")
+        try:
+            data = path.read_bytes()
+        except OSError:
+            raise MissingInput(missing_line([item], self.folder), field="input_image") from None
+        found = f"data:{_mime(path)};base64,{base64.b64encode(data).decode()}"
+        with self._lock:
+            if len(self._urls) >= 8:
+                self._urls.pop(next(iter(self._urls)))
+            self._urls[item] = found
+        return found
+
+    def intern(self, recipe: Recipe) -> Recipe:
+        """The recipe with its data: inputs stored and named by hash; MissingInput when it names
+        an image by hash that is not here (checked before anything is sent or journalled)."""
+        refs = tuple(self.keep(u) for u in recipe.input_image)
+        missing = [r for r in refs if is_ref(r) and self.find(r) is None]
+        if missing:
+            raise MissingInput(missing_line(missing, self.folder), field="input_image")
+        return (
+            recipe if refs == recipe.input_image else dataclasses.replace(recipe, input_image=refs)
+        )
+
+    def resolve(self, recipe: Recipe) -> Recipe:
+        """The recipe as it is sent: every reference replaced by its data: URI."""
+        if not any(is_ref(u) for u in recipe.input_image):
+            return recipe
+        return dataclasses.replace(
+            recipe, input_image=tuple(self.url(u) for u in recipe.input_image)
+        )
+
+
+def _find(ref: str, folder: Path) -> Path | None:
+    if not is_ref(ref):
+        return None
+    hexdigest = ref[len(REF_PREFIX) :]
+    try:
+        candidates = sorted(folder.glob(f"{hexdigest[:_NAME_DIGITS]}.*"))
+    except OSError:
+        return None
+    for path in candidates:
+        try:
+            if hashlib.sha256(path.read_bytes()).hexdigest() == hexdigest:
+                return path
+        except OSError:
+            continue
+    return None
+
+
+def missing_line(refs: list[str], folder: Path) -> str:
+    """One line: which stored input images are missing and how to give them again."""
+    names = ", ".join(f"{folder / short(r)[len(REF_PREFIX) :]}*" for r in refs)
+    one = len(refs) == 1
+    return (
+        f"{'an input image' if one else f'{len(refs)} input images'} of this recipe {'is' if one else 'are'}"
+        f" not here ({', '.join(short(r) for r in refs)}; looked for {names}): copy the output folder's"
+        f" {INPUTS_DIR}/ along with the image, or pass the image again: reproduce(path, inputs=[file])"
+        " or %flux reproduce PATH --input FILE."
+    )

@@ -8,20 +8,19 @@ The recipe is what is sent to the API and stays as it is; the lineage record sit
      "steps": {"sha256:<hex>": {"recipe": {...}, "generation_id": "..."},   made by flux-nb
                "sha256:<hex>": {"upload": {"name": "photo.jpg", "bytes": 52311}}}}   not: needed
 
-A step's recipe names its own inputs by hash as well, so every image is held once, however deep the
-chain (http(s) inputs stay URLs). Chains deeper than MAX_DEPTH are cut there: their oldest inputs
-are then needed like uploads. Uploaded images are kept in `<output>/.inputs/<hash>.<ext>` (the
-folder `%flux copy` uses), where a remake looks for them, as it does among the files it is given.
+A step's recipe names its own inputs by hash as well, as the recipe itself does (inputs.py), so
+every image is held once, however deep the chain (http(s) inputs stay URLs). Chains deeper than
+MAX_DEPTH are cut there: their oldest inputs are then needed like uploads. Input images are kept
+in the output folder's store, `<output>/.inputs/` (inputs.InputStore), where a remake looks for
+them, as it does among the files it is given.
 """
 
 from __future__ import annotations
 
 import base64
 import dataclasses
-import hashlib
 import io
 import json
-import os
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Sequence
@@ -29,12 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from .errors import FluxError, InputImageError
+from .inputs import INPUTS_DIR, InputStore, ref_of, short
 from .status import SUCCEEDED
 
 MAX_DEPTH = 16
 FIELD = "lineage"  # the metadata field beside the recipe
-INPUTS_DIR = ".inputs"  # under the output folder (cards.INPUTS_DIR names the same folder)
-_EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
 Origin = tuple[dict[str, Any], dict[str, Any]]  # (the step that made an image, that step's ancestors)
 
@@ -42,14 +40,8 @@ Origin = tuple[dict[str, Any], dict[str, Any]]  # (the step that made an image, 
 # -- hashes ----------------------------------------------------------------------------------------
 
 
-def digest(data: bytes) -> str:
-    """The content hash lineage records use: 'sha256:<64 hex digits>'."""
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def short(key: str) -> str:
-    """'sha256:' and the first 12 hex digits, for lines people read."""
-    return key[:19] if key.startswith("sha256:") else key
+# Lineage names images as recipes do (inputs.py): 'sha256:<64 hex digits>', shown cut to 12.
+digest = ref_of
 
 
 def uri_bytes(url: str) -> bytes | None:
@@ -129,14 +121,19 @@ def in_file(data: bytes) -> Origin | None:
     return made_by(found["recipe"], parse(found.get(FIELD)), found.get("generation_id"))
 
 
-def build(input_urls: Sequence[str], origin_of: Callable[[str, bytes], Origin | None]) -> dict[str, Any] | None:
-    """The record for a recipe with these input_image URLs: each data: input's origin (from
+def build(
+    input_urls: Sequence[str],
+    origin_of: Callable[[str, bytes], Origin | None],
+    bytes_of: Callable[[str], bytes | None] = uri_bytes,
+) -> dict[str, Any] | None:
+    """The record for a recipe with these input_image entries: each local input's origin (from
     origin_of(hash, bytes), else the bytes' own metadata, else an upload), cut at MAX_DEPTH.
-    None when no input is a data: URI (nothing to record: URLs are in the recipe)."""
+    bytes_of gives an entry's bytes (a data: URI's; a sha256: reference's from the store).
+    None when no input is local (nothing to record: URLs are in the recipe)."""
     inputs = [ref(u) for u in input_urls]
     steps: dict[str, Any] = {}
     for url, key in zip(input_urls, inputs, strict=True):
-        data = uri_bytes(url)
+        data = bytes_of(url)
         if data is None or key in steps:
             continue
         step, ancestors = origin_of(key, data) or in_file(data) or uploaded(data)
@@ -197,41 +194,14 @@ def dumps(record: dict[str, Any]) -> str:
 # -- uploaded images on disk -------------------------------------------------------------------------
 
 
-def keep_upload(folder: Path, url: str) -> Path | None:
-    """Store an uploaded input once, under its hash, in `<output>/.inputs/`; None if it cannot be."""
-    data = uri_bytes(url)
-    if data is None:
-        return None
-    hexdigest = hashlib.sha256(data).hexdigest()
-    ext = _EXT.get(url[5:].partition(";")[0], "png")
-    target = folder / INPUTS_DIR / f"{hexdigest[:16]}.{ext}"
-    if target.exists():
-        return target
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".partial-{os.getpid()}-{threading.get_ident()}-{target.name}")
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
-    except OSError:
-        return None  # a copy for later remakes: never a reason to fail the generation
-    return target
-
-
 def find_upload(key: str, folders: Iterable[Path]) -> tuple[Path, bytes] | None:
-    """A file in one of the folders' `.inputs/` whose bytes have this hash."""
-    hexdigest = key.removeprefix("sha256:")
+    """A file in one of the output folders' stores (`.inputs/`) whose bytes have this hash."""
     for folder in folders:
-        try:
-            candidates = sorted((folder / INPUTS_DIR).glob(f"{hexdigest[:16]}.*"))
-        except OSError:
-            continue
-        for path in candidates:
-            try:
-                data = path.read_bytes()
-            except OSError:
-                continue
-            if digest(data) == key:
-                return path, data
+        store = InputStore(Path(folder) / INPUTS_DIR)
+        path = store.find(key)
+        data = store.read(key) if path is not None else None
+        if path is not None and data is not None:
+            return path, data
     return None
 
 
@@ -292,7 +262,8 @@ def chain_of(recipe: dict[str, Any], record: dict[str, Any] | None) -> Chain:
         if not isinstance(entry, dict) or not isinstance(recipe_of, dict) or depth > MAX_DEPTH:
             info = entry.get("upload") if isinstance(entry, dict) else None
             uploads[key] = dict(info) if isinstance(info, dict) else {}
-            cut = cut or info is None and key not in direct
+            # a parent the record leaves out was cut; an input of the file itself is just unrecorded
+            cut = cut or info is None and key not in direct and depth > 1
             return
         step = Step(key, recipe_of, entry.get("generation_id"))
         for parent in step.inputs:

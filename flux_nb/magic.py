@@ -29,7 +29,7 @@ from .status import SUCCEEDED
 
 OPTIONS = options.summary(options.MAGIC)
 SUBCOMMANDS = (
-    "wait [TIMEOUT], status, cancel [ID|all], history [N], reproduce [--lineage [--input FILE] [--yes]] PATH_OR_ID,"
+    "wait [TIMEOUT], status, cancel [ID|all], history [N], reproduce [--input FILE] [--lineage [--yes]] PATH_OR_ID,"
     " lineage PATH_OR_ID, backend [local [--engine E --model M]|hosted], resume, copy [ID], panel, price"
 )
 
@@ -256,7 +256,7 @@ class FluxMagics(Magics):
                 "%flux reproduce needs a saved image's path or a generation id (see %flux history)."
             )
         if not lineage:
-            gen = _session.session().reproduce(self._source(target))
+            gen = _session.session().reproduce(self._source(target), inputs=inputs)
             self._bind(gen)
             self._show([gen])
             return
@@ -304,8 +304,8 @@ class FluxMagics(Magics):
             raise UsageError(
                 f"%flux reproduce: give one image, not {len(target)} (quote a path that has spaces)."
             )
-        if (inputs or yes) and not lineage:
-            raise UsageError(f"%flux reproduce {'--input' if inputs else '--yes'} goes with --lineage.")
+        if yes and not lineage:
+            raise UsageError("%flux reproduce --yes goes with --lineage.")
         return (target[0] if target else ""), lineage, inputs, yes
 
     def _cmd_lineage(self, rest: str) -> None:

@@ -135,7 +135,11 @@ def _default(name: str, schema: dict[str, Any]) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
-    """Everything that makes one image. Submitting the same recipe again gives the same image."""
+    """Everything that makes one image. Submitting the same recipe again gives the same image.
+
+    input_image entries are http(s) URLs, `sha256:<hex>` references to bytes kept in the output
+    folder (inputs.InputStore, which turns them back into what is sent), or, in recipes from
+    older files and journals, the data: URIs themselves."""
 
     prompt: str
     input_image: tuple[str, ...] = ()
@@ -194,8 +198,12 @@ class Recipe:
 
     @property
     def input_digests(self) -> tuple[str, ...]:
-        """Short content hashes of the input images, for captions and comparisons."""
-        return tuple(hashlib.sha256(s.encode()).hexdigest()[:12] for s in self.input_image)
+        """Short hashes of the input images, for captions and comparisons: an image named by
+        content hash (`sha256:<hex>`, see inputs.py) shows its own, a URL the hash of its text."""
+        return tuple(
+            s[7:19] if s.startswith("sha256:") else hashlib.sha256(s.encode()).hexdigest()[:12]
+            for s in self.input_image
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, **self.params()}

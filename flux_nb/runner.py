@@ -271,10 +271,15 @@ class Runner:
         ambiguous send the queue is searched for it before sending again; when the queue cannot be
         read, nothing is sent again (that could pay twice): the journal keeps it for resume()."""
         sent_at = time.time()
+        try:  # input images named by hash go as the data: URIs they were made from
+            sent = self.output.inputs.resolve(gen.recipe)
+        except errors.FluxError as exc:
+            self._terminal(gen, FAILED, exc)
+            return None
         for _ in range(max(1, self.client.retry.attempts)):
             try:
                 self.stats["enqueues"] += 1
-                return self.client.enqueue(gen.recipe)
+                return self.client.enqueue(sent)
             except AmbiguousSend as exc:
                 log.debug("%s; looking for it in the queue", exc)
                 try:

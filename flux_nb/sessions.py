@@ -222,8 +222,9 @@ class Session:
             sources = params["input_image"]
             if not isinstance(sources, (list, tuple)):
                 sources = [sources]
-            params["input_image"] = [to_input_url(s) for s in sources]
-            self._note_sources(sources, params["input_image"])
+            urls = [to_input_url(s) for s in sources]
+            self._note_sources(sources, urls)
+            params["input_image"] = [self.output.inputs.keep(u) for u in urls]  # by hash from here on
         first = Recipe.build(prompt, schema=self.schema, **params)
         if n == 1:
             return [first]
@@ -238,8 +239,10 @@ class Session:
 
     def submit(self, recipes: Iterable[Recipe], lineages: list[dict[str, Any] | None] | None = None) -> list[Generation]:
         """Send recipes; each one's lineage (how its input images were made) is worked out here
-        unless given, and goes beside the recipe into the journal and the saved file."""
-        recipes = list(recipes)
+        unless given, and goes beside the recipe into the journal and the saved file. Input
+        images go by hash (their bytes kept in <output>/.inputs/); one named by a hash that is
+        not there stops everything before anything is sent (inputs.MissingInput)."""
+        recipes = [self.output.inputs.intern(r) for r in recipes]
         if lineages is None:
             known: dict[tuple[str, ...], Any] = {}
             for r in recipes:
@@ -253,16 +256,15 @@ class Session:
     def lineage_record(self, recipe: Recipe) -> dict[str, Any] | None:
         """The lineage record of a recipe about to be sent: for each data: input, the flux-nb
         recipe that made it (and so on up), or the note that it was uploaded (kept in .inputs/)."""
-        if not any(u.startswith("data:") for u in recipe.input_image):
-            return None
         from . import lineage
+        from .inputs import is_ref
 
-        record = lineage.build(recipe.input_image, self._origin)
-        if record is not None:
-            for url, key in zip(recipe.input_image, record["inputs"], strict=True):
-                if "upload" in record["steps"].get(key, {}):
-                    lineage.keep_upload(self.output.path, url)
-        return record
+        if not any(u.startswith("data:") or is_ref(u) for u in recipe.input_image):
+            return None
+        store = self.output.inputs
+        return lineage.build(
+            recipe.input_image, self._origin, lambda u: store.read(u) if is_ref(u) else lineage.uri_bytes(u)
+        )
 
     def note_origin(self, key: str, origin: Any) -> None:
         """Remember how the image with this hash was made (see lineage.build)."""
@@ -299,16 +301,33 @@ class Session:
         return self.submit(self.recipes(prompt, 1, **params))[0].wait()
 
     def reproduce(self, source: Any, lineage: bool = False, inputs: Iterable[Any] = ()) -> Generation:
-        """Run again the recipe of a Generation, a saved image file or a generation id. With
-        lineage=True, first make again every earlier step of an edit chain, parents first, each
-        one's new image the input of the next (uploaded images the chain starts from are looked
-        for in <output>/.inputs/ and among `inputs`); returns the last one."""
+        """Run again the recipe of a Generation, a saved image file or a generation id. Its input
+        images, named by hash, are looked for in <output>/.inputs/, in the .inputs/ beside the
+        file, and among `inputs` (paths, bytes, PIL images given again). With lineage=True, first
+        make again every earlier step of an edit chain, parents first, each one's new image the
+        input of the next (uploaded images the chain starts from are looked for the same way);
+        returns the last one."""
         if lineage:
             from .lineage import remake
 
             return remake(self, source, inputs)
         recipe = self.recipe_of(source)
+        self._gather_inputs(recipe, source, inputs)
         return self.submit([recipe], [self._recorded_lineage(source, recipe)])[0]
+
+    def _gather_inputs(self, recipe: Recipe, source: Any, inputs: Iterable[Any]) -> None:
+        """Bring a recipe's hash-named input images into this output folder's store: the images
+        given again, then those in the store beside a file from another output folder."""
+        from .inputs import is_ref, to_input_url
+
+        store = self.output.inputs
+        for given in inputs:
+            store.keep(to_input_url(given))
+        path = Path(str(source)).expanduser() if isinstance(source, (str, Path)) else None
+        beside = [path.parent] if path is not None and path.is_file() else []
+        for item in recipe.input_image:
+            if is_ref(item):
+                store.adopt(item, beside)
 
     def _recorded_lineage(self, source: Any, recipe: Recipe) -> dict[str, Any] | None:
         """The lineage a source already carries (a Generation's, a file's), else worked out."""
@@ -409,6 +428,12 @@ class Session:
                 recipe = Recipe.from_dict(entry["recipe"])
             except (errors.FluxError, KeyError, TypeError):
                 continue
+            try:  # an older journal's data: inputs are stored and named by hash from here on
+                recipe = self.output.inputs.intern(recipe)
+            except errors.InputImageError as exc:  # named by a hash whose bytes are gone
+                missing: str | None = exc.message
+            else:
+                missing = None
             local = entry.get("backend", "local") == "local"
             server = entry.get("server")
             here = server == self.base_url if server else local == (self.backend == "local")
@@ -436,6 +461,9 @@ class Session:
                 gid = str(found[0]["generation_id"]) if found else None  # the oldest untaken one
                 if gid:
                     taken.add(gid)
+            if missing is not None and not gid:  # it would have to be sent again, and cannot be
+                self.resume_notes.append(f"{str(entry['key'])[:8]} ({recipe.prompt[:30]!r}): {missing}")
+                continue
             self.journal.record({"op": "resumed", "key": entry["key"], "id": gid})
             from .lineage import parse
 

@@ -1,4 +1,5 @@
-"""The output folder: one image file per generation, recipe embedded, written atomically."""
+"""The output folder: one image file per generation, recipe embedded, written atomically; the
+input images those recipes name by hash beside them, in `.inputs/` (inputs.InputStore)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from .errors import FluxError, StorageError
 from .infotext import format_parameters
+from .inputs import INPUTS_DIR, InputStore
 from .metadata import embed_recipe, sniff_format
 from .recipe import Recipe
 
@@ -33,6 +35,7 @@ class OutputFolder:
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
+        self.inputs = InputStore(self.path / INPUTS_DIR)
 
     def __repr__(self) -> str:
         return f"OutputFolder({str(self.path)!r})"
@@ -56,10 +59,12 @@ class OutputFolder:
         """Delete half-written files left by processes that died while saving; returns how many.
         A file of a live process (another kernel saving into this folder) is left alone."""
         removed = 0
-        try:
-            leftovers = [p for p in self.path.iterdir() if p.name.startswith(PARTIAL)]
-        except OSError:
-            return 0
+        leftovers = []
+        for folder in (self.path, self.inputs.folder):
+            try:
+                leftovers += [p for p in folder.iterdir() if p.name.startswith(PARTIAL)]
+            except OSError:
+                continue
         for path in leftovers:
             pid = path.name[len(PARTIAL):].partition("-")[0]
             try:

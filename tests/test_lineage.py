@@ -56,7 +56,7 @@ def remake_elsewhere(tmp_path: Path, last: Path, *, beside: dict[str, Path] | No
     """Copy only `last` (and `beside`: relative name -> file) into an empty folder, then in a
     fresh Python run flux_nb.reproduce(last, lineage=True) there; returns what it reports."""
     where = tmp_path / "elsewhere"
-    where.mkdir()
+    where.mkdir(parents=True)
     (where / "last.png").write_bytes(last.read_bytes())
     for name, source in (beside or {}).items():
         (where / name).parent.mkdir(parents=True, exist_ok=True)
@@ -94,9 +94,10 @@ def test_an_edit_records_its_parents_recipes_by_hash_beside_an_unchanged_recipe(
     found = read_metadata(third.path)
     record = json.loads(found["lineage"])
     assert record == third.lineage
-    # The recipe is what was sent: the parent's file as a data: URI, nothing added.
+    # The recipe names the parent's file by the hash of what was sent for it, nothing added.
     assert found["recipe"] == third.recipe.to_dict() and "lineage" not in found["recipe"]
-    assert third.recipe.input_image == (to_input_url(str(second.path)),)
+    assert third.recipe.input_image == (lineage.digest(second.path.read_bytes()),)
+    assert session.output.inputs.url(third.recipe.input_image[0]) == to_input_url(str(second.path))
     parent_key = lineage.digest(second.path.read_bytes())
     grand_key = lineage.digest(first.data)  # the Generation went as its downloaded bytes
     assert record["inputs"] == [parent_key]
@@ -125,8 +126,9 @@ def test_the_request_sent_to_the_api_carries_no_lineage(tmp_path):
         s.close()
     assert edit.lineage is not None
     sent = {k: v for k, v in bodies[-1].items() if k != "num_generations"}  # the queue's own field
-    assert sent == edit.recipe.request() and "lineage" not in json.dumps(bodies)
-    assert sent["input_image"] == [to_input_url(first.data)]
+    assert edit.recipe.input_image == (lineage.digest(first.data),)  # the recipe: by hash
+    assert sent == {**edit.recipe.request(), "input_image": [to_input_url(first.data)]}  # sent: the bytes
+    assert "lineage" not in json.dumps(bodies)
 
 
 def test_an_image_used_twice_is_recorded_once(session):
@@ -212,7 +214,9 @@ def test_a_file_without_lineage_reproduces_as_one_step(session, tmp_path):
     old = tmp_path / "old.png"
     found = read_metadata(edit.path)
     extra = {k: v for k, v in found.items() if k not in ("recipe", "lineage")}
-    old.write_bytes(embed_recipe(edit.data, "png", edit.recipe.to_json(), extra))
+    # as files were then: the input's bytes inside the recipe, as a data: URI
+    old_recipe = {**edit.recipe.to_dict(), "input_image": [to_input_url(base.data)]}
+    old.write_bytes(embed_recipe(edit.data, "png", json.dumps(old_recipe), extra))
     fresh = Session("local", output_dir=tmp_path / "fresh", settings=Settings(step_delay=0.0), announce=None)
     try:
         assert len(lineage.read_chain(old).steps) == 1
@@ -275,11 +279,19 @@ def test_the_uploaded_photo_is_found_in_the_output_folders_dot_inputs(photo_chai
     assert pixels(report["path"]) == pixels(second.path)
 
 
-def test_a_one_step_edit_of_a_photo_needs_nothing_more_than_its_file(photo_chain, tmp_path):
-    """Its own recipe holds the photo's bytes: the photo is the direct input, not a missing one."""
-    _, first, _ = photo_chain
-    report = remake_elsewhere(tmp_path, first.path)
-    assert pixels(report["path"]) == pixels(first.path)
+def test_a_one_step_edit_of_a_photo_needs_its_photo_beside_it_or_given(photo_chain, tmp_path):
+    """Its recipe names the photo by hash: alone, the file gets one line naming the photo; with
+    the output folder's .inputs/ copied beside it, or the photo given again, it is made again."""
+    upload, first, _ = photo_chain
+    alone = remake_elsewhere(tmp_path / "alone", first.path)
+    assert alone["type"] == "InputImageError" and alone["history"] == 0 and "\n" not in alone["error"]
+    assert "holiday photo.png" in alone["error"] and "--input" in alone["error"]
+    assert "record stops" not in alone["error"]
+    kept, _ = lineage.find_upload(lineage.digest(upload.read_bytes()), [first.path.parent])
+    beside = remake_elsewhere(tmp_path / "beside", first.path, beside={f".inputs/{kept.name}": kept})
+    assert pixels(beside["path"]) == pixels(first.path)
+    given = remake_elsewhere(tmp_path / "given", first.path, beside={"p.png": upload}, inputs=["p.png"])
+    assert pixels(given["path"]) == pixels(first.path)
 
 
 # -- the public API and resume ------------------------------------------------------------------

@@ -271,7 +271,8 @@ def test_bad_input_gives_one_line_and_no_traceback(kernel):
         "%flux frobnicate": ["unknown subcommand 'frobnicate'", "wait", "backend"],
         "%flux reproduce no/such.png": ["neither a saved image file nor a known generation id"],
         "%flux reproduce --lineage no/such.png": ["neither a saved image file nor a generation"],
-        "%flux reproduce --input a.png b.png": ["--input goes with --lineage"],
+        "%flux reproduce --yes a.png": ["--yes goes with --lineage"],
+        "%flux reproduce --input a.png b.png": ["'b.png' is neither a saved image file"],
         "%flux reproduce --lineage --fast b.png": ["unknown option '--fast'", "--input FILE"],
         "%flux reproduce --lineage a.png b.png": ["give one image, not 2"],
         "%flux lineage": ["needs a saved image's path"],
@@ -326,7 +327,11 @@ def test_a_generation_variable_as_input_image_and_copy_recipe(kernel):
     )
     (view,) = widget_ids(cell)
     assert_clean(kernel.run("edited.wait(30); wait_settled(10)"))
-    assert kernel.value("edited.recipe.input_image[0].startswith('data:image/png;base64,')")
+    # the recipe names the input by hash; its bytes are kept once in the output folder's .inputs/
+    ref = kernel.value("edited.recipe.input_image[0]")
+    assert ref == kernel.value("'sha256:' + __import__('hashlib').sha256(src.data).hexdigest()")
+    (kept,) = (kernel.out / ".inputs").glob(ref[7:23] + ".*")
+    assert hashlib.sha256(kept.read_bytes()).hexdigest() == ref[7:]
     assert kernel.value("edited.status") == "succeeded"
     assert_clean(kernel.run("pil, raw = src.image, src.path.read_bytes()"))
     assert_clean(
@@ -706,6 +711,16 @@ def test_reproduce_lineage_names_a_missing_photo_in_one_line_and_takes_it_with_i
         shown = kernel.run(f"%flux lineage {last}")
         assert_clean(shown)
         assert "my photo.png, uploaded · needed: not here" in shown.outputs[0]["data"]["text/plain"]
+        # Plain reproduce of the first edit: its recipe names the photo by hash, the photo is
+        # not in this folder's .inputs/: one line saying how to give it, then --input gives it.
+        first = far / "first.png"
+        first.write_bytes(open(kernel.value("str(ph1.path)"), "rb").read())
+        sent = kernel.value("len(__import__('flux_nb').session().history)")
+        one_line_error(kernel.run(f"%flux reproduce {first}"), "is not here", "--input FILE")
+        assert kernel.value("len(__import__('flux_nb').session().history)") == sent
+        cell = kernel.run(f'%flux reproduce {first} --input "{photo}"')
+        assert_clean(cell) and widget_ids(cell)
+        assert pixels_equal(str(first), kernel.value("str(_flux.wait(30).path)"))
         cell = kernel.run(f'%flux reproduce --lineage {last} --input "{photo}"')
         assert_clean(cell) and widget_ids(cell)
         assert pixels_equal(str(last), kernel.value("str(_flux.wait(30).path)"))

@@ -13,6 +13,7 @@ from PIL import Image, ImageChops
 
 from flux_nb.cards import Card, card_width, wait_settled
 from flux_nb.config import Settings
+from flux_nb.inputs import ref_of
 from flux_nb.panel import THUMBNAIL_SIZE, Panel
 from flux_nb.recipe import SEED_MAX, bundled_schema
 from flux_nb.server.embedded import LocalServer
@@ -302,7 +303,8 @@ def test_uploaded_images_go_into_the_recipe_and_can_be_removed(panel):
     panel.prompt.value = "make it blue"
     panel.steps.value = 3
     (gen,) = panel.generate()
-    assert gen.recipe.input_image == (url,)
+    assert gen.recipe.input_image == (ref_of(data),)  # by hash; the bytes kept in .inputs/
+    assert panel.session.output.inputs.url(gen.recipe.input_image[0]) == url  # what is sent
     finish(panel)
     assert gen.status == "succeeded"
 
@@ -326,7 +328,7 @@ def test_use_as_input_feeds_a_result_back(panel):
     assert base64.b64decode(panel.inputs[0].url.partition(",")[2]) == card.gen.data
     panel.prompt.value = "the teapot in gold"
     (edit,) = panel.generate()
-    assert edit.recipe.input_image == (panel.inputs[0].url,)
+    assert edit.recipe.input_image == (ref_of(card.gen.data),)
     finish(panel)
     assert edit.status == "succeeded"
     panel.remove_input(0)

@@ -81,3 +81,23 @@ def test_repr_hides_data_uris():
     uri = "data:image/png;base64," + "A" * 5000
     r = Recipe.build("a fox", input_image=[uri])
     assert len(repr(r)) < 300 and "1 image(s)" in repr(r)
+
+
+def test_inputs_by_reference_round_trip_and_show_their_own_hash():
+    ref = "sha256:" + "ab12" * 16
+    r = Recipe.build("a fox", seed=3, input_image=[ref, "https://example.org/a.png"])
+    assert r.input_image == (ref, "https://example.org/a.png")
+    assert Recipe.from_json(r.to_json()) == r and len(r.to_json()) < 400
+    assert r.input_digests[0] == "ab12ab12ab12"
+
+
+def test_a_recipe_written_with_a_data_uri_still_reads_back():
+    """Older journals and files hold the image itself; the recipe keeps it until it is stored."""
+    uri = "data:image/png;base64," + "A" * 5000
+    old = {
+        "model": "black-forest-labs-flux-2-klein-4b",
+        "prompt": "a fox",
+        "seed": 3,
+        "input_image": [uri],
+    }
+    assert Recipe.from_dict(old).input_image == (uri,)
