@@ -161,6 +161,14 @@ class Recipe:
         given = {"prompt": prompt.strip() if isinstance(prompt, str) else prompt, **params}
         given = {k: v for k, v in given.items() if v is not None}
         validate(given, schema)
+        # A live schema may name a parameter this version has no field for: say so, never drop it.
+        uncarried = sorted(set(given) - {"prompt", *PARAMETERS})
+        if uncarried:
+            raise ValidationError(
+                f"{uncarried[0]} is in the model's schema but this version of flux-nb cannot send it"
+                " yet: leave it out, or upgrade flux-nb.",
+                field=uncarried[0],
+            )
         values: dict[str, Any] = {}
         for name in PARAMETERS:
             if name in given:

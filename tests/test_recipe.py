@@ -1,5 +1,6 @@
 """The recipe: documented defaults, ranges, seeds always known, one clear error per violation."""
 
+import copy
 import json
 
 import pytest
@@ -101,3 +102,11 @@ def test_a_recipe_written_with_a_data_uri_still_reads_back():
         "input_image": [uri],
     }
     assert Recipe.from_dict(old).input_image == (uri,)
+
+
+def test_a_parameter_only_a_live_schema_knows_is_refused_not_dropped():
+    schema = copy.deepcopy(bundled_schema())
+    schema["properties"]["negative_prompt"] = {"type": "string"}
+    with pytest.raises(ValidationError, match="negative_prompt is in the model's schema") as info:
+        Recipe.build("a fox", schema=schema, negative_prompt="blur")
+    assert info.value.field == "negative_prompt"
