@@ -103,22 +103,24 @@ def _png_chunk_list(data: bytes) -> list[bytes]:
     return chunks
 
 
-def test_png_only_gains_chunks_before_iend():
+def test_png_chunks_go_before_the_image_data():
     data = _png_with_text()
     out = embed_recipe(data, "png", _recipe().to_json(), EXTRA)
     before, after = _png_chunk_list(data), _png_chunk_list(out)
+    idat = next(i for i, c in enumerate(before) if c[4:8] == b"IDAT")
     added = len(EXTRA) + 1
-    assert after[: len(before) - 1] == before[:-1]
-    assert after[-1] == before[-1] == b"\0\0\0\0IEND\xaeB`\x82"
-    new = after[len(before) - 1 : -1]
-    assert len(new) == added and all(c[4:8] == b"iTXt" for c in new)
+    assert after[:idat] == before[:idat] and after[idat + added :] == before[idat:]
+    new = after[idat : idat + added]
+    assert all(c[4:8] == b"iTXt" for c in new)
     assert new[0][8:].startswith(RECIPE_KEY.encode() + b"\0")
     for chunk in new:
         assert zlib.crc32(chunk[4:-4]) == struct.unpack(">I", chunk[-4:])[0]
-    # Pillow reads the text back too, and keeps the file's own text chunks.
+    # Image.open has the recipe, and keeps the file's own text, before any pixel is read.
     with Image.open(io.BytesIO(out)) as im:
-        assert json.loads(im.text[RECIPE_KEY]) == _recipe().to_dict()
-        assert im.text["Title"] == "a lighthouse" and im.text["Comment"] == "déjà vu"
+        assert im.tile  # the pixel data is still unread
+        assert json.loads(im.info[RECIPE_KEY]) == _recipe().to_dict()
+        assert im.info["flux_nb_engine"] == EXTRA["engine"]
+        assert im.info["Title"] == "a lighthouse" and im.info["Comment"] == "déjà vu"
 
 
 def test_embedding_again_replaces_the_recipe():
@@ -165,7 +167,7 @@ def test_webp_keeps_a_foreign_xmp_packet():
     assert b"flux-nb" not in strip_recipe(out)
 
 
-@pytest.mark.parametrize("name", ["png", "jpeg", "webp-lossy", "webp-lossless"])
+@pytest.mark.parametrize("name", ["png", "webp-lossy", "webp-lossless"])
 def test_large_recipe_round_trips(name):
     blob = base64.b64encode(os.urandom(225_000)).decode()  # 300 KB of base64
     recipe = _recipe(input_image=[f"data:image/png;base64,{blob}"])
@@ -175,8 +177,6 @@ def test_large_recipe_round_trips(name):
     found = read_recipe(out)
     assert Recipe.from_json(json.dumps(found.pop("recipe"))) == recipe
     assert found == EXTRA
-    if name == "jpeg":
-        assert out.count(b"\xff\xeb") >= 5  # 300 KB split across segments of at most 64 KB
 
 
 def test_read_from_a_path(tmp_path):
@@ -221,8 +221,8 @@ def test_damaged_bytes_give_one_line_errors(name):
             read_recipe(data)
         except FluxError as exc:
             assert "\n" not in str(exc)
-        else:  # JPEG keeps its recipe near the start, so a cut tail may still be readable
-            assert name == "jpeg"
+        else:  # the recipe sits before the image data, so a cut tail may leave it readable
+            assert name in ("png", "jpeg") and data[:8] == out[:8]
 
 
 @pytest.mark.parametrize("name", ["png", "jpeg"])
@@ -230,7 +230,7 @@ def test_crc_is_checked(name):
     out = bytearray(embed_recipe(SAMPLES[name](), name, _recipe().to_json()))
     at = out.index(b'"seed":1234') + 8
     out[at] ^= 1  # 1234 -> 1334: still valid JSON, but not the recipe that made the image
-    with pytest.raises(FluxError, match="CRC"):
+    with pytest.raises(FluxError, match="^the image data is damaged: .*recipe cannot be read.$"):
         read_recipe(bytes(out))
 
 
