@@ -697,10 +697,10 @@ def strip_recipe(data: bytes) -> bytes:
 
 
 __all__ = [
+    "NoRoom",
     "PARAMETERS_KEY",
     "RECIPE_KEY",
     "SIDECAR_SUFFIX",
-    "NoRoom",
     "embed_recipe",
     "read_parameters",
     "read_recipe",
