@@ -218,10 +218,12 @@ def _opened(source: str | os.PathLike | bytes, what: str):
 def _pillow_reason(exc: Exception) -> str:
     from PIL import UnidentifiedImageError
 
-    if isinstance(exc, UnidentifiedImageError):
-        return "Pillow cannot parse its header"
     text = " ".join(str(exc).split())[:160]
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    if isinstance(exc, UnidentifiedImageError) or not text:
+        return "Pillow cannot parse its header"
+    if isinstance(exc, (EOFError, struct.error)) or "truncated" in text.lower():
+        return "the file is cut short"
+    return f"Pillow cannot parse it ({text})"
 
 
 def _png_text(im: Any, wanted: str) -> dict[str, str]:
