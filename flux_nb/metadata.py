@@ -28,6 +28,7 @@ import threading
 import xml.etree.ElementTree as ET
 import zlib
 from pathlib import Path
+from collections.abc import Iterator
 from typing import IO, Any
 from xml.sax.saxutils import escape
 
@@ -173,7 +174,7 @@ def _from_document(raw: bytes) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _opened(source: str | os.PathLike | bytes, what: str):
+def _opened(source: str | os.PathLike | bytes, what: str) -> Iterator[tuple[str, Any, str | None]]:
     """(name for messages, Pillow image, format) of a path or bytes; the header only is parsed.
     Every failure is one FluxError line; _Damaged raised inside names the file too."""
     from PIL import Image, PngImagePlugin
@@ -204,9 +205,9 @@ def _opened(source: str | os.PathLike | bytes, what: str):
             try:
                 with Image.open(fp, formats=["PNG", "JPEG", "WEBP"]) as im:
                     yield name, im, kind
-            except (_Damaged, Exception) as exc:
-                if isinstance(exc, FluxError):
-                    raise
+            except FluxError:
+                raise
+            except Exception as exc:  # Pillow raises many kinds on a broken file
                 reason = str(exc) if isinstance(exc, _Damaged) else _pillow_reason(exc)
                 raise FluxError(
                     f"{name} is damaged: {reason}; its {what} cannot be read."
@@ -322,7 +323,7 @@ def read_recipe(source: str | os.PathLike | bytes) -> dict[str, Any]:
     Only the container is parsed (no pixel decoding). Raises a one-line FluxError when the file
     cannot be read, is damaged, or carries no recipe.
     """
-    is_path = not isinstance(source, (bytes, bytearray, memoryview))
+    path = None if isinstance(source, (bytes, bytearray, memoryview)) else source
     try:
         with _opened(source, "flux-nb recipe") as (name, im, kind):
             if kind == "png":
@@ -341,11 +342,11 @@ def read_recipe(source: str | os.PathLike | bytes) -> dict[str, Any]:
                     f"{name} is not a PNG, JPEG or WebP image, so it carries no flux-nb recipe."
                 )
     except FluxError:
-        if is_path and (sidecar := _read_sidecar(source)) is not None:  # type: ignore[arg-type]
+        if path is not None and (sidecar := _read_sidecar(path)) is not None:
             return sidecar
         raise
-    if found is None and is_path:
-        found = _read_sidecar(source)  # type: ignore[arg-type]
+    if found is None and path is not None:
+        found = _read_sidecar(path)
     if found is None:
         raise FluxError(
             f"{name} carries no flux-nb recipe: it was not saved by flux-nb,"
@@ -503,7 +504,7 @@ def _jpeg_write(
         doc = _document(fields)
         if len(doc) > _JPEG_ROOM:
             body = b"\xff\xd8" + b"".join(s for _, s in segments) + rest
-            raise NoRoom(f"the recipe ({len(doc)} bytes) does not fit a JPEG segment", body)
+            raise NoRoom(f"the recipe ({len(doc)} bytes) does not fit in a JPEG segment.", body)
         ours = _JPEG_SIG + _JPEG_HEAD.pack(0, 1, zlib.crc32(doc)) + doc
         # JFIF (APP0) and EXIF (APP1) must come first, so ours goes right after them.
         at = next((i for i, (m, _) in enumerate(segments) if m not in (0xE0, 0xE1)), len(segments))
@@ -637,7 +638,7 @@ def _webp_write(
         packet = next((p for k, p in out if k == b"XMP "), _XMP_HEAD + _XMP_TAIL)
         at = packet.rfind(b"</rdf:RDF>")  # a foreign packet gets our description beside its own
         if at < 0:
-            raise NoRoom("the WebP's own XMP packet has no rdf:RDF element", _riff_pack(out, tail))
+            raise NoRoom("the WebP's own XMP packet has no rdf:RDF element.", _riff_pack(out, tail))
         out = [
             *_extended([(k, p) for k, p in out if k != b"XMP "]),
             (b"XMP ", packet[:at] + ours + packet[at:]),
