@@ -27,8 +27,8 @@ import struct
 import threading
 import xml.etree.ElementTree as ET
 import zlib
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import IO, Any
 from xml.sax.saxutils import escape
 
