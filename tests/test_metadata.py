@@ -367,8 +367,11 @@ def test_reading_decodes_no_pixels(monkeypatch, tmp_path):
     files = [_old_file(name, tmp_path) for name in sorted(OLD_EXPECTED)]
     for name in ("png", "jpeg-exif", "webp-lossy", "webp-xmp"):
         path = tmp_path / f"new-{name}"
-        path.write_bytes(embed_recipe(SAMPLES[name](), "", _recipe().to_json(), EXTRA,
-                                      parameters="a prompt\nSteps: 4"))
+        path.write_bytes(
+            embed_recipe(
+                SAMPLES[name](), "", _recipe().to_json(), EXTRA, parameters="a prompt\nSteps: 4"
+            )
+        )
         files.append(path)
     monkeypatch.setattr(ImageFile.ImageFile, "load", refuse)
     monkeypatch.setattr(WebPImagePlugin.WebPImageFile, "load", refuse)
