@@ -14,7 +14,7 @@ from pathlib import Path
 from .errors import FluxError, StorageError
 from .infotext import format_parameters
 from .inputs import INPUTS_DIR, InputStore
-from .metadata import embed_recipe, sniff_format
+from .metadata import NoRoom, embed_recipe, sidecar_path, sniff_format
 from .recipe import Recipe
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -90,11 +90,12 @@ class OutputFolder:
                 extra,
                 parameters=format_parameters(recipe, _size(data)),
             )
-        except FluxError:
-            # A file whose metadata cannot take the recipe (e.g. a foreign XMP packet) is kept
-            # as the server made it, with the recipe beside it: never lose an image over metadata.
-            payload = data
-            sidecar = target.with_name(target.name + ".recipe.json")
+        except FluxError as exc:
+            # A file whose metadata cannot take the recipe (a JPEG recipe over one segment, a
+            # WebP's own XMP packet, damaged bytes) keeps the rest (NoRoom.data) or the server's
+            # bytes, with the recipe beside it: never lose an image over metadata.
+            payload = exc.data if isinstance(exc, NoRoom) else data
+            sidecar = sidecar_path(target)
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f"{PARTIAL}{os.getpid()}-", dir=self.path)

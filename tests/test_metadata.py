@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 import base64
+import gzip
+import hashlib
 import io
 import json
 import os
 import struct
 import zlib
+from pathlib import Path
 
 import pytest
 from PIL import Image, PngImagePlugin
 
 from flux_nb.errors import FluxError
-from flux_nb.metadata import RECIPE_KEY, embed_recipe, read_recipe, sniff_format, strip_recipe
+from flux_nb.metadata import (
+    RECIPE_KEY,
+    NoRoom,
+    embed_recipe,
+    read_parameters,
+    read_recipe,
+    sidecar_path,
+    sniff_format,
+    strip_recipe,
+)
 from flux_nb.recipe import Recipe
 
 EXTRA = {"generation_id": "gen-123", "backend": "local", "engine": "preview (offline stand-in)"}
@@ -103,22 +115,24 @@ def _png_chunk_list(data: bytes) -> list[bytes]:
     return chunks
 
 
-def test_png_only_gains_chunks_before_iend():
+def test_png_chunks_go_before_the_image_data():
     data = _png_with_text()
     out = embed_recipe(data, "png", _recipe().to_json(), EXTRA)
     before, after = _png_chunk_list(data), _png_chunk_list(out)
+    idat = next(i for i, c in enumerate(before) if c[4:8] == b"IDAT")
     added = len(EXTRA) + 1
-    assert after[: len(before) - 1] == before[:-1]
-    assert after[-1] == before[-1] == b"\0\0\0\0IEND\xaeB`\x82"
-    new = after[len(before) - 1 : -1]
-    assert len(new) == added and all(c[4:8] == b"iTXt" for c in new)
+    assert after[:idat] == before[:idat] and after[idat + added :] == before[idat:]
+    new = after[idat : idat + added]
+    assert all(c[4:8] == b"iTXt" for c in new)
     assert new[0][8:].startswith(RECIPE_KEY.encode() + b"\0")
     for chunk in new:
         assert zlib.crc32(chunk[4:-4]) == struct.unpack(">I", chunk[-4:])[0]
-    # Pillow reads the text back too, and keeps the file's own text chunks.
+    # Image.open has the recipe, and keeps the file's own text, before any pixel is read.
     with Image.open(io.BytesIO(out)) as im:
-        assert json.loads(im.text[RECIPE_KEY]) == _recipe().to_dict()
-        assert im.text["Title"] == "a lighthouse" and im.text["Comment"] == "déjà vu"
+        assert im.tile  # the pixel data is still unread
+        assert json.loads(im.info[RECIPE_KEY]) == _recipe().to_dict()
+        assert im.info["flux_nb_engine"] == EXTRA["engine"]
+        assert im.info["Title"] == "a lighthouse" and im.info["Comment"] == "déjà vu"
 
 
 def test_embedding_again_replaces_the_recipe():
@@ -165,7 +179,7 @@ def test_webp_keeps_a_foreign_xmp_packet():
     assert b"flux-nb" not in strip_recipe(out)
 
 
-@pytest.mark.parametrize("name", ["png", "jpeg", "webp-lossy", "webp-lossless"])
+@pytest.mark.parametrize("name", ["png", "webp-lossy", "webp-lossless"])
 def test_large_recipe_round_trips(name):
     blob = base64.b64encode(os.urandom(225_000)).decode()  # 300 KB of base64
     recipe = _recipe(input_image=[f"data:image/png;base64,{blob}"])
@@ -175,8 +189,6 @@ def test_large_recipe_round_trips(name):
     found = read_recipe(out)
     assert Recipe.from_json(json.dumps(found.pop("recipe"))) == recipe
     assert found == EXTRA
-    if name == "jpeg":
-        assert out.count(b"\xff\xeb") >= 5  # 300 KB split across segments of at most 64 KB
 
 
 def test_read_from_a_path(tmp_path):
@@ -221,8 +233,8 @@ def test_damaged_bytes_give_one_line_errors(name):
             read_recipe(data)
         except FluxError as exc:
             assert "\n" not in str(exc)
-        else:  # JPEG keeps its recipe near the start, so a cut tail may still be readable
-            assert name == "jpeg"
+        else:  # the recipe sits before the image data, so a cut tail may leave it readable
+            assert name in ("png", "jpeg") and data[:8] == out[:8]
 
 
 @pytest.mark.parametrize("name", ["png", "jpeg"])
@@ -230,7 +242,7 @@ def test_crc_is_checked(name):
     out = bytearray(embed_recipe(SAMPLES[name](), name, _recipe().to_json()))
     at = out.index(b'"seed":1234') + 8
     out[at] ^= 1  # 1234 -> 1334: still valid JSON, but not the recipe that made the image
-    with pytest.raises(FluxError, match="CRC"):
+    with pytest.raises(FluxError, match="^the image data is damaged: .*recipe cannot be read.$"):
         read_recipe(bytes(out))
 
 
@@ -262,3 +274,152 @@ def test_sniff_format():
     assert sniff_format(SAMPLES["webp-lossy"]()) == "webp"
     assert sniff_format(b"GIF89a") is None
     assert sniff_format(b"") is None
+
+
+# -- files written by earlier versions (tests/fixtures/old_metadata, see make.py there) ----------
+
+OLD = Path(__file__).parent / "fixtures" / "old_metadata"
+OLD_EXPECTED = json.loads((OLD / "expected.json").read_text("utf-8"))
+
+
+def _old_file(name: str, tmp_path: Path) -> Path:
+    """The fixture as a file; big ones are stored gzipped (their recipes are not compressed)."""
+    if (OLD / name).exists():
+        return OLD / name
+    path = tmp_path / name
+    path.write_bytes(gzip.decompress((OLD / f"{name}.gz").read_bytes()))
+    return path
+
+
+@pytest.mark.parametrize("name", sorted(OLD_EXPECTED))
+def test_files_from_earlier_versions_read_as_they_did(name, tmp_path):
+    path = _old_file(name, tmp_path)
+    want = OLD_EXPECTED[name]
+    found = read_recipe(path)
+    assert hashlib.sha256(json.dumps(found, sort_keys=True).encode()).hexdigest() == want["sha256"]
+    assert found["recipe"]["seed"] == want["seed"] and found["backend"] == "local"
+    assert read_recipe(path.read_bytes()) == found
+    assert read_parameters(path) == want["parameters"]
+    if name.startswith("old-big"):  # a whole input image, as recipes held before content hashes
+        assert len(found["recipe"]["input_image"][0]) > 1_000_000
+    if name == "old-big.jpg":
+        assert path.read_bytes().count(b"flux_nb\0") > 20  # split over 22 segments
+
+
+def test_big_old_png_recipe_is_read_past_pillows_text_cap(tmp_path):
+    """Pillow refuses PNG text over 1 MB inflated; the old recipe is 1.4 MB. The cap is raised
+    only while flux-nb reads."""
+    cap = PngImagePlugin.MAX_TEXT_CHUNK
+    path = _old_file("old-big.png", tmp_path)
+    with Image.open(path) as im, pytest.raises(ValueError, match="too large"):
+        im.load()  # what a plain Pillow reader of the whole file meets
+    assert read_recipe(path)["recipe"]["seed"] == 99
+    assert PngImagePlugin.MAX_TEXT_CHUNK == cap
+
+
+def test_re_embedding_an_old_png_moves_the_recipe_before_the_image_data(tmp_path):
+    data = (OLD / "old-parameters.png").read_bytes()
+    assert data.index(b"IDAT") < data.index(b"iTXtflux_nb_recipe")  # as the old writer put it
+    out = embed_recipe(data, "png", _recipe(seed=5).to_json(), EXTRA)
+    assert out.count(b"iTXtflux_nb_recipe") == 1 and out.count(b"tEXtparameters") == 1
+    assert out.index(b"iTXtflux_nb_recipe") < out.index(b"IDAT")
+    with Image.open(io.BytesIO(out)) as im:
+        assert json.loads(im.info[RECIPE_KEY])["seed"] == 5
+    assert _pixels(out) == _pixels(data)
+    bare = strip_recipe(data)
+    assert b"flux_nb" not in bare and read_parameters(bare) is None
+    assert _pixels(bare) == _pixels(data)
+
+
+@pytest.mark.parametrize("name", ["old.jpg", "old-parameters.webp"])
+def test_old_jpeg_and_webp_are_re_embedded_and_stripped(name):
+    data = (OLD / name).read_bytes()
+    out = embed_recipe(data, "", _recipe(seed=5).to_json(), EXTRA)
+    assert read_recipe(out) == {"recipe": _recipe(seed=5).to_dict(), **EXTRA}
+    assert _pixels(out) == _pixels(data)
+    bare = strip_recipe(out)
+    assert b"flux_nb" not in bare and _pixels(bare) == _pixels(data)
+
+
+@pytest.mark.parametrize("name", ["old-big.png", "old-big.jpg", "old-big.webp", "old.png"])
+def test_damaged_old_files_give_one_clear_line(name, tmp_path):
+    data = _old_file(name, tmp_path).read_bytes()
+    cut = tmp_path / f"cut-{name}"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(FluxError) as err:
+        read_recipe(cut)
+    message = str(err.value)
+    assert "\n" not in message and len(message) < 300
+    assert message.startswith(f"{cut} is damaged: ") and message.endswith("cannot be read.")
+    if not name.endswith(".webp"):  # Pillow's WebP decoder only says it could not start
+        assert "the file is cut short" in message
+
+
+# -- nothing is decoded to read ---------------------------------------------------------------
+
+
+def test_reading_decodes_no_pixels(monkeypatch, tmp_path):
+    from PIL import ImageFile, WebPImagePlugin
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError(f"{self.format} pixels decoded while reading metadata")
+
+    files = [_old_file(name, tmp_path) for name in sorted(OLD_EXPECTED)]
+    for name in ("png", "jpeg-exif", "webp-lossy", "webp-xmp"):
+        path = tmp_path / f"new-{name}"
+        path.write_bytes(
+            embed_recipe(
+                SAMPLES[name](), "", _recipe().to_json(), EXTRA, parameters="a prompt\nSteps: 4"
+            )
+        )
+        files.append(path)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", refuse)
+    monkeypatch.setattr(WebPImagePlugin.WebPImageFile, "load", refuse)
+    monkeypatch.setattr(Image.Image, "load", refuse)
+    for path in files:
+        assert read_recipe(path)["recipe"]
+        read_parameters(path)
+    with pytest.raises(AssertionError, match="decoded"):  # the trap is live
+        _pixels(files[0].read_bytes())
+
+
+# -- the sidecar, where embedding is not worth its code ----------------------------------------
+
+
+def _big_recipe() -> Recipe:
+    blob = base64.b64encode(os.urandom(60_000)).decode()  # 80 KB: over one JPEG segment
+    return _recipe(input_image=[f"data:image/png;base64,{blob}"])
+
+
+def test_a_jpeg_recipe_over_one_segment_goes_beside_the_image(tmp_path):
+    from flux_nb.storage import OutputFolder
+
+    data = _jpeg_with_exif()
+    recipe = _big_recipe()
+    with pytest.raises(NoRoom) as err:
+        embed_recipe(data, "jpg", recipe.to_json(), EXTRA, parameters="a prompt\nSteps: 4")
+    assert read_parameters(err.value.data) == "a prompt\nSteps: 4"  # the rest was embedded
+    assert "\n" not in str(err.value)
+
+    path = OutputFolder(tmp_path).save(data, recipe, "gen-big-1", EXTRA)
+    sidecar = sidecar_path(path)
+    assert sidecar.name == path.name + ".recipe.json" and sidecar.exists()
+    assert read_recipe(path) == {"recipe": recipe.to_dict(), **EXTRA}
+    assert _pixels(path.read_bytes()) == _pixels(data)
+    assert read_parameters(path).startswith(recipe.prompt)  # A1111 text still in the EXIF
+    with Image.open(path) as im:
+        assert im.getexif()[0x010E] == "an ImageDescription"  # the server's EXIF kept
+    with pytest.raises(FluxError, match="carries no flux-nb recipe"):
+        read_recipe(path.read_bytes())  # bytes alone have no sidecar
+    # A small recipe is embedded, one segment, and no sidecar is written.
+    small = OutputFolder(tmp_path).save(data, _recipe(), "gen-small-1", EXTRA)
+    assert not sidecar_path(small).exists()
+    assert small.read_bytes().count(b"\xff\xeb") == 1
+    assert read_recipe(small.read_bytes())["recipe"] == _recipe().to_dict()
+
+
+def test_a_webp_whose_xmp_has_no_rdf_goes_beside_the_image(tmp_path):
+    odd = _encode(_picture(), "WEBP", quality=80, xmp=b"<x:xmpmeta xmlns:x='adobe:ns:meta/'/>")
+    with pytest.raises(NoRoom) as err:
+        embed_recipe(odd, "webp", _recipe().to_json())
+    assert _pixels(err.value.data) == _pixels(odd)
