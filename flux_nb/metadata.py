@@ -177,7 +177,7 @@ def _from_document(raw: bytes) -> dict[str, Any]:
 def _opened(source: str | os.PathLike | bytes, what: str) -> Iterator[tuple[str, Any, str | None]]:
     """(name for messages, Pillow image, format) of a path or bytes; the header only is parsed.
     Every failure is one FluxError line; _Damaged raised inside names the file too."""
-    from PIL import Image, PngImagePlugin
+    from PIL import Image
 
     fp: IO[bytes]
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -197,23 +197,14 @@ def _opened(source: str | os.PathLike | bytes, what: str) -> Iterator[tuple[str,
         if kind is None:
             yield name, None, None
             return
-        # Pillow refuses PNG text over 1 MB inflated; recipes saved before content hashes held
-        # whole input images, so the cap is 64 MB while flux-nb reads (one reader at a time).
-        with _TEXT_LIMIT:
-            saved = PngImagePlugin.MAX_TEXT_CHUNK
-            PngImagePlugin.MAX_TEXT_CHUNK = max(saved, _MAX_TEXT)
-            try:
-                with Image.open(fp, formats=["PNG", "JPEG", "WEBP"]) as im:
-                    yield name, im, kind
-            except FluxError:
-                raise
-            except Exception as exc:  # Pillow raises many kinds on a broken file
-                reason = str(exc) if isinstance(exc, _Damaged) else _pillow_reason(exc)
-                raise FluxError(
-                    f"{name} is damaged: {reason}; its {what} cannot be read."
-                ) from None
-            finally:
-                PngImagePlugin.MAX_TEXT_CHUNK = saved
+        try:
+            with Image.open(fp, formats=["PNG", "JPEG", "WEBP"]) as im:
+                yield name, im, kind
+        except FluxError:
+            raise
+        except Exception as exc:  # Pillow raises many kinds on a broken file
+            reason = str(exc) if isinstance(exc, _Damaged) else _pillow_reason(exc)
+            raise FluxError(f"{name} is damaged: {reason}; its {what} cannot be read.") from None
 
 
 def _pillow_reason(exc: Exception) -> str:
@@ -239,14 +230,22 @@ def _png_text(im: Any, wanted: str) -> dict[str, str]:
     fp = im.fp
     fp.seek(len(_PNG_SIG))
     png = PngImagePlugin.PngStream(fp)
-    while True:
-        cid, pos, length = png.read()
-        if cid == b"IEND":
-            break
-        if cid in _PNG_TEXT:
-            png.crc(cid, png.call(cid, pos, length))
-        else:
-            fp.seek(length + 4, os.SEEK_CUR)  # the chunk and its CRC
+    # Pillow refuses PNG text over 1 MB inflated; recipes saved before content hashes held whole
+    # input images (after IDAT), so the cap is 64 MB for this walk only, one walk at a time.
+    with _TEXT_LIMIT:
+        saved = PngImagePlugin.MAX_TEXT_CHUNK
+        PngImagePlugin.MAX_TEXT_CHUNK = max(saved, _MAX_TEXT)
+        try:
+            while True:
+                cid, pos, length = png.read()
+                if cid == b"IEND":
+                    break
+                if cid in _PNG_TEXT:
+                    png.crc(cid, png.call(cid, pos, length))
+                else:
+                    fp.seek(length + 4, os.SEEK_CUR)  # the chunk and its CRC
+        finally:
+            PngImagePlugin.MAX_TEXT_CHUNK = saved
     return {**{k: str(v) for k, v in png.im_text.items()}, **text}
 
 
