@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+from fault_helpers import FAST, TIMEOUTS, Api
 
 from flux_nb.config import Settings
-from flux_nb.server import LocalServer
+from flux_nb.server import Faults, LocalServer
 from flux_nb.sessions import Session
 
 
@@ -46,6 +48,46 @@ def pytest_configure(config):
 @pytest.fixture
 def session(tmp_path) -> Iterator[Session]:
     """A session on the embedded local server (no step delay) saving into a fresh folder."""
-    s = Session("local", output_dir=tmp_path / "out", settings=Settings(step_delay=0.0), announce=None)
+    s = Session(
+        "local", output_dir=tmp_path / "out", settings=Settings(step_delay=0.0), announce=None
+    )
     yield s
     s.close()
+
+
+# -- fault tests: a server with fault injection, sessions with short retries ----------------
+
+
+@pytest.fixture
+def token(request) -> str:
+    return "tok-" + request.node.name[:40]
+
+
+@pytest.fixture
+def faulty(make_server, token):
+    """A fresh server with fault injection on (nothing injected until a test says so)."""
+    server = make_server(faults=Faults(seed=7))
+    return server, Api(server, token)
+
+
+@pytest.fixture
+def open_session(tmp_path):
+    made: list[Session] = []
+
+    def make(server: LocalServer, token: str | None, out: Path | None = None, **options) -> Session:
+        options.setdefault("retry", FAST)
+        options.setdefault("timeouts", TIMEOUTS)
+        session = Session(
+            base_url=server.url,
+            api_key=token,
+            output_dir=out or tmp_path / "out",
+            settings=Settings(),
+            announce=None,
+            **options,
+        )
+        made.append(session)
+        return session
+
+    yield make
+    for session in made:
+        session.close()

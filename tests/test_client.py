@@ -7,16 +7,18 @@ import time
 
 import httpx
 import pytest
+from fault_helpers import FAST as FAULT_RETRY
+from fault_helpers import QUEUE, Api, wait_until
+from fault_helpers import recipe as fault_recipe
 from PIL import Image
 from recording_server import RecordingServer
 
 from flux_nb import errors
-from flux_nb.client import OxenClient, result_url
-from flux_nb.config import RetryPolicy
+from flux_nb.client import AmbiguousSend, OxenClient, result_url
+from flux_nb.config import RetryPolicy, Timeouts
 from flux_nb.recipe import Recipe
-from flux_nb.server import Faults
+from flux_nb.server import Faults, LocalServer
 from flux_nb.server.app import LocalExtras
-from flux_nb.server.embedded import LocalServer
 
 FAST = RetryPolicy(attempts=3, backoff=0.01, max_backoff=0.05)
 
@@ -277,3 +279,110 @@ def test_a_download_refused_by_the_api_origin_is_tried_once_more_with_the_key():
                 client.download(cdn.url + path)
             client.close()
     assert cdn.seen("authorization") == [None]  # refused once, and the key never offered
+
+
+# --- the client: every call retried through 429, 5xx, resets and timeouts ----------------------------
+
+CALLS = {
+    "model": ("GET", "/api/ai/models/", lambda c, gid, url: c.model_info()),
+    "get": ("GET", QUEUE + "/", lambda c, gid, url: c.get_generation(gid)),
+    "list": ("GET", QUEUE, lambda c, gid, url: c.list_generations(status="succeeded")),
+    "cancel": ("DELETE", QUEUE + "/", lambda c, gid, url: c.cancel(gid)),
+    "download": ("GET", "/api/files/", lambda c, gid, url: c.download(url)),
+}
+FAULTS = {
+    "429 with Retry-After": {"status": 429, "retry_after": 0.05},
+    "503 without Retry-After": {"status": 503},
+    "500": {"status": 500},
+    "502": {"status": 502},
+    "504": {"status": 504},
+    "connection reset": {"action": "reset"},
+    "answer lost after acting": {"action": "drop_response"},
+    "read timeout": {"action": "delay", "delay": 1.0},
+}
+
+
+@pytest.fixture(scope="module")
+def finished():
+    """One server with faults on, a client with short timeouts, and one finished generation."""
+    with LocalServer(faults=Faults(seed=3)) as server:
+        client = OxenClient(
+            server.url, "tok-calls", retry=FAULT_RETRY, timeouts=Timeouts(read=0.3, download=0.3)
+        )
+        gid = client.enqueue(fault_recipe())[0]["generation_id"]
+        wait_until(lambda: client.get_generation(gid)["status"] == "succeeded")
+        yield Api(server, "tok-calls"), client, gid, client.get_generation(gid)["result_url"]
+        client.close()
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+@pytest.mark.parametrize("call", CALLS)
+def test_every_safe_call_is_retried_through_each_fault(finished, call, fault) -> None:
+    api, client, gid, url = finished
+    method, path, call_it = CALLS[call]
+    api.faults(seed=3, status_queue=[{"path": path, "method": method, **FAULTS[fault]}])
+    before = client.requests_sent
+    assert call_it(client, gid, url)  # it went through on the second attempt
+    assert client.requests_sent - before == 2
+    assert api.injected()[FAULTS[fault].get("action", "status")] == 1
+
+
+def test_retry_after_is_honoured_and_capped(faulty) -> None:
+    server, api = faulty
+    client = OxenClient(
+        server.url, "tok", retry=RetryPolicy(attempts=3, backoff=0.01, max_retry_after=0.4)
+    )
+    api.faults(status_queue=[{"status": 429, "path": QUEUE, "retry_after": 0.25}])
+    started = time.monotonic()
+    client.list_generations()
+    assert time.monotonic() - started >= 0.25  # waited as told, not its own 10 ms
+    api.faults(status_queue=[{"status": 503, "path": QUEUE, "retry_after": 30}])
+    started = time.monotonic()
+    client.list_generations()
+    assert 0.4 <= time.monotonic() - started < 5  # 30 s asked, capped at max_retry_after
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    policy = RetryPolicy(backoff=0.5, max_backoff=4.0)
+    for attempt, full in ((1, 0.5), (2, 1.0), (3, 2.0), (4, 4.0), (9, 4.0)):
+        delays = [policy.delay(attempt) for _ in range(50)]
+        assert all(full / 2 <= d <= full for d in delays)  # jittered, never past the cap
+    assert policy.delay(1, retry_after=3.0) == 3.0
+
+
+def test_after_every_retry_the_error_says_what_happened(faulty) -> None:
+    server, api = faulty
+    client = OxenClient(server.url, "tok", retry=FAULT_RETRY)
+    api.faults(status_queue=[{"status": 429, "path": QUEUE, "retry_after": 0, "times": 5}])
+    with pytest.raises(errors.RateLimitError, match="HTTP 429") as info:
+        client.list_generations()
+    assert info.value.retry_after == 0 and "Wait a minute" in str(info.value)
+    api.faults(status_queue=[{"status": 503, "path": QUEUE, "times": 5}])
+    with pytest.raises(errors.ServerError, match="HTTP 503"):
+        client.list_generations()
+    api.faults(status_queue=[{"action": "reset", "path": QUEUE, "times": 5}])
+    with pytest.raises(errors.NetworkError, match="connection"):
+        client.list_generations()
+    assert client.requests_sent == 15
+
+
+def test_enqueue_is_repeated_only_when_the_server_cannot_have_taken_it(faulty, token) -> None:
+    server, api = faulty
+    client = OxenClient(server.url, token, retry=FAULT_RETRY)
+    for n, forced in enumerate(({"status": 429, "retry_after": 0}, {"status": 503})):
+        api.faults(status_queue=[{"path": QUEUE, "method": "POST", **forced}])
+        client.enqueue(fault_recipe(seed=100 + n))
+        assert api.seeds()[100 + n] == 1  # retried, and one row
+    for n, forced in enumerate(
+        (
+            {"status": 500},
+            {"status": 502},
+            {"action": "reset"},
+            {"action": "drop_response"},
+        )
+    ):
+        api.faults(status_queue=[{"path": QUEUE, "method": "POST", **forced}])
+        with pytest.raises(AmbiguousSend):  # not repeated blindly: the caller must look first
+            client.enqueue(fault_recipe(seed=200 + n))
+    taken = api.seeds()
+    assert [taken[200 + n] for n in range(4)] == [0, 0, 0, 1]  # only drop_response acted on it

@@ -24,7 +24,12 @@ FAST = RetryPolicy(attempts=3, backoff=0.01, max_backoff=0.05)
 
 def session_on(server, out: Path, token: str = "tok-journal") -> Session:
     return Session(
-        base_url=server.url, api_key=token, output_dir=out, settings=Settings(), announce=None, retry=FAST
+        base_url=server.url,
+        api_key=token,
+        output_dir=out,
+        settings=Settings(),
+        announce=None,
+        retry=FAST,
     )
 
 
@@ -73,7 +78,9 @@ def test_another_process_is_alive_until_it_dies(tmp_path) -> None:
     """The lock is the operating system's: a killed process releases it at once."""
     path = tmp_path / "out" / JOURNAL_NAME
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(path), "http://127.0.0.1:9"], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", CHILD, str(path), "http://127.0.0.1:9"],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         writer = child.stdout.readline().strip()
@@ -91,12 +98,20 @@ def test_entries_from_before_writers_were_recorded_count_as_gone(tmp_path) -> No
     assert not journal.is_alive(None) and journal.is_alive(journal.writer)
 
 
-def test_work_sent_to_another_server_is_not_resumed_here_and_says_why(local_server, tmp_path) -> None:
+def test_work_sent_to_another_server_is_not_resumed_here_and_says_why(
+    local_server, tmp_path
+) -> None:
     out = tmp_path / "out"
     old = Journal(out / JOURNAL_NAME)
     recipe = Recipe.build("sent elsewhere", seed=13)
     old.record(
-        {"op": "submit", "key": "elsewhere", "backend": "hosted", "server": "https://other.example", "recipe": recipe.to_dict()},
+        {
+            "op": "submit",
+            "key": "elsewhere",
+            "backend": "hosted",
+            "server": "https://other.example",
+            "recipe": recipe.to_dict(),
+        },
         {"op": "enqueued", "key": "elsewhere", "id": "0b9c3a52-0000-4000-8000-000000000000"},
     )
     old.close()
@@ -140,3 +155,12 @@ def test_an_unwritable_journal_sends_nothing(local_server, tmp_path) -> None:
         assert type(info.value).__name__ == "StorageError" and session.runner.stats["enqueues"] == 0
     finally:
         session.close()
+
+
+def test_a_torn_journal_line_does_not_swallow_the_next_record(tmp_path) -> None:
+    journal = Journal(tmp_path / JOURNAL_NAME)
+    journal.record({"op": "submit", "key": "a", "recipe": {}})
+    with open(journal.path, "ab") as fh:
+        fh.write(b'{"t": 1, "op": "enqu')  # a write cut short by a full disk or a crash
+    journal.record({"op": "submit", "key": "b", "recipe": {}})
+    assert [e["key"] for e in journal.entries()] == ["a", "b"]

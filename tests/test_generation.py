@@ -13,7 +13,10 @@ from flux_nb.sessions import Session
 
 
 def pixels_equal(a, b):
-    return a.size == b.size and ImageChops.difference(a.convert("RGB"), b.convert("RGB")).getbbox() is None
+    return (
+        a.size == b.size
+        and ImageChops.difference(a.convert("RGB"), b.convert("RGB")).getbbox() is None
+    )
 
 
 def test_generate_returns_at_once_then_saves_with_recipe(session):
@@ -97,7 +100,9 @@ def test_bad_input_is_refused_before_anything_is_sent(session):
 
 def test_edit_uses_a_previous_result(session):
     base = session.generate("a green hill", seed=1, num_inference_steps=3).wait(10)
-    edit = session.generate("make it autumn", seed=1, num_inference_steps=3, input_image=base).wait(10)
+    edit = session.generate("make it autumn", seed=1, num_inference_steps=3, input_image=base).wait(
+        10
+    )
     plain = session.generate("make it autumn", seed=1, num_inference_steps=3).wait(10)
     assert len(edit.recipe.input_image) == 1
     assert not pixels_equal(edit.image, plain.image)
@@ -113,8 +118,12 @@ def test_an_unwritable_output_folder_refuses_to_send_anything(tmp_path):
     """The journal lives there: work a restarted kernel could not find is not sent (nor paid for)."""
     blocker = tmp_path / "file-not-folder"
     blocker.write_text("x")
-    s = Session("local", output_dir=blocker / "out", settings=Settings(step_delay=0.0), announce=None)
-    with pytest.raises(errors.StorageError, match="Nothing was sent: the journal .* cannot be written"):
+    s = Session(
+        "local", output_dir=blocker / "out", settings=Settings(step_delay=0.0), announce=None
+    )
+    with pytest.raises(
+        errors.StorageError, match="Nothing was sent: the journal .* cannot be written"
+    ):
         s.generate("a storm", num_inference_steps=2)
     assert s.history == [] and s.client.requests_sent == 0
     s.close()
