@@ -71,3 +71,38 @@ def test_every_package_folder_goes_into_the_wheel():
     }
     assert "flux_nb.server.engines._painter" in folders
     assert sorted(folders - found) == []
+
+
+# Tests mirror the package: tests/test_<module>.py for every module with behaviour of its own,
+# or an entry here saying which file tests it and why that one.
+TESTED_ELSEWHERE = {
+    "flux_nb/card_html.py": "tests/test_cards.py",  # the HTML is what a card shows; no other user
+    "flux_nb/thumbnail.py": "tests/test_cards.py",  # the preview a card shows, sizes and speed
+    # The local server is one unit that plays the API's part: tested through HTTP as a whole,
+    # against Oxen's documented contract, and its engines through the engine interface.
+    "flux_nb/server/": "tests/test_server.py",
+    "flux_nb/server/engines/": "tests/test_engine.py",
+    "flux_nb/server/engines/_painter/": "tests/test_engine.py",
+    "flux_nb/server/engines/flux2_klein.py": "tests/local_engine/test_klein_server.py",
+    "flux_nb/server/engines/flux2_klein_random.py": "tests/local_engine/test_klein_setup.py",
+}
+
+
+def _tested_in(module: Path) -> Path:
+    rel = module.relative_to(ROOT).as_posix()
+    if rel in TESTED_ELSEWHERE:
+        return ROOT / TESTED_ELSEWHERE[rel]
+    if rel.count("/") == 1:  # a top-level module
+        return ROOT / "tests" / f"test_{module.stem}.py"
+    return ROOT / TESTED_ELSEWHERE[rel.rsplit("/", 1)[0] + "/"]
+
+
+def test_every_module_has_a_test_file_named_for_it_or_says_where():
+    missing = []
+    for module in sorted((ROOT / "flux_nb").rglob("*.py")):
+        if module.name in ("__init__.py", "__main__.py"):
+            continue
+        tests = _tested_in(module)
+        if not tests.is_file() or "def test_" not in tests.read_text("utf-8"):
+            missing.append(f"{module.relative_to(ROOT)} -> {tests.relative_to(ROOT)}")
+    assert not missing, "modules without tests: " + ", ".join(missing)
