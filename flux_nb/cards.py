@@ -280,6 +280,7 @@ class Card(widgets.VBox):
         self.gen = gen
         self.on_new = on_new
         self.thumbnail_size = thumbnail_size
+        gen.want_thumbnail(thumbnail_size)  # made off this thread once the image is downloaded
         self.settled = threading.Event()
         self._lock = threading.Lock()
         self._notice: widgets.HTML | None = None
@@ -374,7 +375,7 @@ class Card(widgets.VBox):
         thumb, problem = None, None
         if gen.status == SUCCEEDED and not len(self.preview.value):
             try:
-                thumb = gen.thumbnail(self.thumbnail_size)  # the slow part: outside the lock
+                thumb = gen.thumbnail(self.thumbnail_size)  # made already, unless asked for late
             except Exception as exc:  # an unreadable result must still settle the card
                 problem = f"no preview: {getattr(exc, 'message', None) or type(exc).__name__}"
         with self._lock:
