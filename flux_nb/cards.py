@@ -213,6 +213,7 @@ def _quote(text: str) -> str:
 CARD_PADDING = 8  # px inside the border, each side
 MIN_CARD_CONTENT = 288  # px: five short buttons fit on one row at this width
 PROGRESS_REFRESH = 0.2  # s: the least time between two redraws of a running card's bar
+TICK_CARDS = 32  # running cards whose elapsed seconds the ticker redraws each second, at most
 
 
 def card_width(thumbnail_size: int) -> int:
@@ -713,6 +714,8 @@ class _Ticker:
             return list(self._cards)
 
     def _run(self) -> None:
+        import heapq
+
         tick = threading.Event()
         while True:
             tick.wait(1.0)
@@ -721,9 +724,13 @@ class _Ticker:
                 if not cards:
                     self._thread = None
                     return
-            for card in cards:
-                if not card.gen.done:
-                    card.refresh()
+            # The least recently drawn first, TICK_CARDS a second: with -n 256 in flight, redrawing
+            # every card each second sent 500 widget messages in one burst, and a cell run
+            # meanwhile waited for the interpreter that long. Beyond TICK_CARDS running cards,
+            # each one's seconds move less often; its steps and its end still show at once.
+            running = [c for c in cards if not c.gen.done]
+            for card in heapq.nsmallest(TICK_CARDS, running, key=lambda c: c._shown_at):
+                card.refresh()
 
 
 _ticker = _Ticker()
