@@ -714,8 +714,6 @@ class _Ticker:
             return list(self._cards)
 
     def _run(self) -> None:
-        import heapq
-
         tick = threading.Event()
         while True:
             tick.wait(1.0)
@@ -724,13 +722,20 @@ class _Ticker:
                 if not cards:
                     self._thread = None
                     return
-            # The least recently drawn first, TICK_CARDS a second: with -n 256 in flight, redrawing
-            # every card each second sent 500 widget messages in one burst, and a cell run
-            # meanwhile waited for the interpreter that long. Beyond TICK_CARDS running cards,
-            # each one's seconds move less often; its steps and its end still show at once.
-            running = [c for c in cards if not c.gen.done]
-            for card in heapq.nsmallest(TICK_CARDS, running, key=lambda c: c._shown_at):
+            for card in _to_tick(cards):
                 card.refresh()
+
+
+def _to_tick(cards: Sequence[Card], most: int = TICK_CARDS) -> list[Card]:
+    """The running cards to redraw this second: the least recently drawn, `most` of them.
+
+    With -n 256 in flight, redrawing every card each second sent 500 widget messages in one
+    burst, and a cell run meanwhile waited for the interpreter that long. Beyond `most` running
+    cards each one's seconds move less often; its steps and its end still show at once."""
+    import heapq
+
+    running = [c for c in cards if not c.gen.done]
+    return heapq.nsmallest(most, running, key=lambda c: c._shown_at)
 
 
 _ticker = _Ticker()
