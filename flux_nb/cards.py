@@ -281,7 +281,7 @@ class Card(widgets.VBox):
         self.gen = gen
         self.on_new = on_new
         self.thumbnail_size = thumbnail_size
-        gen.want_thumbnail(thumbnail_size)  # made off this thread once the image is downloaded
+        gen.want_thumbnail(thumbnail_size)  # made by the runner once the image is downloaded
         self.settled = threading.Event()
         self._lock = threading.Lock()
         self._notice: widgets.HTML | None = None
@@ -367,6 +367,12 @@ class Card(widgets.VBox):
     # -- state -> traits; runs on runner threads and the ticker ------------------------------------
 
     def _render(self, gen) -> None:
+        if not len(self.preview.value):
+            made = gen.thumbnail_made(self.thumbnail_size)
+            if made is not None:  # the picture first, even before the file is saved
+                with self._lock:
+                    self.preview.value = made
+                    self._arrange()
         if not gen.done and gen.status == self._shown_status:
             now = time.monotonic()
             if now - self._shown_at < PROGRESS_REFRESH:

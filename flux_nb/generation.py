@@ -191,9 +191,14 @@ class Generation:
         return self._thumb[max_side]
 
     def want_thumbnail(self, max_side: int) -> None:
-        """Have a thumbnail of this size made as soon as the image is downloaded, on a worker
-        thread (a view showing the generation asks for its size when it is made)."""
+        """Have a thumbnail of this size made as soon as the image is downloaded, by the thread
+        that downloads it (a view showing the generation asks for its size when it is made)."""
         self.thumbnail_sides.add(max_side)
+
+    def thumbnail_made(self, max_side: int = 320) -> bytes | None:
+        """The thumbnail of this size if it is made already (never makes one): a view shows it
+        as soon as the runner has it, before the file is saved."""
+        return self._thumb.get(max_side)
 
     def on_change(self, callback: Callable[[Generation], None]) -> None:
         """Call `callback(self)` (from a background thread) after every state change."""
@@ -233,8 +238,10 @@ class Generation:
             self._changed()
 
     def _keep_thumbnails(self, made: dict[int, bytes]) -> None:
-        """Thumbnails the runner made from the downloaded bytes (thumbnail.thumbnails)."""
+        """Thumbnails the runner made from the downloaded bytes (thumbnail.thumbnails): the
+        views are told at once, while the file is still being saved."""
         self._thumb.update(made)
+        self._changed()
 
     def _finish(self, status: Status, error: errors.FluxError | None = None) -> None:
         self.status = status

@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from . import errors
@@ -105,9 +105,6 @@ class Runner:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="flux-nb-io")
-        # Decoding and thumbnailing a downloaded image (most of it in Pillow, without the GIL)
-        # runs here while the io thread saves the file: the preview is ready when it is saved.
-        self._previews = ThreadPoolExecutor(max_workers=2, thread_name_prefix="flux-nb-preview")
         self._threads: list[threading.Thread] = []
         self._send_locks: dict[str, list[Any]] = {}  # recipe JSON -> [lock, users]
         self._stopping = threading.Event()
@@ -200,7 +197,6 @@ class Runner:
         with self._wake:
             self._wake.notify_all()
         self._pool.shutdown(wait=False, cancel_futures=True)
-        self._previews.shutdown(wait=False, cancel_futures=True)
 
     def file_extra(self, gen: Generation) -> dict[str, str]:
         """Text stored beside the recipe in the image file: never the key, never a token."""
@@ -467,11 +463,9 @@ class Runner:
 
     def _collect(self, gen: Generation) -> None:
         """Download, check, embed the recipe and save; on a storage error keep the bytes in memory."""
-        previews: Future[dict[int, bytes]] | None = None
         try:
             self.stats["downloads"] += 1
             data = self.client.download(gen.result_url)
-            previews = self._make_previews(gen, data)
             _check_image(data)
         except errors.FluxError as exc:
             track = self._tracks[gen.key]
@@ -487,6 +481,7 @@ class Runner:
                 hint="Run flux_nb.resume() to try again.",
             ), journal=False)
             return
+        _make_previews(gen, data)
         gen.data = data
         try:
             gen.path = self.output.save(data, gen.recipe, gen.id, self.file_extra(gen))
@@ -494,17 +489,7 @@ class Runner:
             gen.save_error = exc
         else:
             self.journal.record({"op": "saved", "key": gen.key, "id": gen.id, "path": str(gen.path)})
-        _keep_previews(gen, previews)
         self._terminal(gen, SUCCEEDED, None, journal=False)
-
-    def _make_previews(self, gen: Generation, data: bytes) -> Future[dict[int, bytes]] | None:
-        """Start the thumbnails of the sizes the views asked for, on the preview pool."""
-        from .thumbnail import thumbnails
-
-        try:
-            return self._previews.submit(thumbnails, data, tuple(gen.thumbnail_sides))
-        except RuntimeError:  # the runner was stopped: the file is still saved
-            return None
 
     def _send_cancel(self, gen: Generation) -> None:
         """DELETE the generation (once), then read its row until it says so: no event follows a
@@ -551,16 +536,20 @@ def _parse_utc(text: Any) -> float | None:
         return None
 
 
-def _keep_previews(gen: Generation, previews: Future[dict[int, bytes]] | None) -> None:
-    """Hand the thumbnails made meanwhile to the handle; when they could not be made (the
-    preview pool stopped, an image Pillow checks but cannot decode), the view makes its own
-    on demand and says why it cannot."""
-    if previews is None:
-        return
+def _make_previews(gen: Generation, data: bytes) -> None:
+    """Decode the downloaded image once, make the thumbnails its views asked for and hand them
+    over, before the file is saved: the picture shows while the save's fsyncs run, and the
+    views never decode. Saving first, or beside it on another thread, cost the preview 5-10 ms
+    (the decode is the long part, and only the CPU it gets makes it shorter). An image Pillow
+    checks but cannot decode makes none: the card then tries itself and says why it cannot."""
+    from .thumbnail import thumbnails
+
     try:
-        gen._keep_thumbnails(previews.result())
-    except Exception:  # CancelledError included: the runner is stopping
+        made = thumbnails(data, tuple(gen.thumbnail_sides))
+    except Exception:
         log.debug("no thumbnails made for %s", gen.id, exc_info=True)
+        return
+    gen._keep_thumbnails(made)
 
 
 def _check_image(data: bytes) -> None:

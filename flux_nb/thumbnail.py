@@ -1,11 +1,10 @@
 """Small, deterministic PNG previews, so a notebook holds thumbnails and the full image stays on disk.
 
-The runner makes them on a worker thread of their own as soon as an image is downloaded, while
-another thread saves the file, so the thread that shows a card only sets ready bytes. They must
-still be cheap: a bilinear reduction and a fast-octree palette encode, about 10 ms and 5-25 KB for
-a 1 MP picture (an `optimize=True` truecolour encode took 100-300 ms and held up the kernel).
-Decoding the full image costs more than that (about 30 ms for a 0.7 MB truecolour PNG here), so
-one decode serves every size asked for.
+The runner makes them on the download's thread as soon as an image is downloaded, before it
+saves the file, so the card only sets ready bytes. They must be cheap: a bilinear reduction and a
+fast-octree palette encode, about 10 ms and 5-25 KB for a 1 MP picture (an `optimize=True`
+truecolour encode took 100-300 ms and held up the kernel). Decoding the full image costs more
+(about 30 ms for a 0.7 MB truecolour PNG on 2 shared cores), so one decode serves every size.
 """
 
 from __future__ import annotations

@@ -83,13 +83,17 @@ def test_card_follows_its_generation_to_the_thumbnail(session, tmp_path, monkeyp
     assert f'href="out/{gen.path.name}"' in card.file_link.value
 
 
-def test_the_card_gets_its_thumbnail_made_off_its_thread_from_one_decode(slow_session):
+def test_the_card_shows_a_thumbnail_the_runner_made_from_one_decode_before_the_save(slow_session):
     from flux_nb.thumbnail import make_thumbnail
 
     gen = slow_session.generate("a heron at dawn", seed=8, num_inference_steps=3, output_quality="high")
     card = Card(gen, thumbnail_size=128)  # asks for its size before the image is downloaded
+    finished_when_shown = []
+    card.preview.observe(lambda _: finished_when_shown.append(gen.done), names="value")
     settle(gen)
+    assert finished_when_shown == [False]  # the picture shows before the file is saved
     assert bytes(card.preview.value) == gen.thumbnail(128)
+    assert list(card.children) == [card.preview, card.status, card.caption, card.buttons]
     # The runner's preview thread made both sizes; nothing decoded the full image for the card.
     assert gen._image is None and set(gen._thumb) == {128, 320}
     assert gen.thumbnail(128) == make_thumbnail(gen.image, 128)  # the same bytes as made on demand
