@@ -73,11 +73,11 @@ STAGES = {
     "sse": "emit -> event read by the runner (SSE)",
     "dispatch": "event -> download starts",
     "download": "download (GET /api/files/...)",
-    # The runner decodes and thumbnails on a preview thread while it checks and saves: this
-    # stage is the longer of the two, and the last one only hands the ready bytes to the card.
-    "save": "check + save with recipe + journal, beside decode + thumbnail",
-    "thumbnails": "  decode + thumbnail, on the preview thread during the stage above",
-    "preview": "generation finished -> Image.value set",
+    # The runner checks, decodes and thumbnails on the download's thread and hands the card the
+    # bytes before it saves: the preview is set before the generation finishes.
+    "preview": "downloaded -> Image.value set (check, decode + thumbnail, hand over)",
+    "thumbnails": "  of which decode + thumbnail",
+    "save": "then Image.value set -> finished (save with recipe + journal)",
 }
 
 
@@ -140,6 +140,7 @@ def _preview_samples(
                     continue
                 if not landed.wait(60):
                     raise RuntimeError(f"no preview for {gen!r} after 60 s")
+                gen.wait(60)  # the preview may come before the save: one generation at a time
                 gid = gen.id
                 emit = server.emitted.get(gid)
                 if emit is None:
@@ -151,8 +152,8 @@ def _preview_samples(
                     stages["sse"].append((received[gid] - emit) * 1000)
                     stages["dispatch"].append((start - received[gid]) * 1000)
                     stages["download"].append((end - start) * 1000)
-                    stages["save"].append((gen.finished - end) * 1000)
-                    stages["preview"].append((shown[0] - gen.finished) * 1000)
+                    stages["preview"].append((shown[0] - end) * 1000)
+                    stages["save"].append((gen.finished - shown[0]) * 1000)
         finally:
             thumbnail.thumbnails = thumbnails
             sess.close()
@@ -180,7 +181,7 @@ def event_to_preview(n: int, flat: int, log) -> Figure:
         plain, plain_stages, _ = _preview_samples(flat, DEFAULT_RECIPE, 40_000)
         fig.notes.append(
             f"default recipe (28 steps, standard: flat palette pictures, 12 KB PNGs): {spread(plain)};"
-            f" of which finished -> Image.value set: {spread(plain_stages['preview'])}"
+            f" of which downloaded -> Image.value set: {spread(plain_stages['preview'])}"
         )
     log(f"  event -> preview: p95 {fig.value:.0f} ms, median {median(total):.0f} ms")
     return fig
