@@ -55,3 +55,23 @@ def test_a_palette_png_with_transparency_decodes_with_its_alpha(tmp_path):
 def test_bytes_that_are_no_image_raise_before_anyone_sees_them():
     with pytest.raises(Image.UnidentifiedImageError):
         thumbnails(b"not an image", [320])
+
+
+def reference(image: Image.Image, max_side: int) -> bytes:
+    """make_thumbnail as it was: convert (a copy), Image.thumbnail in place, the same encode."""
+    thumb = image.convert("RGB")
+    thumb.thumbnail((max_side, max_side), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    buffer = io.BytesIO()
+    thumb.quantize(256, method=Image.Quantize.FASTOCTREE).save(buffer, format="PNG", compress_level=6)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "size", [(1344, 768), (768, 1344), (1024, 1024), (1000, 3), (3, 1000), (321, 320), (320, 200), (17, 9)]
+)
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L"])
+def test_thumbnails_are_byte_for_byte_what_pillows_thumbnail_made(size, mode):
+    image = gradient(size=size).convert(mode)
+    for side in (320, 128, 96):
+        assert make_thumbnail(image, side) == reference(image, side)
+    assert image.size == size  # the picture itself is left alone
