@@ -94,7 +94,7 @@ def test_the_card_shows_a_thumbnail_the_runner_made_from_one_decode_before_the_s
     assert finished_when_shown == [False]  # the picture shows before the file is saved
     assert bytes(card.preview.value) == gen.thumbnail(128)
     assert list(card.children) == [card.preview, card.status, card.caption, card.buttons]
-    # The runner's preview thread made both sizes; nothing decoded the full image for the card.
+    # The download's thread made both sizes from one decode; the card's render decoded nothing.
     assert gen._image is None and set(gen._thumb) == {128, 320}
     assert gen.thumbnail(128) == make_thumbnail(gen.image, 128)  # the same bytes as made on demand
     assert gen.thumbnail() == make_thumbnail(gen.image)
