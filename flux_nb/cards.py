@@ -200,6 +200,7 @@ def _quote(text: str) -> str:
 CARD_PADDING = 8  # px inside the border, each side
 MIN_CARD_CONTENT = 288  # px: five short buttons fit on one row at this width
 PROGRESS_REFRESH = 0.2  # s: the least time between two redraws of a running card's bar
+TICK_CARDS = 32  # running cards whose elapsed seconds the ticker redraws each second, at most
 
 
 def card_width(thumbnail_size: int) -> int:
@@ -267,6 +268,7 @@ class Card(widgets.VBox):
         self.gen = gen
         self.on_new = on_new
         self.thumbnail_size = thumbnail_size
+        gen.want_thumbnail(thumbnail_size)  # made by the runner once the image is downloaded
         self.settled = threading.Event()
         self._lock = threading.Lock()
         self._notice: widgets.HTML | None = None
@@ -352,6 +354,12 @@ class Card(widgets.VBox):
     # -- state -> traits; runs on runner threads and the ticker ------------------------------------
 
     def _render(self, gen) -> None:
+        if not len(self.preview.value):
+            made = gen.thumbnail_made(self.thumbnail_size)
+            if made is not None:  # the picture first, even before the file is saved
+                with self._lock:
+                    self.preview.value = made
+                    self._arrange()
         if not gen.done and gen.status == self._shown_status:
             now = time.monotonic()
             if now - self._shown_at < PROGRESS_REFRESH:
@@ -361,7 +369,7 @@ class Card(widgets.VBox):
         thumb, problem = None, None
         if gen.status == SUCCEEDED and not len(self.preview.value):
             try:
-                thumb = gen.thumbnail(self.thumbnail_size)  # the slow part: outside the lock
+                thumb = gen.thumbnail(self.thumbnail_size)  # made already, unless asked for late
             except Exception as exc:  # an unreadable result must still settle the card
                 problem = f"no preview: {getattr(exc, 'message', None) or type(exc).__name__}"
         with self._lock:
@@ -707,9 +715,20 @@ class _Ticker:
                 if not cards:
                     self._thread = None
                     return
-            for card in cards:
-                if not card.gen.done:
-                    card.refresh()
+            for card in _to_tick(cards):
+                card.refresh()
+
+
+def _to_tick(cards: Sequence[Card], most: int = TICK_CARDS) -> list[Card]:
+    """The running cards to redraw this second: the least recently drawn, `most` of them.
+
+    With -n 256 in flight, redrawing every card each second sent 500 widget messages in one
+    burst, and a cell run meanwhile waited for the interpreter that long. Beyond `most` running
+    cards each one's seconds move less often; its steps and its end still show at once."""
+    import heapq
+
+    running = [c for c in cards if not c.gen.done]
+    return heapq.nsmallest(most, running, key=lambda c: c._shown_at)
 
 
 _ticker = _Ticker()

@@ -8,7 +8,6 @@ The handle reaches its runner only through `Backend`, the few calls listed below
 
 from __future__ import annotations
 
-import io
 import logging
 import threading
 import time
@@ -73,6 +72,7 @@ class Generation:
         self._done_callbacks: list[Callable[[], None]] = []
         self._image: Image.Image | None = None
         self._thumb: dict[int, bytes] = {}
+        self.thumbnail_sides: set[int] = {320}  # made by the runner once downloaded (want_thumbnail)
 
     # -- what people use ---------------------------------------------------------------------------
 
@@ -166,13 +166,9 @@ class Generation:
         """The full-size result as a PIL image (waits for it if needed)."""
         if self._image is None:
             self.wait()
-            from PIL import Image
+            from .thumbnail import decode
 
-            image = Image.open(io.BytesIO(self.data) if self.data else self.path)
-            image.load()  # before publishing: another thread must never see a half-read image
-            if image.mode in ("P", "PA", "L", "LA"):  # palette PNGs: give colours, not indices
-                image = image.convert("RGBA" if "A" in image.mode or "transparency" in image.info else "RGB")
-            self._image = image
+            self._image = decode(self.data or self.path)
         return self._image
 
     def saved_bytes(self) -> tuple[bytes, str]:
@@ -200,6 +196,16 @@ class Generation:
 
             self._thumb[max_side] = make_thumbnail(self.image, max_side)
         return self._thumb[max_side]
+
+    def want_thumbnail(self, max_side: int) -> None:
+        """Have a thumbnail of this size made as soon as the image is downloaded, by the thread
+        that downloads it (a view showing the generation asks for its size when it is made)."""
+        self.thumbnail_sides.add(max_side)
+
+    def thumbnail_made(self, max_side: int = 320) -> bytes | None:
+        """The thumbnail of this size if it is made already (never makes one): a view shows it
+        as soon as the runner has it, before the file is saved."""
+        return self._thumb.get(max_side)
 
     def on_change(self, callback: Callable[[Generation], None]) -> None:
         """Call `callback(self)` (from a background thread) after every state change."""
@@ -237,6 +243,12 @@ class Generation:
             self.progress, changed = progress, True
         if changed:
             self._changed()
+
+    def _keep_thumbnails(self, made: dict[int, bytes]) -> None:
+        """Thumbnails the runner made from the downloaded bytes (thumbnail.thumbnails): the
+        views are told at once, while the file is still being saved."""
+        self._thumb.update(made)
+        self._changed()
 
     def _finish(self, status: Status, error: errors.FluxError | None = None) -> None:
         self.status = status

@@ -9,13 +9,14 @@ contact sheet for several images) and the same widget view, so the live card kee
 The update is sent twice, because frontends read it differently:
 - at once, from the runner thread that finished the last image: JupyterLab routes a display
   update by its display_id to the cell that showed it, whenever it comes, and saves the result;
-- again from the main thread after the next cell that runs (IPython's post_run_cell; `%flux wait`
-  calls flush() itself): nbclient (nbconvert --execute, nbval, tests/notebook_runner.py) reads only
-  the messages of the cell it is running, but applies an update to every earlier output with that
-  display_id. An update sent while no cell runs never reaches it.
+- again from the main thread after the next cell that runs (IPython's post_run_cell, once the
+  runner thread has made it; `%flux wait` calls flush() itself, which waits for it): nbclient
+  (nbconvert --execute, nbval, tests/notebook_runner.py) reads only the messages of the cell it
+  is running, but applies an update to every earlier output with that display_id. An update sent
+  while no cell runs never reaches it.
 
     show(view, gens, final)   display view with a display_id; final() -> the settled bundle
-    flush()                   send the updates of outputs that settled since (main thread, in a cell)
+    flush(wait=True)          send the updates of outputs that settled since (main thread, in a cell)
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ class _Output:
     @property
     def done(self) -> bool:
         return all(g.done for g in self.gens)
+
+    @property
+    def made(self) -> bool:
+        """The settled bundle exists (made by the runner thread that finished the last image)."""
+        return self._bundle is not None
 
     def bundle(self) -> dict[str, Any] | None:
         """The settled bundle, made once (whichever thread comes first); None while running."""
@@ -74,13 +80,17 @@ def show(view: Any, gens: Sequence[Any], final: Callable[[], dict[str, Any]]) ->
         gen.on_change(lambda g, o=output: _settled(o) if g.done else None)
 
 
-def flush(_result: Any = None) -> int:
+def flush(*, wait: bool = True) -> int:
     """Send the final bundle of every output whose generations have all ended, from this thread
-    (the main one, inside a cell: nbclient takes it). Cheap when nothing settled. Returns how many."""
+    (the main one, inside a cell: nbclient takes it). Cheap when nothing settled. Returns how many.
+
+    wait=False (after every cell) sends only bundles made already: making one (a contact sheet of
+    an -n 256 cell) is the runner thread's work, and waiting for it would hold up whatever trivial
+    cell happened to end meanwhile; the next cell, or `%flux wait`, sends it."""
     with _lock:
         if not _pending:
             return 0
-        ready = [o for o in _pending if o.done]
+        ready = [o for o in _pending if (o.done if wait else o.made)]
         if not ready:
             return 0
         _pending[:] = [o for o in _pending if o not in ready]
@@ -129,11 +139,16 @@ def _kernel_shell():
     return shell if shell is not None and getattr(shell, "kernel", None) is not None else None
 
 
+def _after_cell(_result: Any = None) -> int:
+    """post_run_cell: send the bundles that are ready, never wait for one being made."""
+    return flush(wait=False)
+
+
 def _hook(shell) -> None:
-    """flush() after every cell of this kernel (registered once)."""
+    """_after_cell() after every cell of this kernel (registered once)."""
     callbacks = shell.events.callbacks["post_run_cell"]
-    if flush not in callbacks:
-        shell.events.register("post_run_cell", flush)
+    if _after_cell not in callbacks:
+        shell.events.register("post_run_cell", _after_cell)
 
 
 __all__ = ["flush", "show"]

@@ -83,6 +83,34 @@ def test_card_follows_its_generation_to_the_thumbnail(session, tmp_path, monkeyp
     assert f'href="out/{gen.path.name}"' in card.file_link.value
 
 
+def test_the_card_shows_a_thumbnail_the_runner_made_from_one_decode_before_the_save(slow_session):
+    from flux_nb.thumbnail import make_thumbnail
+
+    gen = slow_session.generate("a heron at dawn", seed=8, num_inference_steps=3, output_quality="high")
+    card = Card(gen, thumbnail_size=128)  # asks for its size before the image is downloaded
+    finished_when_shown = []
+    card.preview.observe(lambda _: finished_when_shown.append(gen.done), names="value")
+    settle(gen)
+    assert finished_when_shown == [False]  # the picture shows before the file is saved
+    assert bytes(card.preview.value) == gen.thumbnail(128)
+    assert list(card.children) == [card.preview, card.status, card.caption, card.buttons]
+    # The download's thread made both sizes from one decode; the card's render decoded nothing.
+    assert gen._image is None and set(gen._thumb) == {128, 320}
+    assert gen.thumbnail(128) == make_thumbnail(gen.image, 128)  # the same bytes as made on demand
+    assert gen.thumbnail() == make_thumbnail(gen.image)
+
+
+def test_the_ticker_redraws_the_least_recently_drawn_running_cards_first():
+    def fake(shown_at, done=False):
+        return types.SimpleNamespace(gen=types.SimpleNamespace(done=done), _shown_at=shown_at)
+
+    running = [fake(float(i)) for i in range(40)]
+    finished = [fake(-1.0, done=True)]
+    picked = cards._to_tick(finished + running[::-1], most=32)
+    assert picked == running[:32]  # the oldest drawn 32; a finished card is never redrawn
+    assert cards._to_tick(running[:3] + finished) == running[:3]
+
+
 def test_a_file_outside_the_notebook_folder_is_named_not_linked(session):
     gen = session.generate("a dot", seed=2, num_inference_steps=1).wait(20)
     card = Card(gen)

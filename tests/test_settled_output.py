@@ -193,3 +193,30 @@ def test_nbval_compares_the_settled_output_and_catches_a_changed_picture(tmp_pat
     assert "FAILED settled.ipynb" not in report
     assert "FAILED stale.ipynb::Cell 2" in report and "FAILED changed.ipynb::Cell 2" in report
     assert "Cell outputs differ in cell(s) 1" in report
+
+
+def test_after_a_cell_only_made_bundles_are_sent_and_wait_sends_the_rest(monkeypatch):
+    """A trivial cell that ends while the runner thread still makes a big output's contact sheet
+    does not wait for it: the next cell (or %flux wait, which does wait) sends it."""
+    import types
+
+    from flux_nb import settled_output
+
+    sent, made = [], []
+    monkeypatch.setattr(settled_output, "_publish", lambda display_id, bundle: sent.append(display_id))
+    monkeypatch.setattr(settled_output, "_pending", [])
+    gens = [types.SimpleNamespace(done=True)]
+    output = settled_output._Output("one", gens, lambda: made.append(1) or {"text/plain": "done"})
+    running = settled_output._Output("two", [types.SimpleNamespace(done=False)], dict)
+    settled_output._pending.extend([output, running])
+
+    assert settled_output._after_cell() == 0 and not made and not sent  # not made yet: not waited for
+    settled_output._settled(output)  # the runner thread that ended the last image makes it, sends it
+    assert made == [1] and sent == ["one"]
+    assert settled_output._after_cell() == 1 and sent == ["one", "one"]  # and again inside a cell
+    assert settled_output._pending == [running]
+
+    late = settled_output._Output("three", gens, lambda: made.append(3) or {"text/plain": "done"})
+    settled_output._pending.append(late)
+    assert settled_output.flush() == 1 and made == [1, 3] and sent[-1] == "three"  # %flux wait makes it
+    assert settled_output._pending == [running]
