@@ -77,7 +77,6 @@ def test_every_package_folder_goes_into_the_wheel():
 # or an entry here saying which file tests it and why that one.
 TESTED_ELSEWHERE = {
     "flux_nb/card_html.py": "tests/test_cards.py",  # the HTML is what a card shows; no other user
-    "flux_nb/thumbnail.py": "tests/test_cards.py",  # the preview a card shows, sizes and speed
     # The local server is one unit that plays the API's part: tested through HTTP as a whole,
     # against Oxen's documented contract, and its engines through the engine interface.
     "flux_nb/server/": "tests/test_server.py",
