@@ -13,6 +13,7 @@ settles. Cancelling an awaiting task does not cancel the generation; g.cancel() 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
@@ -40,7 +41,7 @@ async def as_completed(gens: Iterable[Generation]) -> AsyncIterator[Generation]:
     loop = asyncio.get_running_loop()
     settled: asyncio.Queue[Generation] = asyncio.Queue()
     for gen in pending:
-        gen._when_done(lambda gen=gen: loop.call_soon_threadsafe(settled.put_nowait, gen))
+        gen._when_done(functools.partial(loop.call_soon_threadsafe, settled.put_nowait, gen))
     for _ in pending:
         yield await settled.get()
 

@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import display, errors
@@ -59,7 +60,7 @@ class Generation:
         self.error: errors.FluxError | None = None
         self.save_error: errors.StorageError | None = None
         self.result_url: str | None = None
-        self.path = None
+        self.path: Path | None = None
         self.data: bytes | None = None
         self.created = time.time()
         self.finished: float | None = None
@@ -69,7 +70,7 @@ class Generation:
         self._done = threading.Event()
         self._lock = threading.Lock()
         self._callbacks: list[Callable[[Generation], None]] = []
-        self._done_callbacks: list[Callable[[], None]] = []
+        self._done_callbacks: list[Callable[[], object]] = []
         self._image: Image.Image | None = None
         self._thumb: dict[int, bytes] = {}
         self.thumbnail_sides: set[int] = {320}  # made by the runner once downloaded (want_thumbnail)
@@ -131,7 +132,7 @@ class Generation:
             await settled
         return self.wait(0)
 
-    def _when_done(self, callback: Callable[[], None]) -> None:
+    def _when_done(self, callback: Callable[[], object]) -> None:
         """Call `callback()` once, as soon as the generation has ended (at once if it has)."""
         with self._lock:
             if not self.done:
@@ -168,22 +169,25 @@ class Generation:
             self.wait()
             from .thumbnail import decode
 
-            self._image = decode(self.data or self.path)
+            self._image = decode(self.saved_bytes()[0])
         return self._image
 
     def saved_bytes(self) -> tuple[bytes, str]:
         """The saved image's bytes (waits for them) and a label naming it: what inputs.py sends
         when this generation is an input image."""
         self.wait()
-        from pathlib import Path
-
-        return self.data or Path(self.path).read_bytes(), f"generation {self.id}"
+        if self.data is not None:
+            return self.data, f"generation {self.id}"
+        if self.path is None:  # cannot happen once succeeded: the bytes or the file are kept
+            raise errors.FluxError(f"Generation {self.id or self.key[:8]} has no saved image.")
+        return self.path.read_bytes(), f"generation {self.id}"
 
     def save(self, folder: Any = None) -> Any:
         """Save again after a StorageError (or into another folder); returns the path."""
         self.wait()
         target = OutputFolder(folder) if folder is not None else self._runner.output
-        path = target.save(self.data, self.recipe, self.id, self._runner.file_extra(self))
+        data, _ = self.saved_bytes()
+        path = target.save(data, self.recipe, self.id or self.key, self._runner.file_extra(self))
         if folder is None:
             self.path, self.save_error = path, None
             self._runner.journal.record({"op": "saved", "key": self.key, "id": self.id, "path": str(path)})

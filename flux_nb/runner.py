@@ -306,8 +306,8 @@ class Runner:
     def _register(self, gen: Generation, poll_now: bool = False) -> None:
         track = self._tracks[gen.key]
         with self._wake:
-            self._pending[gen.id] = track
-            early = self._unmatched.pop(gen.id, None)
+            self._pending[_sent_id(gen)] = track
+            early = self._unmatched.pop(_sent_id(gen), None)
             track.polls = 0
             track.next_poll = time.monotonic() if poll_now else self._poll_due(track)
             self._wake.notify_all()
@@ -470,7 +470,7 @@ class Runner:
         """Download, check, embed the recipe and save; on a storage error keep the bytes in memory."""
         try:
             self.stats["downloads"] += 1
-            data = self.client.download(gen.result_url)
+            data = self.client.download(_result_url(gen))
             _check_image(data)
         except errors.FluxError as exc:
             track = self._tracks[gen.key]
@@ -489,7 +489,7 @@ class Runner:
         _make_previews(gen, data)
         gen.data = data
         try:
-            gen.path = self.output.save(data, gen.recipe, gen.id, self.file_extra(gen))
+            gen.path = self.output.save(data, gen.recipe, _sent_id(gen), self.file_extra(gen))
         except errors.StorageError as exc:
             gen.save_error = exc
         else:
@@ -505,7 +505,7 @@ class Runner:
                 return
             track.cancel_sent = True
         try:
-            self.client.cancel(gen.id)
+            self.client.cancel(_sent_id(gen))
         except errors.FluxError as exc:
             track.cancel_sent = False  # cancel() may try again
             gen.error = exc  # shown on the card; the generation runs on
@@ -555,6 +555,21 @@ def _make_previews(gen: Generation, data: bytes) -> None:
         log.debug("no thumbnails made for %s", gen.id, exc_info=True)
         return
     gen._keep_thumbnails(made)
+
+
+def _sent_id(gen: Generation) -> str:
+    """The generation id of a handle the server has taken: set before it is tracked, polled,
+    downloaded or cancelled by id."""
+    if gen.id is None:
+        raise RuntimeError(f"{gen!r} has no generation id yet")
+    return gen.id
+
+
+def _result_url(gen: Generation) -> str:
+    """Where a succeeded generation's image is: set before it is collected."""
+    if gen.result_url is None:
+        raise RuntimeError(f"{gen!r} has no result URL yet")
+    return gen.result_url
 
 
 def io_threads(backend: str) -> int:
