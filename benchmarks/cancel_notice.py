@@ -62,10 +62,21 @@ def old_schedule_mean() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=10, help="samples of our own cancel")
-    parser.add_argument("--elsewhere", type=int, default=4, help="samples of a cancel made elsewhere")
+    parser.add_argument(
+        "--elsewhere", type=int, default=4, help="samples of a cancel made elsewhere"
+    )
     args = parser.parse_args()
-    with LocalServer(api_key=TOKEN, step_delay=0.5) as server, tempfile.TemporaryDirectory() as folder:
-        session = Session(base_url=server.url, api_key=TOKEN, output_dir=folder, settings=Settings(), announce=None)
+    with (
+        LocalServer(api_key=TOKEN, step_delay=0.5) as server,
+        tempfile.TemporaryDirectory() as folder,
+    ):
+        session = Session(
+            base_url=server.url,
+            api_key=TOKEN,
+            output_dir=folder,
+            settings=Settings(),
+            announce=None,
+        )
         http = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {TOKEN}"})
         ours, elsewhere = [], []
         for i in range(args.n):
@@ -94,7 +105,9 @@ def main() -> None:
             f" max {max(elsewhere):.1f} s (n={len(elsewhere)}); target < 30 s;"
             f" baseline (safety polls 10 s doubling to 300 s): mean {old_schedule_mean():.0f} s, max 300 s"
         )
-        print(f"client requests: {session.client.requests_sent} for {args.n + args.elsewhere} generations")
+        print(
+            f"client requests: {session.client.requests_sent} for {args.n + args.elsewhere} generations"
+        )
         session.close()
         http.close()
 

@@ -44,7 +44,9 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=5)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        s = Session("local", output_dir=Path(tmp) / "out", settings=Settings(step_delay=0.0), announce=None)
+        s = Session(
+            "local", output_dir=Path(tmp) / "out", settings=Settings(step_delay=0.0), announce=None
+        )
         try:
             gen = s.generate("a lighthouse", seed=0, **FAST).wait()
             sizes = {}
@@ -65,16 +67,20 @@ def main() -> None:
             s._origins.clear()  # as for an input given by its URL (the panel), not by its handle
             first = median_ms(lambda: s.lineage_record(recipe), 1)
             again = median_ms(lambda: s.lineage_record(recipe), args.n)
-            print(f"lineage_record() with {len(s.history)} results in the session: first {first:.1f} ms"
-                  f" (a result of the same byte size is hashed once), then median {again:.2f} ms")
+            print(
+                f"lineage_record() with {len(s.history)} results in the session: first {first:.1f} ms"
+                f" (a result of the same byte size is hashed once), then median {again:.2f} ms"
+            )
 
             a = s.generate("a kite", seed=5, **FAST).wait()
             b = s.generate("in a storm", input_image=a, seed=6, **FAST).wait()
             c = s.generate("at night", input_image=b, seed=7, **FAST).wait()
             one = median_ms(lambda: s.reproduce(c.path).wait(), args.n)
             chain = median_ms(lambda: s.reproduce(c.path, lineage=True).wait(), args.n)
-            print(f"3-step chain remade: median {chain:.0f} ms; its last step alone: {one:.0f} ms"
-                  f" (ratio {chain / one:.2f})")
+            print(
+                f"3-step chain remade: median {chain:.0f} ms; its last step alone: {one:.0f} ms"
+                f" (ratio {chain / one:.2f})"
+            )
         finally:
             s.close()
 

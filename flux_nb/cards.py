@@ -140,8 +140,7 @@ def _pictures_png(gens: Sequence[Any]) -> bytes | None:
     shown = gens[:SHEET_MOST]
     cols = min(len(shown), SHEET_COLUMNS)
     tiles: list[Any] = [
-        Image.open(io.BytesIO(g.thumbnail())) if g.status == SUCCEEDED else g.status
-        for g in shown
+        Image.open(io.BytesIO(g.thumbnail())) if g.status == SUCCEEDED else g.status for g in shown
     ]
     tiles += [""] * (-len(tiles) % cols)
     rows = [tiles[i : i + cols] for i in range(0, len(tiles), cols)]
@@ -216,10 +215,14 @@ def _shared() -> dict[str, Any]:
         "text": widgets.Layout(width="auto"),
         "line": widgets.Layout(width="100%", margin="0", overflow="hidden"),
         "media": widgets.Layout(width="100%", margin="0 0 4px 0"),
-        "image": widgets.Layout(width="100%", height="auto", margin="0 0 4px 0", object_fit="contain"),
+        "image": widgets.Layout(
+            width="100%", height="auto", margin="0 0 4px 0", object_fit="contain"
+        ),
         "bar": widgets.Layout(width="100%", height="10px", margin="0 0 2px 0"),
         "row": widgets.Layout(flex_flow="row wrap", width="100%", margin="4px 0 0 0"),
-        "button": widgets.Layout(width="auto", height="24px", padding="0 4px", margin="0 3px 2px 0"),
+        "button": widgets.Layout(
+            width="auto", height="24px", padding="0 4px", margin="0 3px 2px 0"
+        ),
         "file": widgets.Layout(
             width="auto", min_width="0", height="24px", margin="0 0 2px 0", flex="0 0 auto"
         ),
@@ -283,7 +286,9 @@ class Card(widgets.VBox):
             value=fraction, min=0.0, max=1.0, bar_style=bar_style, layout=shared["bar"]
         )
         self.status = widgets.HTML(
-            card_html.status(gen, status_line(gen)), layout=shared["line"], style=shared["html_style"]
+            card_html.status(gen, status_line(gen)),
+            layout=shared["line"],
+            style=shared["html_style"],
         )
         self.caption = widgets.HTML(
             card_html.caption(gen, caption(gen)), layout=shared["line"], style=shared["html_style"]

@@ -182,7 +182,10 @@ class OxenClient:
         limits = httpx.Limits(max_connections=32, max_keepalive_connections=16)
         self._http = http or httpx.Client(
             timeout=httpx.Timeout(
-                connect=timeouts.connect, read=timeouts.read, write=timeouts.write, pool=timeouts.pool
+                connect=timeouts.connect,
+                read=timeouts.read,
+                write=timeouts.write,
+                pool=timeouts.pool,
             ),
             # Plain http (the embedded loopback server) never needs TLS; https stays verified.
             transport=_LazyTLSTransport(limits),
@@ -207,7 +210,9 @@ class OxenClient:
     def url(self, path: str) -> str:
         return urljoin(self.base_url + "/", path.lstrip("/"))
 
-    def _headers(self, url: str, *, accept: str = "application/json", key: bool = True) -> dict[str, str]:
+    def _headers(
+        self, url: str, *, accept: str = "application/json", key: bool = True
+    ) -> dict[str, str]:
         headers = {"Accept": accept, "User-Agent": "flux-nb/0.1"}
         # The key goes only to the API's own origin, never to a result host or a redirect target.
         if key and self._key is not None and _origin(url) == self._origin:
@@ -305,8 +310,12 @@ class OxenClient:
                 # A bad encoding, too many redirects, a malformed URL: repeating will not help, and
                 # anything but a FluxError would escape the runner's handlers and strand the job.
                 if not idempotent and isinstance(exc, httpx.DecodingError):
-                    raise AmbiguousSend(f"{what}: the answer could not be decoded ({type(exc).__name__}).") from None
-                raise errors.NetworkError(f"{what}: {type(exc).__name__} from {_origin_text(url)}.") from None
+                    raise AmbiguousSend(
+                        f"{what}: the answer could not be decoded ({type(exc).__name__})."
+                    ) from None
+                raise errors.NetworkError(
+                    f"{what}: {type(exc).__name__} from {_origin_text(url)}."
+                ) from None
             status = response.status_code
             if status < 400:
                 return response
@@ -315,7 +324,9 @@ class OxenClient:
                 left = self.retry.rate_limit_budget - rate_waited
                 if left > 0 and attempt < self.retry.rate_limit_attempts:
                     wait = min(wait, left)
-                    log.debug("%s: HTTP 429, waiting %.2fs (%.0fs of patience left)", what, wait, left)
+                    log.debug(
+                        "%s: HTTP 429, waiting %.2fs (%.0fs of patience left)", what, wait, left
+                    )
                     rate_waited += wait
                     time.sleep(wait)
                     continue
@@ -327,7 +338,9 @@ class OxenClient:
                 time.sleep(wait)
                 continue
             if not idempotent and status in RETRY_STATUSES - NOT_TAKEN_STATUSES:
-                raise AmbiguousSend(f"{what}: the server answered HTTP {status} after taking the request.")
+                raise AmbiguousSend(
+                    f"{what}: the server answered HTTP {status} after taking the request."
+                )
             raise self._error(response, what)
 
     def _json(self, response: httpx.Response, what: str) -> Any:
@@ -375,8 +388,10 @@ class OxenClient:
             self._request("POST", QUEUE, what=what, json_body=body, idempotent=False), what
         )
         rows = data.get("generations") if isinstance(data, dict) else None
-        if not isinstance(rows, list) or not rows or not all(
-            isinstance(r, dict) and r.get("generation_id") for r in rows
+        if (
+            not isinstance(rows, list)
+            or not rows
+            or not all(isinstance(r, dict) and r.get("generation_id") for r in rows)
         ):
             detail = self.redact(" ".join(error_detail(data).split()))[:300]
             why = f": {detail}" if detail else ""
@@ -400,7 +415,9 @@ class OxenClient:
             raise errors.ServerError(f"{what}: the answer is not a generation object.")
         return unwrap_generation(data)
 
-    def list_generations(self, model: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+    def list_generations(
+        self, model: str | None = None, status: str | None = None
+    ) -> list[dict[str, Any]]:
         """GET /api/ai/queue: the account's ACTIVE generations (queued, processing) by default, as
         the docs say; with status=..., the generations in that status, finished ones included."""
         what = "Listing generations"
@@ -424,7 +441,9 @@ class OxenClient:
                 if isinstance(enqueued, (int, float)) and enqueued < since - 5:
                     continue
                 params = recipe.params()
-                if all(row.get(k) == v for k, v in params.items() if k in row and k != "input_image"):
+                if all(
+                    row.get(k) == v for k, v in params.items() if k in row and k != "input_image"
+                ):
                     found.setdefault(str(row.get("generation_id")), row)
         return sorted(found.values(), key=lambda r: r.get("enqueued_at") or 0)
 
@@ -435,7 +454,9 @@ class OxenClient:
         body = self._json(self._request("DELETE", f"{QUEUE}/{generation_id}", what=what), what)
         return body if isinstance(body, dict) else {}
 
-    def run_sync(self, recipe: Recipe, *, endpoint: str = "edit", b64: bool = False) -> dict[str, Any]:
+    def run_sync(
+        self, recipe: Recipe, *, endpoint: str = "edit", b64: bool = False
+    ) -> dict[str, Any]:
         """POST /api/ai/images/edit (or generate): blocks until the image exists. Returns the
         answer with 'result_url' (response_format url) or 'image_bytes' (b64_json, decoded)."""
         what = f"Generating an image (sync {endpoint})"
@@ -454,7 +475,9 @@ class OxenClient:
         if not isinstance(data, dict):
             raise errors.ServerError(f"{what}: the answer is not a JSON object.")
         images = data.get("images")
-        first = images[0] if isinstance(images, list) and images and isinstance(images[0], dict) else {}
+        first = (
+            images[0] if isinstance(images, list) and images and isinstance(images[0], dict) else {}
+        )
         if isinstance(first.get("b64_json"), str):
             try:
                 return {**data, "image_bytes": base64.b64decode(first["b64_json"], validate=True)}
@@ -476,7 +499,12 @@ class OxenClient:
         for attempt in range(1, self.retry.attempts + 1):
             try:
                 response = self._request(
-                    "GET", url, what=what, timeout=self.timeouts.download, accept="*/*", send_key=send_key
+                    "GET",
+                    url,
+                    what=what,
+                    timeout=self.timeouts.download,
+                    accept="*/*",
+                    send_key=send_key,
                 )
             except errors.AuthError:
                 if send_key or self._key is None or not self.is_api_url(url):
@@ -489,7 +517,9 @@ class OxenClient:
                 return response.content
             log.debug("%s: %s of %s bytes, retrying", what, got, expected)
             time.sleep(self.retry.delay(attempt))
-        raise errors.NetworkError(f"{what}: the file came back cut short {self.retry.attempts} times.")
+        raise errors.NetworkError(
+            f"{what}: the file came back cut short {self.retry.attempts} times."
+        )
 
     def events(
         self,

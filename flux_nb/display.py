@@ -61,7 +61,9 @@ def sweep_bundle(sweep: Any, widget: bool | None = None) -> dict[str, Any]:
     return _with_widget(bundle, "sweep", sweep, widget)
 
 
-def _with_widget(bundle: dict[str, Any], kind: str, obj: Any, widget: bool | None) -> dict[str, Any]:
+def _with_widget(
+    bundle: dict[str, Any], kind: str, obj: Any, widget: bool | None
+) -> dict[str, Any]:
     make = _widget_makers.get(kind)
     if widget is None:
         widget = in_kernel()

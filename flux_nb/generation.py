@@ -49,10 +49,17 @@ class Generation:
     """A handle on one image being made: status, wait(), cancel(), image, path, reproduce(), vary()."""
 
     def __init__(
-        self, recipe: Recipe, runner: Backend, *, key: str | None = None, lineage: dict[str, Any] | None = None
+        self,
+        recipe: Recipe,
+        runner: Backend,
+        *,
+        key: str | None = None,
+        lineage: dict[str, Any] | None = None,
     ):
         self.recipe = recipe
-        self.lineage = lineage  # how its input images were made (lineage.py), kept beside the recipe
+        self.lineage = (
+            lineage  # how its input images were made (lineage.py), kept beside the recipe
+        )
         self.key = key or uuid.uuid4().hex
         self.id: str | None = None
         self.status: Status = SUBMITTING
@@ -73,7 +80,9 @@ class Generation:
         self._done_callbacks: list[Callable[[], object]] = []
         self._image: Image.Image | None = None
         self._thumb: dict[int, bytes] = {}
-        self.thumbnail_sides: set[int] = {320}  # made by the runner once downloaded (want_thumbnail)
+        self.thumbnail_sides: set[int] = {
+            320
+        }  # made by the runner once downloaded (want_thumbnail)
 
     # -- what people use ---------------------------------------------------------------------------
 
@@ -106,7 +115,9 @@ class Generation:
             # else GenerationFailed's (the server refused the recipe).
             hint = self.error.hint if self.error and self.error.hint else None
             why = self.reason.rstrip(".")
-            raise errors.GenerationFailed(f"Generation {self.id or self.key[:8]} failed: {why}.", hint=hint)
+            raise errors.GenerationFailed(
+                f"Generation {self.id or self.key[:8]} failed: {why}.", hint=hint
+            )
         if self.status == CANCELLED:
             raise errors.GenerationCancelled(f"Generation {self.id or self.key[:8]} was cancelled.")
         return self
@@ -150,7 +161,9 @@ class Generation:
         """The same recipe, seed included, again: the same pixels on a deterministic backend.
         Input images named by hash come from the output folder's store (inputs.MissingInput
         says which one is not there and how to give it again)."""
-        return self._runner.submit([self._runner.output.inputs.intern(self.recipe)], [self.lineage])[0]
+        return self._runner.submit(
+            [self._runner.output.inputs.intern(self.recipe)], [self.lineage]
+        )[0]
 
     def vary(self, seed: int | None = None) -> Generation:
         """The same recipe with a new seed."""
@@ -190,7 +203,9 @@ class Generation:
         path = target.save(data, self.recipe, self.id or self.key, self._runner.file_extra(self))
         if folder is None:
             self.path, self.save_error = path, None
-            self._runner.journal.record({"op": "saved", "key": self.key, "id": self.id, "path": str(path)})
+            self._runner.journal.record(
+                {"op": "saved", "key": self.key, "id": self.id, "path": str(path)}
+            )
         return path
 
     def thumbnail(self, max_side: int = 320) -> bytes:
@@ -237,7 +252,9 @@ class Generation:
         for callback in list(self._callbacks):
             self._safe_call(callback)
 
-    def _update(self, status: Status | None = None, progress: tuple[int, int] | None = None) -> None:
+    def _update(
+        self, status: Status | None = None, progress: tuple[int, int] | None = None
+    ) -> None:
         if self.done:
             return
         changed = False

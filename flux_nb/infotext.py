@@ -72,9 +72,7 @@ def nearest_aspect(width: int, height: int, choices: list[str]) -> str:
     return min(choices, key=distance)
 
 
-def recipe_from_parameters(
-    text: str, schema: dict[str, Any] | None = None
-) -> tuple[Recipe, str]:
+def recipe_from_parameters(text: str, schema: dict[str, Any] | None = None) -> tuple[Recipe, str]:
     """A recipe for FLUX.2 Klein from another tool's infotext, and one line saying what was
     ignored or adjusted (empty when nothing was). Raises ValidationError when it has no prompt."""
     schema = schema or bundled_schema()

@@ -34,7 +34,9 @@ from .status import SUCCEEDED
 MAX_DEPTH = 16
 FIELD = "lineage"  # the metadata field beside the recipe
 
-Origin = tuple[dict[str, Any], dict[str, Any]]  # (the step that made an image, that step's ancestors)
+Origin = tuple[
+    dict[str, Any], dict[str, Any]
+]  # (the step that made an image, that step's ancestors)
 
 
 # -- hashes ----------------------------------------------------------------------------------------
@@ -328,7 +330,9 @@ def _given(inputs: Iterable[Any]) -> dict[str, bytes]:
     return found
 
 
-def _where_from(chain: Chain, folders: Sequence[Path], given: dict[str, bytes]) -> dict[str, bytes | None]:
+def _where_from(
+    chain: Chain, folders: Sequence[Path], given: dict[str, bytes]
+) -> dict[str, bytes | None]:
     """For each upload of the chain: its bytes if they are here, else None."""
     out: dict[str, bytes | None] = {}
     for key in chain.uploads:
@@ -376,7 +380,9 @@ def remake(
     have = _where_from(chain, folders, _given(inputs))
     missing = [k for k, v in have.items() if v is None]
     if missing:
-        raise InputImageError(missing_line(chain, missing, session.output.path), field="input_image")
+        raise InputImageError(
+            missing_line(chain, missing, session.output.path), field="input_image"
+        )
     recipes = [Recipe.from_dict(step.recipe) for step in chain.steps]  # all checked before sending
     if before_send is not None:
         before_send(recipes)
@@ -447,12 +453,20 @@ class LineageView:
             x = gap + i * (side + gap)
             if png is None:
                 draw.rectangle((x, gap, x + side - 1, gap + side - 1), fill=EMPTY)
-                draw.text((x + side // 2, gap + side // 2), "not here", fill=MUTED, font=font(label), anchor="mm")
+                draw.text(
+                    (x + side // 2, gap + side // 2),
+                    "not here",
+                    fill=MUTED,
+                    font=font(label),
+                    anchor="mm",
+                )
             else:
                 with Image.open(io.BytesIO(png)) as opened:
                     thumb = opened.convert("RGB")
                     thumb.thumbnail((side, side))
-                    canvas.paste(thumb, (x + (side - thumb.width) // 2, gap + (side - thumb.height) // 2))
+                    canvas.paste(
+                        thumb, (x + (side - thumb.width) // 2, gap + (side - thumb.height) // 2)
+                    )
             draw.text((x, gap + side + 4), fit(text, side, label), fill=INK, font=font(label))
         buf = io.BytesIO()
         canvas.save(buf, format="PNG", compress_level=6)
@@ -474,7 +488,11 @@ def view(session: Any, source: Any) -> LineageView:
     needed = []
     for key, info in chain.uploads.items():
         # {}: an input whose making is not recorded (an older file, or a chain cut at MAX_DEPTH)
-        label = f"{info.get('name') or 'an image'}, uploaded" if info else "how it was made is not recorded"
+        label = (
+            f"{info.get('name') or 'an image'}, uploaded"
+            if info
+            else "how it was made is not recorded"
+        )
         if have[key] is None:
             needed.append(key)
         where = "needed: not here" if have[key] is None else "here"
@@ -491,7 +509,9 @@ def view(session: Any, source: Any) -> LineageView:
             data = _gen_bytes(session, step.generation_id)
         else:
             data = chain.direct.get(step_key) or _saved_bytes(folders, step.generation_id)
-        label = f"{number} · seed {step.recipe.get('seed')}" if not last else f"{number} · this file"
+        label = (
+            f"{number} · seed {step.recipe.get('seed')}" if not last else f"{number} · this file"
+        )
         thumbs.append((label, _thumb(data)))
     if needed:
         lines.append("  " + missing_line(chain, needed, session.output.path))

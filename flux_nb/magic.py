@@ -310,7 +310,9 @@ class FluxMagics(Magics):
 
     def _cmd_lineage(self, rest: str) -> None:
         if not rest:
-            raise UsageError("%flux lineage needs a saved image's path or a generation (see %flux history).")
+            raise UsageError(
+                "%flux lineage needs a saved image's path or a generation (see %flux history)."
+            )
         from .lineage import view
 
         display(view(_session.session(), self._source(rest)))
@@ -389,7 +391,9 @@ def _local_options(words: list[str]) -> dict[str, Any]:
 
     from .config import Settings
 
-    parser = argparse.ArgumentParser(prog="%flux backend local", add_help=False, exit_on_error=False)
+    parser = argparse.ArgumentParser(
+        prog="%flux backend local", add_help=False, exit_on_error=False
+    )
     for flag in ("--engine", "--model", "--device", "--dtype"):
         parser.add_argument(flag, default=None)
     parser.add_argument("--offload", action="store_true")

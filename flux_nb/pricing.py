@@ -89,7 +89,11 @@ class Price:
 def money(amount: Decimal) -> str:
     """Two decimals, or more when the price has them (0.0025 stays 0.0025)."""
     exponent = amount.normalize().as_tuple().exponent
-    return f"{amount:.2f}" if not isinstance(exponent, int) or exponent >= -2 else f"{amount.normalize():f}"
+    return (
+        f"{amount:.2f}"
+        if not isinstance(exponent, int) or exponent >= -2
+        else f"{amount.normalize():f}"
+    )
 
 
 def _decimal(value: Any) -> Decimal | None:
@@ -122,7 +126,9 @@ def price_from_model(model: Any) -> Price:
         return Price.unknown("the model object gives no per-image price")
     method = pricing.get("method")
     if method not in (None, "per_image"):
-        return Price.unknown(f"this model is priced by {method}, so the cost is known only after it runs")
+        return Price.unknown(
+            f"this model is priced by {method}, so the cost is known only after it runs"
+        )
     if "cost_per_image" in pricing:
         amount = _decimal(pricing["cost_per_image"])
         if amount is None:

@@ -95,7 +95,9 @@ def check_value(field: str, value: Any, spec: dict[str, Any]) -> None:
             f"{field}={_short(value)} has the wrong type ({_allowed(spec)}).", field=field
         )
     if "enum" in spec and value not in spec["enum"]:
-        raise ValidationError(f"{field}={_short(value)} is not valid ({_allowed(spec)}).", field=field)
+        raise ValidationError(
+            f"{field}={_short(value)} is not valid ({_allowed(spec)}).", field=field
+        )
     lo, hi = spec.get("minimum"), spec.get("maximum")
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         raise ValidationError(
@@ -152,7 +154,9 @@ class Recipe:
     model: str = MODEL_ID
 
     @classmethod
-    def build(cls, prompt: str | None, *, schema: dict[str, Any] | None = None, **params: Any) -> Recipe:
+    def build(
+        cls, prompt: str | None, *, schema: dict[str, Any] | None = None, **params: Any
+    ) -> Recipe:
         """Validate user parameters, fill the documented defaults and draw a seed if none is given."""
         schema = schema or bundled_schema()
         model = params.pop("model", MODEL_ID)
@@ -224,7 +228,9 @@ class Recipe:
         """Rebuild a recipe from to_dict() output or a queue row; unknown keys are ignored."""
         known = {k: data[k] for k in PARAMETERS if k in data and data[k] is not None}
         if "seed" not in known:
-            raise ValidationError("this recipe has no seed, so it cannot be reproduced.", field="seed")
+            raise ValidationError(
+                "this recipe has no seed, so it cannot be reproduced.", field="seed"
+            )
         prompt = known.pop("prompt", None)
         if prompt is None:
             raise ValidationError("this recipe has no prompt.", field="prompt")
@@ -255,4 +261,12 @@ class Recipe:
         )
 
 
-__all__ = ["MODEL_ID", "OPTION_PARAMETERS", "PARAMETERS", "Recipe", "bundled_schema", "draw_seed", "validate"]
+__all__ = [
+    "MODEL_ID",
+    "OPTION_PARAMETERS",
+    "PARAMETERS",
+    "Recipe",
+    "bundled_schema",
+    "draw_seed",
+    "validate",
+]

@@ -104,7 +104,9 @@ class Runner:
         self._unmatched: dict[str, tuple[float, Event]] = {}
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
-        self._pool = ThreadPoolExecutor(max_workers=io_threads(backend), thread_name_prefix="flux-nb-io")
+        self._pool = ThreadPoolExecutor(
+            max_workers=io_threads(backend), thread_name_prefix="flux-nb-io"
+        )
         self._threads: list[threading.Thread] = []
         self._send_locks: dict[str, list[Any]] = {}  # recipe JSON -> [lock, users]
         self._stopping = threading.Event()
@@ -117,11 +119,16 @@ class Runner:
 
     # -- public -----------------------------------------------------------------------------------
 
-    def submit(self, recipes: list[Recipe], lineages: list[dict[str, Any] | None] | None = None) -> list[Generation]:
+    def submit(
+        self, recipes: list[Recipe], lineages: list[dict[str, Any] | None] | None = None
+    ) -> list[Generation]:
         """Journal the recipes (with each one's lineage, when it has one), then enqueue each in
         the background; returns handles at once."""
         lineages = lineages or [None] * len(recipes)
-        gens = [self._track(Generation(r, self, lineage=lin)).gen for r, lin in zip(recipes, lineages, strict=True)]
+        gens = [
+            self._track(Generation(r, self, lineage=lin)).gen
+            for r, lin in zip(recipes, lineages, strict=True)
+        ]
         server = self.client.base_url
         self.journal.record(
             *(
@@ -149,7 +156,11 @@ class Runner:
         return gens
 
     def adopt(
-        self, recipe: Recipe, key: str, generation_id: str | None, lineage: dict[str, Any] | None = None
+        self,
+        recipe: Recipe,
+        key: str,
+        generation_id: str | None,
+        lineage: dict[str, Any] | None = None,
     ) -> Generation:
         """A handle for a journalled generation from an earlier kernel (see Session.resume)."""
         gen = self._track(Generation(recipe, self, key=key, lineage=lineage)).gen
@@ -216,7 +227,10 @@ class Runner:
         with self._lock:
             if self._threads:
                 return
-            for name, target in (("flux-nb-events", self._listen), ("flux-nb-poller", self._poll_loop)):
+            for name, target in (
+                ("flux-nb-events", self._listen),
+                ("flux-nb-poller", self._poll_loop),
+            ):
                 thread = threading.Thread(target=target, name=name, daemon=True)
                 self._threads.append(thread)
                 thread.start()
@@ -227,14 +241,18 @@ class Runner:
             self._tracks[gen.key] = track
         return track
 
-    def _progress(self, gen: Generation, status: Status | None = None, progress: tuple[int, int] | None = None) -> None:
+    def _progress(
+        self, gen: Generation, status: Status | None = None, progress: tuple[int, int] | None = None
+    ) -> None:
         """Pass on an active status or a step, unless the generation is being finished already."""
         if not (self._tracks[gen.key].claimed and status in ACTIVE):
             gen._update(status=status, progress=progress)
 
     def _enqueue(self, gen: Generation) -> None:
         if self._tracks[gen.key].cancel_requested:
-            self._terminal(gen, CANCELLED, errors.GenerationCancelled("cancelled before it was sent"))
+            self._terminal(
+                gen, CANCELLED, errors.GenerationCancelled("cancelled before it was sent")
+            )
             return
         with self._sending(gen.recipe):
             rows = self._send(gen)
@@ -285,11 +303,16 @@ class Runner:
                 try:
                     candidates = self.client.find_enqueued(gen.recipe, sent_at)
                 except errors.FluxError as check:
-                    self._terminal(gen, FAILED, errors.NetworkError(
-                        "The connection broke while enqueueing and the queue could not be read to see"
-                        f" whether the server took it ({check.message})",
-                        hint="Run flux_nb.resume() later: it finds the generation if the server has it.",
-                    ), journal=False)
+                    self._terminal(
+                        gen,
+                        FAILED,
+                        errors.NetworkError(
+                            "The connection broke while enqueueing and the queue could not be read to see"
+                            f" whether the server took it ({check.message})",
+                            hint="Run flux_nb.resume() later: it finds the generation if the server has it.",
+                        ),
+                        journal=False,
+                    )
                     return None
                 known = {g.id for g in list(self.history) if g.id}
                 found = [r for r in candidates if str(r["generation_id"]) not in known]
@@ -298,9 +321,13 @@ class Runner:
             except errors.FluxError as exc:
                 self._terminal(gen, FAILED, exc)
                 return None
-        self._terminal(gen, FAILED, errors.NetworkError(
-            f"Enqueueing broke off {self.client.retry.attempts} times and the server holds no such generation."
-        ))
+        self._terminal(
+            gen,
+            FAILED,
+            errors.NetworkError(
+                f"Enqueueing broke off {self.client.retry.attempts} times and the server holds no such generation."
+            ),
+        )
         return None
 
     def _register(self, gen: Generation, poll_now: bool = False) -> None:
@@ -361,7 +388,9 @@ class Runner:
         while not self._stopping.is_set():
             try:
                 for event in self.client.events(
-                    self._last_event_id, read_timeout=self.sse_read_timeout, on_open=self._stream_opened
+                    self._last_event_id,
+                    read_timeout=self.sse_read_timeout,
+                    on_open=self._stream_opened,
                 ):
                     backoff = 0.5
                     if event.id:
@@ -427,7 +456,11 @@ class Runner:
                     now = time.monotonic()
                     self._unmatched[gid] = (now, event)
                     if len(self._unmatched) > 1000:
-                        self._unmatched = {k: v for k, v in self._unmatched.items() if now - v[0] < UNMATCHED_EVENT_TTL}
+                        self._unmatched = {
+                            k: v
+                            for k, v in self._unmatched.items()
+                            if now - v[0] < UNMATCHED_EVENT_TTL
+                        }
                 return
         if event.name == PROGRESS_EVENT:
             step, total = event.data.get("step"), event.data.get("total")
@@ -451,7 +484,11 @@ class Runner:
         elif status in ENDED_BADLY:
             if track.claim():
                 if status == CANCELLED:
-                    default = "cancelled by request" if track.cancel_requested else "cancelled on the server (elsewhere)"
+                    default = (
+                        "cancelled by request"
+                        if track.cancel_requested
+                        else "cancelled on the server (elsewhere)"
+                    )
                 else:
                     default = "the server gives no reason"
                 message = row.get("error_message") or row.get("error") or default
@@ -478,13 +515,20 @@ class Runner:
             if track.download_failures < 3:
                 with self._wake:
                     track.claimed = False
-                    track.next_poll = time.monotonic() + self.client.retry.delay(track.download_failures + 2)
+                    track.next_poll = time.monotonic() + self.client.retry.delay(
+                        track.download_failures + 2
+                    )
                     self._wake.notify_all()
                 return
-            self._terminal(gen, FAILED, errors.NetworkError(
-                f"The image was made but could not be downloaded ({exc.message}).",
-                hint="Run flux_nb.resume() to try again.",
-            ), journal=False)
+            self._terminal(
+                gen,
+                FAILED,
+                errors.NetworkError(
+                    f"The image was made but could not be downloaded ({exc.message}).",
+                    hint="Run flux_nb.resume() to try again.",
+                ),
+                journal=False,
+            )
             return
         _make_previews(gen, data)
         gen.data = data
@@ -493,7 +537,9 @@ class Runner:
         except errors.StorageError as exc:
             gen.save_error = exc
         else:
-            self.journal.record({"op": "saved", "key": gen.key, "id": gen.id, "path": str(gen.path)})
+            self.journal.record(
+                {"op": "saved", "key": gen.key, "id": gen.id, "path": str(gen.path)}
+            )
         self._terminal(gen, SUCCEEDED, None, journal=False)
 
     def _send_cancel(self, gen: Generation) -> None:
@@ -516,13 +562,22 @@ class Runner:
                 return
             self._poll_one(gen)
 
-    def _terminal(self, gen: Generation, status: Status, error: errors.FluxError | None, journal: bool = True) -> None:
+    def _terminal(
+        self, gen: Generation, status: Status, error: errors.FluxError | None, journal: bool = True
+    ) -> None:
         self._tracks[gen.key].claimed = True
         with self._wake:
             if gen.id is not None:
                 self._pending.pop(gen.id, None)
         if journal:
-            self.journal.record({"op": status, "key": gen.key, "id": gen.id, "reason": error.message if error else ""})
+            self.journal.record(
+                {
+                    "op": status,
+                    "key": gen.key,
+                    "id": gen.id,
+                    "reason": error.message if error else "",
+                }
+            )
         gen._finish(status, error)
 
 
@@ -589,4 +644,6 @@ def _check_image(data: bytes) -> None:
         with Image.open(io.BytesIO(data)) as img:
             img.verify()
     except Exception as exc:
-        raise errors.NetworkError(f"the downloaded file is not a readable image ({type(exc).__name__})") from None
+        raise errors.NetworkError(
+            f"the downloaded file is not a readable image ({type(exc).__name__})"
+        ) from None

@@ -39,7 +39,9 @@ def embedded_server(step_delay: float, engine: Any = "preview"):
 
             # Progress events are local-only: cards draw a progress bar from them, nothing needs them.
             extras = LocalExtras(progress_events=True)
-            _embedded[key] = LocalServer(step_delay=step_delay, engine=config, extras=extras).start()
+            _embedded[key] = LocalServer(
+                step_delay=step_delay, engine=config, extras=extras
+            ).start()
         return _embedded[key]
 
 
@@ -107,9 +109,15 @@ class Session:
         settings = settings or Settings.from_env()
         key = ApiKey(api_key) if isinstance(api_key, str) else (api_key or settings.api_key)
         if backend not in (None, "local", "hosted"):
-            raise errors.ValidationError(f"backend={backend!r} is not valid (allowed: local, hosted).", field="backend")
+            raise errors.ValidationError(
+                f"backend={backend!r} is not valid (allowed: local, hosted).", field="backend"
+            )
         if backend is None:
-            backend = "local" if (key is None and base_url is None and settings.base_url is None) else "hosted"
+            backend = (
+                "local"
+                if (key is None and base_url is None and settings.base_url is None)
+                else "hosted"
+            )
         self.server = None
         self.engine: str | None = None  # the local engine's label; None when another server draws
         if backend == "local":
@@ -215,7 +223,9 @@ class Session:
     def recipes(self, prompt: str, n: int = 1, **params: Any) -> list[Recipe]:
         """Validated recipes for n images. With a seed and n > 1, seeds run seed, seed+1, ..."""
         if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 256:
-            raise errors.ValidationError(f"n={n!r} is out of range (allowed: 1 to 256 images at once).", field="n")
+            raise errors.ValidationError(
+                f"n={n!r} is out of range (allowed: 1 to 256 images at once).", field="n"
+            )
         if params.get("input_image") is not None:
             from .inputs import to_input_url
 
@@ -224,7 +234,9 @@ class Session:
                 sources = [sources]
             urls = [to_input_url(s) for s in sources]
             self._note_sources(sources, urls)
-            params["input_image"] = [self.output.inputs.keep(u) for u in urls]  # by hash from here on
+            params["input_image"] = [
+                self.output.inputs.keep(u) for u in urls
+            ]  # by hash from here on
         first = Recipe.build(prompt, schema=self.schema, **params)
         if n == 1:
             return [first]
@@ -237,7 +249,9 @@ class Session:
         gens = self.submit(self.recipes(prompt, n, **params))
         return gens[0] if n == 1 else gens
 
-    def submit(self, recipes: Iterable[Recipe], lineages: list[dict[str, Any] | None] | None = None) -> list[Generation]:
+    def submit(
+        self, recipes: Iterable[Recipe], lineages: list[dict[str, Any] | None] | None = None
+    ) -> list[Generation]:
         """Send recipes; each one's lineage (how its input images were made) is worked out here
         unless given, and goes beside the recipe into the journal and the saved file. Input
         images go by hash (their bytes kept in <output>/.inputs/); one named by a hash that is
@@ -263,7 +277,9 @@ class Session:
             return None
         store = self.output.inputs
         return lineage.build(
-            recipe.input_image, self._origin, lambda u: store.read(u) if is_ref(u) else lineage.uri_bytes(u)
+            recipe.input_image,
+            self._origin,
+            lambda u: store.read(u) if is_ref(u) else lineage.uri_bytes(u),
         )
 
     def note_origin(self, key: str, origin: Any) -> None:
@@ -276,7 +292,11 @@ class Session:
         if key in self._origins:
             return self._origins[key]
         for gen in reversed(self.history):  # a result of this session, used as input by its bytes
-            if gen.data is not None and len(gen.data) == len(data) and lineage.result_digest(gen) == key:
+            if (
+                gen.data is not None
+                and len(gen.data) == len(data)
+                and lineage.result_digest(gen) == key
+            ):
                 return lineage.made_by(gen.recipe, gen.lineage, gen.id)
         return None
 
@@ -291,7 +311,9 @@ class Session:
             key = lineage.digest(data)
             if isinstance(source, Generation) and source.status == SUCCEEDED:
                 self._origins[key] = lineage.made_by(source.recipe, source.lineage, source.id)
-            elif isinstance(source, (str, Path)) and key not in self._origins and url != str(source):
+            elif (
+                isinstance(source, (str, Path)) and key not in self._origins and url != str(source)
+            ):
                 # a file by path (a URL or data: URI given as text came back as itself)
                 if lineage.in_file(data) is None:
                     self._origins[key] = lineage.uploaded(data, Path(str(source)).name)
@@ -300,7 +322,9 @@ class Session:
         """Generate one image and wait for it: for scripts."""
         return self.submit(self.recipes(prompt, 1, **params))[0].wait()
 
-    def reproduce(self, source: Any, lineage: bool = False, inputs: Iterable[Any] = ()) -> Generation:
+    def reproduce(
+        self, source: Any, lineage: bool = False, inputs: Iterable[Any] = ()
+    ) -> Generation:
         """Run again the recipe of a Generation, a saved image file or a generation id. Its input
         images, named by hash, are looked for in <output>/.inputs/, in the .inputs/ beside the
         file, and among `inputs` (paths, bytes, PIL images given again). With lineage=True, first
@@ -385,7 +409,9 @@ class Session:
         for gen in list(self.history):
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             if not gen._done.wait(left):
-                raise errors.FluxError(f"{len(self.pending())} generation(s) still running after {timeout:g} s.")
+                raise errors.FluxError(
+                    f"{len(self.pending())} generation(s) still running after {timeout:g} s."
+                )
         return list(self.history)
 
     def cancel_all(self) -> int:
@@ -421,7 +447,9 @@ class Session:
         self.output.sweep_partials()
         self.resume_notes = []
         entries = self.journal_pending()
-        taken = {g.id for g in self.history if g.id} | {str(e["id"]) for e in entries if e.get("id")}
+        taken = {g.id for g in self.history if g.id} | {
+            str(e["id"]) for e in entries if e.get("id")
+        }
         gens = []
         for entry in entries:
             try:
@@ -440,7 +468,9 @@ class Session:
             gid = entry.get("id")
             saved = self.output.find(str(gid)) if gid else None
             if saved is not None:
-                self.journal.record({"op": "saved", "key": entry["key"], "id": gid, "path": str(saved)})
+                self.journal.record(
+                    {"op": "saved", "key": entry["key"], "id": gid, "path": str(saved)}
+                )
                 gens.append(self.runner.load(saved))
                 continue
             if not here:
@@ -455,14 +485,17 @@ class Session:
                     continue
             elif not gid:
                 found = [
-                    r for r in self.client.find_enqueued(recipe, entry.get("t", 0))
+                    r
+                    for r in self.client.find_enqueued(recipe, entry.get("t", 0))
                     if str(r["generation_id"]) not in taken
                 ]
                 gid = str(found[0]["generation_id"]) if found else None  # the oldest untaken one
                 if gid:
                     taken.add(gid)
             if missing is not None and not gid:  # it would have to be sent again, and cannot be
-                self.resume_notes.append(f"{str(entry['key'])[:8]} ({recipe.prompt[:30]!r}): {missing}")
+                self.resume_notes.append(
+                    f"{str(entry['key'])[:8]} ({recipe.prompt[:30]!r}): {missing}"
+                )
                 continue
             self.journal.record({"op": "resumed", "key": entry["key"], "id": gid})
             from .lineage import parse

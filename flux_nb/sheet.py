@@ -105,7 +105,9 @@ def draw_sheet(
         raise ValueError(f"tile={tile} is too small (at least 16 pixels).")
     scaled = [
         [
-            t.convert("RGB").resize((max(1, round(t.width * tile / t.height)), tile), Image.Resampling.LANCZOS)
+            t.convert("RGB").resize(
+                (max(1, round(t.width * tile / t.height)), tile), Image.Resampling.LANCZOS
+            )
             if not isinstance(t, str)
             else t
             for t in row
@@ -148,7 +150,12 @@ def draw_sheet(
                 draw.rectangle((box[0], box[1], box[2] - 1, box[3] - 1), fill=EMPTY)
                 word = fit(image, box[2] - box[0] - 8, LABEL_SIZE)
                 left = box[0] + (box[2] - box[0] - _text_width(word, LABEL_SIZE)) // 2
-                draw.text((left, box[1] + tile // 2 - LABEL_SIZE // 2), word, fill=MUTED, font=font(LABEL_SIZE))
+                draw.text(
+                    (left, box[1] + tile // 2 - LABEL_SIZE // 2),
+                    word,
+                    fill=MUTED,
+                    font=font(LABEL_SIZE),
+                )
                 continue
             sheet.paste(image, (box[0] + (cell_width - image.width) // 2, box[1]))
     return sheet

@@ -26,7 +26,7 @@ EXTENSIONS = {"png": "png", "jpg": "jpg", "jpeg": "jpg", "webp": "webp"}
 def slug(text: str, length: int = 40) -> str:
     """A file-name-safe short form of a prompt."""
     words = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    return (words[:length].rstrip("-") or "image")
+    return words[:length].rstrip("-") or "image"
 
 
 class OutputFolder:
@@ -66,7 +66,7 @@ class OutputFolder:
             except OSError:
                 continue
         for path in leftovers:
-            pid = path.name[len(PARTIAL):].partition("-")[0]
+            pid = path.name[len(PARTIAL) :].partition("-")[0]
             try:
                 stale = time.time() - path.stat().st_mtime > STALE_PARTIAL_SECONDS
                 if stale or (pid.isdigit() and not _alive(int(pid))):
@@ -120,7 +120,11 @@ class OutputFolder:
     def images(self) -> list[Path]:
         """Saved images, newest first."""
         try:
-            files = [p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
+            files = [
+                p
+                for p in self.path.iterdir()
+                if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+            ]
         except OSError:
             return []
         return sorted(files, key=lambda p: p.stat().st_mtime, reverse=True)

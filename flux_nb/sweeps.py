@@ -341,7 +341,9 @@ class Sweep:
         from .sheet import draw_sheet
 
         self.wait(timeout)
-        tiles = [[g.image if g.status == SUCCEEDED else g.status for g in row] for row in self.rows()]
+        tiles = [
+            [g.image if g.status == SUCCEEDED else g.status for g in row] for row in self.rows()
+        ]
         return draw_sheet(tiles, self.column_labels, self.row_labels, self.title, tile)
 
     def save(self, path: str | Path, tile: int = 256, timeout: float | None = None) -> Path:
@@ -355,7 +357,9 @@ class Sweep:
         except OSError as exc:
             from .errors import StorageError
 
-            raise StorageError(f"Could not save the sheet as {path} ({exc.strerror or exc}).") from None
+            raise StorageError(
+                f"Could not save the sheet as {path} ({exc.strerror or exc})."
+            ) from None
         return path
 
     # -- display ----------------------------------------------------------------------------------

@@ -68,26 +68,9 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
-.venv/bin/ruff check flux_nb tests
-# The formatter check covers the files already in `ruff format` style (issue 12: the rest are
-# brought in as they are next rewritten, not in one sweeping reformat); add a file once it passes.
-FORMATTED=(
-  benchmarks/common.py benchmarks/enqueue_to_saved.py benchmarks/in_kernel.py
-  benchmarks/in_process.py benchmarks/local_engine.py benchmarks/run.py
-  benchmarks/server_throughput.py flux_nb/__init__.py flux_nb/__main__.py flux_nb/aio.py
-  flux_nb/card_html.py flux_nb/cli.py flux_nb/config.py flux_nb/errors.py flux_nb/options.py
-  flux_nb/panel.py flux_nb/server/__init__.py flux_nb/server/embedded.py
-  flux_nb/server/engines/__init__.py flux_nb/server/engines/_painter/*.py flux_nb/controls.py
-  flux_nb/server/engines/flux2_klein.py flux_nb/server/engines/flux2_klein_random.py
-  flux_nb/server/engines/preview.py flux_nb/server/inputs.py flux_nb/server/results.py
-  flux_nb/server/worker.py flux_nb/settled_output.py flux_nb/thumbnail.py
-  tests/contract/conftest.py tests/contract/test_klein_page_examples.py
-  tests/local_engine/conftest.py tests/local_engine/test_mapping.py tests/notebook_runner.py
-  tests/recording_server.py tests/test_binder.py tests/test_cli.py tests/test_engine.py
-  tests/test_metadata.py tests/test_options.py tests/test_package.py tests/test_recipe.py
-)
-.venv/bin/ruff format --check -q "${FORMATTED[@]}"
-.venv/bin/mypy  # [tool.mypy] in pyproject.toml: flux_nb, with the modules it leaves out listed there
+.venv/bin/ruff check flux_nb tests benchmarks
+.venv/bin/ruff format --check -q flux_nb tests benchmarks
+.venv/bin/mypy  # [tool.mypy] in pyproject.toml: every module of flux_nb
 .venv/bin/python -m pytest --ignore=tests/browser --ignore=tests/local_engine "$@"
 if [ $# -eq 0 ]; then
   browser_tests tests/browser

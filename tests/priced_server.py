@@ -84,10 +84,16 @@ class PricedServer:
             status, kind, payload = 404, "application/json", b'{"error": "no stream here"}'
         else:
             headers = {
-                k: v for k, v in handler.headers.items() if k.lower() in ("authorization", "content-type")
+                k: v
+                for k, v in handler.headers.items()
+                if k.lower() in ("authorization", "content-type")
             }
             answer = httpx.request(
-                handler.command, self.upstream + handler.path, content=body, headers=headers, timeout=10
+                handler.command,
+                self.upstream + handler.path,
+                content=body,
+                headers=headers,
+                timeout=10,
             )
             status, payload = answer.status_code, answer.content
             kind = answer.headers.get("content-type", "application/octet-stream")

@@ -61,7 +61,12 @@ def test_the_async_api_under_asyncio_run_in_a_script(tmp_path) -> None:
     env.pop("OXEN_API_KEY", None)
     env.pop("FLUX_NB_BASE_URL", None)
     done = subprocess.run(
-        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path
+        [sys.executable, "-c", SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -88,7 +93,9 @@ def test_top_level_await_in_a_kernel(tmp_path) -> None:
     os.environ.update({"FLUX_NB_OUTPUT_DIR": str(tmp_path / "out"), "FLUX_NB_STEP_DELAY": "0.02"})
     os.environ.pop("OXEN_API_KEY", None)
     try:
-        NotebookClient(nb, timeout=60, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+        NotebookClient(
+            nb, timeout=60, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+        ).execute()
     finally:
         os.environ.clear()
         os.environ.update(env_before)

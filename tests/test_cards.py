@@ -63,7 +63,9 @@ def settle(*gens, timeout=20):
 
 
 def test_card_follows_its_generation_to_the_thumbnail(session, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # the notebook's folder: the full-size file opens by a relative link
+    monkeypatch.chdir(
+        tmp_path
+    )  # the notebook's folder: the full-size file opens by a relative link
     gen = session.generate("a red fox in snow", seed=5, num_inference_steps=4, aspect_ratio="1:1")
     card = Card(gen, thumbnail_size=128)
     # While it runs: a placeholder box and a progress bar stand where the picture will be.
@@ -86,7 +88,9 @@ def test_card_follows_its_generation_to_the_thumbnail(session, tmp_path, monkeyp
 def test_the_card_shows_a_thumbnail_the_runner_made_from_one_decode_before_the_save(slow_session):
     from flux_nb.thumbnail import make_thumbnail
 
-    gen = slow_session.generate("a heron at dawn", seed=8, num_inference_steps=3, output_quality="high")
+    gen = slow_session.generate(
+        "a heron at dawn", seed=8, num_inference_steps=3, output_quality="high"
+    )
     card = Card(gen, thumbnail_size=128)  # asks for its size before the image is downloaded
     finished_when_shown = []
     card.preview.observe(lambda _: finished_when_shown.append(gen.done), names="value")
@@ -168,7 +172,9 @@ def test_a_failed_generation_shows_the_reason(session):
     assert gen.status == "failed" and gen.reason
     assert "failed: " in card.status.value and cards.html.escape(gen.reason) in card.status.value
     # One line on the card (cut with an ellipsis, whole in the tooltip); the box says it in full.
-    assert "white-space:nowrap" in card.status.value and "text-overflow:ellipsis" in card.status.value
+    assert (
+        "white-space:nowrap" in card.status.value and "text-overflow:ellipsis" in card.status.value
+    )
     assert cards.html.escape(gen.reason) in card.placeholder.value
     assert card_html.ERROR_COLOR in card.placeholder.value
 

@@ -30,7 +30,9 @@ print(json.dumps({"keys": sorted(bundle), "forced": sorted(forced), "text": bund
 
 
 def test_a_generation_displays_as_text_and_png_without_any_view_loaded() -> None:
-    out = subprocess.run([sys.executable, "-c", WIDGET_FREE], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", WIDGET_FREE], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     found = json.loads(out.stdout.strip().splitlines()[-1])
     assert found["loaded"] == [], "the core imported a view"
@@ -42,7 +44,9 @@ def test_a_generation_displays_as_text_and_png_without_any_view_loaded() -> None
 def test_the_view_layer_registers_the_live_card(session) -> None:
     from flux_nb import cards  # noqa: F401  (importing it registers the card)
 
-    gen = session.generate("a lighthouse", seed=5, num_inference_steps=2, aspect_ratio="1:1").wait(30)
+    gen = session.generate("a lighthouse", seed=5, num_inference_steps=2, aspect_ratio="1:1").wait(
+        30
+    )
     bundle = display.generation_bundle(gen, widget=True)
     assert set(bundle) == {"text/plain", "image/png", display.WIDGET_VIEW}
     assert Image.open(io.BytesIO(base64.b64decode(bundle["image/png"]))).size[0] <= 320

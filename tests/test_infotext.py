@@ -29,8 +29,7 @@ FOREIGN = (
 def test_format_is_the_a1111_shape():
     recipe = Recipe.build("a red fox in snow", seed=42, num_inference_steps=28)
     assert format_parameters(recipe, (1344, 768)) == (
-        "a red fox in snow\n"
-        f"Steps: 28, CFG scale: 2.0, Seed: 42, Size: 1344x768, Model: {MODEL_ID}"
+        f"a red fox in snow\nSteps: 28, CFG scale: 2.0, Seed: 42, Size: 1344x768, Model: {MODEL_ID}"
     )
 
 
@@ -39,7 +38,11 @@ def test_parse_reads_prompt_negative_and_quoted_fields():
     assert prompt == "masterpiece, a red fox in snow, (detailed:1.2)"
     assert negative == "blurry, lowres"
     assert fields["Lora hashes"] == "x: 1, y: 2" and fields["CFG scale"] == "7"
-    assert parse_parameters("just a prompt\non two lines") == ("just a prompt\non two lines", "", {})
+    assert parse_parameters("just a prompt\non two lines") == (
+        "just a prompt\non two lines",
+        "",
+        {},
+    )
 
 
 def test_foreign_parameters_map_to_what_klein_accepts_and_say_the_rest():
@@ -48,10 +51,18 @@ def test_foreign_parameters_map_to_what_klein_accepts_and_say_the_rest():
     assert (recipe.num_inference_steps, recipe.guidance_scale, recipe.seed) == (50, 7.0, 1234567890)
     assert recipe.aspect_ratio == "3:4"
     assert note.count("\n") == 0 and note.startswith("flux: from A1111 parameters")
-    for part in ("Steps 60 taken as 50", "Size 512x768 taken as aspect ratio 3:4", "negative prompt",
-                 "Sampler", "Model (sd_xl_base_1.0)", "Version"):
+    for part in (
+        "Steps 60 taken as 50",
+        "Size 512x768 taken as aspect ratio 3:4",
+        "negative prompt",
+        "Sampler",
+        "Model (sd_xl_base_1.0)",
+        "Version",
+    ):
         assert part in note, note
-    ours, quiet = recipe_from_parameters(format_parameters(Recipe.build("a cat", seed=5), (1024, 1024)))
+    ours, quiet = recipe_from_parameters(
+        format_parameters(Recipe.build("a cat", seed=5), (1024, 1024))
+    )
     assert (ours.seed, ours.aspect_ratio) == (5, "1:1") and "ignored" not in quiet
 
 
@@ -74,9 +85,7 @@ def test_saved_images_carry_parameters_where_other_tools_look(session, fmt):
     gen = session.generate(prompt, seed=42, output_format=fmt, aspect_ratio="16:9").wait(30)
     with Image.open(gen.path) as im:
         width, height = im.size
-        want = (
-            f"{prompt}\nSteps: 28, CFG scale: 2.0, Seed: 42, Size: {width}x{height}, Model: {MODEL_ID}"
-        )
+        want = f"{prompt}\nSteps: 28, CFG scale: 2.0, Seed: 42, Size: {width}x{height}, Model: {MODEL_ID}"
         if fmt == "png":
             # Read while opening, before any pixel is decoded: the chunk sits before IDAT.
             assert im.tile  # the pixel data is still unread
@@ -113,12 +122,17 @@ def test_a_foreign_a1111_png_is_reproduced(session, tmp_path, capsys):
 
 def test_a_foreign_jpeg_with_exif_user_comment_is_reproduced(session, tmp_path, capsys):
     exif = Image.Exif()
-    exif.get_ifd(0x8769)[0x9286] = b"UNICODE\0" + "a blue boat\nSteps: 8, CFG scale: 4.5, Seed: 99, Size: 768x768".encode("utf-16-le")
+    exif.get_ifd(0x8769)[0x9286] = (
+        b"UNICODE\0"
+        + "a blue boat\nSteps: 8, CFG scale: 4.5, Seed: 99, Size: 768x768".encode("utf-16-le")
+    )
     path = tmp_path / "other.jpg"
     Image.new("RGB", (64, 64), "blue").save(path, exif=exif.tobytes())  # little-endian EXIF
     gen = session.reproduce(str(path))
     assert (gen.recipe.prompt, gen.recipe.num_inference_steps, gen.recipe.guidance_scale) == (
-        "a blue boat", 8, 4.5
+        "a blue boat",
+        8,
+        4.5,
     )
     assert (gen.recipe.seed, gen.recipe.aspect_ratio) == (99, "1:1")
     assert "Size 768x768 taken as aspect ratio 1:1" in capsys.readouterr().out

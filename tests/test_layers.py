@@ -19,7 +19,12 @@ LAYERS: list[tuple[str, ...]] = [
     ("errors", "status", "config", "options"),  # errors, status names, settings, the option table
     ("recipe",),  # the validated parameters and the bundled schema
     ("metadata", "pricing", "thumbnail", "sheet"),  # file formats, prices, small pictures
-    ("client", "journal", "inputs", "infotext"),  # the HTTP API, the journal, input images, A1111 text
+    (
+        "client",
+        "journal",
+        "inputs",
+        "infotext",
+    ),  # the HTTP API, the journal, input images, A1111 text
     ("storage",),  # the output folder
     ("display",),  # how a Generation shows itself without widgets (text, PNG)
     ("generation",),  # the user's handle

@@ -52,7 +52,9 @@ def photo(path: Path) -> Path:
     return path
 
 
-def remake_elsewhere(tmp_path: Path, last: Path, *, beside: dict[str, Path] | None = None, inputs=()) -> dict:
+def remake_elsewhere(
+    tmp_path: Path, last: Path, *, beside: dict[str, Path] | None = None, inputs=()
+) -> dict:
     """Copy only `last` (and `beside`: relative name -> file) into an empty folder, then in a
     fresh Python run flux_nb.reproduce(last, lineage=True) there; returns what it reports."""
     where = tmp_path / "elsewhere"
@@ -80,7 +82,12 @@ def remake_elsewhere(tmp_path: Path, last: Path, *, beside: dict[str, Path] | No
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OXEN_", "FLUX_NB_"))}
     env.update(FLUX_NB_OUTPUT_DIR=str(where / "out"), FLUX_NB_STEP_DELAY="0")
     run = subprocess.run(
-        [sys.executable, "-c", script], cwd=where, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", script],
+        cwd=where,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert run.returncode == 0, run.stderr
     return json.loads(run.stdout.strip().splitlines()[-1])
@@ -101,12 +108,17 @@ def test_an_edit_records_its_parents_recipes_by_hash_beside_an_unchanged_recipe(
     parent_key = lineage.digest(second.path.read_bytes())
     grand_key = lineage.digest(first.data)  # the Generation went as its downloaded bytes
     assert record["inputs"] == [parent_key]
-    assert record["steps"][parent_key]["recipe"] == {**second.recipe.to_dict(), "input_image": [grand_key]}
+    assert record["steps"][parent_key]["recipe"] == {
+        **second.recipe.to_dict(),
+        "input_image": [grand_key],
+    }
     assert record["steps"][grand_key]["recipe"] == first.recipe.to_dict()
     assert record["steps"][parent_key]["generation_id"] == second.id
     assert "data:" not in found["lineage"]  # every image by hash: none held twice
     # The journal's submit entry carries it too, for resume().
-    submits = [e for e in session.journal.entries() if e.get("op") == "submit" and e["key"] == third.key]
+    submits = [
+        e for e in session.journal.entries() if e.get("op") == "submit" and e["key"] == third.key
+    ]
     assert submits[0]["lineage"] == record
 
 
@@ -118,7 +130,13 @@ def test_the_request_sent_to_the_api_carries_no_lineage(tmp_path):
             bodies.append(json.loads(request.content))
 
     http = httpx.Client(event_hooks={"request": [keep]})
-    s = Session("local", output_dir=tmp_path / "out", settings=Settings(step_delay=0.0), announce=None, http=http)
+    s = Session(
+        "local",
+        output_dir=tmp_path / "out",
+        settings=Settings(step_delay=0.0),
+        announce=None,
+        http=http,
+    )
     try:
         first = s.generate("a lighthouse", seed=5, **FAST).wait()
         edit = s.generate("in fog", input_image=first, seed=6, **FAST).wait()
@@ -127,7 +145,10 @@ def test_the_request_sent_to_the_api_carries_no_lineage(tmp_path):
     assert edit.lineage is not None
     sent = {k: v for k, v in bodies[-1].items() if k != "num_generations"}  # the queue's own field
     assert edit.recipe.input_image == (lineage.digest(first.data),)  # the recipe: by hash
-    assert sent == {**edit.recipe.request(), "input_image": [to_input_url(first.data)]}  # sent: the bytes
+    assert sent == {
+        **edit.recipe.request(),
+        "input_image": [to_input_url(first.data)],
+    }  # sent: the bytes
     assert "lineage" not in json.dumps(bodies)
 
 
@@ -188,7 +209,9 @@ def test_a_damaged_record_is_ignored_and_the_image_still_reproduces(chain, sessi
 # -- remade from the last file ---------------------------------------------------------------------
 
 
-def test_a_three_step_chain_is_remade_from_its_last_file_in_a_fresh_process_and_folder(chain, tmp_path):
+def test_a_three_step_chain_is_remade_from_its_last_file_in_a_fresh_process_and_folder(
+    chain, tmp_path
+):
     first, second, third = chain
     report = remake_elsewhere(tmp_path, third.path)
     assert report["before"] == ["last.png"]
@@ -217,7 +240,9 @@ def test_a_file_without_lineage_reproduces_as_one_step(session, tmp_path):
     # as files were then: the input's bytes inside the recipe, as a data: URI
     old_recipe = {**edit.recipe.to_dict(), "input_image": [to_input_url(base.data)]}
     old.write_bytes(embed_recipe(edit.data, "png", json.dumps(old_recipe), extra))
-    fresh = Session("local", output_dir=tmp_path / "fresh", settings=Settings(step_delay=0.0), announce=None)
+    fresh = Session(
+        "local", output_dir=tmp_path / "fresh", settings=Settings(step_delay=0.0), announce=None
+    )
     try:
         assert len(lineage.read_chain(old).steps) == 1
         again = fresh.reproduce(old, lineage=True).wait()
@@ -235,15 +260,21 @@ def test_a_file_without_lineage_reproduces_as_one_step(session, tmp_path):
 @pytest.fixture
 def photo_chain(session, tmp_path):
     upload = photo(tmp_path / "holiday photo.png")
-    first = session.generate("paint it as a watercolor", input_image=str(upload), seed=31, **FAST).wait()
+    first = session.generate(
+        "paint it as a watercolor", input_image=str(upload), seed=31, **FAST
+    ).wait()
     second = session.generate("now in winter", input_image=first, seed=32, **FAST).wait()
     return upload, first, second
 
 
-def test_an_uploaded_photo_is_recorded_by_hash_and_name_and_kept_in_dot_inputs(photo_chain, session):
+def test_an_uploaded_photo_is_recorded_by_hash_and_name_and_kept_in_dot_inputs(
+    photo_chain, session
+):
     upload, first, second = photo_chain
     key = lineage.digest(upload.read_bytes())
-    assert second.lineage["steps"][key] == {"upload": {"name": "holiday photo.png", "bytes": upload.stat().st_size}}
+    assert second.lineage["steps"][key] == {
+        "upload": {"name": "holiday photo.png", "bytes": upload.stat().st_size}
+    }
     kept = lineage.find_upload(key, [session.output.path])
     assert kept is not None and kept[0].parent == session.output.path / ".inputs"
     view = session_view(session, second.path)
@@ -267,12 +298,16 @@ def test_a_missing_uploaded_photo_is_named_and_nothing_is_sent(photo_chain, tmp_
 
 def test_the_uploaded_photo_is_taken_from_inputs_given(photo_chain, tmp_path):
     upload, first, second = photo_chain
-    report = remake_elsewhere(tmp_path, second.path, beside={"photo.png": upload}, inputs=["photo.png"])
+    report = remake_elsewhere(
+        tmp_path, second.path, beside={"photo.png": upload}, inputs=["photo.png"]
+    )
     assert report["made"] == [first.prompt, second.prompt]
     assert pixels(report["path"]) == pixels(second.path)
 
 
-def test_the_uploaded_photo_is_found_in_the_output_folders_dot_inputs(photo_chain, session, tmp_path):
+def test_the_uploaded_photo_is_found_in_the_output_folders_dot_inputs(
+    photo_chain, session, tmp_path
+):
     upload, first, second = photo_chain
     kept, _ = lineage.find_upload(lineage.digest(upload.read_bytes()), [session.output.path])
     report = remake_elsewhere(tmp_path, second.path, beside={f"out/.inputs/{kept.name}": kept})
@@ -284,13 +319,19 @@ def test_a_one_step_edit_of_a_photo_needs_its_photo_beside_it_or_given(photo_cha
     the output folder's .inputs/ copied beside it, or the photo given again, it is made again."""
     upload, first, _ = photo_chain
     alone = remake_elsewhere(tmp_path / "alone", first.path)
-    assert alone["type"] == "InputImageError" and alone["history"] == 0 and "\n" not in alone["error"]
+    assert (
+        alone["type"] == "InputImageError" and alone["history"] == 0 and "\n" not in alone["error"]
+    )
     assert "holiday photo.png" in alone["error"] and "--input" in alone["error"]
     assert "record stops" not in alone["error"]
     kept, _ = lineage.find_upload(lineage.digest(upload.read_bytes()), [first.path.parent])
-    beside = remake_elsewhere(tmp_path / "beside", first.path, beside={f".inputs/{kept.name}": kept})
+    beside = remake_elsewhere(
+        tmp_path / "beside", first.path, beside={f".inputs/{kept.name}": kept}
+    )
     assert pixels(beside["path"]) == pixels(first.path)
-    given = remake_elsewhere(tmp_path / "given", first.path, beside={"p.png": upload}, inputs=["p.png"])
+    given = remake_elsewhere(
+        tmp_path / "given", first.path, beside={"p.png": upload}, inputs=["p.png"]
+    )
     assert pixels(given["path"]) == pixels(first.path)
 
 
@@ -340,7 +381,9 @@ def test_a_file_from_another_tool_reproduces_with_lineage_as_its_one_step(sessio
     from PIL import PngImagePlugin
 
     info = PngImagePlugin.PngInfo()
-    info.add_text("parameters", "a barn in fog\nSteps: 4, CFG scale: 2.0, Seed: 77, Size: 1024x1024")
+    info.add_text(
+        "parameters", "a barn in fog\nSteps: 4, CFG scale: 2.0, Seed: 77, Size: 1024x1024"
+    )
     path = tmp_path / "a1111.png"
     Image.new("RGB", (64, 64), "gray").save(path, pnginfo=info)
     gen = session.reproduce(path, lineage=True).wait()

@@ -20,7 +20,9 @@ PIP_LINE = "pip install 'flux-nb[local]'"
 
 
 def test_this_environment_lacks_the_local_extra() -> None:
-    assert importlib.util.find_spec("torch") is None and importlib.util.find_spec("diffusers") is None
+    assert (
+        importlib.util.find_spec("torch") is None and importlib.util.find_spec("diffusers") is None
+    )
 
 
 def test_the_server_refuses_to_start_with_the_pip_line() -> None:

@@ -293,7 +293,9 @@ def test_bad_input_gives_one_line_and_no_traceback(kernel):
 def test_name_n6_grid_and_distinct_seeds(kernel):
     cell = kernel.run("%%flux --seed 500 -n 6 --steps 2 --name six\na row of six houses")
     (view,) = widget_ids(cell)
-    assert kernel.value(f"[type(_instances[{view!r}]).__mro__[1].__name__, _instances[{view!r}].layout.grid_template_columns]") == ["GridBox", "repeat(auto-fill, 338px)"]
+    assert kernel.value(
+        f"[type(_instances[{view!r}]).__mro__[1].__name__, _instances[{view!r}].layout.grid_template_columns]"
+    ) == ["GridBox", "repeat(auto-fill, 338px)"]
     assert_clean(kernel.run("[g.wait(30) for g in six]; wait_settled(10)"))
     got = kernel.value(
         f"[[g.seed, str(g.path), c.gen is g, bytes(c.preview.value) == g.thumbnail()] for g, c in zip(six, _cards({view!r}))]"
@@ -557,7 +559,9 @@ def test_sweep_cell_makes_a_labelled_grid_of_generations_and_a_sheet(kernel):
 
 
 def test_prompt_alternatives_expand_and_combine_with_sweep(kernel):
-    cell = kernel.run("%%flux --seed 3 --steps 2 --sweep quality=standard,high\na {red|blue|green} fox")
+    cell = kernel.run(
+        "%%flux --seed 3 --steps 2 --sweep quality=standard,high\na {red|blue|green} fox"
+    )
     assert_clean(cell) and widget_ids(cell)
     got = kernel.value("[(g.prompt, g.recipe.output_quality, g.seed) for g in _flux]")
     assert [tuple(x) for x in got] == [
@@ -585,7 +589,9 @@ def test_bad_sweeps_are_one_line_and_send_nothing(kernel, line, words):
 def test_cost_is_checked_before_spending_on_a_paid_backend(kernel, local_server, tmp_path):
     from priced_server import PricedServer
 
-    with PricedServer(local_server.url, {"method": "per_image", "cost_per_image": "0.02"}) as server:
+    with PricedServer(
+        local_server.url, {"method": "per_image", "cost_per_image": "0.02"}
+    ) as server:
         assert_clean(
             kernel.run(
                 "from flux_nb.sessions import Session, set_session\n"
@@ -634,12 +640,17 @@ def test_flux_reproduce_takes_a_foreign_a1111_file(kernel, tmp_path):
     assert "Size 768x512 taken as aspect ratio 4:3" in note
     got = kernel.value("_flux.wait(30).recipe.to_dict()")
     assert (got["prompt"], got["num_inference_steps"], got["guidance_scale"], got["seed"]) == (
-        "a castle on a hill", 12, 3.5, 4242
+        "a castle on a hill",
+        12,
+        3.5,
+        4242,
     )
     assert got["aspect_ratio"] == "4:3"
     saved = kernel.value("str(_flux.path)")
     with Image.open(saved) as im:  # the remade file carries its own parameters text
-        assert im.info["parameters"].startswith("a castle on a hill\nSteps: 12, CFG scale: 3.5, Seed: 4242")
+        assert im.info["parameters"].startswith(
+            "a castle on a hill\nSteps: 12, CFG scale: 3.5, Seed: 4242"
+        )
 
 
 def cell_text(cell) -> str:
@@ -675,12 +686,16 @@ def test_flux_lineage_shows_three_steps_and_reproduce_lineage_remakes_them(kerne
     assert cell_text(remade) == "flux: made 2 earlier step(s) again first, then the last one.\n"
     assert_clean(kernel.run("again = _flux.wait(30)"))
     assert kernel.value("[g.prompt for g in __import__('flux_nb').session().history[-3:]]") == [
-        "a lantern on a table", "the lantern lit", "moths around it"
+        "a lantern on a table",
+        "the lantern lit",
+        "moths around it",
     ]
     assert pixels_equal(path, kernel.value("str(again.path)"))
 
 
-def test_reproduce_lineage_names_a_missing_photo_in_one_line_and_takes_it_with_input(kernel, tmp_path):
+def test_reproduce_lineage_names_a_missing_photo_in_one_line_and_takes_it_with_input(
+    kernel, tmp_path
+):
     photo = tmp_path / "my photo.png"
     Image.new("RGB", (200, 150), "teal").save(photo)
     for cell in (
@@ -728,19 +743,27 @@ def test_reproduce_lineage_names_a_missing_photo_in_one_line_and_takes_it_with_i
         assert_clean(kernel.run("set_session(_before)"))
 
 
-def test_reproduce_lineage_checks_the_cost_of_every_step_before_sending(kernel, local_server, tmp_path):
+def test_reproduce_lineage_checks_the_cost_of_every_step_before_sending(
+    kernel, local_server, tmp_path
+):
     from priced_server import PricedServer
 
     from flux_nb.config import Settings
     from flux_nb.sessions import Session
 
-    maker = Session("local", output_dir=tmp_path / "made", settings=Settings(step_delay=0.0), announce=None)
+    maker = Session(
+        "local", output_dir=tmp_path / "made", settings=Settings(step_delay=0.0), announce=None
+    )
     try:
         base = maker.generate("a kite", seed=61, num_inference_steps=2, aspect_ratio="1:1").wait()
-        last = maker.generate("in a storm", input_image=base, seed=62, num_inference_steps=2, aspect_ratio="1:1").wait()
+        last = maker.generate(
+            "in a storm", input_image=base, seed=62, num_inference_steps=2, aspect_ratio="1:1"
+        ).wait()
     finally:
         maker.close()
-    with PricedServer(local_server.url, {"method": "per_image", "cost_per_image": "0.02"}) as server:
+    with PricedServer(
+        local_server.url, {"method": "per_image", "cost_per_image": "0.02"}
+    ) as server:
         assert_clean(
             kernel.run(
                 "from flux_nb.sessions import Session, set_session\n"

@@ -348,11 +348,7 @@ def test_history_from_the_output_folder(session, tmp_path):
         assert sorted(c.gen.seed for c in panel.cards) == [11, 12]
         assert {c.gen.path for c in panel.cards} == {g.path for g in made}
         card = panel.cards[0]
-        assert (
-            card.gen.done
-            and len(card.preview.value) > 0
-            and not button(card, "Input").disabled
-        )
+        assert card.gen.done and len(card.preview.value) > 0 and not button(card, "Input").disabled
         card.reproduce_button.click()
         finish(panel)
         again = panel.cards[0].gen

@@ -309,7 +309,9 @@ def test_safety_polls_notice_a_cancel_made_elsewhere_within_30_s() -> None:
     assert runner._poll_due(track) - time.monotonic() <= runner_module.FALLBACK_POLL_MAX + 0.01
 
 
-def test_the_embedded_server_gets_two_io_threads_a_remote_api_eight(session, local_server, open_session):
+def test_the_embedded_server_gets_two_io_threads_a_remote_api_eight(
+    session, local_server, open_session
+):
     # The embedded server answers from this process: more threads only contend with the kernel.
     assert session.runner._pool._max_workers == 2
     assert open_session(local_server, "tok-io-threads").runner._pool._max_workers == 8

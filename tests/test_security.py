@@ -170,10 +170,22 @@ def test_the_key_never_leaks_through_a_whole_run(make_server, tmp_path, caplog) 
         gid = good[0].id
         for forced, call in (
             ({"status": 401, "path": "/api/ai/models/", **echo}, session.client.model_info),
-            ({"status": 403, "path": f"{QUEUE}/", **echo}, lambda: session.client.get_generation(gid)),
-            ({"status": 500, "path": f"{QUEUE}/", "times": 3, **echo}, lambda: session.client.get_generation(gid)),
-            ({"status": 422, "path": "/api/ai/images/", **echo}, lambda: session.client.run_sync(good[0].recipe)),
-            ({"status": 500, "path": QUEUE, "method": "GET", "times": 3, **echo}, session.client.list_generations),
+            (
+                {"status": 403, "path": f"{QUEUE}/", **echo},
+                lambda: session.client.get_generation(gid),
+            ),
+            (
+                {"status": 500, "path": f"{QUEUE}/", "times": 3, **echo},
+                lambda: session.client.get_generation(gid),
+            ),
+            (
+                {"status": 422, "path": "/api/ai/images/", **echo},
+                lambda: session.client.run_sync(good[0].recipe),
+            ),
+            (
+                {"status": 500, "path": QUEUE, "method": "GET", "times": 3, **echo},
+                session.client.list_generations,
+            ),
         ):
             force(forced)
             with pytest.raises(errors.ApiError) as info:
@@ -184,7 +196,11 @@ def test_the_key_never_leaks_through_a_whole_run(make_server, tmp_path, caplog) 
 
         gens = [*good, refused, lost]
         texts += [repr(session), repr(session.client), repr(session.runner), repr(session.output)]
-        texts += [repr(Settings(api_key=ApiKey(key))), str(ApiKey(key)), repr(session.journal.entries())]
+        texts += [
+            repr(Settings(api_key=ApiKey(key))),
+            str(ApiKey(key)),
+            repr(session.journal.entries()),
+        ]
         for gen in gens:
             texts += [repr(gen), repr(gen.recipe), str(gen.error), gen.reason, status_line(gen)]
             texts += [json.dumps(generation_mimebundle(gen, widget=True))]
@@ -252,10 +268,15 @@ def test_the_local_server_listens_on_loopback_only(local_server: LocalServer) ->
 def test_encoded_path_traversal_in_result_paths_is_refused(make_server, spill: bool) -> None:
     server = make_server(limits=Limits(results_in_memory_bytes=1 if spill else 2**28))
     with httpx.Client(base_url=server.url, timeout=10) as client:
-        ids = [g["generation_id"] for g in client.post(QUEUE, json=body(num_generations=3)).json()["generations"]]
+        ids = [
+            g["generation_id"]
+            for g in client.post(QUEUE, json=body(num_generations=3)).json()["generations"]
+        ]
         rows = {gid: wait_for(client, gid) for gid in ids}
     kept = {gid: server.runtime.results.get(f"{gid}.png") for gid in ids}
-    gid = next(gid for gid in ids if isinstance(kept[gid], Path) == spill)  # the oldest went to disk
+    gid = next(
+        gid for gid in ids if isinstance(kept[gid], Path) == spill
+    )  # the oldest went to disk
     row = rows[gid]
     for path in (
         "/api/files/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
@@ -277,7 +298,13 @@ def test_encoded_path_traversal_in_result_paths_is_refused(make_server, spill: b
         assert status in (400, 404), path
         assert error_line_of(json.loads(answer)), path
         assert b"root:" not in answer
-    assert raw(server.url, f"GET /api/files/{gid}.png HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())[0] == 200
+    assert (
+        raw(
+            server.url,
+            f"GET /api/files/{gid}.png HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode(),
+        )[0]
+        == 200
+    )
     assert row["result_url"].endswith(f"/api/files/{gid}.png")
 
 
@@ -298,7 +325,10 @@ def test_input_images_are_capped_by_bytes_count_and_pixels(make_server) -> None:
         fine = client.post(QUEUE, json=body(input_image=[data_uri(png())])).json()
         too_big = client.post(QUEUE, json=body(input_image=[big])).json()
         too_many = client.post(QUEUE, json=body(input_image=[data_uri(png())] * 3)).json()
-        rows = [wait_for(client, r["generations"][0]["generation_id"]) for r in (fine, too_big, too_many)]
+        rows = [
+            wait_for(client, r["generations"][0]["generation_id"])
+            for r in (fine, too_big, too_many)
+        ]
         assert rows[0]["status"] == "succeeded"
         assert rows[1]["status"] == "failed" and "over 20000 bytes" in rows[1]["error_message"]
         assert rows[2]["status"] == "failed" and "at most 2" in rows[2]["error_message"]
@@ -315,13 +345,18 @@ def test_input_images_are_capped_by_bytes_count_and_pixels(make_server) -> None:
 @pytest.mark.parametrize(
     ("uri", "words"),
     [
-        (data_uri(b"<svg xmlns='http://www.w3.org/2000/svg'/>", "image/svg+xml"), "not in an image format"),
+        (
+            data_uri(b"<svg xmlns='http://www.w3.org/2000/svg'/>", "image/svg+xml"),
+            "not in an image format",
+        ),
         (data_uri(b"<html><script>alert(1)</script></html>"), "not in an image format"),
         (data_uri(noise_png()[:3000]), "truncated"),  # cut mid-way through its pixels
     ],
 )
 def test_input_image_content_is_validated(api: httpx.Client, uri: str, words: str) -> None:
-    row = wait_for(api, api.post(QUEUE, json=body(input_image=[uri])).json()["generations"][0]["generation_id"])
+    row = wait_for(
+        api, api.post(QUEUE, json=body(input_image=[uri])).json()["generations"][0]["generation_id"]
+    )
     assert row["status"] == "failed" and words in row["error_message"]
 
 
@@ -392,9 +427,7 @@ def test_wrong_types_in_the_queue_fail_the_generation_not_the_server(api: httpx.
     assert sorted(r["generation_id"] for r in every_row(api)) == sorted(ids)  # all listable
 
 
-@pytest.mark.parametrize(
-    "value", [b"\xb2", b"1" * 5000, b"-5", b"12abc", b"\xff\xfe"], ids=repr
-)
+@pytest.mark.parametrize("value", [b"\xb2", b"1" * 5000, b"-5", b"12abc", b"\xff\xfe"], ids=repr)
 def test_odd_last_event_ids_are_ignored_not_a_crash(make_server, value: bytes) -> None:
     """Only a server with the local replay flag reads the header at all; it must not trip on it."""
     server = make_server(extras=LocalExtras(replay_events=True))
@@ -434,7 +467,9 @@ def test_a_failure_message_that_quotes_the_key_is_redacted(make_server, tmp_path
 
     key = "sk-echoed-in-failure-0123456789"
     server = make_server(api_key=key)
-    session = Session(api_key=key, base_url=server.url, output_dir=tmp_path, settings=Settings(), announce=None)
+    session = Session(
+        api_key=key, base_url=server.url, output_dir=tmp_path, settings=Settings(), announce=None
+    )
     # Sent past the client's validation, so the server fails it and quotes the bad value.
     row = session.client.enqueue({"prompt": "x", "seed": 1, "aspect_ratio": key})[0]
     gen = session.runner.adopt(Recipe.build("x", seed=1), "k1", row["generation_id"])
@@ -455,7 +490,9 @@ def test_https_is_verified_even_though_plain_http_skips_loading_certificates():
 
     client = OxenClient("https://hub.oxen.ai", "sk-x", retry=RetryPolicy(attempts=1))
     with pytest.raises(errors.NetworkError):
-        client.download("https://127.0.0.1:9/result.png")  # nothing listens: only builds the TLS side
+        client.download(
+            "https://127.0.0.1:9/result.png"
+        )  # nothing listens: only builds the TLS side
     tls = client._http._transport_for_url(httpx.URL("https://hub.oxen.ai/x"))._inner
     context = tls._pool._ssl_context
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname

@@ -588,7 +588,9 @@ def test_model_is_the_bare_documented_object_with_its_request_schema(api: httpx.
     assert body["request_schema"] == bundled_schema() == body["json_request_schema"]  # and alias
     assert body["capabilities"] == {"input": ["text", "image"], "output": ["image"]}
     assert body["pricing"]["method"] == "per_image" and body["endpoint"] == "/images/generate"
-    assert body["description"] == "An offline stand-in drawn with Pillow: its images are not FLUX's."
+    assert (
+        body["description"] == "An offline stand-in drawn with Pillow: its images are not FLUX's."
+    )
     unknown = api.get("/api/ai/models/other-model")
     assert unknown.status_code == 404
     assert unknown.json() == {"error": {"message": "Model not found: other-model"}}

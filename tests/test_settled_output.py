@@ -130,7 +130,10 @@ def test_a_notebook_saved_after_the_images_arrived_shows_each_final_picture(note
     saved = nbformat.read(notebook.path, as_version=4)
     cells = {c.source.split("\n")[0]: c for c in saved.cells}
     fox_saved = data(cells["%%flux --seed 3 --steps 4 --name one"])
-    assert fox_saved["text/plain"] == settled["text/plain"] and fox_saved["image/png"] == settled["image/png"]
+    assert (
+        fox_saved["text/plain"] == settled["text/plain"]
+        and fox_saved["image/png"] == settled["image/png"]
+    )
 
     boats = data(cells["%%flux -n 3 --seed 10 --steps 3 --aspect 1:1 --name many"])
     assert boats["text/plain"].count("\ndone") == 3 and "running" not in boats["text/plain"]
@@ -157,7 +160,9 @@ def test_nbval_compares_the_settled_output_and_catches_a_changed_picture(tmp_pat
     nb = nbformat.v4.new_notebook()
     nb.cells = [
         nbformat.v4.new_code_cell("%load_ext flux_nb"),
-        nbformat.v4.new_code_cell("%%flux --seed 5 --steps 3 --aspect 1:1 --name boat\na paper boat"),
+        nbformat.v4.new_code_cell(
+            "%%flux --seed 5 --steps 3 --aspect 1:1 --name boat\na paper boat"
+        ),
         nbformat.v4.new_code_cell("%flux wait"),
     ]
     stored = tmp_path / "settled.ipynb"
@@ -203,20 +208,28 @@ def test_after_a_cell_only_made_bundles_are_sent_and_wait_sends_the_rest(monkeyp
     from flux_nb import settled_output
 
     sent, made = [], []
-    monkeypatch.setattr(settled_output, "_publish", lambda display_id, bundle: sent.append(display_id))
+    monkeypatch.setattr(
+        settled_output, "_publish", lambda display_id, bundle: sent.append(display_id)
+    )
     monkeypatch.setattr(settled_output, "_pending", [])
     gens = [types.SimpleNamespace(done=True)]
     output = settled_output._Output("one", gens, lambda: made.append(1) or {"text/plain": "done"})
     running = settled_output._Output("two", [types.SimpleNamespace(done=False)], dict)
     settled_output._pending.extend([output, running])
 
-    assert settled_output._after_cell() == 0 and not made and not sent  # not made yet: not waited for
-    settled_output._settled(output)  # the runner thread that ended the last image makes it, sends it
+    assert (
+        settled_output._after_cell() == 0 and not made and not sent
+    )  # not made yet: not waited for
+    settled_output._settled(
+        output
+    )  # the runner thread that ended the last image makes it, sends it
     assert made == [1] and sent == ["one"]
     assert settled_output._after_cell() == 1 and sent == ["one", "one"]  # and again inside a cell
     assert settled_output._pending == [running]
 
     late = settled_output._Output("three", gens, lambda: made.append(3) or {"text/plain": "done"})
     settled_output._pending.append(late)
-    assert settled_output.flush() == 1 and made == [1, 3] and sent[-1] == "three"  # %flux wait makes it
+    assert (
+        settled_output.flush() == 1 and made == [1, 3] and sent[-1] == "three"
+    )  # %flux wait makes it
     assert settled_output._pending == [running]

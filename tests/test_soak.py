@@ -33,7 +33,9 @@ FAULTS = Faults(
 )
 
 
-def test_soak_every_generation_through_faults_is_saved_exactly_once(make_server, tmp_path, record_property, capsys) -> None:
+def test_soak_every_generation_through_faults_is_saved_exactly_once(
+    make_server, tmp_path, record_property, capsys
+) -> None:
     server = make_server(faults=FAULTS, workers=4)
     token = "tok-soak"
     session = Session(
@@ -50,9 +52,15 @@ def test_soak_every_generation_through_faults_is_saved_exactly_once(make_server,
         gens = []
         for wave in range(WAVES):
             gens += session.generate(
-                f"soak wave {wave}", n=PER_WAVE, seed=10_000 + wave * PER_WAVE, num_inference_steps=2, aspect_ratio="1:1"
+                f"soak wave {wave}",
+                n=PER_WAVE,
+                seed=10_000 + wave * PER_WAVE,
+                num_inference_steps=2,
+                aspect_ratio="1:1",
             )
-            gens[len(gens) - PER_WAVE // 2].wait(SOAK_LIMIT)  # half of this wave done: send the next
+            gens[len(gens) - PER_WAVE // 2].wait(
+                SOAK_LIMIT
+            )  # half of this wave done: send the next
         session.wait_all(max(1.0, SOAK_LIMIT - (time.monotonic() - started)))
         elapsed = time.monotonic() - started
         stats = dict(session.runner.stats)
@@ -70,11 +78,15 @@ def test_soak_every_generation_through_faults_is_saved_exactly_once(make_server,
             for row in api.get("/api/ai/queue", params={"status": status}).json()["generations"]
         ]
 
-    failed = [(g.seed, g.status, g.reason) for g in gens if g.status != "succeeded" or g.path is None]
+    failed = [
+        (g.seed, g.status, g.reason) for g in gens if g.status != "succeeded" or g.path is None
+    ]
     assert failed == []
     out = tmp_path / "out"
     images = sorted(p for p in out.iterdir() if p.suffix == ".png")
-    assert sorted(p.name for p in out.iterdir() if p.suffix != ".png") == sorted([JOURNAL_NAME, LIVE_DIR])  # no .partial-*
+    assert sorted(p.name for p in out.iterdir() if p.suffix != ".png") == sorted(
+        [JOURNAL_NAME, LIVE_DIR]
+    )  # no .partial-*
     assert list((out / LIVE_DIR).iterdir()) == []  # the closed session let go of its lock
     assert images == sorted(g.path for g in gens)  # one file per generation, no more
     for path in images:

@@ -124,7 +124,9 @@ def test_plan_refuses_what_it_cannot_make():
     with pytest.raises(ValidationError, match="steps is swept twice"):
         plan("a fox", [steps, parse_axis("num_inference_steps=2,3", SCHEMA)], SCHEMA)
     big = make_axis("seed", list(range(MAX_CELLS // 2 + 1)), SCHEMA)
-    with pytest.raises(ValidationError, match=rf"2 x {MAX_CELLS // 2 + 1} = .* at most {MAX_CELLS}"):
+    with pytest.raises(
+        ValidationError, match=rf"2 x {MAX_CELLS // 2 + 1} = .* at most {MAX_CELLS}"
+    ):
         plan("a fox", [parse_axis("quality=standard,high", SCHEMA), big], SCHEMA)
     with pytest.raises(ValidationError, match="prompt is empty"):
         plan("{ |x}", [], SCHEMA)
@@ -192,7 +194,9 @@ def test_saved_sheet_has_the_grid_size_title_band_and_labels(session, tmp_path):
         sheet = im.convert("RGB")
     rows, cols = grid.shape
     assert (rows, cols) == (2, 3)
-    label_w = max(sheet_module._text_width(t, sheet_module.LABEL_SIZE) for t in ("guidance 1", "guidance 4"))
+    label_w = max(
+        sheet_module._text_width(t, sheet_module.LABEL_SIZE) for t in ("guidance 1", "guidance 4")
+    )
     geometry = sheet_module.layout(tile, tile, (rows, cols), label_w, title_lines=2)
     m, gap = sheet_module.MARGIN, sheet_module.GAP
     assert sheet.size == (geometry.width, geometry.height)

@@ -16,7 +16,9 @@ def encoded(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
 
 def gradient(mode: str = "RGB", size=(640, 360)) -> Image.Image:
     image = Image.linear_gradient("L").resize(size)
-    return Image.merge("RGB", [image, image.transpose(Image.Transpose.FLIP_LEFT_RIGHT), image]).convert(mode)
+    return Image.merge(
+        "RGB", [image, image.transpose(Image.Transpose.FLIP_LEFT_RIGHT), image]
+    ).convert(mode)
 
 
 def translucent() -> Image.Image:
@@ -62,12 +64,15 @@ def reference(image: Image.Image, max_side: int) -> bytes:
     thumb = image.convert("RGB")
     thumb.thumbnail((max_side, max_side), Image.Resampling.BILINEAR, reducing_gap=2.0)
     buffer = io.BytesIO()
-    thumb.quantize(256, method=Image.Quantize.FASTOCTREE).save(buffer, format="PNG", compress_level=6)
+    thumb.quantize(256, method=Image.Quantize.FASTOCTREE).save(
+        buffer, format="PNG", compress_level=6
+    )
     return buffer.getvalue()
 
 
 @pytest.mark.parametrize(
-    "size", [(1344, 768), (768, 1344), (1024, 1024), (1000, 3), (3, 1000), (321, 320), (320, 200), (17, 9)]
+    "size",
+    [(1344, 768), (768, 1344), (1024, 1024), (1000, 3), (3, 1000), (321, 320), (320, 200), (17, 9)],
 )
 @pytest.mark.parametrize("mode", ["RGB", "RGBA", "L"])
 def test_thumbnails_are_byte_for_byte_what_pillows_thumbnail_made(size, mode):

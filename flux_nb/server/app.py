@@ -53,7 +53,9 @@ from .worker import WorkerPool, build_recipe
 MODEL_NAME = "FLUX.2 Klein 4B"
 PING_SECONDS = 15
 # response_format is a documented common parameter; the queue passes it on and ignores it here.
-QUEUE_FIELDS = frozenset({"model", "num_generations", "response_format", *TARGET_FIELDS, *PARAMETERS})
+QUEUE_FIELDS = frozenset(
+    {"model", "num_generations", "response_format", *TARGET_FIELDS, *PARAMETERS}
+)
 SYNC_FIELDS = frozenset({"model", "response_format", "target_namespace", *PARAMETERS})
 RESPONSE_FORMATS = ("url", "b64_json")
 FILE_NAME = re.compile(
@@ -217,7 +219,9 @@ def num_generations(body: dict[str, Any]) -> int:
     if n is None:
         return 1
     if type(n) is not int or not 1 <= n <= 4:
-        raise ApiProblem(400, "invalid_params", "num_generations must be an integer between 1 and 4")
+        raise ApiProblem(
+            400, "invalid_params", "num_generations must be an integer between 1 and 4"
+        )
     return n
 
 
@@ -268,7 +272,9 @@ def _query_choice(request: Request, name: str, allowed: tuple[str, ...]) -> str 
     value = request.query_params.get(name)
     if value is not None and value not in allowed:
         raise ApiProblem(
-            400, "invalid_params", f"{name}={value[:40]!r} is not valid (allowed: {', '.join(allowed)})."
+            400,
+            "invalid_params",
+            f"{name}={value[:40]!r} is not valid (allowed: {', '.join(allowed)}).",
         )
     return value
 
@@ -346,7 +352,9 @@ async def run_sync(request: Request) -> JSONResponse:
     await done
     view = rt.store.view(row, files_base(request))
     if view["status"] != SUCCEEDED:
-        raise ApiProblem(500, "unknown_error", view["error_message"] or f"the generation was {view['status']}")
+        raise ApiProblem(
+            500, "unknown_error", view["error_message"] or f"the generation was {view['status']}"
+        )
     if response_format == "b64_json":
         found = rt.results.get(row.file_name or "")
         if found is None:
@@ -596,7 +604,9 @@ def create_app(
         Route("/api/ai/models/{model_id}", get_model, methods=["GET"]),
         Route("/api/events", events, methods=["GET"]),
         Route("/api/files/{name:path}", get_file, methods=["GET"]),
-        Route("/api/repos/{namespace}/{repo}/file/{branch}/{path:path}", get_asset, methods=["GET"]),
+        Route(
+            "/api/repos/{namespace}/{repo}/file/{branch}/{path:path}", get_asset, methods=["GET"]
+        ),
     ]
     middleware = []
     if rt.faults is not None:

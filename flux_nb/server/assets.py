@@ -25,7 +25,9 @@ def demo_asset(key: str) -> bytes | None:
     image = Image.new("RGB", size, (96, 160, 220))
     draw = ImageDraw.Draw(image)
     w, h = size
-    draw.rectangle((w // 4, h // 4, 3 * w // 4, 3 * h // 4), fill=(240, 200, 60), outline=(40, 40, 40), width=6)
+    draw.rectangle(
+        (w // 4, h // 4, 3 * w // 4, 3 * h // 4), fill=(240, 200, 60), outline=(40, 40, 40), width=6
+    )
     draw.ellipse((w // 3, h // 3, w // 3 + w // 10, h // 3 + h // 10), fill=(20, 20, 20))
     draw.ellipse((2 * w // 3 - w // 10, h // 3, 2 * w // 3, h // 3 + h // 10), fill=(20, 20, 20))
     out = io.BytesIO()

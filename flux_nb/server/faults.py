@@ -93,9 +93,13 @@ class Faults:
             if type(forced.status) is not int or not 400 <= forced.status <= 599:
                 raise ValueError(f"status_queue status must be 400-599, not {forced.status!r}")
             if forced.action not in ACTIONS:
-                raise ValueError(f"status_queue action must be one of {ACTIONS}, not {forced.action!r}")
+                raise ValueError(
+                    f"status_queue action must be one of {ACTIONS}, not {forced.action!r}"
+                )
             if not isinstance(forced.delay, (int, float)) or not 0 <= forced.delay <= 60:
-                raise ValueError(f"status_queue delay must be 0 to 60 seconds, not {forced.delay!r}")
+                raise ValueError(
+                    f"status_queue delay must be 0 to 60 seconds, not {forced.delay!r}"
+                )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Faults:
@@ -183,7 +187,12 @@ class FaultInjector:
 
 def error_response(forced: ForcedStatus, authorization: str = "") -> JSONResponse:
     """The forced status in Oxen's documented envelope (the docs give no other for these codes)."""
-    error_type = {400: "invalid_params", 401: "unauthenticated", 403: "unauthenticated", 404: "resource_not_found"}
+    error_type = {
+        400: "invalid_params",
+        401: "unauthenticated",
+        403: "unauthenticated",
+        404: "resource_not_found",
+    }
     headers = {}
     if forced.retry_after is not None:
         headers["Retry-After"] = f"{forced.retry_after:g}"

@@ -76,9 +76,13 @@ async def on_http_exception(request: Request, exc: Exception) -> JSONResponse:
     """Starlette's own 404 (no route) and 405 (wrong method), in the documented envelope."""
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
-        body = error_body("resource_not_found", f"no such endpoint: {request.method} {request.url.path}")
+        body = error_body(
+            "resource_not_found", f"no such endpoint: {request.method} {request.url.path}"
+        )
     elif exc.status_code == 405:
-        body = error_body("invalid_params", f"{request.method} is not allowed on {request.url.path}")
+        body = error_body(
+            "invalid_params", f"{request.method} is not allowed on {request.url.path}"
+        )
     else:
         body = error_body("unknown_error", str(exc.detail))
     return JSONResponse(body, exc.status_code, headers=exc.headers)

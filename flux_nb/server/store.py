@@ -175,7 +175,9 @@ class Store:
         *,
         listed: bool = True,
     ) -> Row:
-        row = Row(str(uuid.uuid4()), owner, model, params, run_seed, targets or {}, int(time.time()))
+        row = Row(
+            str(uuid.uuid4()), owner, model, params, run_seed, targets or {}, int(time.time())
+        )
         row.listed = listed
         with self._lock:
             self._rows[row.id] = row
@@ -251,7 +253,12 @@ class Store:
             }
             self._hub.publish(row.owner, COMPLETED_EVENT, data)
         elif status == FAILED:
-            data = {"generation_id": row.id, "status": status, "media_type": "image", "error": message}
+            data = {
+                "generation_id": row.id,
+                "status": status,
+                "media_type": "image",
+                "error": message,
+            }
             self._hub.publish(row.owner, COMPLETED_EVENT, data)
         # cancelled: no event, as on the hosted stream; clients learn it by reading the row.
         if row.on_done is not None:

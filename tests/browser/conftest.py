@@ -201,7 +201,9 @@ def _serve(kind: str, tmp_path_factory, artifacts: Path, timings: Timings) -> It
         import jupyterlab  # noqa: F401
         import notebook  # noqa: F401
     except ImportError:
-        _missing("jupyterlab or notebook is not installed here; scripts/test.sh runs this in .venv-browser")
+        _missing(
+            "jupyterlab or notebook is not installed here; scripts/test.sh runs this in .venv-browser"
+        )
     base = tmp_path_factory.mktemp(kind)
     dirs = {name: base / name for name in ("config", "data", "runtime", "ipython", "root")}
     for folder in dirs.values():

@@ -37,7 +37,9 @@ class NotebookPage:
         self.page.goto(url)
         self.page.locator(".jp-Notebook .jp-Cell").first.wait_for()
         if kind != "lab":
-            self.page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for()
+            self.page.locator(
+                ".jp-Notebook-ExecutionIndicator[data-status='idle']"
+            ).first.wait_for()
             return
         self.page.get_by_text("| Idle").wait_for()  # status bar: "Python 3 (ipykernel) | Idle"
         left = self.page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current")
@@ -60,7 +62,9 @@ class NotebookPage:
 
     def index_of(self, source: str) -> int:
         """The position of the cell whose text is `source` (cells move as others are inserted)."""
-        texts = self.page.locator(".jp-Notebook .jp-Cell .jp-InputArea .cm-content").all_inner_texts()
+        texts = self.page.locator(
+            ".jp-Notebook .jp-Cell .jp-InputArea .cm-content"
+        ).all_inner_texts()
         for index, text in enumerate(texts):
             if text.strip() == source.strip():
                 return index
@@ -74,12 +78,16 @@ class NotebookPage:
             has=self.page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Theme$"))
         ).hover()
         self.page.locator(".lm-Menu-item:not(.lm-mod-disabled)").filter(
-            has=self.page.locator(".lm-Menu-itemLabel", has_text=re.compile(f"^{re.escape(theme)}$"))
+            has=self.page.locator(
+                ".lm-Menu-itemLabel", has_text=re.compile(f"^{re.escape(theme)}$")
+            )
         ).click()
         self.page.wait_for_function(
             "light => document.body.dataset.jpThemeLight === light", arg=light
         )
-        self.page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+        self.page.evaluate(
+            "() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))"
+        )
 
     def select(self, index: int) -> None:
         """Click the cell's prompt area, as a person selects a cell (command mode)."""

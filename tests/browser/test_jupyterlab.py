@@ -215,9 +215,18 @@ def test_generate_click_to_preview_beside_the_servers_own_time(notebook, timings
     for name, values in (
         ("Generate click -> preview on screen (ms)", page_ms),
         ("server's own time, POST -> row terminal (ms)", server_ms),
-        ("click -> Generation made in the kernel (ms)", [k - c for k, c in zip(created, clicks, strict=True)]),
-        ("kernel: Generation made -> image saved (ms)", [f - k for f, k in zip(finished, created, strict=True)]),
-        ("image saved -> preview on screen (ms)", [s - f for s, f in zip(shown, finished, strict=True)]),
+        (
+            "click -> Generation made in the kernel (ms)",
+            [k - c for k, c in zip(created, clicks, strict=True)],
+        ),
+        (
+            "kernel: Generation made -> image saved (ms)",
+            [f - k for f, k in zip(finished, created, strict=True)],
+        ),
+        (
+            "image saved -> preview on screen (ms)",
+            [s - f for s, f in zip(shown, finished, strict=True)],
+        ),
         ("page adds: click->preview minus server (ms)", added),
     ):
         for value in values:
@@ -319,7 +328,9 @@ def test_grid_running_and_failed_cards_and_the_panel_in_light_and_dark(notebook,
     assert console.errors == []
 
 
-def test_notebook_7_shows_the_panel_the_grid_and_a_failed_card(notebook7, browser, artifacts, console):
+def test_notebook_7_shows_the_panel_the_grid_and_a_failed_card(
+    notebook7, browser, artifacts, console
+):
     context = browser.new_context(viewport={"width": 1400, "height": 1200})
     try:
         page = context.new_page()

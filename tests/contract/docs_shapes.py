@@ -144,7 +144,9 @@ def generation_problems(obj: Any, sent: dict[str, Any] | None = None) -> list[st
     if status == "processing" and obj.get("started_at") is None:
         problems.append("processing but started_at is null")
     url = obj.get("result_url")
-    if status == "succeeded" and not (isinstance(url, str) and url.startswith(("http://", "https://"))):
+    if status == "succeeded" and not (
+        isinstance(url, str) and url.startswith(("http://", "https://"))
+    ):
         problems.append(f"succeeded without an absolute result_url: {url!r}")
     if status != "succeeded" and url is not None:
         problems.append(f"{status} with a result_url: {url!r}")

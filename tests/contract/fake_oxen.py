@@ -42,7 +42,9 @@ API_HOST = "hub.oxen.ai"
 CDN = "https://storage.example-cdn.test"
 CDN_HOST = "storage.example-cdn.test"
 KEY = "test-key"
-NOT_ECHOED = frozenset({"model", "num_generations", "target_namespace", "target_repo", "target_directory"})
+NOT_ECHOED = frozenset(
+    {"model", "num_generations", "target_namespace", "target_repo", "target_directory"}
+)
 TITLES = {
     "invalid_params": "Invalid parameters supplied, please check your request and try again.",
     "resource_not_found": "The requested resource could not be found",
@@ -50,9 +52,14 @@ TITLES = {
 }
 
 
-def envelope(error_type: str, detail: str | None = None, title: str | None = None) -> dict[str, Any]:
+def envelope(
+    error_type: str, detail: str | None = None, title: str | None = None
+) -> dict[str, Any]:
     """The typed error envelope of §5.4."""
-    error: dict[str, Any] = {"type": error_type, "title": title or TITLES.get(error_type, error_type)}
+    error: dict[str, Any] = {
+        "type": error_type,
+        "title": title or TITLES.get(error_type, error_type),
+    }
     if detail is not None:
         error["detail"] = detail
     return {"error": error, "status": "error", "status_message": error_type}
@@ -130,7 +137,9 @@ class FakeOxen:
         self.api_keys = {api_key}
         self.keepalive = keepalive
         self.requests: list[Seen] = []
-        self.frames_sent: list[tuple[str, dict[str, Any] | None]] = []  # (raw frame, data) per frame
+        self.frames_sent: list[
+            tuple[str, dict[str, Any] | None]
+        ] = []  # (raw frame, data) per frame
         self.sync_response_format: str | None = None  # see _sync()
         self.last_sync_image: bytes | None = None
         self.transport = httpx.MockTransport(self.handle)
@@ -163,14 +172,18 @@ class FakeOxen:
         """Block until at least n generations exist; their ids, oldest first."""
         with self._cond:
             if not self._cond.wait_for(lambda: len(self._order) >= n, timeout):
-                raise AssertionError(f"the fake holds {len(self._order)} generation(s), not {n}, after {timeout} s")
+                raise AssertionError(
+                    f"the fake holds {len(self._order)} generation(s), not {n}, after {timeout} s"
+                )
             return list(self._order)
 
     def wait_streams(self, n: int = 1, timeout: float = 5.0) -> None:
         """Block until at least n event streams are connected."""
         with self._cond:
             if not self._cond.wait_for(lambda: len(self._streams) >= n, timeout):
-                raise AssertionError(f"{len(self._streams)} event stream(s) connected after {timeout} s, wanted {n}")
+                raise AssertionError(
+                    f"{len(self._streams)} event stream(s) connected after {timeout} s, wanted {n}"
+                )
 
     @property
     def streams(self) -> int:
@@ -290,7 +303,9 @@ class FakeOxen:
         """Send an arbitrary frame (say, another event type) to every connected stream."""
         self._send(frame, None)
 
-    def seen(self, method: str | None = None, path: str | None = None, host: str | None = None) -> list[Seen]:
+    def seen(
+        self, method: str | None = None, path: str | None = None, host: str | None = None
+    ) -> list[Seen]:
         """Requests received so far, filtered (path as a prefix)."""
         return [
             r
@@ -326,7 +341,9 @@ class FakeOxen:
         if request.url.host == CDN_HOST:
             return self._cdn(request)
         if request.url.host != API_HOST or request.url.scheme != "https":
-            raise httpx.ConnectError(f"the fake knows no host {request.url.host!r}", request=request)
+            raise httpx.ConnectError(
+                f"the fake knows no host {request.url.host!r}", request=request
+            )
         forced = self._take_forced(request)
         if forced is not None:
             return forced
@@ -407,7 +424,10 @@ class FakeOxen:
         n = data.get("num_generations", 1)
         if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 4:
             return httpx.Response(
-                400, json=envelope("invalid_params", "num_generations must be an integer between 1 and 4")
+                400,
+                json=envelope(
+                    "invalid_params", "num_generations must be an integer between 1 and 4"
+                ),
             )
         if self._empty:
             self._empty -= 1
@@ -418,13 +438,19 @@ class FakeOxen:
             if then == "succeeded":
                 for gid in ids:
                     self.complete(gid)
-            raise httpx.RemoteProtocolError("Server disconnected without sending a response.", request=request)
+            raise httpx.RemoteProtocolError(
+                "Server disconnected without sending a response.", request=request
+            )
         if self._hold is not None:
             hold, self._hold = self._hold, None
             self._held.set()
             hold.wait()
-            raise httpx.RemoteProtocolError("Server disconnected without sending a response.", request=request)
-        return httpx.Response(200, json={"generations": [{"generation_id": i, "status": "queued"} for i in ids]})
+            raise httpx.RemoteProtocolError(
+                "Server disconnected without sending a response.", request=request
+            )
+        return httpx.Response(
+            200, json={"generations": [{"generation_id": i, "status": "queued"} for i in ids]}
+        )
 
     def _create(self, data: dict[str, Any]) -> str:
         gid = str(uuid.uuid4())
@@ -458,7 +484,9 @@ class FakeOxen:
             return httpx.Response(400, json=envelope("invalid_params", f"invalid status: {status}"))
         media_type = params.get("media_type")
         if media_type is not None and media_type not in ("image", "video"):
-            return httpx.Response(400, json=envelope("invalid_params", f"invalid media_type: {media_type}"))
+            return httpx.Response(
+                400, json=envelope("invalid_params", f"invalid media_type: {media_type}")
+            )
         filters = {
             "model_name": params.get("model"),
             "media_type": media_type,
@@ -541,10 +569,14 @@ class FakeOxen:
         fmt = self.sync_response_format or data.get("response_format") or "url"
         name = "sync-" + uuid.uuid4().hex
         self.last_sync_image = self._image(name)
-        image = {"b64_json": base64.b64encode(self._image(name)).decode()} if fmt == "b64_json" else {
-            "url": self._store_result(name)
-        }
-        return httpx.Response(200, json={"model": data["model"], "created": int(time.time()), "images": [image]})
+        image = (
+            {"b64_json": base64.b64encode(self._image(name)).decode()}
+            if fmt == "b64_json"
+            else {"url": self._store_result(name)}
+        )
+        return httpx.Response(
+            200, json={"model": data["model"], "created": int(time.time()), "images": [image]}
+        )
 
     # -- the CDN ---------------------------------------------------------------------------------
 
@@ -575,5 +607,7 @@ class FakeOxen:
             return httpx.Response(403, text="<Error><Code>AccessDenied</Code></Error>")
         data = self._files[name]
         return httpx.Response(
-            200, content=data, headers={"Content-Type": "image/png", "Content-Length": str(len(data))}
+            200,
+            content=data,
+            headers={"Content-Type": "image/png", "Content-Length": str(len(data))},
         )

@@ -121,11 +121,11 @@ def test_only_media_generation_completed_events_are_acted_on(fake, make_session)
     stray = f"{fake.row(gid)['generation_id']}"
     fake.emit_raw(
         "event: deployment_status_changed\n"
-        f'data: {json.dumps({"generation_id": stray, "status": "succeeded", "url": "https://storage.example-cdn.test/results/nothing.png"})}\n\n'
+        f"data: {json.dumps({'generation_id': stray, 'status': 'succeeded', 'url': 'https://storage.example-cdn.test/results/nothing.png'})}\n\n"
     )
     fake.emit_raw(
         "event: media_generation_failed\n"
-        f'data: {json.dumps({"generation_id": stray, "status": "failed", "error": "not a documented event"})}\n\n'
+        f"data: {json.dumps({'generation_id': stray, 'status': 'failed', 'error': 'not a documented event'})}\n\n"
     )
     time.sleep(0.5)
     assert not gen.done and gen.status in ("queued", "processing"), gen
@@ -143,12 +143,18 @@ def test_cancel_reaches_cancelled_within_two_seconds_with_no_cancel_event(fake, 
     gen, gid = started(session)
     fake.wait_streams()
     gen.cancel()
-    wait_until(lambda: gen.status == "cancelled", 2, "the handle to show the cancel (no SSE event comes for it)")
+    wait_until(
+        lambda: gen.status == "cancelled",
+        2,
+        "the handle to show the cancel (no SSE event comes for it)",
+    )
     with pytest.raises(errors.GenerationCancelled):
         gen.wait(0)
     assert fake.row(gid)["status"] == "cancelled"
     assert fake.seen("DELETE", f"/api/ai/queue/{gid}")
-    assert not fake.seen("POST", f"/api/ai/queue/{gid}/cancel"), "the docs have one cancel call: DELETE"
+    assert not fake.seen("POST", f"/api/ai/queue/{gid}/cancel"), (
+        "the docs have one cancel call: DELETE"
+    )
     assert not [d for _, d in fake.frames_sent if d and d.get("generation_id") == gid]
 
 
@@ -200,12 +206,19 @@ def test_resume_finds_a_generation_that_already_succeeded_and_does_not_send_it_a
     """A kernel died mid-enqueue; the server took it and finished it. The default list shows
     active rows only (§3.4), so resume must ask for terminal ones too (by enqueued_at)."""
     out, rows_file = tmp_path / "out", tmp_path / "rows.json"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])),
+    }
     for name in ("OXEN_API_KEY", "FLUX_NB_BASE_URL"):
         env.pop(name, None)
     done = subprocess.run(
         [sys.executable, "-c", DEAD_KERNEL, str(out), str(rows_file)],
-        env=env, cwd=HERE, capture_output=True, text=True, timeout=60,
+        env=env,
+        cwd=HERE,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     rows = json.loads(rows_file.read_text())
@@ -337,7 +350,9 @@ def started_patiently(session):
     return gen, gen.id
 
 
-def test_a_hosted_result_used_as_input_sends_the_saved_bytes_not_the_expiring_url(fake, make_session):
+def test_a_hosted_result_used_as_input_sends_the_saved_bytes_not_the_expiring_url(
+    fake, make_session
+):
     """§7/§9: input_image must be publicly downloadable; presigned result URLs expire."""
     session = make_session()
     first, gid = started(session)

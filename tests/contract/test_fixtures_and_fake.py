@@ -86,7 +86,9 @@ def fake():
 
 @pytest.fixture
 def http(fake):
-    with httpx.Client(transport=fake.transport, base_url=API, headers={"Authorization": f"Bearer {KEY}"}) as c:
+    with httpx.Client(
+        transport=fake.transport, base_url=API, headers={"Authorization": f"Bearer {KEY}"}
+    ) as c:
         yield c
 
 
@@ -108,7 +110,9 @@ def test_the_fake_enqueue_and_generation_objects_match_the_fixtures(fake, http):
         row = http.get(f"/api/ai/queue/{gid}").json()
         assert row["status"] == status
         assert generation_problems(row, body) == []
-        assert set(row) == set(load(f"generation_{status if status != 'succeeded' else 'succeeded_image'}.json"))
+        assert set(row) == set(
+            load(f"generation_{status if status != 'succeeded' else 'succeeded_image'}.json")
+        )
     failed, failed_body = enqueue(http)
     fid = failed["generations"][0]["generation_id"]
     fake.advance(fid, "failed", error="Insufficient credits")
@@ -119,12 +123,19 @@ def test_the_fake_enqueue_and_generation_objects_match_the_fixtures(fake, http):
 def test_the_fake_list_cancel_and_errors_match_the_fixtures(fake, http):
     live, _ = enqueue(http)
     done, _ = enqueue(http)
-    live_id, done_id = live["generations"][0]["generation_id"], done["generations"][0]["generation_id"]
+    live_id, done_id = (
+        live["generations"][0]["generation_id"],
+        done["generations"][0]["generation_id"],
+    )
     fake.complete(done_id)
     default = http.get("/api/ai/queue").json()
     assert set(default) == set(load("queue_list.json"))
-    assert [g["generation_id"] for g in default["generations"]] == [live_id] and default["count"] == 1
-    assert [g["generation_id"] for g in http.get("/api/ai/queue?status=succeeded").json()["generations"]] == [done_id]
+    assert [g["generation_id"] for g in default["generations"]] == [live_id] and default[
+        "count"
+    ] == 1
+    assert [
+        g["generation_id"] for g in http.get("/api/ai/queue?status=succeeded").json()["generations"]
+    ] == [done_id]
     assert http.post(f"/api/ai/queue/{live_id}/cancel").status_code == 404
     cancel = http.delete(f"/api/ai/queue/{live_id}")
     assert cancel.json() == {**load("cancel.json"), "generation_id": live_id}
@@ -134,7 +145,9 @@ def test_the_fake_list_cancel_and_errors_match_the_fixtures(fake, http):
     bad = http.post("/api/ai/queue", json={"model": MODEL_ID, "prompt": "x", "num_generations": 5})
     assert bad.status_code == 400
     assert bad.json()["error"]["detail"] == "num_generations must be an integer between 1 and 4"
-    assert http.post("/api/ai/queue", json={"model": "bad-model-name"}).json() == load("error_model_not_found.json")
+    assert http.post("/api/ai/queue", json={"model": "bad-model-name"}).json() == load(
+        "error_model_not_found.json"
+    )
     no_key = httpx.Client(transport=fake.transport).get(API + "/api/ai/queue")
     assert no_key.status_code == 401 and no_key.json() == load("unauthenticated.json")
     assert http.get(f"/api/ai/models/{MODEL_ID}").json() == load("model.json")
@@ -177,7 +190,10 @@ def test_the_fake_result_host_refuses_the_bearer_key_and_sync_answers_match(fake
     assert httpx.URL(url).host == CDN_HOST
     assert http.get(url).status_code == 400  # Authorization sent along: refused
     assert httpx.Client(transport=fake.transport).get(url).status_code == 200
-    b64 = http.post("/api/ai/images/edit", json={"model": MODEL_ID, "prompt": "x", "response_format": "b64_json"})
+    b64 = http.post(
+        "/api/ai/images/edit",
+        json={"model": MODEL_ID, "prompt": "x", "response_format": "b64_json"},
+    )
     assert set(b64.json()["images"][0]) == {"b64_json"}
     empty = http.post("/api/ai/images/generate", json={"model": MODEL_ID, "prompt": ""})
     assert empty.status_code == 400 and empty.json()["error"]["detail"] == "Prompt cannot be empty"

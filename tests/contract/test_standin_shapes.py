@@ -51,13 +51,17 @@ def slow_server():
 
 @pytest.fixture(scope="module")
 def api(server):
-    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30) as c:
+    with httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30
+    ) as c:
         yield c
 
 
 @pytest.fixture(scope="module")
 def slow_api(slow_server):
-    with httpx.Client(base_url=slow_server.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30) as c:
+    with httpx.Client(
+        base_url=slow_server.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30
+    ) as c:
         yield c
 
 
@@ -167,7 +171,9 @@ def events(server):
 
 
 def test_enqueue_answers_the_documented_shape(api):
-    answer = api.post("/api/ai/queue", json={"model": MODEL_ID, "prompt": PROMPT, "num_generations": 2})
+    answer = api.post(
+        "/api/ai/queue", json={"model": MODEL_ID, "prompt": PROMPT, "num_generations": 2}
+    )
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert keys_tree(body) == keys_tree(load("enqueue.json"))
@@ -178,11 +184,16 @@ def test_enqueue_answers_the_documented_shape(api):
 
 
 def test_enqueue_errors_use_the_documented_envelopes_and_texts(api):
-    bad_n = api.post("/api/ai/queue", json={"model": MODEL_ID, "prompt": PROMPT, "num_generations": 5})
+    bad_n = api.post(
+        "/api/ai/queue", json={"model": MODEL_ID, "prompt": PROMPT, "num_generations": 5}
+    )
     assert bad_n.status_code == 400
     body = bad_n.json()
     assert keys_tree(body) == keys_tree(load("error_invalid_params.json"))
-    assert body["error"]["type"] == body["status_message"] == "invalid_params" and body["status"] == "error"
+    assert (
+        body["error"]["type"] == body["status_message"] == "invalid_params"
+        and body["status"] == "error"
+    )
     assert body["error"]["detail"] == "num_generations must be an integer between 1 and 4"
     bad_model = api.post("/api/ai/queue", json={"model": "bad-model-name", "prompt": PROMPT})
     assert 400 <= bad_model.status_code < 500
@@ -194,7 +205,10 @@ def test_no_key_is_the_documented_401(server):
     assert answer.status_code == 401
     expected = load("unauthenticated.json")
     body = answer.json()
-    assert body["status"] == expected["status"] and body["status_message"] == expected["status_message"]
+    assert (
+        body["status"] == expected["status"]
+        and body["status_message"] == expected["status_message"]
+    )
     assert body["error"]["type"] == expected["error"]["type"]
     assert isinstance(body["error"]["title"], str)
     assert set(body) == set(expected) and set(body["error"]) <= {"type", "title", "detail"}
@@ -209,7 +223,10 @@ def test_a_succeeded_generation_object_has_the_documented_fields(api):
     assert row["status"] == "succeeded"
     assert generation_problems(row, sent) == []
     assert row["model_name"] == MODEL_ID and row["media_type"] == "image"
-    assert row["started_at"] is not None and row["enqueued_at"] <= row["started_at"] <= row["completed_at"]
+    assert (
+        row["started_at"] is not None
+        and row["enqueued_at"] <= row["started_at"] <= row["completed_at"]
+    )
     fixture = load("generation_succeeded_image.json")
     for key in fixture:
         if key in row:
@@ -259,7 +276,9 @@ def test_the_list_is_active_only_unless_a_status_is_given(slow_api):
     live_id, live_sent = enqueue(slow_api, num_inference_steps=28, seed=6)
     try:
         default = slow_api.get("/api/ai/queue").json()
-        assert set(default) == {"count", "generations"} and default["count"] == len(default["generations"])
+        assert set(default) == {"count", "generations"} and default["count"] == len(
+            default["generations"]
+        )
         ids = [g["generation_id"] for g in default["generations"]]
         assert live_id in ids and done_id not in ids
         assert all(g["status"] in ("queued", "processing") for g in default["generations"])
@@ -278,7 +297,9 @@ def test_the_list_is_active_only_unless_a_status_is_given(slow_api):
             ({"media_type": "video"}, False),
         ):
             listed = slow_api.get("/api/ai/queue", params=params).json()
-            assert (live_id in [g["generation_id"] for g in listed["generations"]]) is present, params
+            assert (live_id in [g["generation_id"] for g in listed["generations"]]) is present, (
+                params
+            )
     finally:
         slow_api.delete(f"/api/ai/queue/{live_id}")
 
@@ -321,7 +342,10 @@ def test_completion_frames_have_the_documented_names_and_keys(api, events):
     assert stream.status == 200 and stream.content_type.startswith("text/event-stream")
     ok_id, _ = enqueue(api, seed=3)
     bad_id, _ = enqueue(api, num_inference_steps=99)
-    for gid, fixture, status in ((ok_id, "sse_succeeded.txt", "succeeded"), (bad_id, "sse_failed.txt", "failed")):
+    for gid, fixture, status in (
+        (ok_id, "sse_succeeded.txt", "succeeded"),
+        (bad_id, "sse_failed.txt", "failed"),
+    ):
         frame = stream.frame_for(gid)
         name, expected = fixture_frame(fixture)
         data = json.loads(frame["data"])
@@ -331,9 +355,13 @@ def test_completion_frames_have_the_documented_names_and_keys(api, events):
         assert "\n" not in frame["data"], "one data: line per event, as in the docs"
     data = json.loads(stream.frame_for(ok_id)["data"])
     assert data["model"] == MODEL_ID
-    assert httpx.get(data["url"]).status_code == 200  # fetched with no key, as the docs' example does
+    assert (
+        httpx.get(data["url"]).status_code == 200
+    )  # fetched with no key, as the docs' example does
     frames = stream.frames()
-    assert all(f["id"] is None and "id" not in f["fields"] for f in frames), "no id: lines in the docs"
+    assert all(f["id"] is None and "id" not in f["fields"] for f in frames), (
+        "no id: lines in the docs"
+    )
     assert all(f["event"] in (None, COMPLETED_EVENT) for f in frames), [f["event"] for f in frames]
 
 
@@ -359,7 +387,14 @@ def test_the_model_object_is_bare_with_request_schema(api):
     model = answer.json()
     fixture = load("model.json")
     assert model.get("id") == MODEL_ID, "the model object comes bare, not in an envelope"
-    for key in ("object", "request_schema", "json_request_schema", "capabilities", "pricing", "endpoint"):
+    for key in (
+        "object",
+        "request_schema",
+        "json_request_schema",
+        "capabilities",
+        "pricing",
+        "endpoint",
+    ):
         assert key in model, key
     for key in set(fixture) & set(model):
         assert same_kind(fixture[key], model[key]), key
@@ -389,7 +424,11 @@ def test_an_unknown_model_is_the_documented_message(api):
 
 @pytest.mark.parametrize("route", ["generate", "edit"])
 def test_sync_answers_have_the_documented_shapes(api, route):
-    body = {"model": MODEL_ID, "prompt": PROMPT, "num_inference_steps": 2}  # prompt-only: the Klein page
+    body = {
+        "model": MODEL_ID,
+        "prompt": PROMPT,
+        "num_inference_steps": 2,
+    }  # prompt-only: the Klein page
     url_answer = api.post(f"/api/ai/images/{route}", json=body)
     assert url_answer.status_code == 200, url_answer.text
     data = url_answer.json()
@@ -408,6 +447,8 @@ def test_sync_validates_at_once_with_the_documented_texts(api):
     empty = api.post("/api/ai/images/generate", json={"model": MODEL_ID, "prompt": ""})
     assert empty.status_code == 400
     assert "Prompt cannot be empty" in json.dumps(empty.json())
-    unknown = api.post("/api/ai/images/generate", json={"model": "bad-model-name", "prompt": PROMPT})
+    unknown = api.post(
+        "/api/ai/images/generate", json={"model": "bad-model-name", "prompt": PROMPT}
+    )
     assert 400 <= unknown.status_code < 500
     assert unknown.json() == load("error_model_not_found.json")

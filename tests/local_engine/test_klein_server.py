@@ -185,7 +185,9 @@ def test_each_aspect_ratio_gives_its_size_through_the_server(full_size_server: L
     }
     with httpx.Client(base_url=full_size_server.url, timeout=120.0) as api:
         ids = {
-            ratio: enqueue(api, seed=1, aspect_ratio=ratio, num_inference_steps=1, output_format="jpg")
+            ratio: enqueue(
+                api, seed=1, aspect_ratio=ratio, num_inference_steps=1, output_format="jpg"
+            )
             for ratio in sizes
         }
         for ratio, gid in ids.items():

@@ -86,7 +86,9 @@ def test_flux_nb_serve_with_model_folder_and_preload_makes_an_image(klein_folder
 
 
 def test_flux_nb_serve_preload_fails_fast_with_one_line(klein_folder):
-    process = serve("--engine", "flux2-klein", "--model", str(klein_folder), "--device", "mps", "--preload")
+    process = serve(
+        "--engine", "flux2-klein", "--model", str(klein_folder), "--device", "mps", "--preload"
+    )
     _, err = process.communicate(timeout=120)
     assert process.returncode == 1
     assert err.strip().splitlines()[-1] == (

@@ -4,7 +4,6 @@ Kept apart from the package's __init__ so that the engines, which the package im
 demand, import the interface from here and never their own package: no import circle.
 """
 
-
 from __future__ import annotations
 
 import importlib.util
