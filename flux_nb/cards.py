@@ -199,7 +199,8 @@ def _quote(text: str) -> str:
 CARD_PADDING = 8  # px inside the border, each side
 MIN_CARD_CONTENT = 288  # px: five short buttons fit on one row at this width
 PROGRESS_REFRESH = 0.2  # s: the least time between two redraws of a running card's bar
-TICK_CARDS = 32  # running cards whose elapsed seconds the ticker redraws each second, at most
+LIVE_REDRAWS = 32  # running-card redraws a second across all cards, beyond the ticker's (_Budget)
+TICK_CARDS = 16  # running cards whose elapsed seconds the ticker redraws each second, at most
 
 
 def card_width(thumbnail_size: int) -> int:
@@ -365,10 +366,12 @@ class Card(widgets.VBox):
                 with self._lock:
                     self.preview.value = made
                     self._arrange()
-        if not gen.done and gen.status == self._shown_status:
+        if not gen.done:
             now = time.monotonic()
-            if now - self._shown_at < PROGRESS_REFRESH:
+            if gen.status == self._shown_status and now - self._shown_at < PROGRESS_REFRESH:
                 return  # step events come every 50 ms: fewer messages, less for the page to draw
+            if self._shown_at != float("-inf") and not _live_redraws.take(now):
+                return  # many cards running: the ticker shows this one's state within seconds
             self._shown_at = now
         self._shown_status = gen.status
         thumb, problem = None, None
@@ -736,6 +739,30 @@ def _to_tick(cards: Sequence[Card], most: int = TICK_CARDS) -> list[Card]:
     return heapq.nsmallest(most, running, key=lambda c: c._shown_at)
 
 
+class _Budget:
+    """Redraws of running cards allowed across all cards: `rate` a second, `rate` at once.
+
+    A -n 256 cell's cards all go queued, then processing, within a second or two: two widget
+    messages each, hundreds a second, which a cell run meanwhile waits behind (its output is
+    flushed after them). Past the budget a running card is left as it is until the ticker's
+    turn (the least recently drawn first); a finished card is always drawn at once."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._tokens, self._at = rate, 0.0
+        self._lock = threading.Lock()
+
+    def take(self, now: float) -> bool:
+        with self._lock:
+            self._tokens = min(self.rate, self._tokens + max(0.0, now - self._at) * self.rate)
+            self._at = now
+            if self._tokens < 1:
+                return False
+            self._tokens -= 1
+            return True
+
+
+_live_redraws = _Budget(LIVE_REDRAWS)
 _ticker = _Ticker()
 _unsent = _Unsent()
 _durations = _Durations()

@@ -3,6 +3,7 @@
 import base64
 import io
 import re
+import time
 import types
 
 import ipywidgets
@@ -113,6 +114,32 @@ def test_the_ticker_redraws_the_least_recently_drawn_running_cards_first():
     picked = cards._to_tick(finished + running[::-1], most=32)
     assert picked == running[:32]  # the oldest drawn 32; a finished card is never redrawn
     assert cards._to_tick(running[:3] + finished) == running[:3]
+
+
+def test_the_redraw_budget_allows_its_rate_at_once_then_refills_with_time():
+    budget = cards._Budget(rate=4)
+    assert [budget.take(100.0) for _ in range(5)] == [True, True, True, True, False]
+    assert budget.take(100.1) is False  # 0.4 of a redraw earned back: not yet one
+    assert budget.take(100.35) is True and budget.take(100.35) is False  # 1.4 earned: one
+    assert sum(budget.take(200.0) for _ in range(10)) == 4  # never more than its rate saved up
+
+
+def test_past_the_budget_a_running_card_waits_for_the_ticker_but_its_end_shows_at_once(
+    slow_session, monkeypatch
+):
+    monkeypatch.setattr(cards, "_live_redraws", cards._Budget(rate=0))  # the budget is spent
+    gen = slow_session.generate("a slow one", seed=5, num_inference_steps=30)
+    card = Card(gen)
+    first = card.status.value
+    deadline = time.monotonic() + 10
+    while gen.status != "processing" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert gen.status == "processing" and card.status.value == first  # not redrawn yet
+    card.refresh()  # the ticker's turn: drawn whatever the budget
+    assert text_of(card.status).startswith("processing")
+    gen.cancel()
+    settle(gen)
+    assert text_of(card.status).startswith("cancelled")
 
 
 def test_a_file_outside_the_notebook_folder_is_named_not_linked(session):
