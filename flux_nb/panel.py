@@ -173,7 +173,8 @@ class Panel(widgets.VBox):
             layout=widgets.Layout(flex_flow="row wrap", width="100%", align_items="flex-start")
         )
         self._no_inputs = widgets.HTML(
-            f'<span style="color:{MUTED_COLOR}">No input images: the prompt alone makes the picture.'
+            f'<span style="color:{MUTED_COLOR}">No input images: the prompt alone makes the'
+            f" picture."
             " Upload images, or click “Use as input” on a result, to edit.</span>",
             layout=widgets.Layout(width="auto"),
         )
@@ -262,7 +263,8 @@ class Panel(widgets.VBox):
         return gens
 
     def cancel(self) -> int:
-        """Cancel every generation started from this panel that is still running; returns how many."""
+        """Cancel every generation started from this panel that is still running; returns how
+        many."""
         with self._lock:
             running = list(self._running.values())
         for gen in running:
@@ -338,7 +340,7 @@ class Panel(widgets.VBox):
         """The message shown in the panel, as plain text ('' when none)."""
         return self._error_message
 
-    # -- gallery ------------------------------------------------------------------------------------
+    # -- gallery -----------------------------------------------------------------------------------
 
     def _show(self, gens: list[Generation]) -> None:
         """Put new generations at the top of the gallery, in their own order, and follow them."""
@@ -405,7 +407,7 @@ class Panel(widgets.VBox):
             self.status.value = text
         self.cancel_button.disabled = not running
 
-    # -- inputs -------------------------------------------------------------------------------------
+    # -- inputs ------------------------------------------------------------------------------------
 
     def _on_upload(self, change: dict[str, Any]) -> None:
         files = change["new"]
@@ -451,7 +453,8 @@ class Panel(widgets.VBox):
         except Exception as exc:
             log.exception("panel action %s failed", getattr(action, "__name__", action))
             self.show_error(
-                f"flux-nb hit an internal error ({type(exc).__name__}: {exc}). Your settings are kept;"
+                f"flux-nb hit an internal error ({type(exc).__name__}: {exc}). Your settings are"
+                f" kept;"
                 " please report this."
             )
         return None
@@ -488,7 +491,8 @@ def _header_html(session: Session) -> str:
     else:
         badge, tip = "custom server", f"An Oxen-compatible server at {where}."
     return (
-        f'<b>FLUX.2 Klein 4B</b> <span title="{html.escape(tip, quote=True)}" style="color:{MUTED_COLOR};'
+        f'<b>FLUX.2 Klein 4B</b> <span title="{html.escape(tip, quote=True)}"'
+        f' style="color:{MUTED_COLOR};'
         f" border:1px solid var(--jp-border-color2, #ddd); border-radius:8px; padding:0 6px;"
         f' font-size:var(--jp-ui-font-size0, 11px)">{html.escape(badge)}</span>'
     )
@@ -529,7 +533,8 @@ def _input_widget(item: InputImage, on_remove: Callable[[Any], None]) -> widgets
         )
     else:
         picture = widgets.HTML(
-            f'<a href="{html.escape(item.url, quote=True)}" target="_blank">{html.escape(item.name)}</a>'
+            f'<a href="{html.escape(item.url, quote=True)}"'
+            f' target="_blank">{html.escape(item.name)}</a>'
         )
     name = widgets.Label(
         item.name, layout=widgets.Layout(max_width=f"{INPUT_THUMBNAIL_SIZE + 8}px")

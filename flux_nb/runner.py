@@ -146,7 +146,8 @@ class Runner:
         if self.journal.broken:
             # Work a restarted kernel could not find would be paid for and lost: send nothing.
             raise errors.StorageError(
-                f"Nothing was sent: the journal {self.journal.path} cannot be written ({self.journal.broken}).",
+                f"Nothing was sent: the journal {self.journal.path} cannot be written"
+                f" ({self.journal.broken}).",
                 hint="Set FLUX_NB_OUTPUT_DIR (or output_dir=) to a writable folder, then run again.",
             )
         self.history.extend(gens)
@@ -307,7 +308,8 @@ class Runner:
                         gen,
                         FAILED,
                         errors.NetworkError(
-                            "The connection broke while enqueueing and the queue could not be read to see"
+                            "The connection broke while enqueueing and the queue could not be read"
+                            " to see"
                             f" whether the server took it ({check.message})",
                             hint="Run flux_nb.resume() later: it finds the generation if the server has it.",
                         ),
@@ -325,7 +327,8 @@ class Runner:
             gen,
             FAILED,
             errors.NetworkError(
-                f"Enqueueing broke off {self.client.retry.attempts} times and the server holds no such generation."
+                f"Enqueueing broke off {self.client.retry.attempts} times and the server holds no"
+                f" such generation."
             ),
         )
         return None
@@ -420,7 +423,8 @@ class Runner:
                 self._terminal(gen, FAILED, errors.AuthError(exc.message), journal=False)
 
     def _stream_opened(self) -> None:
-        """After every (re)connect, check each pending generation once: events may have been missed."""
+        """After every (re)connect, check each pending generation once: events may have been
+        missed."""
         self.stats["sse_connects"] += 1
         with self._wake:
             self._sse_up = True
@@ -504,7 +508,8 @@ class Runner:
             self._progress(gen, status=status)
 
     def _collect(self, gen: Generation) -> None:
-        """Download, check, embed the recipe and save; on a storage error keep the bytes in memory."""
+        """Download, check, embed the recipe and save; on a storage error keep the bytes in
+        memory."""
         try:
             self.stats["downloads"] += 1
             data = self.client.download(_result_url(gen))

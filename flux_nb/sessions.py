@@ -165,8 +165,10 @@ class Session:
             )
         if self.backend == "local":
             return (
-                f"flux-nb: no OXEN_API_KEY, so images come from the local offline stand-in at {self.base_url}"
-                " (a preview engine, not FLUX.2 Klein). Set OXEN_API_KEY or run %flux backend hosted for the real model."
+                f"flux-nb: no OXEN_API_KEY, so images come from the local offline stand-in at"
+                f" {self.base_url}"
+                " (a preview engine, not FLUX.2 Klein). Set OXEN_API_KEY or run %flux backend"
+                " hosted for the real model."
             )
         if self.backend == "hosted":
             return f"flux-nb: using Oxen.ai's hosted FLUX.2 Klein 4B at {self.base_url}."
@@ -301,7 +303,8 @@ class Session:
         return None
 
     def _note_sources(self, sources: list[Any], urls: list[str]) -> None:
-        """Note what each input was as it is turned into a URL: a Generation's recipe, a file's name."""
+        """Note what each input was as it is turned into a URL: a Generation's recipe, a file's
+        name."""
         from . import lineage
 
         for source, url in zip(sources, urls, strict=True):

@@ -38,7 +38,7 @@ from flux_nb.server import LocalServer
 from flux_nb.server.app import LocalExtras
 from flux_nb.sessions import JOURNAL_NAME, Session
 
-# --- restart safety ----------------------------------------------------------------------------------------
+# --- restart safety -------------------------------------------------------------------------------
 
 
 def test_the_journal_holds_the_recipe_before_submit_returns_and_the_id_before_it_shows(

@@ -24,7 +24,7 @@ from flux_nb.journal import LIVE_DIR
 from flux_nb.recipe import Recipe
 from flux_nb.sessions import JOURNAL_NAME
 
-# --- the output folder: not writable, disk full ----------------------------------------------------------
+# --- the output folder: not writable, disk full ---------------------------------------------------
 
 
 @pytest.fixture

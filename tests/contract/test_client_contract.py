@@ -68,7 +68,7 @@ def client(fake):
     c.close()
 
 
-# --- §3.1, §4, §9: the whole round trip ------------------------------------------------------------
+# --- §3.1, §4, §9: the whole round trip -----------------------------------------------------------
 
 
 def test_generate_wait_saves_the_result_downloaded_without_the_key(fake, make_session):
@@ -135,7 +135,7 @@ def test_only_media_generation_completed_events_are_acted_on(fake, make_session)
     assert gen.status == "succeeded"
 
 
-# --- §3.6: cancel -----------------------------------------------------------------------------------
+# --- §3.6: cancel ---------------------------------------------------------------------------------
 
 
 def test_cancel_reaches_cancelled_within_two_seconds_with_no_cancel_event(fake, make_session):
@@ -179,7 +179,7 @@ def test_a_cancel_made_elsewhere_is_noticed_by_the_safety_poll(fake, make_sessio
     assert [r for r in fake.seen("GET", f"/api/ai/queue/{gid}") if r.t >= cancelled_at]
 
 
-# --- §3.4, §12: resume and an ambiguous enqueue never send twice ------------------------------------
+# --- §3.4, §12: resume and an ambiguous enqueue never send twice ----------------------------------
 
 DEAD_KERNEL = """
 import json, os, sys
@@ -251,7 +251,7 @@ def test_an_ambiguous_enqueue_the_server_took_is_found_and_not_sent_twice(fake, 
     assert len(fake.seen("POST", "/api/ai/queue")) == 1
 
 
-# --- §8: auth failures end the handle with one line --------------------------------------------------
+# --- §8: auth failures end the handle with one line -----------------------------------------------
 
 
 def _fails_naming_the_key(gen, timeout: float = 5.0) -> None:
@@ -290,7 +290,7 @@ def test_a_403_on_polling_fails_the_handle(fake, make_session):
     _fails_naming_the_key(gen)
 
 
-# --- odd answers -------------------------------------------------------------------------------------
+# --- odd answers ----------------------------------------------------------------------------------
 
 
 def test_an_enqueue_answer_with_no_generations_is_a_clear_error(fake, make_session):
@@ -365,7 +365,7 @@ def test_a_hosted_result_used_as_input_sends_the_saved_bytes_not_the_expiring_ur
     assert CDN_HOST not in sent[0]
 
 
-# --- OxenClient: error envelopes, schema, sync ---------------------------------------------------------
+# --- OxenClient: error envelopes, schema, sync ----------------------------------------------------
 
 
 def test_typed_error_envelope_reads_as_its_detail(fake, client):
