@@ -107,7 +107,10 @@ def overhead(config, rounds: int, where: str) -> None:
                         served_s.append(served())
                 d, s = median(direct_s), median(served_s)
                 ratio = s / d - 1
-                name = f"{params['aspect_ratio']} {params['num_inference_steps']} steps {params['output_format']}"
+                name = (
+                    f"{params['aspect_ratio']} {params['num_inference_steps']} steps"
+                    f" {params['output_format']}"
+                )
                 log(
                     f"  {where} {name}: direct {spread(direct_s, 's', 2)}; served"
                     f" {spread(served_s, 's', 2)}"

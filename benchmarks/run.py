@@ -53,7 +53,10 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{os.cpu_count()} cores ({cpu}), no GPU, Python {platform.python_version()}, {platform.system()}"
+    return (
+        f"{os.cpu_count()} cores ({cpu}), no GPU, Python {platform.python_version()},"
+        f" {platform.system()}"
+    )
 
 
 def _busy_seconds() -> float | None:

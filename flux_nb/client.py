@@ -244,7 +244,10 @@ class OxenClient:
             if self._key is None:
                 text = f"{what} needs an API key (HTTP {status}): set OXEN_API_KEY."
             else:
-                text = f"{what}: the API key was refused (HTTP {status}: {detail}); it may be mistyped or revoked."
+                text = (
+                    f"{what}: the API key was refused (HTTP {status}: {detail}); it may be mistyped"
+                    f" or revoked."
+                )
             return errors.AuthError(text, status=status)
         if status == 402 or mentions_credits(detail):
             return errors.CreditsError(text, status=status)

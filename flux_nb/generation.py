@@ -236,7 +236,10 @@ class Generation:
     def __repr__(self) -> str:
         where = f", path={str(self.path)!r}" if self.path else ""
         why = f", reason={self.reason!r}" if self.error and self.status in ENDED_BADLY else ""
-        return f"<Generation {self.id or 'unsent'} {self.status} seed={self.seed} prompt={self.prompt[:40]!r}{where}{why}>"
+        return (
+            f"<Generation {self.id or 'unsent'} {self.status} seed={self.seed}"
+            f" prompt={self.prompt[:40]!r}{where}{why}>"
+        )
 
     def _repr_mimebundle_(self, include=None, exclude=None):
         return display.generation_bundle(self)

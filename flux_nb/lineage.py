@@ -227,7 +227,10 @@ class Step:
         inputs = ", ".join(short(i) for i in self.inputs) or "none"
         prompt = str(r.get("prompt", ""))
         prompt = prompt if len(prompt) <= 50 else prompt[:49] + "…"
-        return f"seed {r.get('seed')} · {r.get('num_inference_steps')} steps · inputs {inputs} · {prompt!r}"
+        return (
+            f"seed {r.get('seed')} · {r.get('num_inference_steps')} steps · inputs {inputs} ·"
+            f" {prompt!r}"
+        )
 
 
 @dataclasses.dataclass
@@ -483,7 +486,10 @@ def view(session: Any, source: Any) -> LineageView:
     name = path.name if path else f"generation {chain.steps[-1].generation_id or ''}".strip()
     title = f"lineage of {name}: {made} step{'s' if made != 1 else ''}, parents first"
     if chain.uploads:
-        title += f", from {len(chain.uploads)} image{'s' if len(chain.uploads) != 1 else ''} flux-nb did not make"
+        title += (
+            f", from {len(chain.uploads)} image{'s' if len(chain.uploads) != 1 else ''} flux-nb did"
+            f" not make"
+        )
     lines: list[str] = []
     thumbs: list[tuple[str, bytes | None]] = []
     needed = []

@@ -432,7 +432,10 @@ def _ask_key(api_key_class):
     if not value:
         raise errors.AuthError(
             "The hosted backend needs an API key and none was given.",
-            hint="Set OXEN_API_KEY in the kernel's environment, or type it at the prompt of %flux backend hosted.",
+            hint=(
+                "Set OXEN_API_KEY in the kernel's environment, or type it at the prompt of %flux"
+                " backend hosted."
+            ),
         )
     return api_key_class(value)
 

@@ -133,7 +133,9 @@ class Panel(widgets.VBox):
             description="Lock seed",
             icon="unlock",
             layout=widgets.Layout(width="auto"),
-            tooltip="Off: after each Generate a fresh random seed goes in the box. On: the seed stays.",
+            tooltip=(
+                "Off: after each Generate a fresh random seed goes in the box. On: the seed stays."
+            ),
         )
         self.seed_lock.observe(self._on_lock, "value")
         self.count = widgets.IntSlider(
@@ -327,7 +329,10 @@ class Panel(widgets.VBox):
     def show_error(self, message: str) -> None:
         """Show one line in plain words in the panel (never a traceback)."""
         self._error_message = message
-        self.error.value = f'<div role="alert" style="color:{ERROR_COLOR}; white-space:normal">⚠ {html.escape(message)}</div>'
+        self.error.value = (
+            f'<div role="alert" style="color:{ERROR_COLOR}; white-space:normal">⚠'
+            f" {html.escape(message)}</div>"
+        )
         self.error.layout.display = None
 
     def clear_error(self) -> None:
@@ -485,7 +490,10 @@ def _header_html(session: Session) -> str:
         tip = f"The local server at {where} makes the images: {session.engine}."
     elif session.backend == "local":
         badge = "offline preview engine (not FLUX)"
-        tip = f"The local offline stand-in at {where} makes the images. Set OXEN_API_KEY for the real model."
+        tip = (
+            f"The local offline stand-in at {where} makes the images. Set OXEN_API_KEY for the real"
+            f" model."
+        )
     elif session.backend == "hosted":
         badge, tip = "Oxen.ai hosted", f"Oxen.ai's hosted API at {where}."
     else:

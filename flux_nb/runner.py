@@ -115,7 +115,10 @@ class Runner:
         self.stats = {"events": 0, "polls": 0, "enqueues": 0, "downloads": 0, "sse_connects": 0}
 
     def __repr__(self) -> str:
-        return f"<Runner {self.backend} pending={len(self._pending)} stream={'up' if self._sse_up else 'down'}>"
+        return (
+            f"<Runner {self.backend} pending={len(self._pending)}"
+            f" stream={'up' if self._sse_up else 'down'}>"
+        )
 
     # -- public -----------------------------------------------------------------------------------
 
@@ -148,7 +151,9 @@ class Runner:
             raise errors.StorageError(
                 f"Nothing was sent: the journal {self.journal.path} cannot be written"
                 f" ({self.journal.broken}).",
-                hint="Set FLUX_NB_OUTPUT_DIR (or output_dir=) to a writable folder, then run again.",
+                hint=(
+                    "Set FLUX_NB_OUTPUT_DIR (or output_dir=) to a writable folder, then run again."
+                ),
             )
         self.history.extend(gens)
         self._start()
@@ -311,7 +316,10 @@ class Runner:
                             "The connection broke while enqueueing and the queue could not be read"
                             " to see"
                             f" whether the server took it ({check.message})",
-                            hint="Run flux_nb.resume() later: it finds the generation if the server has it.",
+                            hint=(
+                                "Run flux_nb.resume() later: it finds the generation if the server"
+                                " has it."
+                            ),
                         ),
                         journal=False,
                     )

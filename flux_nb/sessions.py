@@ -133,7 +133,10 @@ class Session:
             if key is None and self.backend == "hosted":
                 raise errors.AuthError(
                     "The hosted API needs a key and none is set.",
-                    hint="Set OXEN_API_KEY, or run %flux backend hosted to type it (it is not stored).",
+                    hint=(
+                        "Set OXEN_API_KEY, or run %flux backend hosted to type it (it is not"
+                        " stored)."
+                    ),
                 )
         self.base_url = url
         self.output = OutputFolder(output_dir or settings.output_dir)

@@ -16,7 +16,10 @@ import pytest
 
 pytest.importorskip(
     "playwright.sync_api",
-    reason="browser test NOT RUN: playwright is not installed here; scripts/test.sh runs it in .venv-browser",
+    reason=(
+        "browser test NOT RUN: playwright is not installed here; scripts/test.sh runs it in"
+        " .venv-browser"
+    ),
 )
 
 from conftest import FAILED_CELL, GRID_CELL, NOTEBOOK, SERVER_TIMES_CELL, TIMING_SAMPLES  # noqa: E402

@@ -596,7 +596,10 @@ class FakeOxen:
         if "authorization" in request.headers:
             return httpx.Response(
                 400,
-                text="<Error><Code>InvalidArgument</Code><Message>Only one auth mechanism allowed</Message></Error>",
+                text=(
+                    "<Error><Code>InvalidArgument</Code><Message>Only one auth mechanism"
+                    " allowed</Message></Error>"
+                ),
                 headers={"Content-Type": "application/xml"},
             )
         path = request.url.path
