@@ -133,7 +133,8 @@ def cell_return(k: Kernel, sizes: Sizes, log) -> Figure:
     for cell in paced + burst:
         if any(o.output_type == "error" for o in cell.outputs):
             raise RuntimeError(f"%%flux cell failed: {cell.outputs}")
-    # The baseline: the same recipe, blocking until the image is saved (what a loop that waits does).
+    # The baseline: the same recipe, blocking until the image is saved
+    # (what a loop that waits does).
     blocking = []
     for i in range(sizes.blocking_runs):
         k.check(

@@ -494,7 +494,8 @@ def load_ipython_extension(ipython) -> None:
     hint = f"{left} generation(s) from an earlier kernel were not collected: run %flux resume."
     _session.announce_once(line, hint if left else "")  # once per kernel, even after %reload_ext
     # ipywidgets takes about 75 ms to import: do it while the person types the first %%flux cell
-    # (under Run All that cell waits for the import lock instead: no slower than importing it there).
+    # (under Run All that cell waits for the import lock instead:
+    # no slower than importing it there).
     threading.Thread(target=_warm_up, name="flux-nb-warmup", daemon=True).start()
 
 

@@ -429,7 +429,8 @@ class Panel(widgets.VBox):
             except Exception:
                 log.exception("reading the upload %s failed", name)
                 refused.append(name)
-        # The bytes now live in the panel; cleared here they are not saved in the notebook's widget state.
+        # The bytes now live in the panel;
+        # cleared here they are not saved in the notebook's widget state.
         self.upload.value = ()
         if refused:
             self.show_error(

@@ -37,7 +37,8 @@ def embedded_server(step_delay: float, engine: Any = "preview"):
             from .server.app import LocalExtras
             from .server.embedded import LocalServer
 
-            # Progress events are local-only: cards draw a progress bar from them, nothing needs them.
+            # Progress events are local-only: cards draw a progress bar from them,
+            # nothing needs them.
             extras = LocalExtras(progress_events=True)
             _embedded[key] = LocalServer(
                 step_delay=step_delay, engine=config, extras=extras

@@ -257,7 +257,8 @@ def left_behind(out: Path) -> dict[str, int]:
 def killed(tmp_path_factory):
     """Every kill point at once: a child process per point, all against one server, each
     SIGKILLed where it says it is. Yields the server and, per point, (output folder, key, said)."""
-    # progress events (local-only) announce "processing" at once: the kill point "processing" needs it
+    # progress events (local-only) announce "processing" at once:
+    # the kill point "processing" needs it
     with LocalServer(step_delay=0.01, extras=LocalExtras(progress_events=True)) as server:
         runs = {}
         for kill_at in KILL_POINTS:

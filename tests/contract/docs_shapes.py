@@ -15,7 +15,8 @@ from typing import Any
 FIXTURES = Path(__file__).parent / "fixtures"
 MODEL_ID = "black-forest-labs-flux-2-klein-4b"
 
-# §3.3: the generation object's fields (docs table + OAS target_*); request params are echoed on top.
+# §3.3: the generation object's fields (docs table + OAS target_*);
+# request params are echoed on top.
 GENERATION_FIELDS = (
     "generation_id",
     "model_name",
