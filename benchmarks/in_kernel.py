@@ -1,4 +1,5 @@
-"""Figures measured in real kernels: %%flux cell return, generations in flight, load_ext, .ipynb bytes.
+"""Figures measured in real kernels:
+%%flux cell return, generations in flight, load_ext, .ipynb bytes.
 
 Each kernel gets its own temporary output folder and no OXEN_API_KEY or FLUX_NB_BASE_URL, so it
 runs on the embedded local server (offline engine) and nothing leaves the machine.

@@ -190,10 +190,10 @@ def event_to_preview(n: int, flat: int, log) -> Figure:
 
 def poll_baseline(samples: int, log, interval: float = 0.5, lanes: int = 2) -> Figure:
     """A client as in the API docs: enqueue, poll GET /api/ai/queue/{id} every `interval`, then
-    download and show the same thumbnail (same photo-like recipe). Measured at a short interval and scaled to 5 s: per
-    sample, the wait between the emit and the poll that saw it (uniform over the interval: the
-    first poll's phase is spread evenly over it) is multiplied by 5 / interval; the poll's own latency,
-    the download and the thumbnail are kept as measured."""
+    download and show the same thumbnail (same photo-like recipe). Measured at a short interval and
+    scaled to 5 s: per sample, the wait between the emit and the poll that saw it (uniform over the
+    interval: the first poll's phase is spread evenly over it) is multiplied by 5 / interval; the
+    poll's own latency, the download and the thumbnail are kept as measured."""
     import httpx
     import ipywidgets as widgets
     from PIL import Image

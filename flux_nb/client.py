@@ -1,4 +1,5 @@
-"""The Oxen inference API on the wire: httpx calls, retries, error mapping. Knows nothing of notebooks.
+"""The Oxen inference API on the wire: httpx calls, retries, error mapping.
+Knows nothing of notebooks.
 
 Follows ../shared/oxen-api.md (Oxen's docs and OpenAPI spec). It reads the documented field names
 first and falls back only where the docs themselves disagree (request_schema or

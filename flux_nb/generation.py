@@ -1,4 +1,5 @@
-"""The user's handle on one image being made: status, wait(), cancel(), image, path, reproduce(), vary().
+"""The user's handle on one image being made:
+status, wait(), cancel(), image, path, reproduce(), vary().
 
 A Generation holds what people read (status, progress, error, path, data) and the callbacks of
 what shows it. The runner (runner.py) moves it on through `_update` and `_finish`; whatever the

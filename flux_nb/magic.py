@@ -46,8 +46,8 @@ def _option_arguments(func):
 @magics_class
 class FluxMagics(Magics):
     """%%flux makes images from the cell text in the background; %flux manages them.
-    Settings: %config FluxMagics.thumbnail_size = 384, %config FluxMagics.default_options = '-a 1:1',
-    %config FluxMagics.max_cell_cost = 1.0."""
+    Settings: %config FluxMagics.thumbnail_size = 384,
+    %config FluxMagics.default_options = '-a 1:1', %config FluxMagics.max_cell_cost = 1.0."""
 
     thumbnail_size = Int(320, help="Longest side, in pixels, of the previews on cards.").tag(
         config=True

@@ -1,4 +1,5 @@
-"""The runner that moves generations along in the background: enqueue, event stream, polls, downloads.
+"""The runner that moves generations along in the background:
+enqueue, event stream, polls, downloads.
 
 The runner never draws: it changes a Generation's state and calls its callbacks. Completion comes
 from one SSE connection for all generations (`media_generation_completed`, succeeded or failed);

@@ -1,4 +1,5 @@
-"""Sweeps (flux_nb.sweep): one generation per combination of values, shown and saved as a labelled grid.
+"""Sweeps (flux_nb.sweep): one generation per combination of values,
+shown and saved as a labelled grid.
 
     %%flux --seed 7 --sweep steps=4,8,16 --sweep guidance=1,2,4
     a {red|blue|green} fox

@@ -1,4 +1,5 @@
-"""Colours for the offline preview engine: a mood and tints read from the prompt, one indexed palette.
+"""Colours for the offline preview engine: a mood and tints read from the prompt,
+one indexed palette.
 
 The picture is drawn as 8-bit palette indices, so every colour it uses lives in one table of at
 most 256 entries. The layout of that table is fixed (sky ramp, two glow ramps, water ramp, then
