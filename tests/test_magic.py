@@ -489,7 +489,8 @@ def test_config_and_help(kernel):
     cell = kernel.run("%%flux --seed 5 --steps 2 -a 1:1\na small icon")
     assert_clean(kernel.run("_flux.wait(30); wait_settled(10)"))
     size = kernel.value(
-        f"__import__('PIL.Image').Image.open(__import__('io').BytesIO(bytes(_cards({widget_ids(cell)[0]!r})[0].preview.value))).size"
+        f"__import__('PIL.Image').Image.open(__import__('io').BytesIO("
+        f"bytes(_cards({widget_ids(cell)[0]!r})[0].preview.value))).size"
     )
     assert size == [96, 96]
     assert_clean(kernel.run("%config FluxMagics.thumbnail_size = 320"))

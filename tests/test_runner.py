@@ -299,7 +299,8 @@ def test_safety_polls_notice_a_cancel_made_elsewhere_within_30_s() -> None:
 
     runner = runner_module.Runner.__new__(runner_module.Runner)
     runner._sse_up = True
-    track = runner_module._Tracked(gen=None)  # type: ignore[arg-type]  # only its poll count is read
+    # only its poll count is read
+    track = runner_module._Tracked(gen=None)  # type: ignore[arg-type]
     gaps = []
     for polls in range(8):
         track.polls = polls

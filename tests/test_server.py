@@ -37,7 +37,8 @@ STATUSES = ("queued", "processing", "succeeded", "failed", "cancelled")
 # The generation object's own fields (oxen-api.md 3.3); the request parameters follow them.
 ROW_FIELDS = [
     "generation_id", "model_name", "prompt", "media_type", "status", "result_url", "error_message",
-    "enqueued_at", "started_at", "completed_at", "target_namespace", "target_repo", "target_directory",
+    "enqueued_at", "started_at", "completed_at", "target_namespace", "target_repo",
+    "target_directory",
 ]  # fmt: skip
 NOT_FOUND = {
     "error": {"type": "resource_not_found", "title": "The requested resource could not be found"},

@@ -22,7 +22,13 @@ pytest.importorskip(
     ),
 )
 
-from conftest import FAILED_CELL, GRID_CELL, NOTEBOOK, SERVER_TIMES_CELL, TIMING_SAMPLES  # noqa: E402
+from conftest import (  # noqa: E402
+    FAILED_CELL,
+    GRID_CELL,
+    NOTEBOOK,
+    SERVER_TIMES_CELL,
+    TIMING_SAMPLES,
+)
 from notebook_page import CARD, STATUS, NotebookPage, same_pixels  # noqa: E402
 
 pytestmark = pytest.mark.browser

@@ -121,11 +121,27 @@ def test_only_media_generation_completed_events_are_acted_on(fake, make_session)
     stray = f"{fake.row(gid)['generation_id']}"
     fake.emit_raw(
         "event: deployment_status_changed\n"
-        f"data: {json.dumps({'generation_id': stray, 'status': 'succeeded', 'url': 'https://storage.example-cdn.test/results/nothing.png'})}\n\n"
+        f"""data: {
+            json.dumps(
+                {
+                    "generation_id": stray,
+                    "status": "succeeded",
+                    "url": "https://storage.example-cdn.test/results/nothing.png",
+                }
+            )
+        }\n\n"""
     )
     fake.emit_raw(
         "event: media_generation_failed\n"
-        f"data: {json.dumps({'generation_id': stray, 'status': 'failed', 'error': 'not a documented event'})}\n\n"
+        f"""data: {
+            json.dumps(
+                {
+                    "generation_id": stray,
+                    "status": "failed",
+                    "error": "not a documented event",
+                }
+            )
+        }\n\n"""
     )
     time.sleep(0.5)
     assert not gen.done and gen.status in ("queued", "processing"), gen
