@@ -135,7 +135,9 @@ CHILD = textwrap.dedent(
             hit("saved")
 
     n, seed = int(os.environ["N"]), int(os.environ["SEED"])
-    recipes = session.recipes("restart safety", n=n, seed=seed, num_inference_steps=6, aspect_ratio="1:1")
+    recipes = session.recipes(
+        "restart safety", n=n, seed=seed, num_inference_steps=6, aspect_ratio="1:1"
+    )
     gens = session.submit(recipes)
     print("SUBMITTED", flush=True)
     for gen in gens:

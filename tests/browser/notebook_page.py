@@ -158,7 +158,8 @@ class NotebookPage:
             """(cell, n) => new Promise(done => {
                 const check = () => {
                     const imgs = [...cell.querySelectorAll('img.widget-image')];
-                    if (imgs.length >= n && imgs.every(i => i.complete && i.naturalWidth > 0)) done();
+                    if (imgs.length >= n
+                        && imgs.every(i => i.complete && i.naturalWidth > 0)) done();
                     else requestAnimationFrame(check);
                 };
                 check();

@@ -57,10 +57,12 @@ RECORD_STATUSES = """cell => {
         if (text && !(last && last.text === text && last.image === image)) seen.push({text, image});
     };
     window.__fluxStatusObserver = new MutationObserver(record);
-    window.__fluxStatusObserver.observe(cell, {subtree: true, childList: true, characterData: true});
+    window.__fluxStatusObserver.observe(
+        cell, {subtree: true, childList: true, characterData: true});
 }"""
 ACTIVE = r"(submitting|queued|processing)\b"  # jobs.ACTIVE: still running
-MARK_GENERATE_CLICK = """() => window.__fluxMarked || (window.__fluxMarked = true) && document.addEventListener('click', event => {
+MARK_GENERATE_CLICK = """() => window.__fluxMarked || (window.__fluxMarked = true)
+    && document.addEventListener('click', event => {
     const button = event.target.closest('button');
     if (button && button.textContent.trim() === 'Generate') {
         window.__fluxGenerateClick = performance.now();
@@ -255,7 +257,8 @@ def _layout(cell) -> dict:
             const box = c.getBoundingClientRect();
             const line = c.querySelector(status);
             const text = line.firstElementChild || line;
-            const buttons = [...c.querySelectorAll('.widget-hbox > .widget-button, .widget-hbox > .widget-html')];
+            const buttons = [...c.querySelectorAll(
+                '.widget-hbox > .widget-button, .widget-hbox > .widget-html')];
             const media = c.querySelector('.flux-nb-placeholder > div, img.widget-image');
             const m = media.getBoundingClientRect();
             return {
