@@ -364,8 +364,8 @@ def requests_per_generation(k: int, log) -> Figure:
     fig.met = all(v <= 4 for v in per_gen)
     fig.notes.append(
         "counted at the server by an ASGI middleware; the session's one event stream is shared by"
-        " its generations; the one schema read per session (hosted or custom servers only) is left"
-        " out"
+        " its generations; the one schema read per session"
+        " (hosted or custom servers only) is left out"
     )
     log(f"  requests per generation: {fig.value:.2f} (polling {fig.baseline:.2f})")
     return fig

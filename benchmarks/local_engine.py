@@ -215,8 +215,8 @@ def cuda_figures(rounds: int) -> None:
         ):
             row(f"CUDA: {what}", "not run", "", why)
         log(
-            f"  CUDA part not run: {why}. On a machine with an NVIDIA GPU and a CUDA build of torch"
-            f" "
+            f"  CUDA part not run: {why}."
+            f" On a machine with an NVIDIA GPU and a CUDA build of torch "
             "it builds the full-size Klein 4B architecture with random weights (no download)."
         )
         return

@@ -384,8 +384,8 @@ class OxenClient:
         find_enqueued() before sending again."""
         if not isinstance(num_generations, int) or not 1 <= num_generations <= 4:
             raise errors.ValidationError(
-                f"num_generations={num_generations!r} is out of range (allowed: 1 to 4 per"
-                f" enqueue).",
+                f"num_generations={num_generations!r} is out of range (allowed:"
+                f" 1 to 4 per enqueue).",
                 field="num_generations",
             )
         body = recipe.request() if isinstance(recipe, Recipe) else {"model": self.model, **recipe}

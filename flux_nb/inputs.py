@@ -61,8 +61,8 @@ def to_input_url(source: Any) -> str:
         path = Path(text).expanduser()
         if not path.is_file():
             raise InputImageError(
-                f"input image {text!r} was not found: give a file path, an http(s) URL, a PIL image"
-                f" or bytes.",
+                f"input image {text!r} was not found: give a file path, an http(s) URL,"
+                f" a PIL image or bytes.",
                 field="input_image",
             )
         try:

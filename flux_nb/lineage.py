@@ -487,8 +487,8 @@ def view(session: Any, source: Any) -> LineageView:
     title = f"lineage of {name}: {made} step{'s' if made != 1 else ''}, parents first"
     if chain.uploads:
         title += (
-            f", from {len(chain.uploads)} image{'s' if len(chain.uploads) != 1 else ''} flux-nb did"
-            f" not make"
+            f", from {len(chain.uploads)} image{'s' if len(chain.uploads) != 1 else ''}"
+            f" flux-nb did not make"
         )
     lines: list[str] = []
     thumbs: list[tuple[str, bytes | None]] = []

@@ -301,15 +301,15 @@ class FluxMagics(Magics):
                 inputs.append(words.pop(0))
             elif word.startswith("--"):
                 raise UsageError(
-                    f"%flux reproduce: unknown option {word!r} (allowed: --lineage, --input FILE,"
-                    f" --yes)."
+                    f"%flux reproduce: unknown option {word!r} (allowed: --lineage,"
+                    f" --input FILE, --yes)."
                 )
             else:
                 target.append(word)
         if len(target) > 1:
             raise UsageError(
-                f"%flux reproduce: give one image, not {len(target)} (quote a path that has"
-                f" spaces)."
+                f"%flux reproduce: give one image, not {len(target)}"
+                f" (quote a path that has spaces)."
             )
         if yes and not lineage:
             raise UsageError("%flux reproduce --yes goes with --lineage.")
@@ -378,8 +378,8 @@ class FluxMagics(Magics):
             if exc.name != "flux_nb.panel":
                 raise
             print(
-                "flux: the panel is not part of this version of flux-nb yet (flux_nb.panel is"
-                " missing)."
+                "flux: the panel is not part of this version of flux-nb yet"
+                " (flux_nb.panel is missing)."
             )
             return
         display(Panel())

@@ -175,8 +175,8 @@ class Panel(widgets.VBox):
             layout=widgets.Layout(flex_flow="row wrap", width="100%", align_items="flex-start")
         )
         self._no_inputs = widgets.HTML(
-            f'<span style="color:{MUTED_COLOR}">No input images: the prompt alone makes the'
-            f" picture."
+            f'<span style="color:{MUTED_COLOR}">No input images:'
+            f" the prompt alone makes the picture."
             " Upload images, or click “Use as input” on a result, to edit.</span>",
             layout=widgets.Layout(width="auto"),
         )
@@ -459,8 +459,8 @@ class Panel(widgets.VBox):
         except Exception as exc:
             log.exception("panel action %s failed", getattr(action, "__name__", action))
             self.show_error(
-                f"flux-nb hit an internal error ({type(exc).__name__}: {exc}). Your settings are"
-                f" kept;"
+                f"flux-nb hit an internal error ({type(exc).__name__}: {exc})."
+                f" Your settings are kept;"
                 " please report this."
             )
         return None
@@ -492,8 +492,8 @@ def _header_html(session: Session) -> str:
     elif session.backend == "local":
         badge = "offline preview engine (not FLUX)"
         tip = (
-            f"The local offline stand-in at {where} makes the images. Set OXEN_API_KEY for the real"
-            f" model."
+            f"The local offline stand-in at {where} makes the images."
+            f" Set OXEN_API_KEY for the real model."
         )
     elif session.backend == "hosted":
         badge, tip = "Oxen.ai hosted", f"Oxen.ai's hosted API at {where}."

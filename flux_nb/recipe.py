@@ -170,8 +170,8 @@ class Recipe:
         uncarried = sorted(set(given) - {"prompt", *PARAMETERS})
         if uncarried:
             raise ValidationError(
-                f"{uncarried[0]} is in the model's schema but this version of flux-nb cannot send"
-                f" it"
+                f"{uncarried[0]} is in the model's schema"
+                f" but this version of flux-nb cannot send it"
                 " yet: leave it out, or upgrade flux-nb.",
                 field=uncarried[0],
             )

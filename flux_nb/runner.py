@@ -314,12 +314,12 @@ class Runner:
                         gen,
                         FAILED,
                         errors.NetworkError(
-                            "The connection broke while enqueueing and the queue could not be read"
-                            " to see"
+                            "The connection broke while enqueueing"
+                            " and the queue could not be read to see"
                             f" whether the server took it ({check.message})",
                             hint=(
-                                "Run flux_nb.resume() later: it finds the generation if the server"
-                                " has it."
+                                "Run flux_nb.resume() later:"
+                                " it finds the generation if the server has it."
                             ),
                         ),
                         journal=False,

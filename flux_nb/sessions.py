@@ -135,8 +135,8 @@ class Session:
                 raise errors.AuthError(
                     "The hosted API needs a key and none is set.",
                     hint=(
-                        "Set OXEN_API_KEY, or run %flux backend hosted to type it (it is not"
-                        " stored)."
+                        "Set OXEN_API_KEY, or run %flux backend hosted to type it"
+                        " (it is not stored)."
                     ),
                 )
         self.base_url = url

@@ -324,8 +324,8 @@ class Sweep:
             if not gen._done.wait(left):
                 running = sum(not g.done for g in self.generations)
                 raise FluxError(
-                    f"{running} of the sweep's {len(self)} images still running after {timeout:g}"
-                    f" s.",
+                    f"{running} of the sweep's {len(self)} images"
+                    f" still running after {timeout:g} s.",
                     hint="Call wait() again, or cancel() the sweep.",
                 )
         return self

@@ -197,8 +197,8 @@ def error_response(forced: ForcedStatus, authorization: str = "") -> JSONRespons
     if forced.retry_after is not None:
         headers["Retry-After"] = f"{forced.retry_after:g}"
     message = (
-        f"injected fault: HTTP {forced.status} {STATUS_CODES.get(forced.status, 'error')} (test"
-        f" server)."
+        f"injected fault: HTTP {forced.status} {STATUS_CODES.get(forced.status, 'error')}"
+        f" (test server)."
     )
     if forced.echo_auth:
         message += f" You sent Authorization: {authorization or '(none)'}"

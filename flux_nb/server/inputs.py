@@ -67,8 +67,8 @@ def _read_bytes(
         return _decode_data_uri(label, url, limits)
     if not url.startswith(("http://", "https://")):
         raise InputImageError(
-            f"{label} is not a readable image: give an http(s) URL or a data:image/...;base64,"
-            f" URI.",
+            f"{label} is not a readable image:"
+            f" give an http(s) URL or a data:image/...;base64, URI.",
             field="input_image",
         )
     try:
