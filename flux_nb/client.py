@@ -57,8 +57,8 @@ class Event:
 
 
 class AmbiguousSend(errors.NetworkError):
-    """The request may have reached the server but no answer came back; repeating it could
-    duplicate."""
+    """The request may have reached the server but no answer came back;
+    repeating it could duplicate."""
 
 
 def result_url(payload: dict[str, Any]) -> str | None:

@@ -97,8 +97,8 @@ class Journal:
                     pass
 
     def record(self, *entries: dict[str, Any]) -> None:
-        """Append entries in one write; the caller carries on when the disk refuses (noted in
-        .broken)."""
+        """Append entries in one write; the caller carries on when the disk refuses
+        (noted in .broken)."""
         if not entries:
             return
         now = time.time()

@@ -265,8 +265,8 @@ class Panel(widgets.VBox):
         return gens
 
     def cancel(self) -> int:
-        """Cancel every generation started from this panel that is still running; returns how
-        many."""
+        """Cancel every generation started from this panel that is still running;
+        returns how many."""
         with self._lock:
             running = list(self._running.values())
         for gen in running:

@@ -432,8 +432,8 @@ class Runner:
                 self._terminal(gen, FAILED, errors.AuthError(exc.message), journal=False)
 
     def _stream_opened(self) -> None:
-        """After every (re)connect, check each pending generation once: events may have been
-        missed."""
+        """After every (re)connect, check each pending generation once:
+        events may have been missed."""
         self.stats["sse_connects"] += 1
         with self._wake:
             self._sse_up = True
@@ -517,8 +517,8 @@ class Runner:
             self._progress(gen, status=status)
 
     def _collect(self, gen: Generation) -> None:
-        """Download, check, embed the recipe and save; on a storage error keep the bytes in
-        memory."""
+        """Download, check, embed the recipe and save;
+        on a storage error keep the bytes in memory."""
         try:
             self.stats["downloads"] += 1
             data = self.client.download(_result_url(gen))

@@ -307,8 +307,8 @@ class Session:
         return None
 
     def _note_sources(self, sources: list[Any], urls: list[str]) -> None:
-        """Note what each input was as it is turned into a URL: a Generation's recipe, a file's
-        name."""
+        """Note what each input was as it is turned into a URL: a Generation's recipe,
+        a file's name."""
         from . import lineage
 
         for source, url in zip(sources, urls, strict=True):

@@ -1,5 +1,5 @@
-"""The offline preview engine: deterministic, honours every parameter, says what it is, and is
-fast."""
+"""The offline preview engine: deterministic, honours every parameter, says what it is,
+and is fast."""
 
 from __future__ import annotations
 

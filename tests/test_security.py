@@ -460,8 +460,8 @@ def test_odd_paths_queries_and_headers_get_json_4xx(local_server: LocalServer) -
 
 
 def test_a_failure_message_that_quotes_the_key_is_redacted(make_server, tmp_path):
-    """A server may quote a request's values, the key among them, in a generation's
-    error_message."""
+    """A server may quote a request's values, the key among them,
+    in a generation's error_message."""
     from flux_nb.config import Settings
     from flux_nb.recipe import Recipe
     from flux_nb.sessions import Session

@@ -78,8 +78,8 @@ def wait_for(client: httpx.Client, generation_id: str, until: set[str] = TERMINA
 
 
 def next_event(events: Iterator[ServerSentEvent], name: str | None = None, gid: str | None = None):
-    """The next event with that name (and generation id); the client's read timeout bounds the
-    wait."""
+    """The next event with that name (and generation id);
+    the client's read timeout bounds the wait."""
     for event in events:
         data = json.loads(event.data)
         if (name is None or event.event == name) and (gid is None or data["generation_id"] == gid):
@@ -147,8 +147,8 @@ def token() -> str:
 
 @pytest.fixture
 def api(local_server: LocalServer, token: str) -> Iterator[httpx.Client]:
-    """A client of the shared server with its own bearer token, so its rows and events are its
-    own."""
+    """A client of the shared server with its own bearer token,
+    so its rows and events are its own."""
     with httpx.Client(
         base_url=local_server.url, headers=auth(token), timeout=TIMEOUT, verify=TLS
     ) as client:

@@ -127,8 +127,8 @@ def _speckle(index: Image.Image, seed: int, steps: int, block: int) -> None:
 
 @lru_cache(maxsize=16)
 def _tag_patch(unit: int) -> tuple[Image.Image, Image.Image]:
-    """The "offline preview" tag as palette indices and its rounded mask; unit = sqrt(picture
-    area)."""
+    """The "offline preview" tag as palette indices and its rounded mask;
+    unit = sqrt(picture area)."""
     size = max(10, round(unit * 0.75 / 56))
     font = ImageFont.load_default(size)
     left, top, right, bottom = font.getbbox(TAG_TEXT)
