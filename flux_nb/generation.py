@@ -47,8 +47,8 @@ class Backend(Protocol):
 
 
 class Generation:
-    """A handle on one image being made: status, wait(), cancel(), image, path, reproduce(),
-    vary()."""
+    """A handle on one image being made:
+    status, wait(), cancel(), image, path, reproduce(), vary()."""
 
     def __init__(
         self,

@@ -157,8 +157,8 @@ class Recipe:
     def build(
         cls, prompt: str | None, *, schema: dict[str, Any] | None = None, **params: Any
     ) -> Recipe:
-        """Validate user parameters, fill the documented defaults and draw a seed if none is
-        given."""
+        """Validate user parameters, fill the documented defaults
+        and draw a seed if none is given."""
         schema = schema or bundled_schema()
         model = params.pop("model", MODEL_ID)
         if isinstance(params.get("input_image"), str):

@@ -1,5 +1,5 @@
-"""Generations through the session and runner on the embedded default: background, saved,
-reproducible."""
+"""Generations through the session and runner on the embedded default:
+background, saved, reproducible."""
 
 import threading
 import time

@@ -113,7 +113,8 @@ def kernel(tmp_path_factory):
         assert_clean(k.run(SETUP))
         k.load = k.run(
             "_t = time.perf_counter()\n"
-            "%load_ext flux_nb\n_load_ms = (time.perf_counter() - _t) * 1000"
+            "%load_ext flux_nb\n"
+            "_load_ms = (time.perf_counter() - _t) * 1000"
         )
         yield k
 

@@ -857,8 +857,8 @@ def test_cli_serve_stops_on_ctrl_c_with_a_stream_open() -> None:
 
 
 def test_api_docs_python_example_with_only_the_host_changed(make_server) -> None:
-    """The quick start's steps (requests there, httpx here): enqueue, poll until succeeded,
-    fetch."""
+    """The quick start's steps (requests there, httpx here):
+    enqueue, poll until succeeded, fetch."""
     api_key = "sk-docs-" + secrets.token_hex(6)
     base_url = make_server(api_key=api_key).url  # the docs: https://hub.oxen.ai
     headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}

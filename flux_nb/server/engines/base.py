@@ -116,8 +116,8 @@ class EngineConfig:
         return "An offline stand-in drawn with Pillow: its images are not FLUX's."
 
     def check_available(self) -> None:
-        """Raise EngineUnavailable at once (no heavy import) when the engine's libraries are
-        missing."""
+        """Raise EngineUnavailable at once (no heavy import)
+        when the engine's libraries are missing."""
         if self.name != "flux2-klein":
             return
         missing = [m for m in LOCAL_EXTRA_MODULES if importlib.util.find_spec(m) is None]

@@ -171,8 +171,8 @@ def _tag_rgb(image: Image.Image, palette: list[int]) -> None:
 def _edited(
     scene: Scene, inputs: list[Image.Image], width: int, height: int, block: int, high: bool
 ) -> Image.Image:
-    """An edit: the restyled input (truecolour at either quality), made rough for few steps,
-    tagged."""
+    """An edit: the restyled input (truecolour at either quality),
+    made rough for few steps, tagged."""
     rgb = restyle(scene, inputs, width, height, fine=high)
     if block > 1:
         small = rgb.reduce(block)
