@@ -101,12 +101,13 @@ def main() -> None:
             f" max {max(ours) * 1000:.0f} ms (n={len(ours)}); target < 2 s"
         )
         print(
-            f"cancel made elsewhere -> noticed: median {statistics.median(elsewhere):.1f} s,"
-            f" max {max(elsewhere):.1f} s (n={len(elsewhere)}); target < 30 s;"
-            f" baseline (safety polls 10 s doubling to 300 s): mean {old_schedule_mean():.0f} s, max 300 s"
+            f"cancel made elsewhere -> noticed: median {statistics.median(elsewhere):.1f} s, max"
+            f" {max(elsewhere):.1f} s (n={len(elsewhere)}); target < 30 s; baseline (safety polls"
+            f" 10 s doubling to 300 s): mean {old_schedule_mean():.0f} s, max 300 s"
         )
         print(
-            f"client requests: {session.client.requests_sent} for {args.n + args.elsewhere} generations"
+            f"client requests: {session.client.requests_sent} for {args.n + args.elsewhere}"
+            f" generations"
         )
         session.close()
         http.close()

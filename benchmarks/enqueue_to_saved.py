@@ -45,9 +45,10 @@ def main() -> None:
             times.sort()
             per_gen = (session.client.requests_sent - sent_before) / args.n
             print(
-                f"step delay {delay:g} s x 28 steps: enqueue -> saved median {statistics.median(times):.1f} ms,"
-                f" p95 {times[max(0, int(0.95 * len(times)) - 1)]:.1f} ms (n={args.n});"
-                f" {per_gen:.2f} client requests per generation"
+                f"step delay {delay:g} s x 28 steps: enqueue -> saved median"
+                f" {statistics.median(times):.1f} ms, p95"
+                f" {times[max(0, int(0.95 * len(times)) - 1)]:.1f} ms (n={args.n}); {per_gen:.2f}"
+                f" client requests per generation"
             )
             session.close()
 

@@ -1,4 +1,5 @@
-"""Figures measured in real kernels: %%flux cell return, generations in flight, load_ext, .ipynb bytes.
+"""Figures measured in real kernels:
+%%flux cell return, generations in flight, load_ext, .ipynb bytes.
 
 Each kernel gets its own temporary output folder and no OXEN_API_KEY or FLUX_NB_BASE_URL, so it
 runs on the embedded local server (offline engine) and nothing leaves the machine.
@@ -133,7 +134,8 @@ def cell_return(k: Kernel, sizes: Sizes, log) -> Figure:
     for cell in paced + burst:
         if any(o.output_type == "error" for o in cell.outputs):
             raise RuntimeError(f"%%flux cell failed: {cell.outputs}")
-    # The baseline: the same recipe, blocking until the image is saved (what a loop that waits does).
+    # The baseline: the same recipe, blocking until the image is saved
+    # (what a loop that waits does).
     blocking = []
     for i in range(sizes.blocking_runs):
         k.check(
@@ -154,7 +156,8 @@ def cell_return(k: Kernel, sizes: Sizes, log) -> Figure:
         f"in-kernel (pre_run_cell -> post_run_cell), idle kernel: {spread(paced_ms)}",
         f"kernel busy -> execute reply, same cells: {spread(reply)}",
         f"nbclient round trip (send -> idle seen), same cells: {spread(wall)}",
-        f"back to back, {len(burst_ms)} cells while earlier images are still being made: {spread(burst_ms)}",
+        f"back to back, {len(burst_ms)} cells while earlier images are still being made:"
+        f" {spread(burst_ms)}",
         f"baseline, generate(...).wait() in the same kernel ({STEP_DELAY} s x 28 steps on the"
         f" local server): {spread(blocking)}",
         f"all {len(statuses)} generations: {_tally(statuses)}",
@@ -249,7 +252,8 @@ def load_ext(sizes: Sizes, log) -> Figure:
     fig.met = fig.value < 300
     fig.notes += [
         f"in the kernel, around the %load_ext line: {spread(inside, digits=0)}",
-        f"kernel busy -> execute reply for that cell: {spread([r for r in replies if r], digits=0)}",
+        f"kernel busy -> execute reply for that cell:"
+        f" {spread([r for r in replies if r], digits=0)}",
         "it imports flux_nb, ipywidgets and the server stack (starlette, uvicorn, sse-starlette)"
         " and starts the embedded server",
     ]
@@ -323,7 +327,8 @@ def notebook_bytes(sizes: Sizes, log) -> Figure:
         " `%%flux --quality high --steps 2` cell (photo-like: truecolour with the engine's noise)"
         f" and %flux wait, minus the same notebook without them ({fmt(base, 'B')}):"
         f" {spread(photo['diff'], 'B', 0)}",
-        f"  of which the preview PNG in the widget state, base64: {spread(photo['preview'], 'B', 0)};"
+        f"  of which the preview PNG in the widget state, base64:"
+        f" {spread(photo['preview'], 'B', 0)};"
         " the rest is the card's widget models (layouts, buttons, texts)",
         f"  baseline, the full image as saved, base64: {spread(photo['full'], 'B', 0)}",
         "default recipe (flat palette pictures, the offline engine's usual look): adds"

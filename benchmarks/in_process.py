@@ -180,8 +180,9 @@ def event_to_preview(n: int, flat: int, log) -> Figure:
     if flat:
         plain, plain_stages, _ = _preview_samples(flat, DEFAULT_RECIPE, 40_000)
         fig.notes.append(
-            f"default recipe (28 steps, standard: flat palette pictures, 12 KB PNGs): {spread(plain)};"
-            f" of which downloaded -> Image.value set: {spread(plain_stages['preview'])}"
+            f"default recipe (28 steps, standard: flat palette pictures, 12 KB PNGs):"
+            f" {spread(plain)}; of which downloaded -> Image.value set:"
+            f" {spread(plain_stages['preview'])}"
         )
     log(f"  event -> preview: p95 {fig.value:.0f} ms, median {median(total):.0f} ms")
     return fig
@@ -189,10 +190,10 @@ def event_to_preview(n: int, flat: int, log) -> Figure:
 
 def poll_baseline(samples: int, log, interval: float = 0.5, lanes: int = 2) -> Figure:
     """A client as in the API docs: enqueue, poll GET /api/ai/queue/{id} every `interval`, then
-    download and show the same thumbnail (same photo-like recipe). Measured at a short interval and scaled to 5 s: per
-    sample, the wait between the emit and the poll that saw it (uniform over the interval: the
-    first poll's phase is spread evenly over it) is multiplied by 5 / interval; the poll's own latency,
-    the download and the thumbnail are kept as measured."""
+    download and show the same thumbnail (same photo-like recipe). Measured at a short interval and
+    scaled to 5 s: per sample, the wait between the emit and the poll that saw it (uniform over the
+    interval: the first poll's phase is spread evenly over it) is multiplied by 5 / interval; the
+    poll's own latency, the download and the thumbnail are kept as measured."""
     import httpx
     import ipywidgets as widgets
     from PIL import Image
@@ -254,12 +255,14 @@ def poll_baseline(samples: int, log, interval: float = 0.5, lanes: int = 2) -> F
             t.join()
     fig.value = mean(scaled)
     fig.notes += [
-        f"measured polling every {interval:g} s ({lanes} clients side by side, {len(scaled)} generations,"
-        f" first poll's phase spread evenly): mean {mean(measured):.0f} ms ({spread(measured, digits=0)})",
-        f"scaled to {DOCS_INTERVAL:g} s: the emit -> noticing-poll wait x {DOCS_INTERVAL / interval:g}"
-        f" (measured mean {mean(phases):.0f} ms, expected {interval * 500:.0f}), plus poll latency +"
-        f" download + thumbnail as measured (mean {mean(tails):.0f} ms): mean {fig.value:.0f} ms;"
-        f" expected interval/2 + latency = {DOCS_INTERVAL * 500 + mean(tails):.0f} ms",
+        f"measured polling every {interval:g} s ({lanes} clients side by side, {len(scaled)}"
+        f" generations, first poll's phase spread evenly): mean {mean(measured):.0f} ms"
+        f" ({spread(measured, digits=0)})",
+        f"scaled to {DOCS_INTERVAL:g} s: the emit -> noticing-poll wait x"
+        f" {DOCS_INTERVAL / interval:g} (measured mean {mean(phases):.0f} ms, expected"
+        f" {interval * 500:.0f}), plus poll latency + download + thumbnail as measured (mean"
+        f" {mean(tails):.0f} ms): mean {fig.value:.0f} ms; expected interval/2 + latency ="
+        f" {DOCS_INTERVAL * 500 + mean(tails):.0f} ms",
     ]
     log(f"  poll baseline: {fig.value:.0f} ms mean scaled to {DOCS_INTERVAL:g} s")
     return fig
@@ -353,15 +356,16 @@ def requests_per_generation(k: int, log) -> Figure:
         detail = ", ".join(f"{kind} {v}" for kind, v in sorted(counts.items()))
         fig.notes.append(
             f"{duration:g} s generations (measured {r['elapsed']:.2f} s), {r['k']} in one session:"
-            f" {n:.2f} per generation ({detail}; client counted {r['client']} incl. {schema} schema read);"
-            f" polling: 1 + {polls} + 1 download = {1 + polls + 1}"
+            f" {n:.2f} per generation ({detail}; client counted {r['client']} incl. {schema} schema"
+            f" read); polling: 1 + {polls} + 1 download = {1 + polls + 1}"
         )
     fig.value = mean(per_gen)
     fig.baseline = mean(base)
     fig.met = all(v <= 4 for v in per_gen)
     fig.notes.append(
-        "counted at the server by an ASGI middleware; the session's one event stream is shared by its"
-        " generations; the one schema read per session (hosted or custom servers only) is left out"
+        "counted at the server by an ASGI middleware; the session's one event stream is shared by"
+        " its generations; the one schema read per session"
+        " (hosted or custom servers only) is left out"
     )
     log(f"  requests per generation: {fig.value:.2f} (polling {fig.baseline:.2f})")
     return fig

@@ -68,8 +68,8 @@ def main() -> None:
             first = median_ms(lambda: s.lineage_record(recipe), 1)
             again = median_ms(lambda: s.lineage_record(recipe), args.n)
             print(
-                f"lineage_record() with {len(s.history)} results in the session: first {first:.1f} ms"
-                f" (a result of the same byte size is hashed once), then median {again:.2f} ms"
+                f"lineage_record() with {len(s.history)} results in the session: first {first:.1f}"
+                f" ms (a result of the same byte size is hashed once), then median {again:.2f} ms"
             )
 
             a = s.generate("a kite", seed=5, **FAST).wait()

@@ -107,9 +107,13 @@ def overhead(config, rounds: int, where: str) -> None:
                         served_s.append(served())
                 d, s = median(direct_s), median(served_s)
                 ratio = s / d - 1
-                name = f"{params['aspect_ratio']} {params['num_inference_steps']} steps {params['output_format']}"
+                name = (
+                    f"{params['aspect_ratio']} {params['num_inference_steps']} steps"
+                    f" {params['output_format']}"
+                )
                 log(
-                    f"  {where} {name}: direct {spread(direct_s, 's', 2)}; served {spread(served_s, 's', 2)}"
+                    f"  {where} {name}: direct {spread(direct_s, 's', 2)}; served"
+                    f" {spread(served_s, 's', 2)}"
                 )
                 row(f"{where}: direct pipeline call, {name}", fmt(d, "s"))
                 row(
@@ -122,7 +126,7 @@ def overhead(config, rounds: int, where: str) -> None:
             session.close()
 
 
-# -- %load_ext ---------------------------------------------------------------------------------------
+# -- %load_ext -------------------------------------------------------------------------------------
 
 
 def load_ext(kernels: int, engine_env: dict[str, str], label: str) -> None:
@@ -176,7 +180,7 @@ def httpx_cli_import(runs: int) -> None:
     )
 
 
-# -- CUDA ----------------------------------------------------------------------------------------------
+# -- CUDA ------------------------------------------------------------------------------------------
 
 
 def architecture_check() -> None:
@@ -211,7 +215,8 @@ def cuda_figures(rounds: int) -> None:
         ):
             row(f"CUDA: {what}", "not run", "", why)
         log(
-            f"  CUDA part not run: {why}. On a machine with an NVIDIA GPU and a CUDA build of torch "
+            f"  CUDA part not run: {why}."
+            f" On a machine with an NVIDIA GPU and a CUDA build of torch "
             "it builds the full-size Klein 4B architecture with random weights (no download)."
         )
         return
@@ -263,7 +268,7 @@ def cuda_figures(rounds: int) -> None:
     log(f"  CUDA offload: {seconds:.2f} s per image, peak {peak:.1f} GiB")
 
 
-# -- main --------------------------------------------------------------------------------------------
+# -- main ------------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -285,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
         from flux_nb.server.engines.flux2_klein_random import tiny_pipeline
     except ImportError as exc:
         print(
-            f"benchmarks/local_engine.py needs flux-nb[local] ({exc}): run it with .venv-local/bin/python",
+            f"benchmarks/local_engine.py needs flux-nb[local] ({exc}): run it with"
+            f" .venv-local/bin/python",
             file=sys.stderr,
         )
         return 1

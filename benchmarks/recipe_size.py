@@ -121,7 +121,8 @@ def main() -> None:
             s.close()
 
     print(
-        f"input image: {args.kib} KiB noise PNG ({stored:,} bytes, kept once in .inputs/); output {args.format}"
+        f"input image: {args.kib} KiB noise PNG ({stored:,} bytes, kept once in .inputs/); output"
+        f" {args.format}"
     )
     print(timings(photo_bytes, args.repeat))
     rows = [

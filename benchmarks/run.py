@@ -53,7 +53,10 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{os.cpu_count()} cores ({cpu}), no GPU, Python {platform.python_version()}, {platform.system()}"
+    return (
+        f"{os.cpu_count()} cores ({cpu}), no GPU, Python {platform.python_version()},"
+        f" {platform.system()}"
+    )
 
 
 def _busy_seconds() -> float | None:
@@ -258,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table(figures, args.markdown))
     print()
     print(
-        "ratio: how many times better than the baseline (baseline / value; value / baseline for counts)"
+        "ratio: how many times better than the baseline (baseline / value;"
+        " value / baseline for counts)"
     )
     unmet = [f.label for f in figures if f.met is False]
     print(f"targets not met: {', '.join(unmet) if unmet else 'none'}")

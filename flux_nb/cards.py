@@ -10,11 +10,13 @@ The %%flux magic and the panel share it:
                                it says why when the generation failed or was cancelled
         card.preview           Image: the thumbnail PNG; replaces the placeholder once it exists
         card.progress          FloatProgress, while running: steps where the backend reports them
-                               (the local server), else elapsed time (the hosted API has no progress)
+                               (the local server), else elapsed time
+                               (the hosted API has no progress)
         card.status            HTML, one line: queued / processing · step i/n · seconds, then
                                "done in 4.2 s · <file name>", or why it failed or was cancelled
         card.caption           HTML, one line: caption(gen); the prompt in the tooltip
-        card.reproduce_button  "Rerun": Reproduce, same recipe and seed again (same pixels) -> on_new
+        card.reproduce_button  "Rerun": Reproduce, same recipe and seed again (same pixels)
+                                                                                           -> on_new
         card.vary_button       "Vary": New seed, same recipe with a fresh seed             -> on_new
         card.copy_button       "Copy": Copy recipe, the %%flux cell that remakes the image
                                (set_next_input when run from code; clicked in a browser, the text
@@ -31,13 +33,15 @@ The %%flux magic and the panel share it:
 
     card_grid(cards) -> GridBox            several cards side by side, wrapping
     card_stack(gens, ...) -> CardStack     a grid of cards that grows a card per Rerun/Vary click
-    magic_line(recipe) -> str              the `%%flux ...` line + "\\n" + prompt that remakes a recipe
+    magic_line(recipe) -> str              the `%%flux ...` line + "\\n"
+                                           + prompt that remakes a recipe
     generation_mimebundle(gen)             widget view + image/png thumbnail + text/plain
     stack_final_bundle(gens, view)         what a %%flux output settles to (settled_output.py)
     sweep_view(sweep, ...) -> SweepView    a sweep's cards in its grid, axis values on the edges
     sweep_mimebundle(sweep)                widget view + image/png contact sheet (once done) + text
     sweep_final_bundle(sweep, view)        what a sweep cell's output settles to
-    wait_settled(timeout), resend_settled()   for `%flux wait`: cards final, and saved by nbclient too
+    wait_settled(timeout), resend_settled()   for `%flux wait`:
+                                              cards final, and saved by nbclient too
 """
 
 from __future__ import annotations
@@ -446,9 +450,9 @@ class Card(widgets.VBox):
             self._say(f"Started a new generation with seed {new.seed}.")
 
     def _copy(self) -> None:
-        """set_next_input only reaches the page in the reply to an execute request: from a click
-        (a comm message) it would surface under whatever cell runs next (jupyterlab#8893). So a
-        click shows the text to copy, and code (button.click() in a cell, %flux copy) gets the cell."""
+        """set_next_input only reaches the page in the reply to an execute request: from a click (a
+        comm message) it would surface under whatever cell runs next (jupyterlab#8893). So a click
+        shows the text to copy, and code (button.click() in a cell, %flux copy) gets the cell."""
         from .errors import FluxError
 
         try:

@@ -44,7 +44,10 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--api-key",
         default=None,
-        help=f"require 'Authorization: Bearer KEY' (or set {SERVER_KEY_ENV}: a flag shows in the process list)",
+        help=(
+            f"require 'Authorization: Bearer KEY' (or set {SERVER_KEY_ENV}: a flag shows in the"
+            f" process list)"
+        ),
     )
     p.add_argument(
         "--step-delay",
@@ -70,7 +73,10 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
         "--model",
         default=None,
         metavar="PATH_OR_HUB_ID",
-        help=f"weights: a Hugging Face model id or a saved pipeline folder (default: {KLEIN_DEFAULT_MODEL})",
+        help=(
+            f"weights: a Hugging Face model id or a saved pipeline folder (default:"
+            f" {KLEIN_DEFAULT_MODEL})"
+        ),
     )
     klein.add_argument(
         "--device",

@@ -1,4 +1,5 @@
-"""The Oxen inference API on the wire: httpx calls, retries, error mapping. Knows nothing of notebooks.
+"""The Oxen inference API on the wire: httpx calls, retries, error mapping.
+Knows nothing of notebooks.
 
 Follows ../shared/oxen-api.md (Oxen's docs and OpenAPI spec). It reads the documented field names
 first and falls back only where the docs themselves disagree (request_schema or
@@ -56,7 +57,8 @@ class Event:
 
 
 class AmbiguousSend(errors.NetworkError):
-    """The request may have reached the server but no answer came back; repeating it could duplicate."""
+    """The request may have reached the server but no answer came back;
+    repeating it could duplicate."""
 
 
 def result_url(payload: dict[str, Any]) -> str | None:
@@ -243,7 +245,10 @@ class OxenClient:
             if self._key is None:
                 text = f"{what} needs an API key (HTTP {status}): set OXEN_API_KEY."
             else:
-                text = f"{what}: the API key was refused (HTTP {status}: {detail}); it may be mistyped or revoked."
+                text = (
+                    f"{what}: the API key was refused (HTTP {status}: {detail}); it may be mistyped"
+                    f" or revoked."
+                )
             return errors.AuthError(text, status=status)
         if status == 402 or mentions_credits(detail):
             return errors.CreditsError(text, status=status)
@@ -298,11 +303,13 @@ class OxenClient:
             except httpx.TransportError as exc:
                 if not idempotent:
                     raise AmbiguousSend(
-                        f"{what}: the connection broke after the request was sent ({type(exc).__name__})."
+                        f"{what}: the connection broke after the request was sent"
+                        f" ({type(exc).__name__})."
                     ) from None
                 if last:
                     raise errors.NetworkError(
-                        f"{what}: the connection to {_origin_text(url)} failed ({type(exc).__name__})."
+                        f"{what}: the connection to {_origin_text(url)} failed"
+                        f" ({type(exc).__name__})."
                     ) from None
                 time.sleep(self.retry.delay(attempt))
                 continue
@@ -348,7 +355,8 @@ class OxenClient:
             return response.json()
         except ValueError:
             raise errors.ServerError(
-                f"{what}: the server sent something that is not JSON ({self.redact(response.text)[:80]!r})."
+                f"{what}: the server sent something that is not JSON"
+                f" ({self.redact(response.text)[:80]!r})."
             ) from None
 
     # -- the documented calls -------------------------------------------------------------------
@@ -376,7 +384,8 @@ class OxenClient:
         find_enqueued() before sending again."""
         if not isinstance(num_generations, int) or not 1 <= num_generations <= 4:
             raise errors.ValidationError(
-                f"num_generations={num_generations!r} is out of range (allowed: 1 to 4 per enqueue).",
+                f"num_generations={num_generations!r} is out of range (allowed:"
+                f" 1 to 4 per enqueue).",
                 field="num_generations",
             )
         body = recipe.request() if isinstance(recipe, Recipe) else {"model": self.model, **recipe}
@@ -407,7 +416,8 @@ class OxenClient:
             response = self._request("GET", f"{QUEUE}/{generation_id}", what=what)
         except errors.NotFoundError:
             raise errors.NotFoundError(
-                f"Generation {generation_id} is unknown or expired on the server ({_origin_text(self.base_url)}).",
+                f"Generation {generation_id} is unknown or expired on the server"
+                f" ({_origin_text(self.base_url)}).",
                 status=404,
             ) from None
         data = self._json(response, what)

@@ -1,4 +1,5 @@
-"""Settings read once from the environment, timeouts and retry policy in one place, and the key holder."""
+"""Settings read once from the environment, timeouts and retry policy in one place,
+and the key holder."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ def normalize_base_url(url: str) -> str:
 
 
 class ApiKey:
-    """Holds the API key so that it cannot leak by accident: no repr, str, pickling or equality shows it."""
+    """Holds the API key so that it cannot leak by accident: no repr, str,
+    pickling or equality shows it."""
 
     __slots__ = ("_value",)
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 
 class FluxError(Exception):
-    """Root of every error flux-nb raises on purpose. Its message is one line, fit for a notebook."""
+    """Root of every error flux-nb raises on purpose. Its message is one line,
+    fit for a notebook."""
 
     hint: str = ""
 

@@ -1,4 +1,5 @@
-"""The user's handle on one image being made: status, wait(), cancel(), image, path, reproduce(), vary().
+"""The user's handle on one image being made:
+status, wait(), cancel(), image, path, reproduce(), vary().
 
 A Generation holds what people read (status, progress, error, path, data) and the callbacks of
 what shows it. The runner (runner.py) moves it on through `_update` and `_finish`; whatever the
@@ -46,7 +47,8 @@ class Backend(Protocol):
 
 
 class Generation:
-    """A handle on one image being made: status, wait(), cancel(), image, path, reproduce(), vary()."""
+    """A handle on one image being made:
+    status, wait(), cancel(), image, path, reproduce(), vary()."""
 
     def __init__(
         self,
@@ -235,7 +237,10 @@ class Generation:
     def __repr__(self) -> str:
         where = f", path={str(self.path)!r}" if self.path else ""
         why = f", reason={self.reason!r}" if self.error and self.status in ENDED_BADLY else ""
-        return f"<Generation {self.id or 'unsent'} {self.status} seed={self.seed} prompt={self.prompt[:40]!r}{where}{why}>"
+        return (
+            f"<Generation {self.id or 'unsent'} {self.status} seed={self.seed}"
+            f" prompt={self.prompt[:40]!r}{where}{why}>"
+        )
 
     def _repr_mimebundle_(self, include=None, exclude=None):
         return display.generation_bundle(self)

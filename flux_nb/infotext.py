@@ -18,7 +18,8 @@ from typing import Any
 from .errors import ValidationError
 from .recipe import MODEL_ID, SEED_MAX, Recipe, bundled_schema
 
-# One "Key: value" of the last line; a value may be a quoted string holding commas (A1111's re_param).
+# One "Key: value" of the last line; a value may be a quoted string holding commas
+# (A1111's re_param).
 _PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 _SIZE = re.compile(r"^\s*(\d+)\s*x\s*(\d+)\s*$")
 _NEGATIVE = "Negative prompt:"

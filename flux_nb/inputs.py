@@ -61,7 +61,8 @@ def to_input_url(source: Any) -> str:
         path = Path(text).expanduser()
         if not path.is_file():
             raise InputImageError(
-                f"input image {text!r} was not found: give a file path, an http(s) URL, a PIL image or bytes.",
+                f"input image {text!r} was not found: give a file path, an http(s) URL,"
+                f" a PIL image or bytes.",
                 field="input_image",
             )
         try:
@@ -72,7 +73,8 @@ def to_input_url(source: Any) -> str:
             ) from None
         return _data_uri(data, repr(text))
     raise InputImageError(
-        f"input image of type {type(source).__name__} is not supported: give a path, URL, PIL image, bytes or a Generation.",
+        f"input image of type {type(source).__name__} is not supported: give a path, URL, PIL"
+        f" image, bytes or a Generation.",
         field="input_image",
     )
 
@@ -85,7 +87,8 @@ def _open(data: bytes, label: str):
         img.load()
     except Exception as exc:
         raise InputImageError(
-            f"input image {label} is not a readable image ({type(exc).__name__}): use a PNG, JPEG or WebP file.",
+            f"input image {label} is not a readable image ({type(exc).__name__}): use a PNG, JPEG"
+            f" or WebP file.",
             field="input_image",
         ) from None
     return img
@@ -125,7 +128,7 @@ def _decode_data_uri(uri: str) -> bytes:
     return data
 
 
-# -- references and the store ------------------------------------------------------------------------
+# -- references and the store ----------------------------------------------------------------------
 
 
 def is_ref(text: Any) -> bool:
@@ -332,8 +335,9 @@ def missing_line(refs: list[str], folder: Path) -> str:
     names = ", ".join(f"{folder / short(r)[len(REF_PREFIX) :]}*" for r in refs)
     one = len(refs) == 1
     return (
-        f"{'an input image' if one else f'{len(refs)} input images'} of this recipe {'is' if one else 'are'}"
-        f" not here ({', '.join(short(r) for r in refs)}; looked for {names}): copy the output folder's"
-        f" {INPUTS_DIR}/ along with the image, or pass the image again: reproduce(path, inputs=[file])"
+        f"{'an input image' if one else f'{len(refs)} input images'} of this recipe"
+        f" {'is' if one else 'are'} not here ({', '.join(short(r) for r in refs)}; looked for"
+        f" {names}): copy the output folder's {INPUTS_DIR}/ along with the image, or pass the image"
+        f" again: reproduce(path, inputs=[file])"
         " or %flux reproduce PATH --input FILE."
     )

@@ -1,4 +1,5 @@
-"""An append-only journal of every generation sent, so a restarted kernel can collect what was paid for.
+"""An append-only journal of every generation sent,
+so a restarted kernel can collect what was paid for.
 
 One JSON object a line: `submit` (before the enqueue call, with the recipe, the server it goes to
 and the writer's id), `enqueued` (with the generation id), then one terminal line (`saved`,
@@ -96,7 +97,8 @@ class Journal:
                     pass
 
     def record(self, *entries: dict[str, Any]) -> None:
-        """Append entries in one write; the caller carries on when the disk refuses (noted in .broken)."""
+        """Append entries in one write; the caller carries on when the disk refuses
+        (noted in .broken)."""
         if not entries:
             return
         now = time.time()

@@ -193,7 +193,7 @@ def dumps(record: dict[str, Any]) -> str:
     return json.dumps(record, sort_keys=True, separators=(",", ":"))
 
 
-# -- uploaded images on disk -------------------------------------------------------------------------
+# -- uploaded images on disk -----------------------------------------------------------------------
 
 
 def find_upload(key: str, folders: Iterable[Path]) -> tuple[Path, bytes] | None:
@@ -227,7 +227,10 @@ class Step:
         inputs = ", ".join(short(i) for i in self.inputs) or "none"
         prompt = str(r.get("prompt", ""))
         prompt = prompt if len(prompt) <= 50 else prompt[:49] + "…"
-        return f"seed {r.get('seed')} · {r.get('num_inference_steps')} steps · inputs {inputs} · {prompt!r}"
+        return (
+            f"seed {r.get('seed')} · {r.get('num_inference_steps')} steps · inputs {inputs} ·"
+            f" {prompt!r}"
+        )
 
 
 @dataclasses.dataclass
@@ -355,8 +358,9 @@ def missing_line(chain: Chain, missing: list[str], folder: Path) -> str:
     what = "an uploaded image that is" if one else f"{len(missing)} uploaded images that are"
     why = f" (the record stops after {MAX_DEPTH} steps)" if chain.cut else ""
     return (
-        f"the chain starts from {what} not here{why}: {', '.join(names)} {'is' if one else 'are'} needed. Put it in "
-        f"{folder / INPUTS_DIR}/, or pass it: reproduce(path, lineage=True, inputs=[file]) "
+        f"the chain starts from {what} not here{why}: {', '.join(names)} {'is' if one else 'are'}"
+        f" needed. Put it in {folder / INPUTS_DIR}/, or pass it: reproduce(path, lineage=True,"
+        f" inputs=[file]) "
         "or %flux reproduce --lineage PATH --input FILE."
     )
 
@@ -405,8 +409,8 @@ def remake(
             gen.wait()
         except FluxError as exc:
             raise FluxError(
-                f"step {number} of {len(chain.steps)} ({step.recipe.get('prompt', '')[:40]!r}) did not"
-                f" finish: {exc.message}; nothing after it was sent."
+                f"step {number} of {len(chain.steps)} ({step.recipe.get('prompt', '')[:40]!r}) did"
+                f" not finish: {exc.message}; nothing after it was sent."
             ) from None
         made[step.key] = gen.data if gen.data is not None else Path(gen.path).read_bytes()
     return gen
@@ -482,7 +486,10 @@ def view(session: Any, source: Any) -> LineageView:
     name = path.name if path else f"generation {chain.steps[-1].generation_id or ''}".strip()
     title = f"lineage of {name}: {made} step{'s' if made != 1 else ''}, parents first"
     if chain.uploads:
-        title += f", from {len(chain.uploads)} image{'s' if len(chain.uploads) != 1 else ''} flux-nb did not make"
+        title += (
+            f", from {len(chain.uploads)} image{'s' if len(chain.uploads) != 1 else ''}"
+            f" flux-nb did not make"
+        )
     lines: list[str] = []
     thumbs: list[tuple[str, bytes | None]] = []
     needed = []

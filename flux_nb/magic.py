@@ -29,8 +29,9 @@ from .status import SUCCEEDED
 
 OPTIONS = options.summary(options.MAGIC)
 SUBCOMMANDS = (
-    "wait [TIMEOUT], status, cancel [ID|all], history [N], reproduce [--input FILE] [--lineage [--yes]] PATH_OR_ID,"
-    " lineage PATH_OR_ID, backend [local [--engine E --model M]|hosted], resume, copy [ID], panel, price"
+    "wait [TIMEOUT], status, cancel [ID|all], history [N], reproduce [--input FILE] [--lineage"
+    " [--yes]] PATH_OR_ID, lineage PATH_OR_ID, backend [local [--engine E --model M]|hosted],"
+    " resume, copy [ID], panel, price"
 )
 
 
@@ -45,8 +46,8 @@ def _option_arguments(func):
 @magics_class
 class FluxMagics(Magics):
     """%%flux makes images from the cell text in the background; %flux manages them.
-    Settings: %config FluxMagics.thumbnail_size = 384, %config FluxMagics.default_options = '-a 1:1',
-    %config FluxMagics.max_cell_cost = 1.0."""
+    Settings: %config FluxMagics.thumbnail_size = 384,
+    %config FluxMagics.default_options = '-a 1:1', %config FluxMagics.max_cell_cost = 1.0."""
 
     thumbnail_size = Int(320, help="Longest side, in pixels, of the previews on cards.").tag(
         config=True
@@ -105,7 +106,8 @@ class FluxMagics(Magics):
 
         if args.n != 1:
             raise UsageError(
-                "%%flux: -n does not combine with a sweep; sweep the seed instead (--sweep seed=1,2,3)."
+                "%%flux: -n does not combine with a sweep; sweep the seed instead (--sweep"
+                " seed=1,2,3)."
             )
         axes = []
         for text in args.sweep:
@@ -156,7 +158,8 @@ class FluxMagics(Magics):
             self._user_ns[name] = result
 
     def _show(self, gens: list) -> None:
-        """The cards, as an output that settles to the final text and picture (settled_output.py)."""
+        """The cards, as an output that settles to the final text and picture
+        (settled_output.py)."""
         from .cards import card_stack, stack_final_bundle
         from .settled_output import show
 
@@ -213,12 +216,14 @@ class FluxMagics(Magics):
         running = sess.pending()
         print(
             f"flux: {sess.backend} backend at {sess.base_url} · {len(running)} running,"
-            f" {_count([g for g in sess.history if g.done]) or 'none done'} · output {sess.output.path}"
+            f" {_count([g for g in sess.history if g.done]) or 'none done'} · output"
+            f" {sess.output.path}"
         )
         for gen in running:
             step = f" step {gen.progress[0]}/{gen.progress[1]}" if gen.progress else ""
             print(
-                f"  {gen.id or 'unsent'}  {gen.status}{step}  {gen.elapsed:.0f} s  seed {gen.seed}  {gen.prompt[:50]!r}"
+                f"  {gen.id or 'unsent'}  {gen.status}{step}  {gen.elapsed:.0f} s  seed {gen.seed}"
+                f"  {gen.prompt[:50]!r}"
             )
 
     def _cmd_cancel(self, rest: str) -> None:
@@ -296,13 +301,15 @@ class FluxMagics(Magics):
                 inputs.append(words.pop(0))
             elif word.startswith("--"):
                 raise UsageError(
-                    f"%flux reproduce: unknown option {word!r} (allowed: --lineage, --input FILE, --yes)."
+                    f"%flux reproduce: unknown option {word!r} (allowed: --lineage,"
+                    f" --input FILE, --yes)."
                 )
             else:
                 target.append(word)
         if len(target) > 1:
             raise UsageError(
-                f"%flux reproduce: give one image, not {len(target)} (quote a path that has spaces)."
+                f"%flux reproduce: give one image, not {len(target)}"
+                f" (quote a path that has spaces)."
             )
         if yes and not lineage:
             raise UsageError("%flux reproduce --yes goes with --lineage.")
@@ -371,7 +378,8 @@ class FluxMagics(Magics):
             if exc.name != "flux_nb.panel":
                 raise
             print(
-                "flux: the panel is not part of this version of flux-nb yet (flux_nb.panel is missing)."
+                "flux: the panel is not part of this version of flux-nb yet"
+                " (flux_nb.panel is missing)."
             )
             return
         display(Panel())
@@ -424,7 +432,10 @@ def _ask_key(api_key_class):
     if not value:
         raise errors.AuthError(
             "The hosted backend needs an API key and none was given.",
-            hint="Set OXEN_API_KEY in the kernel's environment, or type it at the prompt of %flux backend hosted.",
+            hint=(
+                "Set OXEN_API_KEY in the kernel's environment, or type it at the prompt of %flux"
+                " backend hosted."
+            ),
         )
     return api_key_class(value)
 
@@ -483,7 +494,8 @@ def load_ipython_extension(ipython) -> None:
     hint = f"{left} generation(s) from an earlier kernel were not collected: run %flux resume."
     _session.announce_once(line, hint if left else "")  # once per kernel, even after %reload_ext
     # ipywidgets takes about 75 ms to import: do it while the person types the first %%flux cell
-    # (under Run All that cell waits for the import lock instead: no slower than importing it there).
+    # (under Run All that cell waits for the import lock instead:
+    # no slower than importing it there).
     threading.Thread(target=_warm_up, name="flux-nb-warmup", daemon=True).start()
 
 

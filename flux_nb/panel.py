@@ -133,7 +133,9 @@ class Panel(widgets.VBox):
             description="Lock seed",
             icon="unlock",
             layout=widgets.Layout(width="auto"),
-            tooltip="Off: after each Generate a fresh random seed goes in the box. On: the seed stays.",
+            tooltip=(
+                "Off: after each Generate a fresh random seed goes in the box. On: the seed stays."
+            ),
         )
         self.seed_lock.observe(self._on_lock, "value")
         self.count = widgets.IntSlider(
@@ -173,7 +175,8 @@ class Panel(widgets.VBox):
             layout=widgets.Layout(flex_flow="row wrap", width="100%", align_items="flex-start")
         )
         self._no_inputs = widgets.HTML(
-            f'<span style="color:{MUTED_COLOR}">No input images: the prompt alone makes the picture.'
+            f'<span style="color:{MUTED_COLOR}">No input images:'
+            f" the prompt alone makes the picture."
             " Upload images, or click “Use as input” on a result, to edit.</span>",
             layout=widgets.Layout(width="auto"),
         )
@@ -262,7 +265,8 @@ class Panel(widgets.VBox):
         return gens
 
     def cancel(self) -> int:
-        """Cancel every generation started from this panel that is still running; returns how many."""
+        """Cancel every generation started from this panel that is still running;
+        returns how many."""
         with self._lock:
             running = list(self._running.values())
         for gen in running:
@@ -325,7 +329,10 @@ class Panel(widgets.VBox):
     def show_error(self, message: str) -> None:
         """Show one line in plain words in the panel (never a traceback)."""
         self._error_message = message
-        self.error.value = f'<div role="alert" style="color:{ERROR_COLOR}; white-space:normal">⚠ {html.escape(message)}</div>'
+        self.error.value = (
+            f'<div role="alert" style="color:{ERROR_COLOR}; white-space:normal">⚠'
+            f" {html.escape(message)}</div>"
+        )
         self.error.layout.display = None
 
     def clear_error(self) -> None:
@@ -338,7 +345,7 @@ class Panel(widgets.VBox):
         """The message shown in the panel, as plain text ('' when none)."""
         return self._error_message
 
-    # -- gallery ------------------------------------------------------------------------------------
+    # -- gallery -----------------------------------------------------------------------------------
 
     def _show(self, gens: list[Generation]) -> None:
         """Put new generations at the top of the gallery, in their own order, and follow them."""
@@ -405,7 +412,7 @@ class Panel(widgets.VBox):
             self.status.value = text
         self.cancel_button.disabled = not running
 
-    # -- inputs -------------------------------------------------------------------------------------
+    # -- inputs ------------------------------------------------------------------------------------
 
     def _on_upload(self, change: dict[str, Any]) -> None:
         files = change["new"]
@@ -422,7 +429,8 @@ class Panel(widgets.VBox):
             except Exception:
                 log.exception("reading the upload %s failed", name)
                 refused.append(name)
-        # The bytes now live in the panel; cleared here they are not saved in the notebook's widget state.
+        # The bytes now live in the panel;
+        # cleared here they are not saved in the notebook's widget state.
         self.upload.value = ()
         if refused:
             self.show_error(
@@ -451,7 +459,8 @@ class Panel(widgets.VBox):
         except Exception as exc:
             log.exception("panel action %s failed", getattr(action, "__name__", action))
             self.show_error(
-                f"flux-nb hit an internal error ({type(exc).__name__}: {exc}). Your settings are kept;"
+                f"flux-nb hit an internal error ({type(exc).__name__}: {exc})."
+                f" Your settings are kept;"
                 " please report this."
             )
         return None
@@ -482,13 +491,17 @@ def _header_html(session: Session) -> str:
         tip = f"The local server at {where} makes the images: {session.engine}."
     elif session.backend == "local":
         badge = "offline preview engine (not FLUX)"
-        tip = f"The local offline stand-in at {where} makes the images. Set OXEN_API_KEY for the real model."
+        tip = (
+            f"The local offline stand-in at {where} makes the images."
+            f" Set OXEN_API_KEY for the real model."
+        )
     elif session.backend == "hosted":
         badge, tip = "Oxen.ai hosted", f"Oxen.ai's hosted API at {where}."
     else:
         badge, tip = "custom server", f"An Oxen-compatible server at {where}."
     return (
-        f'<b>FLUX.2 Klein 4B</b> <span title="{html.escape(tip, quote=True)}" style="color:{MUTED_COLOR};'
+        f'<b>FLUX.2 Klein 4B</b> <span title="{html.escape(tip, quote=True)}"'
+        f' style="color:{MUTED_COLOR};'
         f" border:1px solid var(--jp-border-color2, #ddd); border-radius:8px; padding:0 6px;"
         f' font-size:var(--jp-ui-font-size0, 11px)">{html.escape(badge)}</span>'
     )
@@ -529,7 +542,8 @@ def _input_widget(item: InputImage, on_remove: Callable[[Any], None]) -> widgets
         )
     else:
         picture = widgets.HTML(
-            f'<a href="{html.escape(item.url, quote=True)}" target="_blank">{html.escape(item.name)}</a>'
+            f'<a href="{html.escape(item.url, quote=True)}"'
+            f' target="_blank">{html.escape(item.name)}</a>'
         )
     name = widgets.Label(
         item.name, layout=widgets.Layout(max_width=f"{INPUT_THUMBNAIL_SIZE + 8}px")

@@ -157,7 +157,8 @@ class Recipe:
     def build(
         cls, prompt: str | None, *, schema: dict[str, Any] | None = None, **params: Any
     ) -> Recipe:
-        """Validate user parameters, fill the documented defaults and draw a seed if none is given."""
+        """Validate user parameters, fill the documented defaults
+        and draw a seed if none is given."""
         schema = schema or bundled_schema()
         model = params.pop("model", MODEL_ID)
         if isinstance(params.get("input_image"), str):
@@ -169,7 +170,8 @@ class Recipe:
         uncarried = sorted(set(given) - {"prompt", *PARAMETERS})
         if uncarried:
             raise ValidationError(
-                f"{uncarried[0]} is in the model's schema but this version of flux-nb cannot send it"
+                f"{uncarried[0]} is in the model's schema"
+                f" but this version of flux-nb cannot send it"
                 " yet: leave it out, or upgrade flux-nb.",
                 field=uncarried[0],
             )
@@ -245,8 +247,9 @@ class Recipe:
     def summary(self) -> str:
         """One line for captions: seed, steps, guidance, aspect, quality, format."""
         text = (
-            f"seed {self.seed} · {self.num_inference_steps} steps · guidance {self.guidance_scale:g}"
-            f" · {self.aspect_ratio} · {self.output_quality} · {self.output_format}"
+            f"seed {self.seed} · {self.num_inference_steps} steps · guidance"
+            f" {self.guidance_scale:g} · {self.aspect_ratio} · {self.output_quality} ·"
+            f" {self.output_format}"
         )
         if self.input_image:
             text += f" · {len(self.input_image)} input image(s)"
@@ -255,9 +258,10 @@ class Recipe:
     def __repr__(self) -> str:
         images = f", input_image=<{len(self.input_image)} image(s)>" if self.input_image else ""
         return (
-            f"Recipe(prompt={_short(self.prompt)}, seed={self.seed}, aspect_ratio={self.aspect_ratio!r},"
-            f" num_inference_steps={self.num_inference_steps}, guidance_scale={self.guidance_scale:g},"
-            f" output_quality={self.output_quality!r}, output_format={self.output_format!r}{images})"
+            f"Recipe(prompt={_short(self.prompt)}, seed={self.seed},"
+            f" aspect_ratio={self.aspect_ratio!r}, num_inference_steps={self.num_inference_steps},"
+            f" guidance_scale={self.guidance_scale:g}, output_quality={self.output_quality!r},"
+            f" output_format={self.output_format!r}{images})"
         )
 
 

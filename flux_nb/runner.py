@@ -1,4 +1,5 @@
-"""The runner that moves generations along in the background: enqueue, event stream, polls, downloads.
+"""The runner that moves generations along in the background:
+enqueue, event stream, polls, downloads.
 
 The runner never draws: it changes a Generation's state and calls its callbacks. Completion comes
 from one SSE connection for all generations (`media_generation_completed`, succeeded or failed);
@@ -115,7 +116,10 @@ class Runner:
         self.stats = {"events": 0, "polls": 0, "enqueues": 0, "downloads": 0, "sse_connects": 0}
 
     def __repr__(self) -> str:
-        return f"<Runner {self.backend} pending={len(self._pending)} stream={'up' if self._sse_up else 'down'}>"
+        return (
+            f"<Runner {self.backend} pending={len(self._pending)}"
+            f" stream={'up' if self._sse_up else 'down'}>"
+        )
 
     # -- public -----------------------------------------------------------------------------------
 
@@ -146,8 +150,11 @@ class Runner:
         if self.journal.broken:
             # Work a restarted kernel could not find would be paid for and lost: send nothing.
             raise errors.StorageError(
-                f"Nothing was sent: the journal {self.journal.path} cannot be written ({self.journal.broken}).",
-                hint="Set FLUX_NB_OUTPUT_DIR (or output_dir=) to a writable folder, then run again.",
+                f"Nothing was sent: the journal {self.journal.path} cannot be written"
+                f" ({self.journal.broken}).",
+                hint=(
+                    "Set FLUX_NB_OUTPUT_DIR (or output_dir=) to a writable folder, then run again."
+                ),
             )
         self.history.extend(gens)
         self._start()
@@ -307,9 +314,13 @@ class Runner:
                         gen,
                         FAILED,
                         errors.NetworkError(
-                            "The connection broke while enqueueing and the queue could not be read to see"
+                            "The connection broke while enqueueing"
+                            " and the queue could not be read to see"
                             f" whether the server took it ({check.message})",
-                            hint="Run flux_nb.resume() later: it finds the generation if the server has it.",
+                            hint=(
+                                "Run flux_nb.resume() later:"
+                                " it finds the generation if the server has it."
+                            ),
                         ),
                         journal=False,
                     )
@@ -325,7 +336,8 @@ class Runner:
             gen,
             FAILED,
             errors.NetworkError(
-                f"Enqueueing broke off {self.client.retry.attempts} times and the server holds no such generation."
+                f"Enqueueing broke off {self.client.retry.attempts} times and the server holds no"
+                f" such generation."
             ),
         )
         return None
@@ -420,7 +432,8 @@ class Runner:
                 self._terminal(gen, FAILED, errors.AuthError(exc.message), journal=False)
 
     def _stream_opened(self) -> None:
-        """After every (re)connect, check each pending generation once: events may have been missed."""
+        """After every (re)connect, check each pending generation once:
+        events may have been missed."""
         self.stats["sse_connects"] += 1
         with self._wake:
             self._sse_up = True
@@ -504,7 +517,8 @@ class Runner:
             self._progress(gen, status=status)
 
     def _collect(self, gen: Generation) -> None:
-        """Download, check, embed the recipe and save; on a storage error keep the bytes in memory."""
+        """Download, check, embed the recipe and save;
+        on a storage error keep the bytes in memory."""
         try:
             self.stats["downloads"] += 1
             data = self.client.download(_result_url(gen))

@@ -37,7 +37,8 @@ def embedded_server(step_delay: float, engine: Any = "preview"):
             from .server.app import LocalExtras
             from .server.embedded import LocalServer
 
-            # Progress events are local-only: cards draw a progress bar from them, nothing needs them.
+            # Progress events are local-only: cards draw a progress bar from them,
+            # nothing needs them.
             extras = LocalExtras(progress_events=True)
             _embedded[key] = LocalServer(
                 step_delay=step_delay, engine=config, extras=extras
@@ -133,7 +134,10 @@ class Session:
             if key is None and self.backend == "hosted":
                 raise errors.AuthError(
                     "The hosted API needs a key and none is set.",
-                    hint="Set OXEN_API_KEY, or run %flux backend hosted to type it (it is not stored).",
+                    hint=(
+                        "Set OXEN_API_KEY, or run %flux backend hosted to type it"
+                        " (it is not stored)."
+                    ),
                 )
         self.base_url = url
         self.output = OutputFolder(output_dir or settings.output_dir)
@@ -165,8 +169,10 @@ class Session:
             )
         if self.backend == "local":
             return (
-                f"flux-nb: no OXEN_API_KEY, so images come from the local offline stand-in at {self.base_url}"
-                " (a preview engine, not FLUX.2 Klein). Set OXEN_API_KEY or run %flux backend hosted for the real model."
+                f"flux-nb: no OXEN_API_KEY, so images come from the local offline stand-in at"
+                f" {self.base_url}"
+                " (a preview engine, not FLUX.2 Klein). Set OXEN_API_KEY or run %flux backend"
+                " hosted for the real model."
             )
         if self.backend == "hosted":
             return f"flux-nb: using Oxen.ai's hosted FLUX.2 Klein 4B at {self.base_url}."
@@ -301,7 +307,8 @@ class Session:
         return None
 
     def _note_sources(self, sources: list[Any], urls: list[str]) -> None:
-        """Note what each input was as it is turned into a URL: a Generation's recipe, a file's name."""
+        """Note what each input was as it is turned into a URL: a Generation's recipe,
+        a file's name."""
         from . import lineage
 
         for source, url in zip(sources, urls, strict=True):

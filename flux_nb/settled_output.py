@@ -16,7 +16,8 @@ The update is sent twice, because frontends read it differently:
   while no cell runs never reaches it.
 
     show(view, gens, final)   display view with a display_id; final() -> the settled bundle
-    flush(wait=True)          send the updates of outputs that settled since (main thread, in a cell)
+    flush(wait=True)          send the updates of outputs that settled since
+                              (main thread, in a cell)
 """
 
 from __future__ import annotations

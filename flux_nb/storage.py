@@ -113,7 +113,8 @@ class OutputFolder:
                 raise
         except OSError as exc:
             raise StorageError(
-                f"Could not save {target.name} in {self.path} ({exc.strerror or exc}); the image is kept in memory."
+                f"Could not save {target.name} in {self.path} ({exc.strerror or exc}); the image is"
+                f" kept in memory."
             ) from None
         return target
 

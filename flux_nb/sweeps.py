@@ -1,4 +1,5 @@
-"""Sweeps (flux_nb.sweep): one generation per combination of values, shown and saved as a labelled grid.
+"""Sweeps (flux_nb.sweep): one generation per combination of values,
+shown and saved as a labelled grid.
 
     %%flux --seed 7 --sweep steps=4,8,16 --sweep guidance=1,2,4
     a {red|blue|green} fox
@@ -323,7 +324,8 @@ class Sweep:
             if not gen._done.wait(left):
                 running = sum(not g.done for g in self.generations)
                 raise FluxError(
-                    f"{running} of the sweep's {len(self)} images still running after {timeout:g} s.",
+                    f"{running} of the sweep's {len(self)} images"
+                    f" still running after {timeout:g} s.",
                     hint="Call wait() again, or cancel() the sweep.",
                 )
         return self

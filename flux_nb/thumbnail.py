@@ -1,4 +1,5 @@
-"""Small, deterministic PNG previews, so a notebook holds thumbnails and the full image stays on disk.
+"""Small, deterministic PNG previews,
+so a notebook holds thumbnails and the full image stays on disk.
 
 The runner makes them on the download's thread as soon as an image is downloaded, before it
 saves the file, so the card only sets ready bytes. They must be cheap: a bilinear reduction and a

@@ -281,7 +281,7 @@ def test_a_download_refused_by_the_api_origin_is_tried_once_more_with_the_key():
     assert cdn.seen("authorization") == [None]  # refused once, and the key never offered
 
 
-# --- the client: every call retried through 429, 5xx, resets and timeouts ----------------------------
+# --- the client: every call retried through 429, 5xx, resets and timeouts -------------------------
 
 CALLS = {
     "model": ("GET", "/api/ai/models/", lambda c, gid, url: c.model_info()),

@@ -18,7 +18,9 @@ from flux_nb import display
 with tempfile.TemporaryDirectory() as out:
     s = Session(output_dir=out, announce=None)
     try:
-        g = s.generate("a small red boat", seed=3, num_inference_steps=2, aspect_ratio="1:1").wait(60)
+        g = s.generate(
+            "a small red boat", seed=3, num_inference_steps=2, aspect_ratio="1:1"
+        ).wait(60)
         bundle = g._repr_mimebundle_()
         forced = display.generation_bundle(g, widget=True)  # no view registered: nothing to add
     finally:

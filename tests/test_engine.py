@@ -1,4 +1,5 @@
-"""The offline preview engine: deterministic, honours every parameter, says what it is, and is fast."""
+"""The offline preview engine: deterministic, honours every parameter, says what it is,
+and is fast."""
 
 from __future__ import annotations
 
@@ -70,7 +71,9 @@ cases = [
     for fmt in ("png", "jpg", "webp")
 ]
 cases.append((Recipe.build("abstract painting", seed=5, num_inference_steps=3), []))
-cases.append((Recipe.build("a wolf at night", seed=9, output_quality="high", aspect_ratio="3:4"), []))
+cases.append(
+    (Recipe.build("a wolf at night", seed=9, output_quality="high", aspect_ratio="3:4"), [])
+)
 img = Image.new("RGB", (320, 200), (90, 140, 200))
 ImageDraw.Draw(img).ellipse((100, 40, 220, 160), fill=(240, 200, 60))
 cases.append((Recipe.build("make it a sunset", seed=3, input_image=["a"]), [img]))

@@ -1,4 +1,5 @@
-"""Generations through the session and runner on the embedded default: background, saved, reproducible."""
+"""Generations through the session and runner on the embedded default:
+background, saved, reproducible."""
 
 import threading
 import time
@@ -115,7 +116,8 @@ def test_reproduce_from_the_saved_file(session):
 
 
 def test_an_unwritable_output_folder_refuses_to_send_anything(tmp_path):
-    """The journal lives there: work a restarted kernel could not find is not sent (nor paid for)."""
+    """The journal lives there: work a restarted kernel could not find is not sent
+    (nor paid for)."""
     blocker = tmp_path / "file-not-folder"
     blocker.write_text("x")
     s = Session(

@@ -85,7 +85,10 @@ def test_saved_images_carry_parameters_where_other_tools_look(session, fmt):
     gen = session.generate(prompt, seed=42, output_format=fmt, aspect_ratio="16:9").wait(30)
     with Image.open(gen.path) as im:
         width, height = im.size
-        want = f"{prompt}\nSteps: 28, CFG scale: 2.0, Seed: 42, Size: {width}x{height}, Model: {MODEL_ID}"
+        want = (
+            f"{prompt}\n"
+            f"Steps: 28, CFG scale: 2.0, Seed: 42, Size: {width}x{height}, Model: {MODEL_ID}"
+        )
         if fmt == "png":
             # Read while opening, before any pixel is decoded: the chunk sits before IDAT.
             assert im.tile  # the pixel data is still unread

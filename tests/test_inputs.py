@@ -71,7 +71,7 @@ def submits(out: Path) -> list[dict]:
     return [e for e in map(json.loads, lines) if e.get("op") == "submit"]
 
 
-# -- the store ---------------------------------------------------------------------------------------
+# -- the store -------------------------------------------------------------------------------------
 
 
 def test_an_image_is_kept_once_under_its_hash_and_gives_back_the_same_data_uri(tmp_path):
@@ -143,7 +143,7 @@ def test_an_image_that_cannot_be_kept_is_one_line_before_anything_is_sent(tmp_pa
         assert rec.bodies == [] and rec.session.history == []
 
 
-# -- recipes, journal, files: the reference; the API: the bytes --------------------------------------
+# -- recipes, journal, files: the reference; the API: the bytes ------------------------------------
 
 
 def test_an_edit_journals_and_embeds_the_reference_and_sends_the_bytes(tmp_path):

@@ -112,7 +112,9 @@ def kernel(tmp_path_factory):
             stack.enter_context(k.client.setup_kernel())
         assert_clean(k.run(SETUP))
         k.load = k.run(
-            "_t = time.perf_counter()\n%load_ext flux_nb\n_load_ms = (time.perf_counter() - _t) * 1000"
+            "_t = time.perf_counter()\n"
+            "%load_ext flux_nb\n"
+            "_load_ms = (time.perf_counter() - _t) * 1000"
         )
         yield k
 
@@ -214,8 +216,9 @@ def test_flux_cell_returns_at_once_with_a_live_card_then_the_image(kernel):
     assert kernel.value(f"_cards({view!r})[0].gen is _flux")
     assert_clean(kernel.run("gen = _flux.wait(30); wait_settled(10)"))
     got = kernel.value(
-        f"dict(path=str(gen.path), size=gen.image.size, recipe=flux_nb.read_recipe(gen.path).to_dict(),"
-        f" mine=gen.recipe.to_dict(), elapsed=gen.elapsed, card=bytes(_cards({view!r})[0].preview.value) == gen.thumbnail(),"
+        f"dict(path=str(gen.path), size=gen.image.size,"
+        f" recipe=flux_nb.read_recipe(gen.path).to_dict(), mine=gen.recipe.to_dict(),"
+        f" elapsed=gen.elapsed, card=bytes(_cards({view!r})[0].preview.value) == gen.thumbnail(),"
         f" status=_cards({view!r})[0].status.value)".replace("flux_nb.", "__import__('flux_nb')."),
     )
     assert os.path.isfile(got["path"]) and got["size"] == [1024, 1024]
@@ -294,11 +297,13 @@ def test_name_n6_grid_and_distinct_seeds(kernel):
     cell = kernel.run("%%flux --seed 500 -n 6 --steps 2 --name six\na row of six houses")
     (view,) = widget_ids(cell)
     assert kernel.value(
-        f"[type(_instances[{view!r}]).__mro__[1].__name__, _instances[{view!r}].layout.grid_template_columns]"
+        f"[type(_instances[{view!r}]).__mro__[1].__name__,"
+        f" _instances[{view!r}].layout.grid_template_columns]"
     ) == ["GridBox", "repeat(auto-fill, 338px)"]
     assert_clean(kernel.run("[g.wait(30) for g in six]; wait_settled(10)"))
     got = kernel.value(
-        f"[[g.seed, str(g.path), c.gen is g, bytes(c.preview.value) == g.thumbnail()] for g, c in zip(six, _cards({view!r}))]"
+        f"[[g.seed, str(g.path), c.gen is g, bytes(c.preview.value) == g.thumbnail()] for g, c in"
+        f" zip(six, _cards({view!r}))]"
         " + [_flux is six]"
     )
     assert got.pop() is True
@@ -311,7 +316,8 @@ def test_values_come_from_python_variables(kernel):
     assert_clean(kernel.run("my_seed = 4242; shape = '9:16'; how_many = 2"))
     assert_clean(
         kernel.run(
-            "%%flux --seed {my_seed + 1} -a $shape -n {how_many} --steps 2 --name from_vars\nbraces {stay} as $written"
+            "%%flux --seed {my_seed + 1} -a $shape -n {how_many} --steps 2 --name from_vars\n"
+            "braces {stay} as $written"
         )
     )
     got = kernel.value("[[g.seed, g.recipe.aspect_ratio, g.prompt] for g in from_vars]")
@@ -377,7 +383,8 @@ def test_copy_recipe_clicked_in_the_browser_shows_the_text_instead(kernel):
     button = kernel.value(f"_cards({view!r})[0].copy_button.model_id")
     kernel.click(button)
     got = kernel.value(
-        f"[type(_cards({view!r})[0].children[-1]).__name__, _cards({view!r})[0].children[-1].value == magic_line(_flux.recipe)]"
+        f"[type(_cards({view!r})[0].children[-1]).__name__, _cards({view!r})[0].children[-1].value"
+        f" == magic_line(_flux.recipe)]"
     )
     assert kernel.replies[-1]["payload"] == []  # no cell would pop up under an unrelated one
     assert got == ["Textarea", True]
@@ -401,8 +408,9 @@ def test_many_cells_back_to_back_keep_each_image_in_its_own_cell(kernel):
     assert wait.outputs[0].text.startswith("flux: all ") and "failed" not in wait.outputs[0].text
     for i, view in enumerate(views):
         got = kernel.value(
-            f"[[g.status, g.seed, str(g.path), c.gen is g, len(c.preview.value) > 0 and bytes(c.preview.value) == g.thumbnail()]"
-            f" for g, c in zip(batch{i}, _cards({view!r}))] + [len(_cards({view!r}))]"
+            f"[[g.status, g.seed, str(g.path), c.gen is g, len(c.preview.value) > 0 and"
+            f" bytes(c.preview.value) == g.thumbnail()] for g, c in zip(batch{i},"
+            f" _cards({view!r}))] + [len(_cards({view!r}))]"
         )
         assert got.pop() == 3
         assert [row[1] for row in got] == [1000 + 10 * i, 1001 + 10 * i, 1002 + 10 * i]
@@ -426,7 +434,8 @@ def test_cancel_and_failure_show_their_reason_on_the_card(kernel):
     )
     assert_clean(kernel.run("%flux wait 30"))
     status = kernel.value(
-        f"[slow.status, _cards({widget_ids(slow)[0]!r})[0].status.value, bad.status, bad.reason, _cards({widget_ids(bad)[0]!r})[0].status.value]"
+        f"[slow.status, _cards({widget_ids(slow)[0]!r})[0].status.value, bad.status, bad.reason,"
+        f" _cards({widget_ids(bad)[0]!r})[0].status.value]"
     )
     assert status[0] == "cancelled" and "cancelled" in status[1]
     assert status[2] == "failed" and status[3] and "failed: " in status[4]
@@ -481,7 +490,8 @@ def test_config_and_help(kernel):
     cell = kernel.run("%%flux --seed 5 --steps 2 -a 1:1\na small icon")
     assert_clean(kernel.run("_flux.wait(30); wait_settled(10)"))
     size = kernel.value(
-        f"__import__('PIL.Image').Image.open(__import__('io').BytesIO(bytes(_cards({widget_ids(cell)[0]!r})[0].preview.value))).size"
+        f"__import__('PIL.Image').Image.open(__import__('io').BytesIO("
+        f"bytes(_cards({widget_ids(cell)[0]!r})[0].preview.value))).size"
     )
     assert size == [96, 96]
     assert_clean(kernel.run("%config FluxMagics.thumbnail_size = 320"))
@@ -512,8 +522,8 @@ def test_backend_switches_and_the_key_stays_out_of_sight(kernel):
     )
     shown = kernel.value(
         "[__import__('flux_nb').session().backend, repr(__import__('flux_nb').session()),"
-        " repr(__import__('flux_nb').session().client.__dict__),"
-        " [k for k, v in globals().items() if isinstance(v, str) and v == os.environ['OXEN_API_KEY']]]"
+        " repr(__import__('flux_nb').session().client.__dict__), [k for k, v in globals().items()"
+        " if isinstance(v, str) and v == os.environ['OXEN_API_KEY']]]"
     )
     assert shown[0] == "hosted" and key not in shown[1] and key not in shown[2] and shown[3] == []
     assert_clean(kernel.run("del os.environ['OXEN_API_KEY']"))
@@ -712,7 +722,8 @@ def test_reproduce_lineage_names_a_missing_photo_in_one_line_and_takes_it_with_i
     assert_clean(
         kernel.run(
             "from flux_nb.sessions import Session, set_session\n"
-            f"_before = set_session(Session('local', output_dir={str(far / 'out')!r}, announce=None))"
+            f"_before = set_session(Session('local', output_dir={str(far / 'out')!r},"
+            f" announce=None))"
         )
     )
     try:

@@ -26,7 +26,10 @@ def test_the_recipe_options_are_exactly_the_recipe_parameters():
 
 
 def test_the_magic_and_the_cli_read_a_shared_line_alike():
-    line = "--seed 9 -a 16:9 --steps 6 --guidance 2.5 --quality high --format webp -n 2 --image a.png --image b.png"
+    line = (
+        "--seed 9 -a 16:9 --steps 6 --guidance 2.5 --quality high --format webp -n 2 --image a.png"
+        " --image b.png"
+    )
     magic = vars(parse_argstring(FluxMagics.flux_cell, line))
     cli = vars(build_parser().parse_args(["generate", "a fox", *shlex.split(line)]))
     shared = [o.dest for o in options.for_surface(options.CLI)]

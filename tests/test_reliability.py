@@ -38,7 +38,7 @@ from flux_nb.server import LocalServer
 from flux_nb.server.app import LocalExtras
 from flux_nb.sessions import JOURNAL_NAME, Session
 
-# --- restart safety ----------------------------------------------------------------------------------------
+# --- restart safety -------------------------------------------------------------------------------
 
 
 def test_the_journal_holds_the_recipe_before_submit_returns_and_the_id_before_it_shows(
@@ -135,7 +135,9 @@ CHILD = textwrap.dedent(
             hit("saved")
 
     n, seed = int(os.environ["N"]), int(os.environ["SEED"])
-    recipes = session.recipes("restart safety", n=n, seed=seed, num_inference_steps=6, aspect_ratio="1:1")
+    recipes = session.recipes(
+        "restart safety", n=n, seed=seed, num_inference_steps=6, aspect_ratio="1:1"
+    )
     gens = session.submit(recipes)
     print("SUBMITTED", flush=True)
     for gen in gens:
@@ -257,7 +259,8 @@ def left_behind(out: Path) -> dict[str, int]:
 def killed(tmp_path_factory):
     """Every kill point at once: a child process per point, all against one server, each
     SIGKILLed where it says it is. Yields the server and, per point, (output folder, key, said)."""
-    # progress events (local-only) announce "processing" at once: the kill point "processing" needs it
+    # progress events (local-only) announce "processing" at once:
+    # the kill point "processing" needs it
     with LocalServer(step_delay=0.01, extras=LocalExtras(progress_events=True)) as server:
         runs = {}
         for kill_at in KILL_POINTS:

@@ -26,7 +26,7 @@ from flux_nb.cards import Card, generation_mimebundle, status_line
 from flux_nb.config import Timeouts
 from flux_nb.server import Faults
 
-# --- the runner: enqueues that break off, never a duplicate -------------------------------------------
+# --- the runner: enqueues that break off, never a duplicate ---------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -110,7 +110,7 @@ def test_when_the_queue_cannot_be_read_the_enqueue_is_not_repeated(
     assert api.seeds() == Counter({9: 1})  # found, not sent again
 
 
-# --- the event stream: cut, silent, refused ----------------------------------------------------------
+# --- the event stream: cut, silent, refused -------------------------------------------------------
 
 
 def test_cut_streams_reconnect_and_no_completion_is_missed_or_handled_twice(
@@ -170,7 +170,7 @@ def test_reconnects_back_off_instead_of_spinning(make_server, open_session, toke
     assert took > 1.4 and 2 <= connects <= 4, (took, connects)  # 0.5 s, 1 s, 2 s... apart
 
 
-# --- results: another host, cut and failing downloads ---------------------------------------------------
+# --- results: another host, cut and failing downloads ---------------------------------------------
 
 
 def test_result_on_another_host_is_downloaded_without_the_key(make_server, open_session) -> None:
@@ -245,7 +245,7 @@ def test_resume_in_the_same_kernel_collects_its_own_failed_download_once(
         assert session.resume() == []
 
 
-# --- generations that fail or are cancelled on the server ------------------------------------------------
+# --- generations that fail or are cancelled on the server -----------------------------------------
 
 
 def test_a_generation_failing_on_the_server_says_so_and_why(local_server, open_session) -> None:
@@ -299,7 +299,8 @@ def test_safety_polls_notice_a_cancel_made_elsewhere_within_30_s() -> None:
 
     runner = runner_module.Runner.__new__(runner_module.Runner)
     runner._sse_up = True
-    track = runner_module._Tracked(gen=None)  # type: ignore[arg-type]  # only its poll count is read
+    # only its poll count is read
+    track = runner_module._Tracked(gen=None)  # type: ignore[arg-type]
     gaps = []
     for polls in range(8):
         track.polls = polls

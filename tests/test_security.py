@@ -126,7 +126,7 @@ def api(local_server: LocalServer) -> Iterator[httpx.Client]:
         yield client
 
 
-# --- the API key --------------------------------------------------------------------------------------
+# --- the API key ----------------------------------------------------------------------------------
 
 
 def test_the_key_never_leaks_through_a_whole_run(make_server, tmp_path, caplog) -> None:
@@ -248,7 +248,7 @@ def test_the_key_comes_from_the_environment_and_stays_hidden() -> None:
     assert key not in repr(client) and key not in repr(vars(client))
 
 
-# --- the local server: binding, paths, caps, content -------------------------------------------------
+# --- the local server: binding, paths, caps, content ----------------------------------------------
 
 
 def test_the_local_server_listens_on_loopback_only(local_server: LocalServer) -> None:
@@ -360,7 +360,7 @@ def test_input_image_content_is_validated(api: httpx.Client, uri: str, words: st
     assert row["status"] == "failed" and words in row["error_message"]
 
 
-# --- bad input: a 4xx with a JSON body, never a 500, and the server unharmed --------------------------
+# --- bad input: a 4xx with a JSON body, never a 500, and the server unharmed ----------------------
 
 M = MODEL_ID.encode()
 
@@ -450,8 +450,8 @@ def test_odd_paths_queries_and_headers_get_json_4xx(local_server: LocalServer) -
         b"GET /api/ai/models/%00 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         b"GET /api/ai/queue HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\xc3\r\n"
         b"Connection: close\r\n\r\n",
-        b"POST /api/ai/queue HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n"
-        b"Connection: close\r\n\r\n{}}",
+        b"POST /api/ai/queue HTTP/1.1\r\n"
+        b"Host: x\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\n{}}",
     ):
         status, answer = raw(local_server.url, request)
         assert status < 500, request[:60]
@@ -460,7 +460,8 @@ def test_odd_paths_queries_and_headers_get_json_4xx(local_server: LocalServer) -
 
 
 def test_a_failure_message_that_quotes_the_key_is_redacted(make_server, tmp_path):
-    """A server may quote a request's values, the key among them, in a generation's error_message."""
+    """A server may quote a request's values, the key among them,
+    in a generation's error_message."""
     from flux_nb.config import Settings
     from flux_nb.recipe import Recipe
     from flux_nb.sessions import Session

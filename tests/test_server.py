@@ -37,7 +37,8 @@ STATUSES = ("queued", "processing", "succeeded", "failed", "cancelled")
 # The generation object's own fields (oxen-api.md 3.3); the request parameters follow them.
 ROW_FIELDS = [
     "generation_id", "model_name", "prompt", "media_type", "status", "result_url", "error_message",
-    "enqueued_at", "started_at", "completed_at", "target_namespace", "target_repo", "target_directory",
+    "enqueued_at", "started_at", "completed_at", "target_namespace", "target_repo",
+    "target_directory",
 ]  # fmt: skip
 NOT_FOUND = {
     "error": {"type": "resource_not_found", "title": "The requested resource could not be found"},
@@ -46,7 +47,7 @@ NOT_FOUND = {
 }
 
 
-# --- helpers ---------------------------------------------------------------------------------------
+# --- helpers --------------------------------------------------------------------------------------
 
 
 def auth(token: str) -> dict[str, str]:
@@ -77,7 +78,8 @@ def wait_for(client: httpx.Client, generation_id: str, until: set[str] = TERMINA
 
 
 def next_event(events: Iterator[ServerSentEvent], name: str | None = None, gid: str | None = None):
-    """The next event with that name (and generation id); the client's read timeout bounds the wait."""
+    """The next event with that name (and generation id);
+    the client's read timeout bounds the wait."""
     for event in events:
         data = json.loads(event.data)
         if (name is None or event.event == name) and (gid is None or data["generation_id"] == gid):
@@ -145,14 +147,15 @@ def token() -> str:
 
 @pytest.fixture
 def api(local_server: LocalServer, token: str) -> Iterator[httpx.Client]:
-    """A client of the shared server with its own bearer token, so its rows and events are its own."""
+    """A client of the shared server with its own bearer token,
+    so its rows and events are its own."""
     with httpx.Client(
         base_url=local_server.url, headers=auth(token), timeout=TIMEOUT, verify=TLS
     ) as client:
         yield client
 
 
-# --- queue -----------------------------------------------------------------------------------------
+# --- queue ----------------------------------------------------------------------------------------
 
 
 def test_enqueue_poll_download(api: httpx.Client, local_server: LocalServer) -> None:
@@ -365,7 +368,7 @@ def test_unknown_generation_is_the_documented_404(api: httpx.Client) -> None:
         assert response.status_code == 404 and response.json() == NOT_FOUND
 
 
-# --- cancel ----------------------------------------------------------------------------------------
+# --- cancel ---------------------------------------------------------------------------------------
 
 
 def test_cancel_stops_a_running_generation_and_a_queued_one_without_an_event(make_server) -> None:
@@ -407,7 +410,7 @@ def test_cancel_stops_a_running_generation_and_a_queued_one_without_an_event(mak
         assert finished["status"] == "succeeded" and finished["error_message"] is None
 
 
-# --- events ----------------------------------------------------------------------------------------
+# --- events ---------------------------------------------------------------------------------------
 
 
 def test_an_event_that_fires_while_nobody_listens_is_lost(api: httpx.Client) -> None:
@@ -511,7 +514,7 @@ def test_events_are_per_owner(local_server: LocalServer) -> None:
         assert data["generation_id"] == bobs
 
 
-# --- sync, inputs ----------------------------------------------------------------------------------
+# --- sync, inputs ---------------------------------------------------------------------------------
 
 
 def test_sync_edit_with_a_data_uri_input_answers_a_url_or_b64_json(api: httpx.Client) -> None:
@@ -579,7 +582,7 @@ def test_input_images_by_url_are_fetched(api: httpx.Client, local_server: LocalS
     assert "at most 8" in wait_for(api, many)["error_message"]
 
 
-# --- model, files, errors, auth --------------------------------------------------------------------
+# --- model, files, errors, auth -------------------------------------------------------------------
 
 
 def test_model_is_the_bare_documented_object_with_its_request_schema(api: httpx.Client) -> None:
@@ -683,7 +686,7 @@ def test_api_key_is_required_when_set(make_server) -> None:
         assert client.get(f"/api/files/{UUID}.png").status_code == 404  # files: no auth, just 404
 
 
-# --- faults ----------------------------------------------------------------------------------------
+# --- faults ---------------------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -789,7 +792,7 @@ def test_faults_endpoint(faulty: httpx.Client, api: httpx.Client) -> None:
     assert api.get("/_faults").status_code == 404  # a server without faults has no such route
 
 
-# --- life cycle, CLI, the API docs' examples --------------------------------------------------------
+# --- life cycle, CLI, the API docs' examples ------------------------------------------------------
 
 
 def test_stop_returns_fast_with_an_sse_client_attached(make_server) -> None:
@@ -854,7 +857,8 @@ def test_cli_serve_stops_on_ctrl_c_with_a_stream_open() -> None:
 
 
 def test_api_docs_python_example_with_only_the_host_changed(make_server) -> None:
-    """The quick start's steps (requests there, httpx here): enqueue, poll until succeeded, fetch."""
+    """The quick start's steps (requests there, httpx here):
+    enqueue, poll until succeeded, fetch."""
     api_key = "sk-docs-" + secrets.token_hex(6)
     base_url = make_server(api_key=api_key).url  # the docs: https://hub.oxen.ai
     headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}

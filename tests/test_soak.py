@@ -71,7 +71,8 @@ def test_soak_every_generation_through_faults_is_saved_exactly_once(
     with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"}) as api:
         injected = api.get("/_faults").json()["injected"]
         assert api.post("/_faults", json={}).status_code == 200  # faults off: our own reads next
-        # Every row the server holds, finished ones included (the plain list shows active ones only).
+        # Every row the server holds, finished ones included
+        # (the plain list shows active ones only).
         rows = [
             row
             for status in ("queued", "processing", "succeeded", "failed", "cancelled")

@@ -1,5 +1,5 @@
-"""storage.py: the output folder when it cannot be written, when the disk is full, and when
-the metadata refuses the recipe: nothing sent that cannot be kept, no image lost, no partial file."""
+"""storage.py: the output folder when it cannot be written, when the disk is full, and when the
+metadata refuses the recipe: nothing sent that cannot be kept, no image lost, no partial file."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from flux_nb.journal import LIVE_DIR
 from flux_nb.recipe import Recipe
 from flux_nb.sessions import JOURNAL_NAME
 
-# --- the output folder: not writable, disk full ----------------------------------------------------------
+# --- the output folder: not writable, disk full ---------------------------------------------------
 
 
 @pytest.fixture

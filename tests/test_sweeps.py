@@ -1,4 +1,5 @@
-"""Sweeps: axis parsing and expansion (pure), then real grids on the local server and their sheet."""
+"""Sweeps: axis parsing and expansion (pure),
+then real grids on the local server and their sheet."""
 
 from __future__ import annotations
 

@@ -156,7 +156,8 @@ def base_url(request: Request) -> str:
 
 
 def files_base(request: Request) -> str:
-    """The base of result URLs: the request's own, or files_url (files on another host, like a CDN)."""
+    """The base of result URLs: the request's own, or files_url (files on another host,
+    like a CDN)."""
     return runtime(request).files_url or base_url(request)
 
 
@@ -377,7 +378,7 @@ def _wake(loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> None
         pass
 
 
-# --- model, files, events --------------------------------------------------------------------------
+# --- model, files, events -------------------------------------------------------------------------
 
 
 def model_object(rt: Runtime) -> dict[str, Any]:

@@ -50,7 +50,8 @@ def url_of(sock: socket.socket) -> str:
 
 
 class UvicornServer(uvicorn.Server):
-    """uvicorn.Server that ends the app's SSE streams before shutting down, however it is asked to."""
+    """uvicorn.Server that ends the app's SSE streams before shutting down,
+    however it is asked to."""
 
     def __init__(self, app: Starlette, config: uvicorn.Config) -> None:
         super().__init__(config)
@@ -77,7 +78,8 @@ class UvicornServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
     def run_foreground(self, sock: socket.socket) -> None:
-        """Serve in the main thread until Ctrl+C or SIGTERM (which raise KeyboardInterrupt after)."""
+        """Serve in the main thread until Ctrl+C or SIGTERM
+        (which raise KeyboardInterrupt after)."""
         # sse_starlette patches uvicorn's signal handler to cancel every stream at once; a stream
         # cancelled that way ends without its last chunk (clients see a broken response). Ours
         # are ended cleanly by request_exit, so turn that off: this process serves only this app.
@@ -88,7 +90,8 @@ class UvicornServer(uvicorn.Server):
 def make_server(
     app: Starlette, *, log_level: str | None = None, quiet: bool = True
 ) -> UvicornServer:
-    """uvicorn config shared by LocalServer and the CLI: no lifespan, h11, short graceful timeout."""
+    """uvicorn config shared by LocalServer and the CLI: no lifespan, h11,
+    short graceful timeout."""
     config = uvicorn.Config(
         app,
         lifespan="off",

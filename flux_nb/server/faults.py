@@ -196,7 +196,10 @@ def error_response(forced: ForcedStatus, authorization: str = "") -> JSONRespons
     headers = {}
     if forced.retry_after is not None:
         headers["Retry-After"] = f"{forced.retry_after:g}"
-    message = f"injected fault: HTTP {forced.status} {STATUS_CODES.get(forced.status, 'error')} (test server)."
+    message = (
+        f"injected fault: HTTP {forced.status} {STATUS_CODES.get(forced.status, 'error')}"
+        f" (test server)."
+    )
     if forced.echo_auth:
         message += f" You sent Authorization: {authorization or '(none)'}"
     body = error_body(error_type.get(forced.status, "unknown_error"), message)

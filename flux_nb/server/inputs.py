@@ -67,14 +67,16 @@ def _read_bytes(
         return _decode_data_uri(label, url, limits)
     if not url.startswith(("http://", "https://")):
         raise InputImageError(
-            f"{label} is not a readable image: give an http(s) URL or a data:image/...;base64, URI.",
+            f"{label} is not a readable image:"
+            f" give an http(s) URL or a data:image/...;base64, URI.",
             field="input_image",
         )
     try:
         with get_client().stream("GET", url, timeout=limits.fetch_timeout) as response:
             if response.status_code != 200:
                 raise InputImageError(
-                    f"{label} is not a readable image: fetching it gave HTTP {response.status_code}.",
+                    f"{label} is not a readable image: fetching it gave HTTP"
+                    f" {response.status_code}.",
                     field="input_image",
                 )
             chunks, size = [], 0
@@ -98,7 +100,8 @@ def _decode_data_uri(label: str, url: str, limits: InputLimits) -> bytes:
     head, comma, payload = url.partition(",")
     if not comma or not head.startswith("data:image/") or not head.endswith(";base64"):
         raise InputImageError(
-            f"{label} is not a readable image: a data URI must read data:image/<type>;base64,<data>.",
+            f"{label} is not a readable image: a data URI must read"
+            f" data:image/<type>;base64,<data>.",
             field="input_image",
         )
     if len(payload) * 3 // 4 > limits.max_bytes:

@@ -63,8 +63,8 @@ SERVER_TIMES_CELL = (
     "_store = flux_nb.session().server.runtime.store\n"
     "_gens = [c.gen for c in reversed(panel.cards[:SAMPLES])]\n"
     "_rows = [_store.get(g.id) for g in _gens]\n"
-    "print(json.dumps([[(r.finished_mono - r.created_mono) * 1000, g.created * 1000, g.finished * 1000]"
-    " for r, g in zip(_rows, _gens)]))"
+    "print(json.dumps([[(r.finished_mono - r.created_mono) * 1000, g.created * 1000,"
+    " g.finished * 1000] for r, g in zip(_rows, _gens)]))"
 )
 CELLS = [
     "%load_ext flux_nb\nimport flux_nb\n\npanel = flux_nb.Panel()\npanel",
@@ -202,7 +202,8 @@ def _serve(kind: str, tmp_path_factory, artifacts: Path, timings: Timings) -> It
         import notebook  # noqa: F401
     except ImportError:
         _missing(
-            "jupyterlab or notebook is not installed here; scripts/test.sh runs this in .venv-browser"
+            "jupyterlab or notebook is not installed here; scripts/test.sh runs this in"
+            " .venv-browser"
         )
     base = tmp_path_factory.mktemp(kind)
     dirs = {name: base / name for name in ("config", "data", "runtime", "ipython", "root")}

@@ -29,7 +29,7 @@ class NotebookPage:
         self.page = page
         self.artifacts = artifacts
 
-    # -- JupyterLab ---------------------------------------------------------------------------------
+    # -- JupyterLab --------------------------------------------------------------------------------
 
     def open(self, url: str, kind: str = "lab") -> None:
         """Load the notebook and wait until its kernel is idle; fold the file browser away.
@@ -121,7 +121,8 @@ class NotebookPage:
         return self.cell(index).locator(".cm-content").inner_text()
 
     def shot(self, name: str, focus: Locator | None = None) -> Path:
-        """Screenshot of the page (after scrolling `focus` into view) as test-artifacts/browser/NAME.png."""
+        """Screenshot of the page (after scrolling `focus` into view) as
+        test-artifacts/browser/NAME.png."""
         if focus is not None:
             focus.scroll_into_view_if_needed()
         path = self.artifacts / f"{name}.png"
@@ -145,7 +146,7 @@ class NotebookPage:
                 found.append(f"{what}: {text.strip()[:300]}")
         return found
 
-    # -- flux-nb cards ------------------------------------------------------------------------------
+    # -- flux-nb cards -----------------------------------------------------------------------------
 
     def cards(self, cell: Locator) -> Locator:
         return cell.locator(CARD)
@@ -157,7 +158,8 @@ class NotebookPage:
             """(cell, n) => new Promise(done => {
                 const check = () => {
                     const imgs = [...cell.querySelectorAll('img.widget-image')];
-                    if (imgs.length >= n && imgs.every(i => i.complete && i.naturalWidth > 0)) done();
+                    if (imgs.length >= n
+                        && imgs.every(i => i.complete && i.naturalWidth > 0)) done();
                     else requestAnimationFrame(check);
                 };
                 check();

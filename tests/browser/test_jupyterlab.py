@@ -16,10 +16,19 @@ import pytest
 
 pytest.importorskip(
     "playwright.sync_api",
-    reason="browser test NOT RUN: playwright is not installed here; scripts/test.sh runs it in .venv-browser",
+    reason=(
+        "browser test NOT RUN: playwright is not installed here; scripts/test.sh runs it in"
+        " .venv-browser"
+    ),
 )
 
-from conftest import FAILED_CELL, GRID_CELL, NOTEBOOK, SERVER_TIMES_CELL, TIMING_SAMPLES  # noqa: E402
+from conftest import (  # noqa: E402
+    FAILED_CELL,
+    GRID_CELL,
+    NOTEBOOK,
+    SERVER_TIMES_CELL,
+    TIMING_SAMPLES,
+)
 from notebook_page import CARD, STATUS, NotebookPage, same_pixels  # noqa: E402
 
 pytestmark = pytest.mark.browser
@@ -48,10 +57,12 @@ RECORD_STATUSES = """cell => {
         if (text && !(last && last.text === text && last.image === image)) seen.push({text, image});
     };
     window.__fluxStatusObserver = new MutationObserver(record);
-    window.__fluxStatusObserver.observe(cell, {subtree: true, childList: true, characterData: true});
+    window.__fluxStatusObserver.observe(
+        cell, {subtree: true, childList: true, characterData: true});
 }"""
 ACTIVE = r"(submitting|queued|processing)\b"  # jobs.ACTIVE: still running
-MARK_GENERATE_CLICK = """() => window.__fluxMarked || (window.__fluxMarked = true) && document.addEventListener('click', event => {
+MARK_GENERATE_CLICK = """() => window.__fluxMarked || (window.__fluxMarked = true)
+    && document.addEventListener('click', event => {
     const button = event.target.closest('button');
     if (button && button.textContent.trim() === 'Generate') {
         window.__fluxGenerateClick = performance.now();
@@ -246,7 +257,8 @@ def _layout(cell) -> dict:
             const box = c.getBoundingClientRect();
             const line = c.querySelector(status);
             const text = line.firstElementChild || line;
-            const buttons = [...c.querySelectorAll('.widget-hbox > .widget-button, .widget-hbox > .widget-html')];
+            const buttons = [...c.querySelectorAll(
+                '.widget-hbox > .widget-button, .widget-hbox > .widget-html')];
             const media = c.querySelector('.flux-nb-placeholder > div, img.widget-image');
             const m = media.getBoundingClientRect();
             return {

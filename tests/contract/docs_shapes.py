@@ -1,4 +1,5 @@
-"""The documented shapes, read from the hand-made fixtures, and checks that compare an answer to them.
+"""The documented shapes, read from the hand-made fixtures,
+and checks that compare an answer to them.
 
 Used by the fake (to build answers), by the client tests and by the stand-in tests, so that all of
 them are held to one reading of the docs: fixtures/README.md says where each file comes from.
@@ -15,7 +16,8 @@ from typing import Any
 FIXTURES = Path(__file__).parent / "fixtures"
 MODEL_ID = "black-forest-labs-flux-2-klein-4b"
 
-# §3.3: the generation object's fields (docs table + OAS target_*); request params are echoed on top.
+# §3.3: the generation object's fields (docs table + OAS target_*);
+# request params are echoed on top.
 GENERATION_FIELDS = (
     "generation_id",
     "model_name",
@@ -65,7 +67,8 @@ def request_params() -> tuple[str, ...]:
 
 
 def parse_sse(text: str) -> list[dict[str, Any]]:
-    """Split an SSE byte stream (decoded) into frames: {"event", "data", "id", "comments", "fields"}.
+    """Split an SSE byte stream (decoded) into frames:
+    {"event", "data", "id", "comments", "fields"}.
 
     Follows the rules Oxen's examples use (§4): a blank line ends a frame, ':' lines are comments.
     """

@@ -518,7 +518,8 @@ class FakeOxen:
             row = self._rows.get(gid)
             if row is None:
                 return httpx.Response(404, json=load("not_found.json"))
-            self._cancel(row)  # terminal rows: no effect (§3.6); the code for that is a guess (200)
+            # terminal rows: no effect (§3.6); the code for that is a guess (200)
+            self._cancel(row)
         return httpx.Response(200, json={"status": "success", "generation_id": gid})
 
     def _events(self) -> httpx.Response:
@@ -596,7 +597,10 @@ class FakeOxen:
         if "authorization" in request.headers:
             return httpx.Response(
                 400,
-                text="<Error><Code>InvalidArgument</Code><Message>Only one auth mechanism allowed</Message></Error>",
+                text=(
+                    "<Error><Code>InvalidArgument</Code><Message>Only one auth mechanism"
+                    " allowed</Message></Error>"
+                ),
                 headers={"Content-Type": "application/xml"},
             )
         path = request.url.path

@@ -68,7 +68,7 @@ def client(fake):
     c.close()
 
 
-# --- §3.1, §4, §9: the whole round trip ------------------------------------------------------------
+# --- §3.1, §4, §9: the whole round trip --------------------------------------------------------
 
 
 def test_generate_wait_saves_the_result_downloaded_without_the_key(fake, make_session):
@@ -121,11 +121,27 @@ def test_only_media_generation_completed_events_are_acted_on(fake, make_session)
     stray = f"{fake.row(gid)['generation_id']}"
     fake.emit_raw(
         "event: deployment_status_changed\n"
-        f"data: {json.dumps({'generation_id': stray, 'status': 'succeeded', 'url': 'https://storage.example-cdn.test/results/nothing.png'})}\n\n"
+        f"""data: {
+            json.dumps(
+                {
+                    "generation_id": stray,
+                    "status": "succeeded",
+                    "url": "https://storage.example-cdn.test/results/nothing.png",
+                }
+            )
+        }\n\n"""
     )
     fake.emit_raw(
         "event: media_generation_failed\n"
-        f"data: {json.dumps({'generation_id': stray, 'status': 'failed', 'error': 'not a documented event'})}\n\n"
+        f"""data: {
+            json.dumps(
+                {
+                    "generation_id": stray,
+                    "status": "failed",
+                    "error": "not a documented event",
+                }
+            )
+        }\n\n"""
     )
     time.sleep(0.5)
     assert not gen.done and gen.status in ("queued", "processing"), gen
@@ -135,7 +151,7 @@ def test_only_media_generation_completed_events_are_acted_on(fake, make_session)
     assert gen.status == "succeeded"
 
 
-# --- §3.6: cancel -----------------------------------------------------------------------------------
+# --- §3.6: cancel --------------------------------------------------------------------------------
 
 
 def test_cancel_reaches_cancelled_within_two_seconds_with_no_cancel_event(fake, make_session):
@@ -159,7 +175,8 @@ def test_cancel_reaches_cancelled_within_two_seconds_with_no_cancel_event(fake, 
 
 
 def test_safety_polls_run_at_most_every_30_seconds_while_active():
-    """§3.6/§4: no event for a cancel made elsewhere; only a poll can see it. The issue's bound."""
+    """§3.6/§4: no event for a cancel made elsewhere; only a poll can see it.
+    The issue's bound."""
     assert runner.SAFETY_POLL_FIRST <= 30
     assert runner.SAFETY_POLL_MAX <= 30
 
@@ -179,7 +196,7 @@ def test_a_cancel_made_elsewhere_is_noticed_by_the_safety_poll(fake, make_sessio
     assert [r for r in fake.seen("GET", f"/api/ai/queue/{gid}") if r.t >= cancelled_at]
 
 
-# --- §3.4, §12: resume and an ambiguous enqueue never send twice ------------------------------------
+# --- §3.4, §12: resume and an ambiguous enqueue never send twice --------------------------------
 
 DEAD_KERNEL = """
 import json, os, sys
@@ -251,7 +268,7 @@ def test_an_ambiguous_enqueue_the_server_took_is_found_and_not_sent_twice(fake, 
     assert len(fake.seen("POST", "/api/ai/queue")) == 1
 
 
-# --- §8: auth failures end the handle with one line --------------------------------------------------
+# --- §8: auth failures end the handle with one line ----------------------------------------------
 
 
 def _fails_naming_the_key(gen, timeout: float = 5.0) -> None:
@@ -290,7 +307,7 @@ def test_a_403_on_polling_fails_the_handle(fake, make_session):
     _fails_naming_the_key(gen)
 
 
-# --- odd answers -------------------------------------------------------------------------------------
+# --- odd answers ----------------------------------------------------------------------------------
 
 
 def test_an_enqueue_answer_with_no_generations_is_a_clear_error(fake, make_session):
@@ -317,7 +334,8 @@ def test_a_404_on_a_known_id_says_unknown_or_expired(fake, make_session):
 
 
 def test_the_docs_base_url_in_flux_nb_base_url_works(fake, make_session, monkeypatch):
-    """§1: the documented base URL is https://hub.oxen.ai/api/ai; the events live at /api/events."""
+    """§1: the documented base URL is https://hub.oxen.ai/api/ai;
+    the events live at /api/events."""
     monkeypatch.setenv("FLUX_NB_BASE_URL", "https://hub.oxen.ai/api/ai")
     session = make_session()
     gen, gid = started(session)
@@ -330,7 +348,8 @@ def test_the_docs_base_url_in_flux_nb_base_url_works(fake, make_session, monkeyp
 
 
 def test_a_429_with_retry_after_on_enqueue_is_waited_out_not_failed(fake, make_session):
-    """§8/§12.2: 429 documented, Retry-After not; when it comes, honour it with a patient budget."""
+    """§8/§12.2: 429 documented, Retry-After not; when it comes,
+    honour it with a patient budget."""
     fake.force(429, method="POST", path="/api/ai/queue", times=6, retry_after="1")
     session = make_session(retry=RetryPolicy())
     gen, gid = started_patiently(session)
@@ -365,7 +384,7 @@ def test_a_hosted_result_used_as_input_sends_the_saved_bytes_not_the_expiring_ur
     assert CDN_HOST not in sent[0]
 
 
-# --- OxenClient: error envelopes, schema, sync ---------------------------------------------------------
+# --- OxenClient: error envelopes, schema, sync ----------------------------------------------------
 
 
 def test_typed_error_envelope_reads_as_its_detail(fake, client):
@@ -403,7 +422,8 @@ def test_the_documented_404_body_reads_as_one_line(client):
 
 
 def test_the_request_schema_is_read_from_request_schema(client):
-    """§6.1: the public field is request_schema (json_request_schema is an internal feed's name)."""
+    """§6.1: the public field is request_schema
+    (json_request_schema is an internal feed's name)."""
     assert client.request_schema() == load("model.json")["request_schema"]
 
 

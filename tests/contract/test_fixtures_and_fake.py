@@ -31,7 +31,7 @@ def echoed(fixture: dict) -> dict:
     return {k: v for k, v in fixture.items() if k not in GENERATION_FIELDS}
 
 
-# --- the fixtures themselves ------------------------------------------------------------------------
+# --- the fixtures themselves ----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", LIFECYCLE)
@@ -74,7 +74,7 @@ def test_the_bundled_schema_agrees_with_the_documented_request_schema():
             assert ours["items"]["type"] == doc["items"]["type"], name
 
 
-# --- the fake against the fixtures ------------------------------------------------------------------
+# --- the fake against the fixtures ----------------------------------------------------------------
 
 
 @pytest.fixture

@@ -3,10 +3,11 @@ our stand-in (fixtures/klein-4b-page.md, a copy of ../shared/oxen-klein-4b-page.
 
 Each runs as a script in its own process with OXEN_API_KEY set to the server's key, as a user would
 paste it; "https://hub.oxen.ai" is replaced by the server's URL everywhere (the input_image asset
-URL too: the stand-in serves Oxen's example asset path). All nine start at once (one server worker each), so the polling
-examples' `time.sleep(5)` is paid once. The server takes about 1.4 s per image (28 default steps
-x 0.05 s): the SSE examples subscribe *after* enqueueing, and with no replay (section 4 of the
-contract) a generation that finished before they connect would never reach them, as on Oxen.
+URL too: the stand-in serves Oxen's example asset path). All nine start at once (one server worker
+each), so the polling examples' `time.sleep(5)` is paid once. The server takes about 1.4 s per image
+(28 default steps x 0.05 s): the SSE examples subscribe *after* enqueueing, and with no replay
+(section 4 of the contract) a generation that finished before they connect would never reach them,
+as on Oxen.
 """
 
 from __future__ import annotations

@@ -167,7 +167,7 @@ def events(server):
         reader.close()
 
 
-# --- §3.1 enqueue ----------------------------------------------------------------------------------
+# --- §3.1 enqueue --------------------------------------------------------------------------------
 
 
 def test_enqueue_answers_the_documented_shape(api):
@@ -214,7 +214,7 @@ def test_no_key_is_the_documented_401(server):
     assert set(body) == set(expected) and set(body["error"]) <= {"type", "title", "detail"}
 
 
-# --- §3.3 generation object --------------------------------------------------------------------------
+# --- §3.3 generation object ----------------------------------------------------------------------
 
 
 def test_a_succeeded_generation_object_has_the_documented_fields(api):
@@ -267,7 +267,7 @@ def test_an_unknown_id_is_the_documented_404(api):
         assert answer.json() == load("not_found.json"), method
 
 
-# --- §3.4 list -----------------------------------------------------------------------------------------
+# --- §3.4 list -----------------------------------------------------------------------------------
 
 
 def test_the_list_is_active_only_unless_a_status_is_given(slow_api):
@@ -304,7 +304,7 @@ def test_the_list_is_active_only_unless_a_status_is_given(slow_api):
         slow_api.delete(f"/api/ai/queue/{live_id}")
 
 
-# --- §3.6 cancel ---------------------------------------------------------------------------------------
+# --- §3.6 cancel ---------------------------------------------------------------------------------
 
 
 def test_cancel_answers_the_documented_shape_and_leaves_terminal_rows_alone(slow_api):
@@ -334,7 +334,7 @@ def test_there_is_no_other_cancel_route(slow_api):
         slow_api.delete(f"/api/ai/queue/{gid}")
 
 
-# --- §4 events ----------------------------------------------------------------------------------------
+# --- §4 events -----------------------------------------------------------------------------------
 
 
 def test_completion_frames_have_the_documented_names_and_keys(api, events):
@@ -378,7 +378,7 @@ def test_no_event_for_a_cancel_and_no_replay_of_missed_events(slow_server, slow_
     assert missed_id not in seen, "an event that fired before the stream opened was replayed"
 
 
-# --- §6 model object -----------------------------------------------------------------------------------
+# --- §6 model object -----------------------------------------------------------------------------
 
 
 def test_the_model_object_is_bare_with_request_schema(api):
@@ -419,7 +419,7 @@ def test_an_unknown_model_is_the_documented_message(api):
     assert answer.json() == load("error_model_not_found.json")
 
 
-# --- §5 sync -------------------------------------------------------------------------------------------
+# --- §5 sync -------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("route", ["generate", "edit"])

@@ -197,7 +197,7 @@ def test_each_aspect_ratio_gives_its_size_through_the_server(full_size_server: L
             assert served.size == sizes[ratio], ratio
 
 
-# --- failures stay with their generation ------------------------------------------------------------
+# --- failures stay with their generation ----------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -239,7 +239,7 @@ def test_nothing_warns_about_guidance_on_every_call(klein_session, caplog):
     assert not [r for r in caplog.records if "ignored" in r.getMessage()]
 
 
-# --- the engine and model are named -----------------------------------------------------------------
+# --- the engine and model are named ---------------------------------------------------------------
 
 
 def test_the_server_names_the_engine_and_model(api: httpx.Client, klein_folder):

@@ -137,7 +137,9 @@ def test_import_load_ext_and_the_preview_engine_never_import_torch_or_diffusers(
 import flux_nb
 from IPython.core.interactiveshell import InteractiveShell
 InteractiveShell.instance().run_line_magic("load_ext", "flux_nb")
-flux_nb.session(output_dir={str(tmp_path)!r}, announce=None).run("a fox", seed=1, num_inference_steps=2)
+flux_nb.session(output_dir={str(tmp_path)!r}, announce=None).run(
+    "a fox", seed=1, num_inference_steps=2
+)
 """
     env = {"FLUX_NB_ENGINE": "preview", "FLUX_NB_OUTPUT_DIR": str(tmp_path)}
     assert heavy_modules_after(code, env) == []

@@ -2,7 +2,8 @@
 
 An engine turns a validated Recipe (plus decoded input images) into encoded image bytes:
 
-    render(recipe, inputs, *, on_step=None, should_stop=None, step_delay=0.0) -> (bytes, content_type)
+    render(recipe, inputs, *, on_step=None, should_stop=None, step_delay=0.0)
+        -> (bytes, content_type)
 
 It calls on_step(i, total) after each step, sleeps step_delay seconds per step (the preview engine;
 a real model takes its own time) and raises Cancelled when should_stop() turns true. A failure that

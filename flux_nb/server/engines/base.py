@@ -110,13 +110,14 @@ class EngineConfig:
                 f"FLUX.2 Klein run on this machine by diffusers' Flux2KleinPipeline, weights "
                 f"{self.model}, device {self.device}, dtype {self.dtype}"
                 f"{', model CPU offload' if self.offload else ''}. guidance_scale is passed to the "
-                "pipeline; the step-distilled Klein checkpoints ignore it. Same recipe, same device "
-                "and dtype: same pixels."
+                "pipeline; the step-distilled Klein checkpoints ignore it. Same recipe, same device"
+                " and dtype: same pixels."
             )
         return "An offline stand-in drawn with Pillow: its images are not FLUX's."
 
     def check_available(self) -> None:
-        """Raise EngineUnavailable at once (no heavy import) when the engine's libraries are missing."""
+        """Raise EngineUnavailable at once (no heavy import)
+        when the engine's libraries are missing."""
         if self.name != "flux2-klein":
             return
         missing = [m for m in LOCAL_EXTRA_MODULES if importlib.util.find_spec(m) is None]

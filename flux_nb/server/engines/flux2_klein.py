@@ -252,7 +252,10 @@ def _weights_problem(model: str, exc: Exception) -> str:
             "saved with save_pretrained, or a Hugging Face model id."
         )
     if model.startswith(("/", ".", "~")) or os.sep in model.strip(os.sep).replace("/", "", 1):
-        return f"no folder {model}: give a folder saved with save_pretrained, or a Hugging Face model id."
+        return (
+            f"no folder {model}: give a folder saved with save_pretrained,"
+            f" or a Hugging Face model id."
+        )
     return (
         f"the weights of {model} are not in the Hugging Face cache and could not be downloaded "
         f"here: on a machine with internet run `hf download {model}` (or log in first with "

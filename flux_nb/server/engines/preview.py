@@ -32,7 +32,8 @@ class PreviewEngine:
         should_stop: Callable[[], bool] | None = None,
         step_delay: float = 0.0,
     ) -> tuple[bytes, str]:
-        """Return (encoded bytes in recipe.output_format, content type: image/png, image/jpeg or image/webp)."""
+        """Return (encoded bytes in recipe.output_format, content type: image/png,
+        image/jpeg or image/webp)."""
         total = int(recipe.num_inference_steps)
         for i in range(1, total + 1):
             if should_stop is not None and should_stop():

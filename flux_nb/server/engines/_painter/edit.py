@@ -33,7 +33,8 @@ def fit(image: Image.Image, size: tuple[int, int]) -> Image.Image:
 
 @lru_cache(maxsize=8)
 def _vignette(width: int, height: int) -> Image.Image:
-    """A mask for darkening the corners: 0 in the middle, about 100 in the corners; once per size."""
+    """A mask for darkening the corners: 0 in the middle, about 100 in the corners;
+    once per size."""
     g = Image.radial_gradient("L").resize((width // 8, height // 8), Image.Resampling.BILINEAR)
     g = g.point([max(0, min(100, (v - 110) * 100 // 100)) for v in range(256)])
     return g.resize((width, height), Image.Resampling.BILINEAR)

@@ -1,4 +1,5 @@
-"""Colours for the offline preview engine: a mood and tints read from the prompt, one indexed palette.
+"""Colours for the offline preview engine: a mood and tints read from the prompt,
+one indexed palette.
 
 The picture is drawn as 8-bit palette indices, so every colour it uses lives in one table of at
 most 256 entries. The layout of that table is fixed (sky ramp, two glow ramps, water ramp, then
@@ -416,7 +417,8 @@ class Reading:
 
 
 def read_prompt(prompt: str) -> Reading:
-    """Mood, elements, subject and colour words of a prompt; hashed choices where it says nothing."""
+    """Mood, elements, subject and colour words of a prompt;
+    hashed choices where it says nothing."""
     words = re.findall(r"[a-z]+", prompt.lower())
     h = digest("prompt", prompt)
     mood = next((MOOD_WORDS[w] for w in words if w in MOOD_WORDS), None)
@@ -489,7 +491,8 @@ class Palette:
         return self.names[name]
 
     def add(self, name: str, rgb: RGB, *, graded: bool = True) -> int:
-        """Index of the named colour, allocating it the first time (graded by guidance unless not)."""
+        """Index of the named colour, allocating it the first time
+        (graded by guidance unless not)."""
         if name in self.names:
             return self.names[name]
         if self._next > FLAT_LAST:

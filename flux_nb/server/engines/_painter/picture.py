@@ -85,7 +85,7 @@ def paint(recipe: Recipe, inputs: Sequence[Image.Image] = ()) -> Image.Image:
     return rgb
 
 
-# ---- palette finishing, noise and the tag ---------------------------------------------------------
+# ---- palette finishing, noise and the tag --------------------------------------------------------
 
 
 def _finish_palette(scene: Scene, steps: int) -> None:
@@ -127,7 +127,8 @@ def _speckle(index: Image.Image, seed: int, steps: int, block: int) -> None:
 
 @lru_cache(maxsize=16)
 def _tag_patch(unit: int) -> tuple[Image.Image, Image.Image]:
-    """The "offline preview" tag as palette indices and its rounded mask; unit = sqrt(picture area)."""
+    """The "offline preview" tag as palette indices and its rounded mask;
+    unit = sqrt(picture area)."""
     size = max(10, round(unit * 0.75 / 56))
     font = ImageFont.load_default(size)
     left, top, right, bottom = font.getbbox(TAG_TEXT)
@@ -170,7 +171,8 @@ def _tag_rgb(image: Image.Image, palette: list[int]) -> None:
 def _edited(
     scene: Scene, inputs: list[Image.Image], width: int, height: int, block: int, high: bool
 ) -> Image.Image:
-    """An edit: the restyled input (truecolour at either quality), made rough for few steps, tagged."""
+    """An edit: the restyled input (truecolour at either quality),
+    made rough for few steps, tagged."""
     rgb = restyle(scene, inputs, width, height, fine=high)
     if block > 1:
         small = rgb.reduce(block)

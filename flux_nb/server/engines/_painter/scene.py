@@ -100,7 +100,8 @@ class Layout:
 
 @lru_cache(maxsize=256)
 def _midpoint(seed: int, depth: int, rough: float) -> tuple[float, ...]:
-    """Midpoint displacement on 2**depth + 1 points in [0, 1]; coarse levels do not depend on depth."""
+    """Midpoint displacement on 2**depth + 1 points in [0, 1];
+    coarse levels do not depend on depth."""
     r = random.Random(seed)
     n = 1 << 10
     pts = [0.0] * (n + 1)
@@ -235,7 +236,8 @@ class Scene:
 
 
 def _bands(d: ImageDraw.ImageDraw, top: int, bottom: int, w: int, first: int, n: int) -> None:
-    """A vertical ramp of n palette entries from first, as horizontal bands between top and bottom."""
+    """A vertical ramp of n palette entries from first,
+    as horizontal bands between top and bottom."""
     y = top
     for i in range(n):
         y1 = top + (i + 1) * (bottom - top) // n
@@ -288,7 +290,8 @@ class _Painter:
         return self.w / 2 * (1 + f)
 
     def ground(self, layer: int, px: float) -> float:
-        """Height (pixel y) of a land layer's ridge at pixel x; the ridge points are evenly spaced."""
+        """Height (pixel y) of a land layer's ridge at pixel x;
+        the ridge points are evenly spaced."""
         pts = self.ridges[layer]
         x0, step = pts[0][0], (pts[-1][0] - pts[0][0]) / (len(pts) - 1)
         i = min(len(pts) - 2, max(0, int((px - x0) / step)))
