@@ -94,6 +94,8 @@ def status_line(gen) -> str:
             else ""
         )
         return f"done · {where}"
+    if gen.result_url:  # made: the picture shows while the file is written
+        return f"saving · {gen.elapsed:.0f} s"
     progress = f" · step {gen.progress[0]}/{gen.progress[1]}" if gen.progress else ""
     return f"{gen.status}{progress} · {gen.elapsed:.0f} s"
 
@@ -367,7 +369,8 @@ class Card(widgets.VBox):
         if not len(self.preview.value):
             made = gen.thumbnail_made(self.thumbnail_size)
             if made is not None:  # the picture first, even before the file is saved
-                with self._lock:
+                with self._lock:  # the status first: never a running step beside the picture
+                    self.status.value = card_html.status(gen, status_line(gen))
                     self.preview.value = made
                     self._arrange()
         if not gen.done:

@@ -93,10 +93,12 @@ def test_the_card_shows_a_thumbnail_the_runner_made_from_one_decode_before_the_s
         "a heron at dawn", seed=8, num_inference_steps=3, output_quality="high"
     )
     card = Card(gen, thumbnail_size=128)  # asks for its size before the image is downloaded
-    finished_when_shown = []
+    finished_when_shown, status_when_shown = [], []
     card.preview.observe(lambda _: finished_when_shown.append(gen.done), names="value")
+    card.preview.observe(lambda _: status_when_shown.append(text_of(card.status)), names="value")
     settle(gen)
     assert finished_when_shown == [False]  # the picture shows before the file is saved
+    assert status_when_shown[0].startswith("saving")  # beside it: saving, not a running step
     assert bytes(card.preview.value) == gen.thumbnail(128)
     assert list(card.children) == [card.preview, card.status, card.caption, card.buttons]
     # The download's thread made both sizes from one decode; the card's render decoded nothing.

@@ -153,7 +153,10 @@ def test_flux_cell_card_then_copy_recipe_into_a_new_cell(notebook, console, lab)
     (notebook.artifacts / "flux-card-statuses.json").write_text(json.dumps(seen, indent=1))
     assert seen and re.match(ACTIVE, seen[0]["text"]) and not seen[0]["image"], seen
     with_image = [entry["text"] for entry in seen if entry["image"]]
-    assert with_image and re.match(r"✓ done in [\d.]+ s", with_image[0]), seen
+    # The picture shows as soon as it is downloaded, while its file is written ("saving"), then
+    # the card says done: never a running step beside the picture.
+    assert with_image and re.match(r"✓ done in [\d.]+ s", with_image[-1]), seen
+    assert all(text.startswith("saving") for text in with_image[:-1]), seen
 
     card = notebook.cards(cell).first
     assert notebook.seed(card) == FLUX_SEED
