@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import FluxError, InputImageError
-from .inputs import INPUTS_DIR, InputStore, ref_of, short
+from .inputs import INPUTS_DIR, InputStore, ref_of, short, split_data_uri
 from .status import SUCCEEDED
 
 MAX_DEPTH = 16
@@ -48,15 +48,8 @@ digest = ref_of
 
 def uri_bytes(url: str) -> bytes | None:
     """The bytes of a data: URI (None for an http(s) URL or anything unreadable)."""
-    if not url.startswith("data:"):
-        return None
-    head, _, payload = url.partition(",")
-    if ";base64" not in head:
-        return None
-    try:
-        return base64.b64decode(payload, validate=True)
-    except ValueError:
-        return None
+    found = split_data_uri(url)
+    return found[0] if found is not None else None
 
 
 def ref(url: str) -> str:
