@@ -10,18 +10,16 @@ the reference becomes the very same data: URI again when the recipe is sent.
 from __future__ import annotations
 
 import base64
-import contextlib
 import dataclasses
 import hashlib
 import io
-import os
 import re
-import tempfile
 import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from .atomic_write import write_atomically
 from .errors import InputImageError
 from .recipe import Recipe
 
@@ -216,18 +214,7 @@ class InputStore:
             return ref
         target = self.folder / f"{ref[len(REF_PREFIX) :][:_NAME_DIGITS]}.{_ext(mime)}"
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".partial-{os.getpid()}-", dir=self.folder)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, target)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
+            write_atomically(target, data)
             with self._lock:
                 self._paths[ref] = target
         except OSError as exc:

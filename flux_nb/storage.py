@@ -3,14 +3,13 @@ input images those recipes name by hash beside them, in `.inputs/` (inputs.Input
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import tempfile
 import time
 from pathlib import Path
 
+from .atomic_write import PARTIAL, write_atomically
 from .errors import FluxError, StorageError
 from .infotext import format_parameters
 from .inputs import INPUTS_DIR, InputStore
@@ -18,7 +17,6 @@ from .metadata import NoRoom, embed_recipe, sidecar_path, sniff_format
 from .recipe import Recipe
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
-PARTIAL = ".partial-"  # + "<pid>-": a file being written; renamed into place when complete
 STALE_PARTIAL_SECONDS = 24 * 3600
 EXTENSIONS = {"png": "png", "jpg": "jpg", "jpeg": "jpg", "webp": "webp"}
 
@@ -96,21 +94,13 @@ class OutputFolder:
             # bytes, with the recipe beside it: never lose an image over metadata.
             payload = exc.data if isinstance(exc, NoRoom) else data
             sidecar = sidecar_path(target)
+
+        def write_sidecar() -> None:
+            if sidecar is not None:
+                sidecar.write_text(json.dumps({"recipe": recipe.to_dict(), **extra}), "utf-8")
+
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f"{PARTIAL}{os.getpid()}-", dir=self.path)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(payload)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                if sidecar is not None:
-                    sidecar.write_text(json.dumps({"recipe": recipe.to_dict(), **extra}), "utf-8")
-                os.replace(tmp, target)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
+            write_atomically(target, payload, write_sidecar)
         except OSError as exc:
             raise StorageError(
                 f"Could not save {target.name} in {self.path} ({exc.strerror or exc}); the image is"

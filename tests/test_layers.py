@@ -16,7 +16,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "flux_nb"
 # Lowest first. A module may import modules of any layer below its own, and no other of ours.
 # The local server is one unit (its own package, an app of its own that plays the API's part).
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "status", "config", "options"),  # errors, status names, settings, the option table
+    # errors, status names, settings, the option table, files written whole or not at all
+    ("errors", "status", "config", "options", "atomic_write"),
     ("recipe",),  # the validated parameters and the bundled schema
     ("metadata", "pricing", "thumbnail", "sheet"),  # file formats, prices, small pictures
     (
