@@ -8,7 +8,8 @@ The %%flux magic and the panel share it:
         card.gen               the Generation shown
         card.placeholder       HTML: a box of the recipe's aspect ratio where the picture will be;
                                it says why when the generation failed or was cancelled
-        card.preview           Image: the thumbnail PNG; replaces the placeholder once it exists
+        card.preview           Image: the thumbnail (JPEG for a photograph, PNG for flat art);
+                               replaces the placeholder once it exists
         card.progress          FloatProgress, while running: steps where the backend reports them
                                (the local server), else elapsed time
                                (the hosted API has no progress)
@@ -35,7 +36,7 @@ The %%flux magic and the panel share it:
     card_stack(gens, ...) -> CardStack     a grid of cards that grows a card per Rerun/Vary click
     magic_line(recipe) -> str              the `%%flux ...` line + "\\n"
                                            + prompt that remakes a recipe
-    generation_mimebundle(gen)             widget view + image/png thumbnail + text/plain
+    generation_mimebundle(gen)             widget view + thumbnail (jpeg/png) + text/plain
     stack_final_bundle(gens, view)         what a %%flux output settles to (settled_output.py)
     sweep_view(sweep, ...) -> SweepView    a sweep's cards in its grid, axis values on the edges
     sweep_mimebundle(sweep)                widget view + image/png contact sheet (once done) + text
@@ -46,7 +47,6 @@ The %%flux magic and the panel share it:
 
 from __future__ import annotations
 
-import base64
 import html
 import threading
 import time
@@ -104,7 +104,7 @@ _plain = display.plain
 
 
 def generation_mimebundle(gen, widget: bool | None = None) -> dict[str, Any]:
-    """text/plain always; image/png thumbnail once the image exists (shows where widgets do not);
+    """text/plain always; the thumbnail once the image exists (shows where widgets do not);
     and, in a kernel (or with widget=True), the view of a live card for frontends with widgets."""
     return display.generation_bundle(gen, widget)
 
@@ -113,9 +113,9 @@ def stack_final_bundle(gens: Sequence[Any], view: widgets.Widget) -> dict[str, A
     """What a %%flux cell's output settles to once its generations ended: the final text, the
     thumbnail (a contact sheet of several), and the same live view (settled_output.py sends it)."""
     bundle: dict[str, Any] = {"text/plain": "\n".join(_plain(g) for g in gens)}
-    png = _pictures_png(gens)
-    if png:
-        bundle["image/png"] = base64.b64encode(png).decode()
+    picture = _pictures(gens)
+    if picture:
+        bundle.update(display.picture(picture))
     bundle[WIDGET_VIEW] = _view_ref(view)
     return bundle
 
@@ -130,9 +130,9 @@ SHEET_COLUMNS = 4
 SHEET_MOST = 16  # -n 256 saves a sheet of the first 16, not a 256-image picture in the notebook
 
 
-def _pictures_png(gens: Sequence[Any]) -> bytes | None:
-    """One image's thumbnail; for several, a contact sheet of their thumbnails (seeds on top,
-    why one failed in its place); None when no image was made."""
+def _pictures(gens: Sequence[Any]) -> bytes | None:
+    """One image's thumbnail; for several, a contact sheet (PNG) of their thumbnails (seeds on
+    top, why one failed in its place); None when no image was made."""
     if not any(g.status == SUCCEEDED for g in gens):
         return None
     if len(gens) == 1:
@@ -371,7 +371,7 @@ class Card(widgets.VBox):
             if made is not None:  # the picture first, even before the file is saved
                 with self._lock:  # the status first: never a running step beside the picture
                     self.status.value = card_html.status(gen, status_line(gen))
-                    self.preview.value = made
+                    self._show(made)
                     self._arrange()
         if not gen.done:
             now = time.monotonic()
@@ -389,7 +389,7 @@ class Card(widgets.VBox):
                 problem = f"no preview: {getattr(exc, 'message', None) or type(exc).__name__}"
         with self._lock:
             if thumb is not None:  # the picture first: it is what people wait for
-                self.preview.value = thumb
+                self._show(thumb)
             status = card_html.status(gen, status_line(gen), problem)
             if self.status.value != status:
                 self.status.value = status
@@ -411,6 +411,14 @@ class Card(widgets.VBox):
                 _ticker.discard(self)
                 _unsent.add(self)
                 self.settled.set()
+
+    def _show(self, thumb: bytes) -> None:
+        """The thumbnail on the card, with the format it was made in (one message)."""
+        from .thumbnail import mime_type
+
+        with self.preview.hold_sync():
+            self.preview.format = mime_type(thumb).split("/")[1]
+            self.preview.value = thumb
 
     def _arrange(self) -> None:
         """Children for the state: placeholder and bar while running, then picture or reason."""

@@ -1,4 +1,5 @@
-"""How a Generation (or a sweep) shows itself without widgets: text/plain and an image/png.
+"""How a Generation (or a sweep) shows itself without widgets: text/plain and a picture (its
+thumbnail: image/jpeg for a photograph, image/png for flat art; a sweep's contact sheet: PNG).
 
 This sits below the handle and knows nothing of ipywidgets. The view layer (cards.py) adds the
 live card by registering a maker here when it is imported; in a kernel, a display then carries
@@ -28,6 +29,13 @@ def view_ref(view: Any) -> dict[str, Any]:
     return {"version_major": 2, "version_minor": 0, "model_id": view.model_id}
 
 
+def picture(data: bytes) -> dict[str, str]:
+    """A thumbnail as a mimebundle entry, under the type it was made as (thumbnail.mime_type)."""
+    from .thumbnail import mime_type  # Pillow, which %load_ext does not load
+
+    return {mime_type(data): base64.b64encode(data).decode()}
+
+
 def plain(gen: Any) -> str:
     """text/plain for saved notebooks: no timings, ids or paths, so nbval compares it run to run."""
     if gen.status == SUCCEEDED:
@@ -40,11 +48,11 @@ def plain(gen: Any) -> str:
 
 
 def generation_bundle(gen: Any, widget: bool | None = None) -> dict[str, Any]:
-    """text/plain always; image/png thumbnail once the image exists (shows where widgets do not);
+    """text/plain always; the thumbnail once the image exists (shows where widgets do not);
     and, in a kernel (or with widget=True) once a view is registered, the live card's view."""
     bundle: dict[str, Any] = {"text/plain": plain(gen)}
     if gen.status == SUCCEEDED:
-        bundle["image/png"] = base64.b64encode(gen.thumbnail()).decode()
+        bundle.update(picture(gen.thumbnail()))
     return _with_widget(bundle, "generation", gen, widget)
 
 

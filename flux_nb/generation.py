@@ -211,7 +211,8 @@ class Generation:
         return path
 
     def thumbnail(self, max_side: int = 320) -> bytes:
-        """A small PNG of the result for previews; deterministic for the same image."""
+        """A small picture of the result for previews, deterministic for the same image: a JPEG
+        for a photograph, a PNG for flat art (thumbnail.make_thumbnail; mime_type says which)."""
         if max_side not in self._thumb:
             from .thumbnail import make_thumbnail
 

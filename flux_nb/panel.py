@@ -517,7 +517,7 @@ def _input_name(source: Any) -> str:
 
 
 def _input_thumbnail(source: Any, url: str) -> bytes | None:
-    """A small PNG of an input image; None for an http(s) URL (the panel does not fetch it)."""
+    """A small picture of an input image; None for an http(s) URL (the panel does not fetch it)."""
     from .thumbnail import make_thumbnail
 
     try:
@@ -535,9 +535,11 @@ def _input_thumbnail(source: Any, url: str) -> bytes | None:
 
 def _input_widget(item: InputImage, on_remove: Callable[[Any], None]) -> widgets.VBox:
     if item.thumbnail:
+        from .thumbnail import mime_type
+
         picture: widgets.Widget = widgets.Image(
             value=item.thumbnail,
-            format="png",
+            format=mime_type(item.thumbnail).split("/")[1],
             layout=widgets.Layout(max_width=f"{INPUT_THUMBNAIL_SIZE}px"),
         )
     else:

@@ -1,11 +1,14 @@
-"""Small, deterministic PNG previews,
+"""Small, deterministic previews,
 so a notebook holds thumbnails and the full image stays on disk.
 
 The runner makes them on the download's thread as soon as an image is downloaded, before it
-saves the file, so the card only sets ready bytes. They must be cheap: a bilinear reduction and a
-fast-octree palette encode, about 10 ms and 5-25 KB for a 1 MP picture (an `optimize=True`
-truecolour encode took 100-300 ms and held up the kernel). Decoding the full image costs more
-(about 30 ms for a 0.7 MB truecolour PNG on 2 shared cores), so one decode serves every size.
+saves the file, so the card only sets ready bytes. They must be cheap: a box reduction and a short
+bicubic step, then a JPEG for a photograph (under 1 ms to encode) or a fast-octree palette PNG for
+a picture of few colours (exact and small; 5 ms with its quantize). A photograph's 256-colour PNG
+bands its skies: for a smooth 1344x768 picture at 320 px, 12.5 KB at 29 dB PSNR against 4.5 KB
+at 43 dB as JPEG. (An `optimize=True` truecolour PNG took 100-300 ms and held up the kernel.)
+Decoding the full image costs more (about 30 ms for a 0.7 MB truecolour PNG on 2 shared cores),
+so one decode serves every size. `mime_type` says which kind a thumbnail is.
 """
 
 from __future__ import annotations
@@ -29,19 +32,46 @@ def decode(source: bytes | str | Path) -> Image.Image:
     return image
 
 
+# Pillow's reducing_gap=1.0: box-average by the whole factor first (4x for 1344 -> 320), then a
+# short bicubic step. 2.2 ms at 1 MP against 3.4 for the bilinear reducing_gap=2.0 used before,
+# and nearer a Lanczos resize of the whole picture (37 against 35 dB PSNR on the painter's noisy
+# pictures, 53 against 52 on smooth ones).
+RESAMPLE, REDUCING_GAP = Image.Resampling.BICUBIC, 1.0
+PHOTO_QUALITY = 85  # a photograph's thumbnail: JPEG 4:2:0, as sharp as the 320 px it is shown at
+
+
 def make_thumbnail(image: Image.Image, max_side: int = 320) -> bytes:
-    """A 256-colour PNG at most max_side pixels on its longer side.
+    """A thumbnail at most max_side pixels on its longer side: a JPEG for a photograph, a
+    256-colour PNG for a picture of few colours (flat art, greys), where JPEG would smear edges.
 
     The pixels of `image.convert("RGB").thumbnail(...)`, without its first step: for an RGB
     picture, convert() copies all of it (4 MB for 1 MP, fresh memory the kernel faults in page
     by page in a busy process) only for thumbnail() to shrink the copy in place."""
     thumb = image if image.mode == "RGB" else image.convert("RGB")
     size = fitted(thumb.size, max_side)
+    flat = few_colours(thumb, size)
     if size != thumb.size:
-        thumb = thumb.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+        thumb = thumb.resize(size, RESAMPLE, reducing_gap=REDUCING_GAP)
     buf = io.BytesIO()
-    thumb.quantize(256, method=Image.Quantize.FASTOCTREE).save(buf, format="PNG", compress_level=6)
+    if flat:
+        thumb = thumb.quantize(256, method=Image.Quantize.FASTOCTREE)
+        thumb.save(buf, format="PNG", compress_level=6)
+    else:
+        thumb.save(buf, format="JPEG", quality=PHOTO_QUALITY)
     return buf.getvalue()
+
+
+def few_colours(image: Image.Image, size: tuple[int, int]) -> bool:
+    """Whether the picture, sampled at the thumbnail's size without blending, has at most 256
+    colours: 0.3 ms, where counting all of a 1 MP flat picture's took 3 ms (a photograph stops
+    the count within its first row either way)."""
+    sample = image if size == image.size else image.resize(size, Image.Resampling.NEAREST)
+    return sample.getcolors(256) is not None
+
+
+def mime_type(thumb: bytes) -> str:
+    """image/jpeg or image/png: what make_thumbnail made (a view needs it to show the bytes)."""
+    return "image/jpeg" if thumb[:3] == b"\xff\xd8\xff" else "image/png"
 
 
 def fitted(size: tuple[int, int], max_side: int) -> tuple[int, int]:

@@ -78,7 +78,9 @@ def test_card_follows_its_generation_to_the_thumbnail(session, tmp_path, monkeyp
     settle(gen)
     assert gen.status == "succeeded"
     assert bytes(card.preview.value) == gen.thumbnail(128)
-    assert max(Image.open(io.BytesIO(bytes(card.preview.value))).size) == 128
+    shown = Image.open(io.BytesIO(bytes(card.preview.value)))
+    assert max(shown.size) == 128
+    assert card.preview.format == "png" and shown.format == "PNG"  # flat art: an exact palette
     assert list(card.children) == [card.preview, card.status, card.caption, card.buttons]
     assert text_of(card.status).startswith("✓ done in ") and gen.path.name in card.status.value
     assert "seed 5" in card.caption.value and "4 steps" in card.caption.value
@@ -100,6 +102,10 @@ def test_the_card_shows_a_thumbnail_the_runner_made_from_one_decode_before_the_s
     assert finished_when_shown == [False]  # the picture shows before the file is saved
     assert status_when_shown[0].startswith("saving")  # beside it: saving, not a running step
     assert bytes(card.preview.value) == gen.thumbnail(128)
+    # A truecolour picture: a JPEG thumbnail, and the widget told so (a browser shows the bytes
+    # by the format it is given).
+    assert card.preview.format == "jpeg"
+    assert Image.open(io.BytesIO(bytes(card.preview.value))).format == "JPEG"
     assert list(card.children) == [card.preview, card.status, card.caption, card.buttons]
     # The download's thread made both sizes from one decode; the card's render decoded nothing.
     assert gen._image is None and set(gen._thumb) == {128, 320}

@@ -53,3 +53,16 @@ def test_the_view_layer_registers_the_live_card(session) -> None:
     assert set(bundle) == {"text/plain", "image/png", display.WIDGET_VIEW}
     assert Image.open(io.BytesIO(base64.b64decode(bundle["image/png"]))).size[0] <= 320
     assert set(display.generation_bundle(gen, widget=False)) == {"text/plain", "image/png"}
+
+
+def test_a_photographs_thumbnail_displays_as_jpeg(session) -> None:
+    """Truecolour results (every FLUX.2 Klein picture) show as image/jpeg: smaller in the saved
+    notebook than a palette PNG and without its banding; flat art stays image/png."""
+    gen = session.generate(
+        "a lighthouse", seed=5, num_inference_steps=2, output_quality="high"
+    ).wait(30)
+    bundle = display.generation_bundle(gen, widget=False)
+    assert set(bundle) == {"text/plain", "image/jpeg"}
+    shown = Image.open(io.BytesIO(base64.b64decode(bundle["image/jpeg"])))
+    assert shown.format == "JPEG" and max(shown.size) == 320
+    assert base64.b64decode(bundle["image/jpeg"]) == gen.thumbnail()

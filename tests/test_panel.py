@@ -294,6 +294,7 @@ def test_uploaded_images_go_into_the_recipe_and_can_be_removed(panel):
     assert (
         isinstance(item_box.children[0], ipywidgets.Image) and len(item_box.children[0].value) > 0
     )
+    assert item_box.children[0].format == "png"  # one flat colour: a palette PNG
     url = panel.inputs[0].url
     assert base64.b64decode(url.partition(",")[2]) == data
 
@@ -313,6 +314,16 @@ def test_uploaded_images_go_into_the_recipe_and_can_be_removed(panel):
     (plain,) = panel.generate()
     assert plain.recipe.input_image == ()
     finish(panel)
+
+
+def test_an_uploaded_photograph_shows_as_a_jpeg_thumbnail(panel):
+    grain = [Image.effect_noise((400, 300), sigma) for sigma in (30, 50, 70)]
+    photo = io.BytesIO()
+    Image.merge("RGB", grain).save(photo, format="JPEG", quality=90)
+    panel.upload.value = upload_value("street.jpg", photo.getvalue(), "image/jpeg")
+    picture = panel.inputs_box.children[0].children[0]
+    assert isinstance(picture, ipywidgets.Image) and picture.format == "jpeg"
+    assert Image.open(io.BytesIO(bytes(picture.value))).size == (96, 72)
 
 
 def test_use_as_input_feeds_a_result_back(panel):

@@ -122,6 +122,7 @@ def test_a_notebook_saved_after_the_images_arrived_shows_each_final_picture(note
     bad = notebook.run(
         "%%flux --image http://127.0.0.1:9/missing.png --steps 2 --name bad\nedit what is not there"
     )
+    notebook.run("%%flux --seed 4 --steps 2 --quality high --name photo\na harbour at dusk")
     views = [data(c)[WIDGET_VIEW]["model_id"] for c in (many, grid, bad)]
     wait = notebook.run("%flux wait 30")
     assert "finished" in wait.outputs[0].text
@@ -144,6 +145,12 @@ def test_a_notebook_saved_after_the_images_arrived_shows_each_final_picture(note
 
     sweep = data(cells["%%flux --seed 7 --steps 2 -a 1:1 --sweep guidance=1,2 --name grid"])
     assert sweep["text/plain"].endswith("all 2 done") and png(sweep).width > 2 * 160
+
+    # A truecolour picture settles as its JPEG thumbnail (smaller, and no palette banding).
+    photo = data(cells["%%flux --seed 4 --steps 2 --quality high --name photo"])
+    assert "image/jpeg" in photo and "image/png" not in photo
+    want = notebook.value("__import__('hashlib').sha256(photo.thumbnail()).hexdigest()")
+    assert hashlib.sha256(base64.b64decode(photo["image/jpeg"])).hexdigest() == want
 
     failed = data(cells["%%flux --image http://127.0.0.1:9/missing.png --steps 2 --name bad"])
     assert "\nfailed: " in failed["text/plain"] and "image/png" not in failed

@@ -1,11 +1,12 @@
-"""Thumbnails: one decode serves every size, with the same bytes as a thumbnail made on demand."""
+"""Thumbnails: one decode serves every size, with the same bytes as a thumbnail made on demand;
+a JPEG for a photograph, a palette PNG for a picture of few colours."""
 
 import io
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageChops, ImageFilter, ImageStat
 
-from flux_nb.thumbnail import decode, make_thumbnail, thumbnails
+from flux_nb.thumbnail import PHOTO_QUALITY, decode, make_thumbnail, mime_type, thumbnails
 
 
 def encoded(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
@@ -19,6 +20,14 @@ def gradient(mode: str = "RGB", size=(640, 360)) -> Image.Image:
     return Image.merge(
         "RGB", [image, image.transpose(Image.Transpose.FLIP_LEFT_RIGHT), image]
     ).convert(mode)
+
+
+def photograph(size=(640, 360)) -> Image.Image:
+    """Thousands of colours, smooth and grainy: what a camera or FLUX.2 Klein makes."""
+    grain = Image.effect_noise(size, 40).filter(ImageFilter.GaussianBlur(2))
+    red = Image.radial_gradient("L").resize(size)
+    green = Image.linear_gradient("L").resize(size)
+    return Image.merge("RGB", [red, green, ImageChops.add(grain, green.rotate(90), 2)])
 
 
 def translucent() -> Image.Image:
@@ -35,6 +44,8 @@ def translucent() -> Image.Image:
         (gradient("L"), "PNG", "RGB"),  # grey: given as colours
         (gradient().quantize(64), "PNG", "RGB"),  # a palette PNG: colours, not indices
         (translucent(), "WEBP", "RGBA"),
+        (photograph(), "PNG", "RGB"),
+        (photograph(), "WEBP", "RGB"),
     ],
 )
 def test_one_decode_makes_every_size_with_the_bytes_made_on_demand(image, fmt, mode):
@@ -42,9 +53,9 @@ def test_one_decode_makes_every_size_with_the_bytes_made_on_demand(image, fmt, m
     assert decode(data).mode == mode
     made = thumbnails(data, [320, 128, 320])
     assert sorted(made) == [128, 320]
-    for side, png in made.items():
-        assert png == make_thumbnail(decode(data), side)
-        assert max(Image.open(io.BytesIO(png)).size) == side
+    for side, thumb in made.items():
+        assert thumb == make_thumbnail(decode(data), side)
+        assert max(Image.open(io.BytesIO(thumb)).size) == side
 
 
 def test_a_palette_png_with_transparency_decodes_with_its_alpha(tmp_path):
@@ -60,13 +71,17 @@ def test_bytes_that_are_no_image_raise_before_anyone_sees_them():
 
 
 def reference(image: Image.Image, max_side: int) -> bytes:
-    """make_thumbnail as it was: convert (a copy), Image.thumbnail in place, the same encode."""
+    """make_thumbnail spelled with Image.thumbnail: convert (a copy), shrink it in place, then a
+    palette PNG when the picture, sampled at that size, has at most 256 colours, else a JPEG."""
     thumb = image.convert("RGB")
-    thumb.thumbnail((max_side, max_side), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    thumb.thumbnail((max_side, max_side), Image.Resampling.BICUBIC, reducing_gap=1.0)
+    sample = image.convert("RGB").resize(thumb.size, Image.Resampling.NEAREST)
+    flat = sample.getcolors(256) is not None
     buffer = io.BytesIO()
-    thumb.quantize(256, method=Image.Quantize.FASTOCTREE).save(
-        buffer, format="PNG", compress_level=6
-    )
+    if flat:
+        thumb.quantize(256, method=Image.Quantize.FASTOCTREE).save(buffer, "PNG", compress_level=6)
+    else:
+        thumb.save(buffer, "JPEG", quality=PHOTO_QUALITY)
     return buffer.getvalue()
 
 
@@ -74,9 +89,34 @@ def reference(image: Image.Image, max_side: int) -> bytes:
     "size",
     [(1344, 768), (768, 1344), (1024, 1024), (1000, 3), (3, 1000), (321, 320), (320, 200), (17, 9)],
 )
-@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L"])
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "photograph"])
 def test_thumbnails_are_byte_for_byte_what_pillows_thumbnail_made(size, mode):
-    image = gradient(size=size).convert(mode)
+    image = photograph(size) if mode == "photograph" else gradient(size=size).convert(mode)
     for side in (320, 128, 96):
         assert make_thumbnail(image, side) == reference(image, side)
     assert image.size == size  # the picture itself is left alone
+
+
+def test_a_photograph_gets_a_jpeg_and_flat_art_a_palette_png():
+    photo = make_thumbnail(photograph((1344, 768)))
+    assert mime_type(photo) == "image/jpeg"
+    assert Image.open(io.BytesIO(photo)).format == "JPEG"
+    for flat in (gradient(size=(1344, 768)), gradient("L", (1344, 768)), gradient().quantize(64)):
+        thumb = make_thumbnail(flat)
+        assert mime_type(thumb) == "image/png"
+        assert Image.open(io.BytesIO(thumb)).mode == "P"
+
+
+def test_a_photographs_jpeg_is_nearer_the_picture_and_smaller_than_a_palette_png():
+    """Why photographs get JPEGs: 256 colours band a smooth picture."""
+    shrunk = photograph((1344, 768)).resize((320, 183), Image.Resampling.BICUBIC, reducing_gap=1.0)
+    jpeg = make_thumbnail(shrunk)
+    palette = io.BytesIO()
+    shrunk.quantize(256, method=Image.Quantize.FASTOCTREE).save(palette, "PNG", compress_level=6)
+
+    def error(data: bytes) -> float:
+        decoded = Image.open(io.BytesIO(data)).convert("RGB")
+        return sum(ImageStat.Stat(ImageChops.difference(decoded, shrunk)).mean)
+
+    assert len(jpeg) < len(palette.getvalue())
+    assert error(jpeg) < error(palette.getvalue()) / 2

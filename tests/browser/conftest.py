@@ -68,7 +68,8 @@ SERVER_TIMES_CELL = (
 )
 CELLS = [
     "%load_ext flux_nb\nimport flux_nb\n\npanel = flux_nb.Panel()\npanel",
-    "%%flux --seed 4242 --steps 50 --aspect 4:3\na lighthouse on a cliff at dusk",
+    # --quality high: a truecolour picture, so the card and the saved file hold a JPEG thumbnail
+    "%%flux --seed 4242 --steps 50 --aspect 4:3 --quality high\na lighthouse on a cliff at dusk",
     GRID_CELL,
     FAILED_CELL,
     SERVER_TIMES_CELL,

@@ -121,7 +121,7 @@ def saved_output(notebook: NotebookPage, path, index: int, timeout: float = 10.0
         time.sleep(0.3)
         outputs = json.loads(path.read_text())["cells"][index]["outputs"]
         data = outputs[0].get("data", {}) if outputs else {}
-        if "image/png" in data or time.monotonic() > deadline:
+        if {"image/png", "image/jpeg"} & set(data) or time.monotonic() > deadline:
             return data
 
 
@@ -145,7 +145,10 @@ def test_flux_cell_card_then_copy_recipe_into_a_new_cell(notebook, console, lab)
     # JupyterLab saves shows the final caption and picture beside the widget view.
     saved = saved_output(notebook, lab.root / NOTEBOOK, 1)
     text = "".join(saved.get("text/plain", ""))  # a list of lines in the file
-    assert "image/png" in saved and text.endswith("\ndone"), (saved.keys(), text)
+    # A photograph's thumbnail is a JPEG: the widget drew it from format "jpeg" and the file
+    # keeps it as image/jpeg.
+    assert "image/jpeg" in saved and text.endswith("\ndone"), (saved.keys(), text)
+    assert notebook.image(notebook.cards(cell).first).format == "JPEG"
     assert "application/vnd.jupyter.widget-view+json" in saved
     seen = cell.evaluate(
         "() => { window.__fluxStatusObserver.disconnect(); return window.__fluxStatuses; }"
