@@ -414,10 +414,10 @@ class Card(widgets.VBox):
 
     def _show(self, thumb: bytes) -> None:
         """The thumbnail on the card, with the format it was made in (one message)."""
-        from .thumbnail import mime_type
+        from .thumbnail import widget_format
 
         with self.preview.hold_sync():
-            self.preview.format = mime_type(thumb).split("/")[1]
+            self.preview.format = widget_format(thumb)
             self.preview.value = thumb
 
     def _arrange(self) -> None:

@@ -535,11 +535,11 @@ def _input_thumbnail(source: Any, url: str) -> bytes | None:
 
 def _input_widget(item: InputImage, on_remove: Callable[[Any], None]) -> widgets.VBox:
     if item.thumbnail:
-        from .thumbnail import mime_type
+        from .thumbnail import widget_format
 
         picture: widgets.Widget = widgets.Image(
             value=item.thumbnail,
-            format=mime_type(item.thumbnail).split("/")[1],
+            format=widget_format(item.thumbnail),
             layout=widgets.Layout(max_width=f"{INPUT_THUMBNAIL_SIZE}px"),
         )
     else:

@@ -74,6 +74,11 @@ def mime_type(thumb: bytes) -> str:
     return "image/jpeg" if thumb[:3] == b"\xff\xd8\xff" else "image/png"
 
 
+def widget_format(thumb: bytes) -> str:
+    """The format an ipywidgets Image must be given to show the bytes: "jpeg" or "png"."""
+    return mime_type(thumb).split("/")[1]
+
+
 def fitted(size: tuple[int, int], max_side: int) -> tuple[int, int]:
     """The size Image.thumbnail((max_side, max_side)) gives a picture of `size` (Pillow's rule,
     aspect ratio kept with its rounding; tests/test_thumbnail.py holds the two together)."""
