@@ -440,7 +440,8 @@ class LineageView:
         """The thumbnails in a row, oldest first, each labelled under it."""
         from PIL import Image, ImageDraw
 
-        from .sheet import BACKGROUND, EMPTY, INK, MUTED, fit, font
+        from . import lettering
+        from .sheet import BACKGROUND, EMPTY, INK, MUTED, fit
 
         side, gap, label = 128, 10, 14
         width = gap + len(self.thumbs) * (side + gap)
@@ -450,12 +451,13 @@ class LineageView:
             x = gap + i * (side + gap)
             if png is None:
                 draw.rectangle((x, gap, x + side - 1, gap + side - 1), fill=EMPTY)
-                draw.text(
-                    (x + side // 2, gap + side // 2),
-                    "not here",
-                    fill=MUTED,
-                    font=font(label),
-                    anchor="mm",
+                word = "not here"
+                lettering.draw(
+                    canvas,
+                    (x + (side - lettering.width(word, label)) // 2, gap + (side - label) // 2),
+                    word,
+                    label,
+                    MUTED,
                 )
             else:
                 with Image.open(io.BytesIO(png)) as opened:
@@ -464,7 +466,7 @@ class LineageView:
                     canvas.paste(
                         thumb, (x + (side - thumb.width) // 2, gap + (side - thumb.height) // 2)
                     )
-            draw.text((x, gap + side + 4), fit(text, side, label), fill=INK, font=font(label))
+            lettering.draw(canvas, (x, gap + side + 4), fit(text, side, label), label, INK)
         buf = io.BytesIO()  # 256 colours, as the contact sheets: photographs' JPEG thumbnails
         # drawn in truecolour made the strip in tutorial 03 26 KB instead of 8 KB
         canvas.quantize(256, method=Image.Quantize.FASTOCTREE).save(buf, "PNG", compress_level=6)

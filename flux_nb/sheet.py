@@ -1,17 +1,18 @@
 """The contact sheet: a grid of images with a title band, column labels on top, row labels left.
 
 Pure Pillow, no widgets: `layout()` says where everything goes (tests read it), `draw_sheet()`
-draws it. Text uses Pillow's built-in scalable font, so sheets look the same on every machine.
+draws it. Text is drawn by `lettering`, so a sheet is the same picture on every Pillow release.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from functools import cache
 from typing import TYPE_CHECKING, Any
 
+from . import lettering
+
 if TYPE_CHECKING:
-    from PIL import Image, ImageFont
+    from PIL import Image
 
 MARGIN = 16
 GAP = 8
@@ -26,19 +27,8 @@ EMPTY = (225, 225, 225)
 Box = tuple[int, int, int, int]  # left, top, right, bottom
 
 
-@cache
-def font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    from PIL import ImageFont
-
-    try:
-        return ImageFont.load_default(size)
-    except TypeError:  # Pillow before 10.1 has only the small bitmap font
-        return ImageFont.load_default()
-
-
 def _text_width(text: str, size: int) -> int:
-    left, _, right, _ = font(size).getbbox(text)
-    return int(right - left)
+    return lettering.width(text, size)
 
 
 def _line_height(size: int) -> int:
@@ -46,12 +36,12 @@ def _line_height(size: int) -> int:
 
 
 def fit(text: str, width: int, size: int) -> str:
-    """The text, shortened with an ellipsis to fit width pixels."""
+    """The text, shortened with "..." (the bitmap font has no "…") to fit width pixels."""
     if _text_width(text, size) <= width:
         return text
-    while text and _text_width(text + "…", size) > width:
+    while text and _text_width(text + "...", size) > width:
         text = text[:-1]
-    return text + "…"
+    return text + "..."
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,21 +118,22 @@ def draw_sheet(
     x, y = geometry.title[:2]
     inner = geometry.title[2] - geometry.title[0]
     for i, line in enumerate(title_lines):
-        draw.text(
+        lettering.draw(
+            sheet,
             (x, y + i * _line_height(TITLE_SIZE)),
             fit(line, inner, TITLE_SIZE),
-            fill=INK if i == 0 else MUTED,
-            font=font(TITLE_SIZE),
+            TITLE_SIZE,
+            INK if i == 0 else MUTED,
         )
     for text, box in zip(column_labels, geometry.columns, strict=True):
         text = fit(text, box[2] - box[0], LABEL_SIZE)
         left = box[0] + (box[2] - box[0] - _text_width(text, LABEL_SIZE)) // 2
-        draw.text((left, box[1]), text, fill=INK, font=font(LABEL_SIZE))
+        lettering.draw(sheet, (left, box[1]), text, LABEL_SIZE, INK)
     for labels, box in zip(row_labels, geometry.rows, strict=False):
         top = box[1] + (tile - len(labels) * _line_height(LABEL_SIZE)) // 2
         for i, text in enumerate(labels):
-            draw.text(
-                (box[0], top + i * _line_height(LABEL_SIZE)), text, fill=INK, font=font(LABEL_SIZE)
+            lettering.draw(
+                sheet, (box[0], top + i * _line_height(LABEL_SIZE)), text, LABEL_SIZE, INK
             )
     for row, boxes in zip(scaled, geometry.cells, strict=True):
         for image, box in zip(row, boxes, strict=True):
@@ -150,11 +141,8 @@ def draw_sheet(
                 draw.rectangle((box[0], box[1], box[2] - 1, box[3] - 1), fill=EMPTY)
                 word = fit(image, box[2] - box[0] - 8, LABEL_SIZE)
                 left = box[0] + (box[2] - box[0] - _text_width(word, LABEL_SIZE)) // 2
-                draw.text(
-                    (left, box[1] + tile // 2 - LABEL_SIZE // 2),
-                    word,
-                    fill=MUTED,
-                    font=font(LABEL_SIZE),
+                lettering.draw(
+                    sheet, (left, box[1] + tile // 2 - LABEL_SIZE // 2), word, LABEL_SIZE, MUTED
                 )
                 continue
             sheet.paste(image, (box[0] + (cell_width - image.width) // 2, box[1]))

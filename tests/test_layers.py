@@ -16,8 +16,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "flux_nb"
 # Lowest first. A module may import modules of any layer below its own, and no other of ours.
 # The local server is one unit (its own package, an app of its own that plays the API's part).
 LAYERS: list[tuple[str, ...]] = [
-    # errors, status names, settings, the option table, files written whole or not at all
-    ("errors", "status", "config", "options", "atomic_write"),
+    # errors, status names, settings, the option table, files written whole or not at all, text
+    # drawn the same on every Pillow
+    ("errors", "status", "config", "options", "atomic_write", "lettering"),
     ("recipe",),  # the validated parameters and the bundled schema
     ("metadata", "pricing", "thumbnail", "sheet"),  # file formats, prices, small pictures
     (

@@ -19,16 +19,22 @@ STYLES = ("poster", "glow", "ink", "sunlit")
 
 
 def fit(image: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """Centre-crop to the aspect ratio of size and resize (quick box reduction for big inputs)."""
+    """Centre-crop to the aspect ratio of size and resize (quick box reduction for big inputs).
+
+    The crop is made to whole pixels first: Pillow 13 resamples a fractional `box=` differently
+    from Pillow 11 and 12, and the stand-in's pictures must not depend on the release."""
     w, h = image.size
     target = size[0] / size[1]
     if w / h > target:
         cw = h * target
-        box = ((w - cw) / 2, 0.0, (w + cw) / 2, float(h))
+        left = round((w - cw) / 2)
+        box = (left, 0, left + max(1, round(cw)), h)
     else:
         ch = w / target
-        box = (0.0, (h - ch) / 2, float(w), (h + ch) / 2)
-    return image.convert("RGB").resize(size, Image.Resampling.BILINEAR, box=box, reducing_gap=2.0)
+        top = round((h - ch) / 2)
+        box = (0, top, w, top + max(1, round(ch)))
+    cropped = image.convert("RGB").crop(box)
+    return cropped.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
 
 
 @lru_cache(maxsize=8)

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import lru_cache
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
+from .... import lettering
 from ....recipe import Recipe
 from .edit import restyle
 from .palette import SKY, SKY_N, mix
@@ -130,14 +131,13 @@ def _tag_patch(unit: int) -> tuple[Image.Image, Image.Image]:
     """The "offline preview" tag as palette indices and its rounded mask;
     unit = sqrt(picture area)."""
     size = max(10, round(unit * 0.75 / 56))
-    font = ImageFont.load_default(size)
-    left, top, right, bottom = font.getbbox(TAG_TEXT)
+    letters = lettering.mask(TAG_TEXT, size)
     pad_x, pad_y = round(size * 0.6), round(size * 0.35)
-    w, h = int(right - left) + 2 * pad_x, int(bottom - top) + 2 * pad_y  # ints, typed float
+    w, h = letters.width + 2 * pad_x, letters.height + 2 * pad_y
     mask = Image.new("L", (w, h), 0)
     ImageDraw.Draw(mask).rounded_rectangle((0, 0, w - 1, h - 1), radius=h // 2, fill=255)
     text = Image.new("L", (w, h), 0)
-    ImageDraw.Draw(text).text((pad_x - left, pad_y - top), TAG_TEXT, fill=255, font=font)
+    text.paste(letters, (pad_x, pad_y))
     patch = Image.new("L", (w, h), TAG_BG)
     for idx, cut in zip(TAG_TEXT_LEVELS, (40, 110, 180), strict=True):
         patch.paste(idx, (0, 0), text.point([255 if v >= cut else 0 for v in range(256)]))
