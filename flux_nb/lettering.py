@@ -24,7 +24,9 @@ def _font() -> ImageFont.ImageFont:
 
     # Pillow 10.1+ names the bitmap font apart; before it, load_default() is that font.
     loader = getattr(ImageFont, "load_default_imagefont", ImageFont.load_default)
-    return loader()
+    font = loader()
+    assert isinstance(font, ImageFont.ImageFont), font  # the bitmap font, never FreeType
+    return font
 
 
 def printable(text: str) -> str:
