@@ -27,6 +27,7 @@ try:
 except ImportError:  # Windows: fall back on "is that process id still running"
     fcntl = None  # type: ignore[assignment]
 
+from . import processes
 from .status import CANCELLED, FAILED
 
 # The runner journals an ended generation under its status's name; a saved one as "saved".
@@ -71,7 +72,7 @@ class Journal:
             return True
         path = self._live_path(writer)
         if fcntl is None:
-            return pid is not None and _pid_running(pid)
+            return pid is not None and processes.alive(pid)
         try:
             fh = open(path, "rb")
         except OSError:
@@ -154,13 +155,3 @@ class Journal:
             elif op in TERMINAL_OPS:
                 state.pop(key, None)
         return list(state.values())
-
-
-def _pid_running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # it exists, owned by someone else
-    return True

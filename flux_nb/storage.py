@@ -4,11 +4,11 @@ input images those recipes name by hash beside them, in `.inputs/` (inputs.Input
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from pathlib import Path
 
+from . import processes
 from .atomic_write import PARTIAL, write_atomically
 from .errors import FluxError, StorageError
 from .infotext import format_parameters
@@ -67,7 +67,7 @@ class OutputFolder:
             pid = path.name[len(PARTIAL) :].partition("-")[0]
             try:
                 stale = time.time() - path.stat().st_mtime > STALE_PARTIAL_SECONDS
-                if stale or (pid.isdigit() and not _alive(int(pid))):
+                if stale or (pid.isdigit() and not processes.alive(int(pid))):
                     path.unlink()
                     removed += 1
             except OSError:
@@ -138,17 +138,4 @@ def _id_part(generation_id: str) -> str:
     """The id's first 12 letters and digits: the id comes from a server and must never be able to
     put a separator or '..' into a file name."""
     return re.sub(r"[^0-9A-Za-z]", "", generation_id)[:12] or "noid"
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    if os.name == "nt":  # os.kill(pid, 0) would end the process there: trust only the age
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # EPERM: it exists, under another user
-        return True
     return True

@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "flux_nb"
 LAYERS: list[tuple[str, ...]] = [
     # errors, status names, settings, the option table, files written whole or not at all, text
     # drawn the same on every Pillow
-    ("errors", "status", "config", "options", "atomic_write", "lettering"),
+    ("errors", "status", "config", "options", "atomic_write", "lettering", "processes"),
     ("recipe",),  # the validated parameters and the bundled schema
     ("metadata", "pricing", "thumbnail", "sheet"),  # file formats, prices, small pictures
     (
