@@ -916,3 +916,46 @@ def test_api_docs_curl_example_with_only_the_host_changed(make_server, tmp_path)
     assert row["status"] == "succeeded"
     curl("-o", str(tmp_path / "out.png"), row["result_url"])
     assert Image.open(tmp_path / "out.png").format == "PNG"
+
+
+class RecordingHub:
+    """An event hub with a listener always there, recording what is published, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict]] = []
+
+    def has_subscribers(self, owner: str) -> bool:
+        return True
+
+    def publish(self, owner: str, name: str, data: dict, *, keep: bool = True) -> None:
+        self.events.append((name, data))
+
+
+def test_progress_events_are_at_most_one_per_interval_first_at_step_0_none_after_the_end(
+    monkeypatch,
+) -> None:
+    """The throttle with the clock in the test's hands (the real pipeline's steps are followed in
+    tests/local_engine/test_klein_server.py)."""
+    from types import SimpleNamespace
+
+    from flux_nb.server import store as store_module
+
+    now = [500.0]
+    monkeypatch.setattr(
+        store_module, "time", SimpleNamespace(monotonic=lambda: now[0], time=time.time)
+    )
+    hub = RecordingHub()
+    rows = store_module.Store(hub, progress_events=True)  # type: ignore[arg-type]
+    row = rows.create("me", MODEL_ID, {"prompt": "a fox"}, 1)
+    assert rows.start(row, 10)
+    interval = store_module.PROGRESS_INTERVAL
+    for step, at in [(1, 0.2), (2, 0.4), (3, 1.0), (4, 1.2), (5, 2.1), (6, 2.1), (7, 3.0), (8, 3.2)]:
+        now[0] = 500.0 + at * interval
+        rows.progress(row, step, 10)
+    assert rows.succeed(row, f"{row.id}.png", "image/png")
+    now[0] += 10 * interval
+    rows.progress(row, 10, 10)  # a step the engine reports after the end
+    names = [name for name, _ in hub.events]
+    steps = [data["step"] for name, data in hub.events if name == store_module.PROGRESS_EVENT]
+    assert steps == [0, 3, 5, 8]  # step 0 forced at start; then one per interval at most
+    assert names[-1] == store_module.COMPLETED_EVENT and names.count(names[-1]) == 1

@@ -18,7 +18,7 @@ from PIL import Image
 
 from flux_nb.metadata import read_recipe
 from flux_nb.recipe import MODEL_ID
-from flux_nb.server import LocalServer
+from flux_nb.server import LocalServer, store
 
 PROMPT = "a lighthouse on a cliff at dusk"
 
@@ -121,25 +121,66 @@ def test_output_format_applies_to_the_served_file(api: httpx.Client):
 # --- progress and cancel --------------------------------------------------------------------------
 
 
-def test_progress_events_follow_the_pipeline_steps(klein_server: LocalServer, api: httpx.Client):
-    steps, seen = 8, []
-    with httpx.Client(base_url=klein_server.url, timeout=60.0) as stream_client:
+def progress_of_one_generation(server: LocalServer, api: httpx.Client, steps: int, seed: int):
+    """The (step, total) progress events of one generation, up to its completion event; then a
+    second generation is run to its end on the same stream, and any event of the first that comes
+    meanwhile is returned too (there must be none: nothing follows the end)."""
+    seen, late = [], []
+    with httpx.Client(base_url=server.url, timeout=60.0) as stream_client:
         with connect_sse(stream_client, "GET", "/api/events") as source:
-            gid = enqueue(api, seed=1, num_inference_steps=steps, aspect_ratio="1:1")
+            gid = enqueue(api, seed=seed, num_inference_steps=steps, aspect_ratio="1:1")
+            after = None
             for sse in source.iter_sse():
                 data = json.loads(sse.data)
-                if data.get("generation_id") != gid:
-                    continue
-                if sse.event == "media_generation_progress":
-                    seen.append((data["step"], data["total"]))
-                elif sse.event == "media_generation_completed":
+                if data.get("generation_id") == gid and after is None:
+                    if sse.event == "media_generation_progress":
+                        seen.append((data["step"], data["total"]))
+                    elif sse.event == "media_generation_completed":
+                        after = enqueue(api, seed=seed + 1, num_inference_steps=1)
+                    else:
+                        raise AssertionError(f"{sse.event}: {data}")
+                elif data.get("generation_id") == gid:
+                    late.append((sse.event, data))
+                elif data.get("generation_id") == after and sse.event.endswith("completed"):
                     break
-                else:
-                    raise AssertionError(f"{sse.event}: {data}")
-    assert seen[0] == (0, steps)  # processing, before the first step
-    assert all(total == steps for _, total in seen)
-    assert [s for s, _ in seen] == sorted({s for s, _ in seen})  # increasing, no repeats
-    assert len(seen) >= 3 and seen[-1][0] >= steps // 2  # a real bar, not just start and end
+    return seen, late
+
+
+@pytest.fixture
+def slow_steps(klein_config):
+    """Each transformer call of the server's pipeline takes at least 0.15 s more, so the test, not
+    the machine, decides how far apart the steps are."""
+    from flux_nb.server.engines.flux2_klein import load_pipeline
+
+    hook = load_pipeline(klein_config).pipe.transformer.register_forward_pre_hook(
+        lambda *_: time.sleep(0.15)
+    )
+    yield 0.15
+    hook.remove()
+
+
+def test_progress_events_follow_the_pipeline_steps(
+    klein_server: LocalServer, api: httpx.Client, slow_steps, monkeypatch
+):
+    """Steps further apart than the progress interval: every step is announced, in order, the
+    first (processing) at step 0, and nothing after the completion event."""
+    monkeypatch.setattr(store, "PROGRESS_INTERVAL", slow_steps / 3)
+    steps = 6
+    seen, late = progress_of_one_generation(klein_server, api, steps, seed=1)
+    assert seen == [(step, steps) for step in range(steps + 1)]
+    assert late == []
+
+
+def test_steps_quicker_than_the_interval_are_throttled_to_the_first_event(
+    klein_server: LocalServer, api: httpx.Client, monkeypatch
+):
+    """The fast path: an interval far longer than the tiny pipeline's whole run, whatever the
+    machine's speed, leaves only the processing event (step 0, forced) before completion."""
+    monkeypatch.setattr(store, "PROGRESS_INTERVAL", 3600.0)
+    steps = 8
+    seen, late = progress_of_one_generation(klein_server, api, steps, seed=3)
+    assert seen == [(0, steps)]
+    assert late == []
 
 
 def test_cancel_stops_at_the_next_step_keeps_no_image_and_the_pipeline_still_works(
