@@ -8,7 +8,7 @@ import pytest
 from PIL import ImageChops
 
 import flux_nb
-from flux_nb import errors
+from flux_nb import errors, runner
 from flux_nb.config import Settings
 from flux_nb.sessions import Session
 
@@ -68,8 +68,11 @@ def test_callbacks_see_progress_then_succeeded(tmp_path):
     assert steps and steps == sorted(steps) and steps[-1] <= 5
 
 
-def test_cancel_says_so_and_why_within_a_second_or_two(tmp_path):
-    """No event follows a cancel (as on the hosted stream): the handle learns it from the row."""
+def test_cancel_says_so_and_why_from_the_cancels_own_answer(tmp_path, monkeypatch):
+    """No event follows a cancel (as on the hosted stream): the handle learns it from the row its
+    DELETE returns, not from a safety poll (an hour away here)."""
+    monkeypatch.setattr(runner, "SAFETY_POLL_FIRST", 3600.0)
+    monkeypatch.setattr(runner, "SAFETY_POLL_MAX", 3600.0)
     s = Session("local", output_dir=tmp_path, settings=Settings(step_delay=0.05), announce=None)
     gen = s.generate("a very slow painting", num_inference_steps=50)
     deadline = time.monotonic() + 10
@@ -79,8 +82,8 @@ def test_cancel_says_so_and_why_within_a_second_or_two(tmp_path):
     asked = time.monotonic()
     gen.cancel()
     with pytest.raises(errors.GenerationCancelled):
-        gen.wait(10)
-    assert time.monotonic() - asked < 2.0
+        gen.wait(30)
+    assert time.monotonic() - asked < 30
     assert gen.status == "cancelled" and gen.reason
     assert s.client.get_generation(gen.id)["status"] == "cancelled"
     assert list(tmp_path.glob("*.png")) == []

@@ -211,8 +211,7 @@ def test_flux_cell_returns_at_once_with_a_live_card_then_the_image(kernel):
         cell.outputs[0]["data"]["text/plain"] == f"'a red fox in snow'\n{summary}\nrunning"
     )  # nbval compares it
     ms, done_at_return = kernel.value("_cell_times[-1]")
-    assert done_at_return is False  # the cell ended before the image existed
-    assert ms < 300  # its own work is a few ms; generous for a loaded CI machine
+    assert done_at_return is False  # the cell ended before the image existed (its time: benchmarks)
     assert kernel.value(f"_cards({view!r})[0].gen is _flux")
     assert_clean(kernel.run("gen = _flux.wait(30); wait_settled(10)"))
     got = kernel.value(
@@ -223,7 +222,6 @@ def test_flux_cell_returns_at_once_with_a_live_card_then_the_image(kernel):
     )
     assert os.path.isfile(got["path"]) and got["size"] == [1024, 1024]
     assert got["recipe"] == got["mine"] and got["recipe"]["seed"] == 7
-    assert got["elapsed"] * 1000 > 3 * ms
     assert got["card"] and re.search(r">\S* ?done in [\d.]+ s", got["status"])
 
 

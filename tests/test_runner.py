@@ -5,6 +5,7 @@ downloads that fail, generations failed or cancelled on the server. No patched f
 from __future__ import annotations
 
 import html
+import math
 import time
 from collections import Counter
 
@@ -21,7 +22,7 @@ from fault_helpers import (
 )
 from recording_server import RecordingServer
 
-from flux_nb import errors
+from flux_nb import errors, runner
 from flux_nb.cards import Card, generation_mimebundle, status_line
 from flux_nb.config import Timeouts
 from flux_nb.server import Faults
@@ -130,16 +131,20 @@ def test_cut_streams_reconnect_and_no_completion_is_missed_or_handled_twice(
     assert api.seeds() == Counter(range(300, 312))
 
 
-def test_a_silent_stream_is_given_up_and_polling_takes_over(faulty, open_session, token) -> None:
+def test_a_silent_stream_is_given_up_and_polling_takes_over(
+    faulty, open_session, token, monkeypatch
+) -> None:
+    """Safety polls an hour apart: only giving the silent stream up (sse_read 0.5 s) and polling
+    can save these within assert_saved_once's deadline, however slow the machine."""
+    monkeypatch.setattr(runner, "SAFETY_POLL_FIRST", 3600.0)
+    monkeypatch.setattr(runner, "SAFETY_POLL_MAX", 3600.0)
     server, api = faulty
     api.faults(sse_silent=True)  # headers, then nothing: not even keep-alives
     session = open_session(server, token, timeouts=Timeouts(sse_read=0.5))
-    started = time.monotonic()
     gens = session.generate(
         "silent stream", n=4, seed=400, num_inference_steps=2, aspect_ratio="1:1"
     )
     assert_saved_once(session, gens)
-    assert time.monotonic() - started < 5  # not the 10 s safety poll of a trusted stream
     wait_until(lambda: api.injected()["sse_silent"] >= 2, what="a reconnect after the silence")
     assert session.runner.stats["events"] == 0  # every completion came from polling
 
@@ -167,7 +172,10 @@ def test_reconnects_back_off_instead_of_spinning(make_server, open_session, toke
     assert_saved_once(session, [gen])
     took = time.monotonic() - started
     connects = api.injected()["sse_cut"]
-    assert took > 1.4 and 2 <= connects <= 4, (took, connects)  # 0.5 s, 1 s, 2 s... apart
+    # Reconnects 0.5 s, 1 s, 2 s... apart: in `took` seconds at most 1 + log2(1 + took / 0.5)
+    # of them (one more allowed), however long a loaded machine makes the generation take; a
+    # client that spun would make hundreds.
+    assert took > 1.4 and 2 <= connects <= 2 + math.log2(1 + took / 0.5), (took, connects)
 
 
 # --- results: another host, cut and failing downloads ---------------------------------------------

@@ -61,7 +61,7 @@ def raw(url: str, request: bytes) -> tuple[int, bytes]:
 
 
 def wait_for(client: httpx.Client, gid: str) -> dict:
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while True:
         row = client.get(f"{QUEUE}/{gid}").json()
         if row["status"] in TERMINAL:

@@ -24,7 +24,7 @@ from httpx_sse import ServerSentEvent, connect_sse
 from PIL import Image
 
 from flux_nb.recipe import MODEL_ID, bundled_schema
-from flux_nb.server import Faults, Limits, LocalServer, create_app
+from flux_nb.server import Faults, Limits, LocalServer, create_app, embedded
 from flux_nb.server.app import LocalExtras
 from flux_nb.server.engines import get_engine
 
@@ -68,7 +68,7 @@ def enqueue(client: httpx.Client, **params: object) -> list[str]:
 
 def wait_for(client: httpx.Client, generation_id: str, until: set[str] = TERMINAL) -> dict:
     """Poll the generation (what the API docs do) until its status is in `until`."""
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while True:
         row = client.get(f"/api/ai/queue/{generation_id}").json()
         if row["status"] in until:
@@ -795,7 +795,10 @@ def test_faults_endpoint(faulty: httpx.Client, api: httpx.Client) -> None:
 # --- life cycle, CLI, the API docs' examples ------------------------------------------------------
 
 
-def test_stop_returns_fast_with_an_sse_client_attached(make_server) -> None:
+def test_stop_ends_open_streams_instead_of_waiting_for_them(make_server, monkeypatch) -> None:
+    """With the graceful-shutdown timeout raised to a minute, a stop that waited for the open
+    stream would take that minute: ending it takes well under the generous 30 s allowed here."""
+    monkeypatch.setattr(embedded, "GRACEFUL_SHUTDOWN_SECONDS", 60)
     server = make_server()
     connected, ended, problems = threading.Event(), threading.Event(), []
 
@@ -812,18 +815,19 @@ def test_stop_returns_fast_with_an_sse_client_attached(make_server) -> None:
             ended.set()
 
     threading.Thread(target=listen, daemon=True).start()
-    assert connected.wait(5)
+    assert connected.wait(30)
     started = time.monotonic()
     server.stop()
-    assert time.monotonic() - started < 1.0
-    assert ended.wait(2) and problems == []  # the stream ended cleanly, not with an error
+    assert time.monotonic() - started < 30
+    assert ended.wait(30) and problems == []  # the stream ended cleanly, not with an error
     assert not server.running
 
 
-def test_local_server_starts_fast_and_rejects_bad_options() -> None:
-    started = time.monotonic()
+def test_local_server_serves_on_loopback_and_rejects_bad_options() -> None:
+    """(How fast it starts is a figure of benchmarks/run.py, %load_ext included.)"""
     with LocalServer() as server:
-        assert time.monotonic() - started < 0.5
+        answer = httpx.get(server.url + "/api/ai/queue", timeout=TIMEOUT)
+        assert answer.status_code == 200 and answer.json()["generations"] == []
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+", server.url)
     with pytest.raises(ValueError, match="preview"):
         create_app(engine="flux-dev")
@@ -847,8 +851,8 @@ def test_cli_serve_stops_on_ctrl_c_with_a_stream_open() -> None:
                 process.send_signal(signal.SIGINT)
                 interrupted = time.monotonic()
                 assert list(source.iter_sse()) == []  # ends cleanly when the server stops
-        assert process.wait(timeout=5) == 0
-        assert time.monotonic() - interrupted < 3
+        assert process.wait(timeout=30) == 0  # it ends by itself: no kill needed
+        assert time.monotonic() - interrupted < 30
     finally:
         if process.poll() is None:
             process.kill()
@@ -902,7 +906,7 @@ def test_api_docs_curl_example_with_only_the_host_changed(make_server, tmp_path)
         "-d", body,
     )  # fmt: skip
     generation_id = json.loads(answer)["generations"][0]["generation_id"]
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while True:
         row = json.loads(
             curl(
@@ -949,7 +953,16 @@ def test_progress_events_are_at_most_one_per_interval_first_at_step_0_none_after
     row = rows.create("me", MODEL_ID, {"prompt": "a fox"}, 1)
     assert rows.start(row, 10)
     interval = store_module.PROGRESS_INTERVAL
-    for step, at in [(1, 0.2), (2, 0.4), (3, 1.0), (4, 1.2), (5, 2.1), (6, 2.1), (7, 3.0), (8, 3.2)]:
+    for step, at in [
+        (1, 0.2),
+        (2, 0.4),
+        (3, 1.0),
+        (4, 1.2),
+        (5, 2.1),
+        (6, 2.1),
+        (7, 3.0),
+        (8, 3.2),
+    ]:
         now[0] = 500.0 + at * interval
         rows.progress(row, step, 10)
     assert rows.succeed(row, f"{row.id}.png", "image/png")

@@ -22,7 +22,9 @@ from flux_nb.sessions import JOURNAL_NAME, Session
 WAVES = 3  # submitted while the previous wave is still in flight
 PER_WAVE = 160
 GENERATIONS = WAVES * PER_WAVE
-SOAK_LIMIT = 50.0  # seconds; the test fails rather than run on
+# A guard, not a target: about 20 s on an idle 2-core machine, 20 s still with 8 other processes
+# busy; the test fails rather than run on past this (the throughput is benchmarks' business).
+SOAK_LIMIT = 300.0
 FAULTS = Faults(
     seed=2024,
     error_rate=0.03,  # 503 with Retry-After: 0

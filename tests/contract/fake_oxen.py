@@ -168,7 +168,7 @@ class FakeOxen:
         with self._cond:
             return dict(self._rows[generation_id])
 
-    def wait_rows(self, n: int = 1, timeout: float = 5.0) -> list[str]:
+    def wait_rows(self, n: int = 1, timeout: float = 30.0) -> list[str]:
         """Block until at least n generations exist; their ids, oldest first."""
         with self._cond:
             if not self._cond.wait_for(lambda: len(self._order) >= n, timeout):
@@ -177,7 +177,7 @@ class FakeOxen:
                 )
             return list(self._order)
 
-    def wait_streams(self, n: int = 1, timeout: float = 5.0) -> None:
+    def wait_streams(self, n: int = 1, timeout: float = 30.0) -> None:
         """Block until at least n event streams are connected."""
         with self._cond:
             if not self._cond.wait_for(lambda: len(self._streams) >= n, timeout):

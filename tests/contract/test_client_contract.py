@@ -39,11 +39,19 @@ def wait_until(predicate, timeout: float, what: str) -> float:
     return time.monotonic() - start
 
 
+@pytest.fixture
+def polls_an_hour_apart(monkeypatch):
+    """Safety polls an hour away: within a test's generous deadline only an event can end a
+    generation, whatever the machine's speed."""
+    monkeypatch.setattr(runner, "SAFETY_POLL_FIRST", 3600.0)
+    monkeypatch.setattr(runner, "SAFETY_POLL_MAX", 3600.0)
+
+
 def started(session, prompt: str = "a lighthouse on a cliff at dusk", **params):
     """A generation the fake has taken: (handle, generation id)."""
     params.setdefault("seed", 42)
     gen = session.generate(prompt, **params)
-    wait_until(lambda: gen.id is not None or gen.done, 5, "the enqueue answer")
+    wait_until(lambda: gen.id is not None or gen.done, 30, "the enqueue answer")
     assert gen.id is not None, f"the enqueue failed: {gen.status} {gen.reason}"
     return gen, gen.id
 
@@ -71,14 +79,16 @@ def client(fake):
 # --- §3.1, §4, §9: the whole round trip --------------------------------------------------------
 
 
-def test_generate_wait_saves_the_result_downloaded_without_the_key(fake, make_session):
+def test_generate_wait_saves_the_result_downloaded_without_the_key(
+    fake, make_session, polls_an_hour_apart
+):
     session = make_session()
     gen, gid = started(session, aspect_ratio="1:1")
     fake.wait_streams()
     fake.complete(gid)
-    took = wait_until(lambda: gen.done, 5, "the handle to finish")
+    wait_until(lambda: gen.done, 30, "the handle to finish")
     gen.wait(0)
-    assert took < 2, "the completion event, not a poll, should finish it"
+    assert session.runner.stats["events"] >= 1  # the completion event finished it
     assert gen.status == "succeeded" and gen.path is not None and gen.path.is_file()
     assert same_pixels(gen.path, fake.result_bytes(gid))
 
@@ -96,14 +106,16 @@ def test_generate_wait_saves_the_result_downloaded_without_the_key(fake, make_se
     assert downloads[0].headers.get("accept") == "*/*"
 
 
-def test_a_failed_completion_event_fails_the_handle_with_the_servers_words(fake, make_session):
+def test_a_failed_completion_event_fails_the_handle_with_the_servers_words(
+    fake, make_session, polls_an_hour_apart
+):
     session = make_session()
     gen, gid = started(session)
     fake.wait_streams()
     fake.advance(gid, "processing")
     fake.advance(gid, "failed", error="Insufficient credits")  # §3.2 and §4's failure example
-    took = wait_until(lambda: gen.done, 5, "the handle to fail")
-    assert took < 2, "the completion event, not a poll, should end it"
+    wait_until(lambda: gen.done, 30, "the handle to fail")
+    assert session.runner.stats["events"] >= 1  # the completion event ended it
     with pytest.raises(errors.GenerationFailed) as info:
         gen.wait(0)
     assert gen.status == "failed"
@@ -143,25 +155,31 @@ def test_only_media_generation_completed_events_are_acted_on(fake, make_session)
             )
         }\n\n"""
     )
-    time.sleep(0.5)
+    wait_until(lambda: session.runner.stats["events"] >= 2, 30, "the client to read both frames")
     assert not gen.done and gen.status in ("queued", "processing"), gen
-    assert not fake.seen(host=CDN_HOST), "a non-completion event made the client download"
     fake.complete(gid)
-    gen.wait(5)
+    gen.wait(30)
     assert gen.status == "succeeded"
+    downloads = [str(r.url) for r in fake.seen(host=CDN_HOST)]
+    assert len(downloads) == 1 and "nothing.png" not in downloads[0], (
+        "a non-completion event made the client download"
+    )
 
 
 # --- §3.6: cancel --------------------------------------------------------------------------------
 
 
-def test_cancel_reaches_cancelled_within_two_seconds_with_no_cancel_event(fake, make_session):
+def test_cancel_reaches_cancelled_from_its_delete_with_no_cancel_event(
+    fake, make_session, polls_an_hour_apart
+):
+    """No event follows a cancel: the DELETE's answer, not a poll (an hour away here), ends it."""
     session = make_session()
     gen, gid = started(session)
     fake.wait_streams()
     gen.cancel()
     wait_until(
         lambda: gen.status == "cancelled",
-        2,
+        30,
         "the handle to show the cancel (no SSE event comes for it)",
     )
     with pytest.raises(errors.GenerationCancelled):
@@ -191,7 +209,7 @@ def test_a_cancel_made_elsewhere_is_noticed_by_the_safety_poll(fake, make_sessio
     time.sleep(0.1)  # past the poll every (re)connect makes
     fake.cancel_elsewhere(gid)
     cancelled_at = time.monotonic()
-    wait_until(lambda: gen.status == "cancelled", 3, "the cancel made elsewhere to be noticed")
+    wait_until(lambda: gen.status == "cancelled", 30, "the cancel made elsewhere to be noticed")
     assert not fake.seen("DELETE"), "nobody here asked to cancel"
     assert [r for r in fake.seen("GET", f"/api/ai/queue/{gid}") if r.t >= cancelled_at]
 
@@ -247,7 +265,7 @@ def test_resume_finds_a_generation_that_already_succeeded_and_does_not_send_it_a
     session = make_session(output_dir=out)
     gens = session.resume()
     assert len(gens) == 1
-    gens[0].wait(5)
+    gens[0].wait(30)
     assert gens[0].id == gid and gens[0].path is not None and gens[0].path.is_file()
     assert not fake.seen("POST", "/api/ai/queue"), "resume sent the generation again: billed twice"
     assert same_pixels(gens[0].path, fake.result_bytes(gid))
@@ -263,7 +281,7 @@ def test_an_ambiguous_enqueue_the_server_took_is_found_and_not_sent_twice(fake, 
     if then is None:
         fake.wait_streams()
         fake.complete(gid)
-    gen.wait(5)
+    gen.wait(30)
     assert gen.status == "succeeded" and gen.path.is_file()
     assert len(fake.seen("POST", "/api/ai/queue")) == 1
 
@@ -271,7 +289,7 @@ def test_an_ambiguous_enqueue_the_server_took_is_found_and_not_sent_twice(fake, 
 # --- §8: auth failures end the handle with one line ----------------------------------------------
 
 
-def _fails_naming_the_key(gen, timeout: float = 5.0) -> None:
+def _fails_naming_the_key(gen, timeout: float = 30.0) -> None:
     wait_until(lambda: gen.done, timeout, "the handle to fail (it must not hang)")
     assert gen.status == "failed", gen
     with pytest.raises(errors.FluxError) as info:
@@ -314,7 +332,7 @@ def test_an_enqueue_answer_with_no_generations_is_a_clear_error(fake, make_sessi
     fake.empty_enqueue()
     session = make_session()
     gen = session.generate("a lighthouse on a cliff at dusk", seed=42)
-    wait_until(lambda: gen.done, 5, "the handle to fail, not to stay 'submitting'")
+    wait_until(lambda: gen.done, 30, "the handle to fail, not to stay 'submitting'")
     assert gen.status == "failed"
     one_clean_line(gen.reason)
     assert len(fake.seen("POST", "/api/ai/queue")) == 1
@@ -327,7 +345,7 @@ def test_a_404_on_a_known_id_says_unknown_or_expired(fake, make_session):
     fake.wait_streams()
     fake.forget(gid)
     fake.drop_streams()  # the reconnect makes the client poll what is pending
-    wait_until(lambda: gen.done, 5, "the handle to fail")
+    wait_until(lambda: gen.done, 30, "the handle to fail")
     assert gen.status == "failed"
     assert "unknown or expired on the server" in gen.reason
     one_clean_line(gen.reason)
@@ -341,7 +359,7 @@ def test_the_docs_base_url_in_flux_nb_base_url_works(fake, make_session, monkeyp
     gen, gid = started(session)
     fake.wait_streams()
     fake.complete(gid)
-    gen.wait(5)
+    gen.wait(30)
     paths = {r.path for r in fake.seen(host=API_HOST)}
     assert "/api/ai/queue" in paths and "/api/events" in paths, paths
     assert not [p for p in paths if "/api/ai/api" in p], paths
@@ -359,12 +377,12 @@ def test_a_429_with_retry_after_on_enqueue_is_waited_out_not_failed(fake, make_s
     assert min(gaps) >= 0.9, f"Retry-After: 1 not honoured: {gaps}"
     fake.wait_streams()
     fake.complete(gid)
-    gen.wait(5)
+    gen.wait(30)
 
 
 def started_patiently(session):
     gen = session.generate("a lighthouse on a cliff at dusk", seed=42)
-    wait_until(lambda: gen.id is not None or gen.done, 15, "the enqueue after the 429s")
+    wait_until(lambda: gen.id is not None or gen.done, 60, "the enqueue after the 429s")
     assert gen.id is not None, f"failed after 429s: {gen.reason}"
     return gen, gen.id
 
@@ -377,7 +395,7 @@ def test_a_hosted_result_used_as_input_sends_the_saved_bytes_not_the_expiring_ur
     first, gid = started(session)
     fake.wait_streams()
     fake.complete(gid)
-    first.wait(5)
+    first.wait(30)
     second, _ = started(session, "the same lighthouse at night", input_image=first, seed=7)
     sent = fake.seen("POST", "/api/ai/queue")[-1].json()["input_image"]
     assert len(sent) == 1 and sent[0].startswith("data:image/"), sent[0][:80]
