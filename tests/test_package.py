@@ -4,8 +4,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import flux_nb
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,9 +46,17 @@ def test_importing_every_public_name_loads_nothing_heavy():
     assert sorted(loaded & set(HEAVY)) == []
 
 
+def pyproject() -> dict:
+    """pyproject.toml, read by tomllib (3.11+) or tomli, its backport (the test extra, 3.10)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:
+        import tomli as tomllib
+    return tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))
+
+
 def test_the_schema_is_package_data():
-    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
-    config = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["tool"]["setuptools"]
+    config = pyproject()["tool"]["setuptools"]
     patterns = config["package-data"]["flux_nb"]
     package = ROOT / "flux_nb"
     for pattern in patterns:
@@ -61,9 +67,9 @@ def test_the_schema_is_package_data():
 def test_every_package_folder_goes_into_the_wheel():
     """The private painter package (server/engines/_painter) and any other folder with an
     __init__.py is found by the [tool.setuptools.packages.find] include patterns."""
-    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
-    setuptools = pytest.importorskip("setuptools")  # in every 3.11 venv; the build backend
-    config = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["tool"]["setuptools"]
+    import setuptools  # the build backend; the test extra installs it (3.12+ venvs lack it)
+
+    config = pyproject()["tool"]["setuptools"]
     found = set(setuptools.find_packages(str(ROOT), include=config["packages"]["find"]["include"]))
     folders = {
         ".".join(path.parent.relative_to(ROOT).parts)
