@@ -8,6 +8,8 @@
 #   bash scripts/test.sh tests/test_client.py -x   the main suite with these pytest arguments only
 #   bash scripts/test.sh tests/browser [-x]    the browser test only
 #   bash scripts/test.sh tests/local_engine [-x]   the flux2-klein engine tests only
+#   bash scripts/test.sh py310 [pytest args]   the main suite on Python 3.10 (.venv-py310)
+#   bash scripts/test.sh pillow11 [pytest args]   the pixel-pinning tests on Pillow 11.3.0
 #
 # The engine tests run in .venv-local: flux-nb[local] with torch pinned to 2.13.0 (a CPU build;
 # an unpinned torch would pull gigabytes of CUDA wheels). They build a tiny random
@@ -46,6 +48,40 @@ browser_tests() {
   FLUX_NB_CHROMIUM=$chromium .venv-browser/bin/python -m pytest "$@"
 }
 
+# The main suite on Python 3.10, the oldest the package admits (pip picks Pillow 12 there; .venv
+# has 13): .venv-py310. Python 3.10 comes from pyenv (FLUX_NB_PY310=/path/to/python3.10 to choose).
+py310_tests() {
+  local py=${FLUX_NB_PY310:-}
+  if [ -z "$py" ]; then
+    py=$(ls -d "$HOME"/.pyenv/versions/3.10*/bin/python 2>/dev/null | tail -n 1 || true)
+  fi
+  if [ -z "$py" ] && command -v python3.10 >/dev/null 2>&1; then
+    py=$(command -v python3.10)
+  fi
+  if [ -z "$py" ]; then
+    echo "ERROR: no Python 3.10 found (pyenv's ~/.pyenv/versions/3.10*, python3.10, or FLUX_NB_PY310)" >&2
+    [ "${CI:-}" = true ] && return 1
+    echo "##  PYTHON 3.10 LEG NOT RUN: not tested." >&2
+    return 0
+  fi
+  if [ ! -x .venv-py310/bin/python ]; then
+    "$py" -m venv .venv-py310
+  fi
+  .venv-py310/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
+  .venv-py310/bin/python -m pytest --ignore=tests/browser --ignore=tests/local_engine "$@"
+}
+
+# The tests that pin pixels, on Pillow 11.3.0 (Colab's): .venv-pillow11. With the main suite on
+# Pillow 13 and the 3.10 leg on 12, the stand-in's pictures are checked on every Pillow we admit.
+PIXEL_TESTS=(tests/test_engine.py tests/test_sheet.py tests/test_lettering.py tests/test_thumbnail.py)
+pillow11_tests() {
+  if [ ! -x .venv-pillow11/bin/python ]; then
+    "$PYTHON" -m venv .venv-pillow11
+  fi
+  .venv-pillow11/bin/python -m pip install -q --disable-pip-version-check -e ".[test]" "pillow==11.3.0"
+  .venv-pillow11/bin/python -m pytest -q "${PIXEL_TESTS[@]}" "$@"
+}
+
 local_engine_tests() {
   if [ ! -x .venv-local/bin/python ]; then
     "$PYTHON" -m venv .venv-local
@@ -63,6 +99,16 @@ if [ "${1:-}" = tests/local_engine ] || [[ "${1:-}" == tests/local_engine/* ]]; 
   local_engine_tests "$@"
   exit
 fi
+if [ "${1:-}" = py310 ]; then
+  shift
+  py310_tests "$@"
+  exit
+fi
+if [ "${1:-}" = pillow11 ]; then
+  shift
+  pillow11_tests "$@"
+  exit
+fi
 
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
@@ -75,4 +121,6 @@ fi
 if [ $# -eq 0 ]; then
   browser_tests tests/browser
   local_engine_tests tests/local_engine
+  py310_tests
+  pillow11_tests
 fi
