@@ -184,8 +184,10 @@ def test_steps_quicker_than_the_interval_are_throttled_to_the_first_event(
 
 
 def test_cancel_stops_at_the_next_step_keeps_no_image_and_the_pipeline_still_works(
-    klein_server: LocalServer, klein_config, api: httpx.Client, direct_pipe
+    klein_server: LocalServer, klein_config, api: httpx.Client, direct_pipe, slow_steps
 ):
+    """Steps slowed to 0.15 s (slow_steps): on a fast machine the tiny pipeline's 50 steps would
+    otherwise end before the DELETE arrives, and the test would say nothing about cancelling."""
     from flux_nb.server.engines.flux2_klein import load_pipeline
 
     # The server's own pipeline (one per weights, device and dtype in the process): count its
