@@ -64,8 +64,8 @@ SAFETY_POLL_MAX = 30.0  # a cancel made elsewhere has no event: noticed within t
 CANCEL_CHECKS = (0.0, 0.5, 1.0, 2.0, 4.0)  # reads of the row after our own cancel was taken
 FALLBACK_POLL_FIRST = 0.5
 FALLBACK_POLL_MAX = 5.0
-SILENT_POLL_FIRST = 1.0  # an open stream that delivers nothing: 1 s, 1.5 s, 2.3 s... up to 5 s
-SILENT_POLL_GROWTH = 1.5
+SILENT_POLL_FIRST = 1.0  # an open stream that delivers nothing: 1 s, 2 s, 4 s, then every 5 s
+SILENT_POLL_GROWTH = 2.0
 SILENT_POLL_MAX = 5.0
 UNMATCHED_EVENT_TTL = 300.0
 

@@ -8,6 +8,8 @@ to `GET /api/events`, the way proxies found in companies and hosted hubs treat a
                        a proxy that buffers responses
         mode "silent"  headers, the chunks until then, then nothing more (not even a keep-alive):
                        a connection that died without closing, or a proxy that cut it
+        mode "strip"   events as they come, keep-alive comments cut out: a stream that is quiet
+                       until its first event (as the hosted one may be for its first 15 s)
     proxy.mode = ...   takes effect on open streams at their next chunk ("pass" releases what a
                        held stream kept, in order)
     proxy.stop()
@@ -82,8 +84,12 @@ class StreamProxy:
             async for chunk in response.aiter_raw():
                 if self.mode == "silent":
                     continue  # swallowed: the client hears nothing, the connection stays open
+                if self.mode == "strip" and all(
+                    line.startswith(b":") for line in chunk.splitlines() if line.strip()
+                ):
+                    continue  # comments only: a keep-alive
                 held.append(chunk)
-                if self.mode == "pass":
+                if self.mode in ("pass", "strip"):
                     await send(
                         {"type": "http.response.body", "body": b"".join(held), "more_body": True}
                     )
