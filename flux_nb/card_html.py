@@ -88,6 +88,9 @@ def status(gen, text: str, problem: str | None = None) -> str:
     if gen.error is not None:  # a cancel request the server refused; the generation runs on
         inner += f' · <span style="color:{ERROR_COLOR}">{esc(gen.reason)}</span>'
         text += f" · {gen.reason}"
+    note = getattr(gen, "delivery_note", None)
+    if note:  # the event stream is silent: said on hover, the line itself stays short
+        text += f"\n{note}"
     return line(inner, text)
 
 

@@ -546,10 +546,13 @@ class OxenClient:
         *,
         read_timeout: float | None = None,
         on_open: Callable[[], None] | None = None,
+        on_heard: Callable[[], None] | None = None,
     ) -> Iterator[Event]:
         """GET /api/events: yields events until the stream ends; raises NetworkError when it breaks.
 
-        A read timeout (no byte, not even a keep-alive, for sse_read seconds) counts as a break."""
+        A read timeout (no byte, not even a keep-alive, for sse_read seconds) counts as a break.
+        on_heard runs whenever bytes arrive, a `: keep-alive` comment too (events are not the only
+        sign of a live stream: a proxy that holds the stream back sends no comment either)."""
         url = self.url(EVENTS)
         headers = {**self._headers(url), "Accept": "text/event-stream", "Cache-Control": "no-cache"}
         if last_event_id:
@@ -569,10 +572,28 @@ class OxenClient:
                     raise self._error(response, "Opening the event stream")
                 if on_open is not None:
                     on_open()
+                if on_heard is not None:
+                    response.stream = _Heard(response.stream, on_heard)
                 for sse in source.iter_sse():
                     yield _parse_event(sse)
         except httpx.TransportError as exc:
             raise errors.NetworkError(f"The event stream broke ({type(exc).__name__}).") from None
+
+
+class _Heard(httpx.SyncByteStream):
+    """A response body that reports each chunk as it arrives, before it is parsed."""
+
+    def __init__(self, inner: Any, on_chunk: Callable[[], None]):
+        self._inner, self._on_chunk = inner, on_chunk
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._inner:
+            if chunk:
+                self._on_chunk()
+            yield chunk
+
+    def close(self) -> None:
+        self._inner.close()
 
 
 class _LazyTLSTransport(httpx.BaseTransport):

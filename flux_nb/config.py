@@ -51,14 +51,16 @@ class ApiKey:
 
 @dataclasses.dataclass(frozen=True)
 class Timeouts:
-    """Seconds to wait for each phase of a call; sse_read is how long a silent stream is trusted."""
+    """Seconds to wait for each phase of a call. sse_read is how long a silent event stream is
+    trusted before the runner polls itself and reconnects: the hosted stream sends `: keep-alive`
+    every 15 s, so 20 s of nothing means a held-back or dead stream."""
 
     connect: float = 5.0
     read: float = 30.0
     write: float = 30.0
     pool: float = 5.0
     download: float = 120.0
-    sse_read: float = 45.0
+    sse_read: float = 20.0
 
 
 @dataclasses.dataclass(frozen=True)

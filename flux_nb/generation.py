@@ -45,6 +45,8 @@ class Backend(Protocol):
 
     def file_extra(self, gen: Generation) -> dict[str, str]: ...
 
+    def stream_note(self) -> str | None: ...
+
 
 class Generation:
     """A handle on one image being made:
@@ -104,6 +106,12 @@ class Generation:
     def elapsed(self) -> float:
         """Seconds from submission to the saved file (or until now, while it runs)."""
         return (self.finished or time.time()) - self.created
+
+    @property
+    def delivery_note(self) -> str | None:
+        """While it runs: one line when its result is being polled for because the event stream
+        is silent (a proxy that buffers it, say); None when the stream delivers."""
+        return None if self.done else self._runner.stream_note()
 
     def wait(self, timeout: float | None = None) -> Generation:
         """Block until the image is saved; raise GenerationFailed/GenerationCancelled otherwise."""

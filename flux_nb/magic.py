@@ -219,6 +219,9 @@ class FluxMagics(Magics):
             f" {_count([g for g in sess.history if g.done]) or 'none done'} · output"
             f" {sess.output.path}"
         )
+        note = sess.runner.stream_note()
+        if note:
+            print(f"flux: {note}.")
         for gen in running:
             step = f" step {gen.progress[0]}/{gen.progress[1]}" if gen.progress else ""
             print(

@@ -7,6 +7,14 @@ polling `GET /api/ai/queue/{id}` takes over with backoff while the stream is dow
 reconnect (the stream has no replay), and as slow safety polls (10 s, doubling to 30 s) that
 notice what the stream never says: a cancel, made here or elsewhere, has no event.
 
+An open stream is trusted only while it delivers: it is trusted from its first byte (an event or a
+`: keep-alive` comment) until nothing has come for the client's sse_read seconds (the hosted
+stream's keep-alive comes every 15 s). A proxy that buffers the stream, or a connection that died
+without closing, answers 200 and then says nothing: until the first byte and after such a silence
+the runner polls itself, every second at first and backing off for long generations, and the read
+timeout reconnects the stream. Bytes that start coming hand the work back to the stream; whichever
+of an event and a poll claims a generation first finishes it, the other is ignored.
+
 What the runner needs to schedule a generation (its claim, polls, cancel sent, download tries)
 is its own `_Tracked` record, one per handle, never the handle's attributes.
 """
@@ -56,6 +64,9 @@ SAFETY_POLL_MAX = 30.0  # a cancel made elsewhere has no event: noticed within t
 CANCEL_CHECKS = (0.0, 0.5, 1.0, 2.0, 4.0)  # reads of the row after our own cancel was taken
 FALLBACK_POLL_FIRST = 0.5
 FALLBACK_POLL_MAX = 5.0
+SILENT_POLL_FIRST = 1.0  # an open stream that delivers nothing: 1 s, 2 s, 4 s, then every 5 s
+SILENT_POLL_GROWTH = 2.0
+SILENT_POLL_MAX = 5.0
 UNMATCHED_EVENT_TTL = 300.0
 
 
@@ -112,14 +123,21 @@ class Runner:
         self._send_locks: dict[str, list[Any]] = {}  # recipe JSON -> [lock, users]
         self._stopping = threading.Event()
         self._sse_up = False
+        self._heard_at: float | None = None  # last bytes on the open stream (monotonic)
+        # set while the stream is not trusted (since when nothing came); None while it delivers
+        self._silent_since: float | None = None
+        self._answered_silently = False  # a stream opened (200) during this silence
         self._last_event_id: str | None = None
         self.stats = {"events": 0, "polls": 0, "enqueues": 0, "downloads": 0, "sse_connects": 0}
 
     def __repr__(self) -> str:
-        return (
-            f"<Runner {self.backend} pending={len(self._pending)}"
-            f" stream={'up' if self._sse_up else 'down'}>"
-        )
+        stream = "trusted" if self._trusted(time.monotonic()) else "up" if self._sse_up else "down"
+        return f"<Runner {self.backend} pending={len(self._pending)} stream={stream}>"
+
+    @property
+    def silence_allowed(self) -> float:
+        """Seconds without a byte after which the stream is no longer trusted (and reconnected)."""
+        return self.sse_read_timeout or self.client.timeouts.sse_read
 
     # -- public -----------------------------------------------------------------------------------
 
@@ -209,6 +227,26 @@ class Runner:
     def pending(self) -> list[Generation]:
         with self._lock:
             return [t.gen for t in self._pending.values()]
+
+    def stream_note(self) -> str | None:
+        """One line while results are being polled because the event stream is silent or down;
+        None while it delivers (or nothing is running)."""
+        since = self._silent_since
+        if not self._pending or since is None:
+            return None
+        silent = time.monotonic() - since
+        if silent < self.silence_allowed:
+            return None  # the first keep-alive may still be on its way
+        if not (self._sse_up or self._answered_silently):
+            return (
+                f"results are polled every few seconds: the event stream has been down for"
+                f" {silent:.0f} s, reconnecting"
+            )
+        return (
+            f"results are polled every few seconds: the event stream has delivered nothing for"
+            f" {silent:.0f} s (more than its {self.silence_allowed:g} s keep-alive allowance);"
+            " most likely a proxy buffers /api/events (text/event-stream)"
+        )
 
     def stop(self) -> None:
         self._stopping.set()
@@ -353,17 +391,29 @@ class Runner:
         if early is not None:
             self._on_event(early[1])
 
+    def _trusted(self, now: float) -> bool:
+        """The stream is open and has delivered something within the allowed silence."""
+        heard = self._heard_at
+        return self._sse_up and heard is not None and now - heard < self.silence_allowed
+
     def _poll_due(self, track: _Tracked) -> float:
-        if self._sse_up:
+        now = time.monotonic()
+        if self._trusted(now):
             interval = min(SAFETY_POLL_MAX, SAFETY_POLL_FIRST * 2**track.polls)
+        elif self._sse_up:  # open but silent: maybe held back by a proxy
+            interval = min(SILENT_POLL_MAX, SILENT_POLL_FIRST * SILENT_POLL_GROWTH**track.polls)
         else:
             interval = min(FALLBACK_POLL_MAX, FALLBACK_POLL_FIRST * 2**track.polls)
-        return time.monotonic() + interval
+        return now + interval
 
     def _poll_loop(self) -> None:
         while not self._stopping.is_set():
             with self._wake:
                 now = time.monotonic()
+                trusted = self._trusted(now)
+                if not trusted and self._silent_since is None and self._heard_at is not None:
+                    # silent past the keep-alive allowance: events may be lost, read every row
+                    self._distrust(self._heard_at, now)
                 due = [t for t in self._pending.values() if t.next_poll <= now and not t.claimed]
                 for t in due:
                     t.polls += 1
@@ -373,6 +423,8 @@ class Runner:
                     # it would make this loop spin while their downloads run
                     waiting = (t.next_poll for t in self._pending.values() if not t.claimed)
                     upcoming = min(waiting, default=now + 60)
+                    if trusted and self._pending and self._heard_at is not None:
+                        upcoming = min(upcoming, self._heard_at + self.silence_allowed)
                     self._wake.wait(max(0.01, min(60.0, upcoming - now)))
                     continue
             for t in due:
@@ -403,6 +455,7 @@ class Runner:
                     self._last_event_id,
                     read_timeout=self.sse_read_timeout,
                     on_open=self._stream_opened,
+                    on_heard=self._stream_heard,
                 ):
                     backoff = 0.5
                     if event.id:
@@ -432,27 +485,56 @@ class Runner:
                 self._terminal(gen, FAILED, errors.AuthError(exc.message), journal=False)
 
     def _stream_opened(self) -> None:
-        """After every (re)connect, check each pending generation once:
-        events may have been missed."""
+        """After every (re)connect, check each pending generation once: events may have been
+        missed. The new stream is not trusted until it delivers something."""
         self.stats["sse_connects"] += 1
         with self._wake:
             self._sse_up = True
+            self._heard_at = None
             now = time.monotonic()
+            if self._silent_since is None or not self._answered_silently:
+                self._silent_since = now  # the note counts the silence of open streams only
+            self._answered_silently = True
             for t in self._pending.values():
-                t.polls = 0
                 t.next_poll = now
+            self._wake.notify_all()
+
+    def _distrust(self, since: float, poll_at: float) -> None:
+        """(Under the lock.) The stream stopped delivering: every pending generation is polled
+        from poll_at on, with a fresh backoff."""
+        self._silent_since = since
+        self._answered_silently = self._sse_up
+        for t in self._pending.values():
+            t.polls = 0
+            t.next_poll = min(t.next_poll, poll_at)
+        self._wake.notify_all()
+
+    def _stream_heard(self) -> None:
+        """Bytes arrived (an event, a keep-alive): the stream is trusted again. Polls set short
+        while it was silent go back to the safety schedule, except those due now (the check after
+        a reconnect)."""
+        now = time.monotonic()
+        if self._trusted(now):
+            self._heard_at = now  # the common case, once per chunk: no lock
+            return
+        with self._wake:
+            self._heard_at = now
+            self._silent_since = None
+            for t in self._pending.values():
+                if t.next_poll > now:
+                    t.next_poll = max(t.next_poll, self._poll_due(t))
             self._wake.notify_all()
 
     def _stream_closed(self) -> None:
         with self._wake:
             if not self._sse_up:
                 return
-            self._sse_up = False
             now = time.monotonic()
-            for t in self._pending.values():
-                t.polls = 0
-                t.next_poll = min(t.next_poll, now + FALLBACK_POLL_FIRST)
-            self._wake.notify_all()
+            self._sse_up = False
+            self._heard_at = None
+            if self._silent_since is None:  # it was delivering: polling takes over now
+                self._distrust(now, now + FALLBACK_POLL_FIRST)
+            # else polling runs already, on the silent schedule: it keeps its backoff
 
     def _on_event(self, event: Event) -> None:
         """Only media_generation_completed moves a generation on; the local server's optional

@@ -307,6 +307,8 @@ def test_safety_polls_notice_a_cancel_made_elsewhere_within_30_s() -> None:
 
     runner = runner_module.Runner.__new__(runner_module.Runner)
     runner._sse_up = True
+    runner.sse_read_timeout = 20.0
+    runner._heard_at = time.monotonic() + 60  # a stream that delivers: trusted all through
     # only its poll count is read
     track = runner_module._Tracked(gen=None)  # type: ignore[arg-type]
     gaps = []
@@ -314,6 +316,13 @@ def test_safety_polls_notice_a_cancel_made_elsewhere_within_30_s() -> None:
         track.polls = polls
         gaps.append(runner._poll_due(track) - time.monotonic())
     assert max(gaps) <= 30.0 + 0.01 and gaps[0] <= 10.01
+    runner._heard_at = None  # open, but nothing came yet: polled at the short silent schedule
+    silent = []
+    for polls in range(8):
+        track.polls = polls
+        silent.append(runner._poll_due(track) - time.monotonic())
+    assert silent[0] <= runner_module.SILENT_POLL_FIRST + 0.01
+    assert silent[-1] > 2 * silent[0] and max(silent) <= runner_module.SILENT_POLL_MAX + 0.01
     runner._sse_up = False
     assert runner._poll_due(track) - time.monotonic() <= runner_module.FALLBACK_POLL_MAX + 0.01
 

@@ -488,6 +488,8 @@ async def events(request: Request) -> EventSourceResponse:
 
     The stream is registered before the response starts: once a client has the headers, it gets
     every later event. It ends when the client leaves or the server stops (the hub sends None).
+    It starts with one `: keep-alive` (the hosted stream's first comes after 15 s idle): a client
+    trusts a stream once bytes arrive, and polls until then (runner.py).
     """
     rt = runtime(request)
     owner = authorize(request, rt.api_key)
@@ -505,6 +507,7 @@ async def events(request: Request) -> EventSourceResponse:
                 while await sub.queue.get() is not None:
                     pass
                 return
+            yield keep_alive()  # at once: an open stream is told from one a proxy holds back
             sent = 0
             pending = iter(backlog)
             while cut_after is None or sent < cut_after:
