@@ -14,6 +14,7 @@ import asyncio
 import base64
 import difflib
 import json
+import logging
 import re
 import time
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from .events import Event, EventHub
 from .faults import FaultInjector, FaultMiddleware, Faults, drop_connection
 from .httpio import (
     ApiProblem,
+    Caller,
     authorize,
     model_not_found,
     on_crash,
@@ -46,9 +48,12 @@ from .httpio import (
     read_json_object,
 )
 from .inputs import InputLimits
+from .keys import KeyRing
 from .results import MEMORY_BUDGET, ResultFiles
 from .store import STATUSES, SUCCEEDED, TARGET_FIELDS, Row, Store
 from .worker import WorkerPool, build_recipe
+
+log = logging.getLogger("flux_nb.server")
 
 MODEL_NAME = "FLUX.2 Klein 4B"
 PING_SECONDS = 15
@@ -62,6 +67,10 @@ FILE_NAME = re.compile(
     r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.(?:png|jpg|webp)"
 )
 FILE_HEADERS = {"Cache-Control": "public, max-age=31536000, immutable"}
+FILES_PREFIX = "/api/files/"
+ASSETS_PREFIX = "/api/repos/"
+# The wait a 429 for a full queue suggests: long enough for some of it to drain.
+QUEUE_FULL_RETRY_SECONDS = 30
 
 
 @dataclass(frozen=True)
@@ -89,6 +98,7 @@ class Limits:
     max_prompt_chars: int = 10_000
     inputs: InputLimits = field(default_factory=InputLimits)
     results_in_memory_bytes: int = MEMORY_BUDGET  # past it, the oldest results go to a temp folder
+    max_queued_per_key: int = 1000  # more waiting generations from one key: 429 with Retry-After
 
 
 class Runtime:
@@ -98,6 +108,8 @@ class Runtime:
         self,
         *,
         api_key: str | None,
+        keys_file: str | Path | None = None,
+        allow_private_urls: bool = False,
         step_delay: float,
         engine: str | EngineConfig,
         workers: int,
@@ -106,7 +118,7 @@ class Runtime:
         files_url: str | None = None,
         extras: LocalExtras | None = None,
     ) -> None:
-        self.api_key = api_key or None
+        self.keys = KeyRing(api_key=api_key, keys_file=keys_file)
         self.extras = extras = extras or LocalExtras()
         self.files_url = files_url.rstrip("/") if files_url else None
         self.engine = EngineConfig.of(engine)
@@ -127,8 +139,31 @@ class Runtime:
             workers=workers,
             step_delay=step_delay,
             input_limits=limits.inputs,
+            allow_private_urls=allow_private_urls,
+            own_files=self.own_file,
         )
         self.faults = FaultInjector(faults) if faults is not None else None
+
+    def own_file(self, origin: str, url: str) -> bytes | None:
+        """An input_image URL on this server itself (origin: the base URL its request came in
+        on): the result or example picture it names, read here, no network fetch. None when the
+        URL is not this server's; FileNotFoundError when it names nothing here."""
+        bases = {origin, self.files_url} if self.files_url else {origin}
+        base = next((b for b in bases if url.startswith(b + "/")), None)
+        if base is None:
+            return None
+        path = url[len(base) :].partition("?")[0].partition("#")[0]
+        if path.startswith(FILES_PREFIX) and FILE_NAME.fullmatch(path[len(FILES_PREFIX) :]):
+            found = self.results.get(path[len(FILES_PREFIX) :])
+            if found is not None:
+                return found.read_bytes() if isinstance(found, Path) else found
+        elif path.startswith(ASSETS_PREFIX):
+            parts = path[len(ASSETS_PREFIX) :].split("/", 4)
+            if len(parts) == 5 and parts[2] == "file":
+                found_asset = demo_asset("/".join(parts[:2] + parts[3:]))
+                if found_asset is not None:
+                    return found_asset
+        raise FileNotFoundError(path)
 
     def preload(self) -> None:
         """Load the engine's model now rather than at the first generation (EngineUnavailable)."""
@@ -226,6 +261,22 @@ def num_generations(body: dict[str, Any]) -> int:
     return n
 
 
+def check_room(rt: Runtime, caller: Caller, n: int) -> None:
+    """The per-key cap on waiting generations: past it, 429 with Retry-After (the status Oxen's
+    docs give for rate limits), before anything is taken, so a retry cannot bill twice."""
+    cap = rt.limits.max_queued_per_key
+    waiting = rt.pool.queued(caller.owner)
+    if waiting + n > cap:
+        log.warning("%s is at the cap of %d queued generations", caller.name, cap)
+        raise ApiProblem(
+            429,
+            "rate_limited",
+            f"this key has {waiting} generations waiting; the server takes at most {cap} per"
+            f" key: wait for some to finish (Retry-After), or cancel some.",
+            headers={"Retry-After": str(QUEUE_FULL_RETRY_SECONDS)},
+        )
+
+
 def not_found() -> ApiProblem:
     """The documented 404 body: type and title only."""
     return ApiProblem(404, "resource_not_found", "")
@@ -249,15 +300,22 @@ async def enqueue(request: Request) -> JSONResponse:
     """POST /api/ai/queue. Like the hosted queue, model parameters are not checked here: a bad one
     makes the generation fail when it runs. Malformed bodies, unknown fields and caps are (4xx)."""
     rt = runtime(request)
-    owner = authorize(request, rt.api_key)
+    caller = authorize(request, rt.keys)
     body = await read_json_object(request, rt.limits.max_body_bytes)
     check_fields(body, QUEUE_FIELDS)
     model = check_model(body)
     n = num_generations(body)
     check_prompt(body, rt.limits)
-    rows = [rt.store.create(owner, model, *model_params(body, i), targets(body)) for i in range(n)]
+    check_room(rt, caller, n)
+    origin = base_url(request)
+    rows = [
+        rt.store.create(caller.owner, model, *model_params(body, i), targets(body))
+        for i in range(n)
+    ]
     for row in rows:
+        row.origin = origin
         rt.pool.submit(row)
+    log.info("%s enqueued %s", caller.name, ", ".join(r.id for r in rows))
     return JSONResponse(
         {"generations": [{"generation_id": r.id, "status": "queued"} for r in rows]}
     )
@@ -265,7 +323,7 @@ async def enqueue(request: Request) -> JSONResponse:
 
 async def get_generation(request: Request) -> JSONResponse:
     rt = runtime(request)
-    row = own_row(request, rt, authorize(request, rt.api_key))
+    row = own_row(request, rt, authorize(request, rt.keys).owner)
     return JSONResponse(rt.store.view(row, files_base(request)))
 
 
@@ -285,7 +343,7 @@ async def list_generations(request: Request) -> JSONResponse:
     `status=` asks for one status instead, terminal ones included. `namespace` is accepted and
     ignored: the local server has one namespace per key."""
     rt = runtime(request)
-    owner = authorize(request, rt.api_key)
+    owner = authorize(request, rt.keys).owner
     query = request.query_params
     rows = rt.store.rows(
         owner,
@@ -305,8 +363,10 @@ async def cancel_generation(request: Request) -> JSONResponse:
     on the hosted stream). A finished row is left as it is; the docs say only 'no effect', and
     the answer is the same 200 (INFERRED)."""
     rt = runtime(request)
-    row = own_row(request, rt, authorize(request, rt.api_key))
+    caller = authorize(request, rt.keys)
+    row = own_row(request, rt, caller.owner)
     rt.store.cancel(row)
+    log.info("%s cancelled %s", caller.name, row.id)
     return JSONResponse({"status": "success", "generation_id": row.id})
 
 
@@ -328,7 +388,7 @@ async def run_sync(request: Request) -> JSONResponse:
     {"model", "created", "images": [{"url"} or {"b64_json"}]}. A run that fails (or is
     cancelled meanwhile) answers 500 unknown_error with the reason (the docs show no shape)."""
     rt = runtime(request)
-    owner = authorize(request, rt.api_key)
+    caller = authorize(request, rt.keys)
     body = await read_json_object(request, rt.limits.max_body_bytes)
     check_fields(body, SYNC_FIELDS)
     model = check_model(body)
@@ -347,9 +407,11 @@ async def run_sync(request: Request) -> JSONResponse:
         raise ApiProblem(400, "invalid_params", getattr(exc, "message", str(exc))) from None
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
-    row = rt.store.create(owner, model, params, run_seed, {}, listed=False)
+    row = rt.store.create(caller.owner, model, params, run_seed, {}, listed=False)
+    row.origin = base_url(request)
     row.on_done = lambda _row: _wake(loop, done)
     rt.pool.submit(row, urgent=True)
+    log.info("%s runs %s (sync)", caller.name, row.id)
     await done
     view = rt.store.view(row, files_base(request))
     if view["status"] != SUCCEEDED:
@@ -407,7 +469,7 @@ def model_object(rt: Runtime) -> dict[str, Any]:
 
 async def get_model(request: Request) -> JSONResponse:
     rt = runtime(request)
-    authorize(request, rt.api_key)
+    authorize(request, rt.keys)
     model_id = request.path_params["model_id"]
     if model_id != MODEL_ID:
         raise model_not_found(model_id)
@@ -490,7 +552,7 @@ async def events(request: Request) -> EventSourceResponse:
     every later event. It ends when the client leaves or the server stops (the hub sends None).
     """
     rt = runtime(request)
-    owner = authorize(request, rt.api_key)
+    owner = authorize(request, rt.keys).owner
     replay = rt.extras.replay_events
     sub, backlog = rt.hub.subscribe(owner, last_event_id(request) if replay else None)
     base = files_base(request)
@@ -567,6 +629,8 @@ async def faults_endpoint(request: Request) -> JSONResponse:
 def create_app(
     *,
     api_key: str | None = None,
+    keys_file: str | Path | None = None,
+    allow_private_urls: bool = False,
     step_delay: float = 0.0,
     engine: str | EngineConfig = "preview",
     workers: int = 2,
@@ -575,9 +639,11 @@ def create_app(
     files_url: str | None = None,
     extras: LocalExtras | None = None,
 ) -> Starlette:
-    """The local server as an ASGI app. With api_key, /api/ai/* and /api/events need that bearer
-    token; step_delay (seconds per engine step) makes progress and cancel visible; faults turns
-    on fault injection and /_faults; limits overrides the size caps; files_url makes result URLs
+    """The local server as an ASGI app. With api_key (one shared key) and/or keys_file (a key per
+    person: keys.py), /api/ai/* and /api/events need a bearer token it accepts; input_image
+    URLs on private networks are refused unless allow_private_urls (fetch.py); step_delay
+    (seconds per engine step) makes progress and cancel visible; faults turns on fault injection
+    and /_faults; limits overrides the size caps; files_url makes result URLs
     point at another origin (a CDN in front of this server's /api/files/, say); extras turns on
     what only a local server does (all off by default: the documented contract and no more).
     engine: a name or an EngineConfig (flux2-klein: its model, device, dtype; it runs with a
@@ -586,6 +652,8 @@ def create_app(
         raise ValueError("step_delay must be >= 0")
     rt = Runtime(
         api_key=api_key,
+        keys_file=keys_file,
+        allow_private_urls=allow_private_urls,
         step_delay=step_delay,
         engine=engine,
         workers=workers,
