@@ -503,3 +503,59 @@ def test_allow_private_urls_lifts_the_check_and_own_urls_need_no_fetch(make_serv
                 g, enqueue(g, input_image=[guarded.url + "/api/files/nothing.png"])[0]
             )
             assert "fetching it gave HTTP 404" in missing["error_message"]
+
+
+# --- load -----------------------------------------------------------------------------------------
+
+KEYS, CLIENTS_PER_KEY, PER_CLIENT = 3, 4, 50
+
+
+def test_three_keys_times_four_clients_times_fifty_generations_at_once(make_server) -> None:
+    """Every generation ends once, every stream sees exactly its key's completions, no list
+    shows another key's row, and results stay within their memory budget (the rest on disk)."""
+    budget = 2 * 1024 * 1024
+    server = make_server(workers=4, limits=Limits(results_in_memory_bytes=budget))
+    made: dict[str, list[str]] = {f"key-{k}": [] for k in range(KEYS)}
+    seen: list[tuple[str, list[str]]] = []  # (key, completed ids) per stream
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    started = threading.Barrier(KEYS * CLIENTS_PER_KEY)
+
+    def one_client(key: str) -> None:
+        try:
+            with client(server, key) as api, connect_sse(api, "GET", "/api/events") as events:
+                started.wait(DEADLINE)  # every stream is open before anyone enqueues
+                mine = [enqueue(api, seed=i, aspect_ratio="1:1")[0] for i in range(PER_CLIENT)]
+                with lock:
+                    made[key] += mine
+                expected = CLIENTS_PER_KEY * PER_CLIENT  # every client of this key
+                got: list[str] = []
+                for event in events.iter_sse():
+                    got.append(json.loads(event.data)["generation_id"])
+                    if len(got) == expected:
+                        break
+                with lock:
+                    seen.append((key, got))
+        except BaseException as exc:  # reported below, with the thread's name
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=one_client, args=(key,), name=f"{key}-{c}")
+        for key in made
+        for c in range(CLIENTS_PER_KEY)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not errors, errors
+    assert len(seen) == KEYS * CLIENTS_PER_KEY
+    for key, got in seen:
+        assert sorted(got) == sorted(made[key])  # each of its key's, once; nobody else's
+    for key, ids in made.items():
+        with client(server, key) as api:
+            assert len(set(ids)) == CLIENTS_PER_KEY * PER_CLIENT
+            assert every_id(api) == set(ids)
+            done = api.get(QUEUE, params={"status": "succeeded"}).json()["generations"]
+            assert len(done) == len(ids)
+    assert server.runtime.results.memory_bytes <= budget
