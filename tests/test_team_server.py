@@ -559,3 +559,67 @@ def test_three_keys_times_four_clients_times_fifty_generations_at_once(make_serv
             done = api.get(QUEUE, params={"status": "succeeded"}).json()["generations"]
             assert len(done) == len(ids)
     assert server.runtime.results.memory_bytes <= budget
+
+
+# --- 6. every field Oxen's OpenAPI document gives the implemented operations ---------------------
+
+
+def documented_fields(operation: str) -> set[str]:
+    """The request body's properties for an operation of Oxen's OpenAPI document (0.243.1)."""
+    document = json.loads(OPENAPI.read_text())
+    path, method = operation.split(" ")[1], operation.split(" ")[0].lower()
+    ref = document["paths"][path][method]["requestBody"]["content"]["application/json"]["schema"]
+    return set(document["components"]["schemas"][ref["$ref"].rsplit("/", 1)[1]]["properties"])
+
+
+OPENAPI = Path(__file__).parent / "fixtures" / "oxen-hub-openapi-0.243.1.json"
+
+
+@pytest.mark.parametrize(
+    "operation",
+    ["POST /api/ai/queue", "POST /api/ai/images/generate", "POST /api/ai/images/edit"],
+)
+def test_no_documented_field_is_refused_as_unknown(local_server, operation: str) -> None:
+    path = operation.split(" ")[1]
+    with client(local_server, "fields") as api:
+        for name in sorted(documented_fields(operation) - {"model", "prompt"}):
+            answer = api.post(path, json={**body(), name: None})  # null: the field's absence
+            text = answer.text
+            assert "unknown field" not in text, (operation, name, text)
+            assert answer.status_code == 200, (operation, name, text)
+
+
+def test_sync_n_gives_that_many_images_and_image_is_the_first_input(local_server) -> None:
+    with client(local_server, "fields") as api:
+        three = api.post("/api/ai/images/generate", json=body(n=3, seed=5)).json()["images"]
+        assert len(three) == 3 and len({httpx.get(i["url"]).content for i in three}) == 3
+        docs = local_server.url + "/api/repos/elau/assets/file/main/bloxy/bloxy_cropped_512x512.png"
+        edit = api.post(
+            "/api/ai/images/edit", json=body(image=docs, n=2, response_format="b64_json")
+        )
+        assert edit.status_code == 200 and len(edit.json()["images"]) == 2
+        for bad_n in (0, 5, "2", 1.5):
+            answer = api.post("/api/ai/images/generate", json=body(n=bad_n))
+            assert answer.status_code == 400
+            assert answer.json()["error"]["detail"] == "n must be an integer between 1 and 4"
+
+
+@pytest.mark.parametrize(
+    ("path", "field", "value", "words"),
+    [
+        ("/api/ai/images/generate", "size", "1024x1024", "size is not a parameter of FLUX.2"),
+        ("/api/ai/images/edit", "size", "512x512", "send aspect_ratio instead"),
+        ("/api/ai/images/edit", "mask", "https://example.com/m.png", "mask cannot be used by"),
+        ("/api/ai/images/edit", "image", 7, "image must be a URL string"),
+        ("/api/ai/queue", "duration", 5, "duration is for video models"),
+    ],
+)
+def test_documented_fields_this_model_cannot_use_are_refused_with_why(
+    local_server, path: str, field: str, value: object, words: str
+) -> None:
+    with client(local_server, "fields") as api:
+        answer = api.post(path, json=body(**{field: value}))
+        assert answer.status_code == 400
+        error = answer.json()
+        assert error["status"] == "error" and error["error"]["type"] == "invalid_params"
+        assert words in error["error"]["detail"] and "\n" not in error["error"]["detail"]

@@ -62,6 +62,11 @@ QUEUE_FIELDS = frozenset(
     {"model", "num_generations", "response_format", *TARGET_FIELDS, *PARAMETERS}
 )
 SYNC_FIELDS = frozenset({"model", "response_format", "target_namespace", *PARAMETERS})
+# Oxen's OpenAPI document (0.243.1) also gives the sync routes OpenAI-style fields, and the queue a
+# video one: each is handled (openapi_fields), none is an unknown field.
+GENERATE_FIELDS = SYNC_FIELDS | {"n", "size"}
+EDIT_FIELDS = GENERATE_FIELDS | {"image", "mask"}
+QUEUE_FIELDS = QUEUE_FIELDS | {"duration"}
 RESPONSE_FORMATS = ("url", "b64_json")
 FILE_NAME = re.compile(
     r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.(?:png|jpg|webp)"
@@ -304,6 +309,7 @@ async def enqueue(request: Request) -> JSONResponse:
     body = await read_json_object(request, rt.limits.max_body_bytes)
     check_fields(body, QUEUE_FIELDS)
     model = check_model(body)
+    check_duration(body)
     n = num_generations(body)
     check_prompt(body, rt.limits)
     check_room(rt, caller, n)
@@ -374,24 +380,73 @@ async def cancel_generation(request: Request) -> JSONResponse:
 
 
 async def images_generate(request: Request) -> JSONResponse:
-    return await run_sync(request)
+    return await run_sync(request, GENERATE_FIELDS)
 
 
 async def images_edit(request: Request) -> JSONResponse:
     """Same as generate: Oxen's own Klein page sends prompt-only bodies here, so input_image is
     optional (the edit reference marks it required; the model page wins)."""
-    return await run_sync(request)
+    return await run_sync(request, EDIT_FIELDS)
 
 
-async def run_sync(request: Request) -> JSONResponse:
+def openapi_fields(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """The OpenAPI document's sync fields, decided (the docs pages name none of them):
+
+    n: how many images (1-4, the docs' range for num_generations), with seeds seed, seed+1, ...
+    image (edit): the source image URL, put first in input_image.
+    size, mask: refused with why (null is taken as absent): the model makes about one megapixel
+    at an aspect_ratio and edits from its prompt, with no mask.
+    """
+    body = dict(body)
+    n = body.pop("n", None)
+    if n is None:
+        n = 1
+    elif type(n) is not int or not 1 <= n <= 4:
+        raise ApiProblem(400, "invalid_params", "n must be an integer between 1 and 4")
+    if body.pop("size", None) is not None:
+        raise ApiProblem(
+            400,
+            "invalid_params",
+            f"size is not a parameter of {MODEL_NAME}: it makes about one megapixel at an"
+            f" aspect_ratio ({', '.join(aspect_ratios())}); send aspect_ratio instead.",
+        )
+    if body.pop("mask", None) is not None:
+        raise ApiProblem(
+            400,
+            "invalid_params",
+            f"mask cannot be used by {MODEL_NAME}: it edits from the prompt and input images;"
+            " say in the prompt which part to change.",
+        )
+    image = body.pop("image", None)
+    if image is not None:
+        if not isinstance(image, str):
+            raise ApiProblem(400, "invalid_params", "image must be a URL string.")
+        rest = body.get("input_image")
+        body["input_image"] = [image, *([rest] if isinstance(rest, str) else rest or [])]
+    return body, n
+
+
+def aspect_ratios() -> list[str]:
+    return list(bundled_schema()["properties"]["aspect_ratio"]["enum"])
+
+
+def check_duration(body: dict[str, Any]) -> None:
+    if body.get("duration") is not None:
+        raise ApiProblem(
+            400, "invalid_params", f"duration is for video models; {MODEL_NAME} makes images."
+        )
+
+
+async def run_sync(request: Request, allowed: frozenset[str]) -> JSONResponse:
     """Validate at once (400), run ahead of the queue, answer when done with the documented
-    {"model", "created", "images": [{"url"} or {"b64_json"}]}. A run that fails (or is
+    {"model", "created", "images": [{"url"} or {"b64_json"}, ...]}. A run that fails (or is
     cancelled meanwhile) answers 500 unknown_error with the reason (the docs show no shape)."""
     rt = runtime(request)
     caller = authorize(request, rt.keys)
     body = await read_json_object(request, rt.limits.max_body_bytes)
-    check_fields(body, SYNC_FIELDS)
+    check_fields(body, allowed)
     model = check_model(body)
+    body, n = openapi_fields(body)
     if not isinstance(body.get("prompt"), str) or not body["prompt"].strip():
         raise ApiProblem(400, "invalid_params", "Prompt cannot be empty")
     check_prompt(body, rt.limits)
@@ -400,33 +455,43 @@ async def run_sync(request: Request) -> JSONResponse:
         raise ApiProblem(
             400, "invalid_params", f"response_format must be one of: {', '.join(RESPONSE_FORMATS)}"
         )
-    params, run_seed = model_params(body)
-    try:
-        build_recipe(model, {**params, "seed": run_seed} if run_seed is not None else params)
-    except (ValueError, TypeError) as exc:
-        raise ApiProblem(400, "invalid_params", getattr(exc, "message", str(exc))) from None
+    runs = [model_params(body, i) for i in range(n)]
+    for params, run_seed in runs:
+        try:
+            build_recipe(model, {**params, "seed": run_seed} if run_seed is not None else params)
+        except (ValueError, TypeError) as exc:
+            raise ApiProblem(400, "invalid_params", getattr(exc, "message", str(exc))) from None
     loop = asyncio.get_running_loop()
-    done: asyncio.Future[None] = loop.create_future()
-    row = rt.store.create(caller.owner, model, params, run_seed, {}, listed=False)
-    row.origin = base_url(request)
-    row.on_done = lambda _row: _wake(loop, done)
-    rt.pool.submit(row, urgent=True)
-    log.info("%s runs %s (sync)", caller.name, row.id)
-    await done
-    view = rt.store.view(row, files_base(request))
+    rows: list[Row] = []
+    waits: list[asyncio.Future[None]] = []
+    for params, run_seed in runs:
+        done: asyncio.Future[None] = loop.create_future()
+        row = rt.store.create(caller.owner, model, params, run_seed, {}, listed=False)
+        row.origin = base_url(request)
+        row.on_done = lambda _row, done=done: _wake(loop, done)
+        rows.append(row)
+        waits.append(done)
+    for row in rows:
+        rt.pool.submit(row, urgent=True)
+    log.info("%s runs %s (sync)", caller.name, ", ".join(r.id for r in rows))
+    await asyncio.gather(*waits)
+    images = [sync_image(rt, row, files_base(request), response_format) for row in rows]
+    return JSONResponse({"model": model, "created": int(time.time()), "images": images})
+
+
+def sync_image(rt: Runtime, row: Row, base: str, response_format: str) -> dict[str, Any]:
+    view = rt.store.view(row, base)
     if view["status"] != SUCCEEDED:
         raise ApiProblem(
             500, "unknown_error", view["error_message"] or f"the generation was {view['status']}"
         )
-    if response_format == "b64_json":
-        found = rt.results.get(row.file_name or "")
-        if found is None:
-            raise ApiProblem(500, "unknown_error", "the server is closing")
-        data = found.read_bytes() if isinstance(found, Path) else found
-        image: dict[str, Any] = {"b64_json": base64.b64encode(data).decode("ascii")}
-    else:
-        image = {"url": view["result_url"]}
-    return JSONResponse({"model": model, "created": int(time.time()), "images": [image]})
+    if response_format != "b64_json":
+        return {"url": view["result_url"]}
+    found = rt.results.get(row.file_name or "")
+    if found is None:
+        raise ApiProblem(500, "unknown_error", "the server is closing")
+    data = found.read_bytes() if isinstance(found, Path) else found
+    return {"b64_json": base64.b64encode(data).decode("ascii")}
 
 
 def _wake(loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> None:
