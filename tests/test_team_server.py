@@ -139,12 +139,26 @@ def test_a_removed_key_is_refused_without_a_restart_and_the_others_keep_working(
     with client(server, alice) as a, client(server, bob) as b, client(server, None) as nobody:
         assert wait_for(a, enqueue(a)[0])["status"] == "succeeded"
         assert nobody.get(QUEUE).status_code == 401
+        stream_ended = threading.Event()
+
+        def listen() -> None:  # alice's open event stream ends too once her key is gone
+            with client(server, alice) as listener:
+                with connect_sse(listener, "GET", "/api/events") as events:
+                    opened.set()
+                    for _ in events.iter_sse():
+                        pass
+            stream_ended.set()
+
+        opened = threading.Event()
+        threading.Thread(target=listen, daemon=True).start()
+        assert opened.wait(DEADLINE)
         assert cli(["keys", "remove", "alice", "--keys-file", str(keys_file)]) == 0
         deadline = time.monotonic() + DEADLINE  # the file is re-read at the next request
         while a.get(QUEUE).status_code != 401:
             assert time.monotonic() < deadline, "the removed key is still accepted"
             time.sleep(0.05)
         assert a.post(QUEUE, json=body()).status_code == 401
+        assert stream_ended.wait(DEADLINE)
         assert b.get(QUEUE).status_code == 200
         carol = add_key(keys_file, "carol", capsys)  # a key added while it runs works at once
         with client(server, carol) as c:

@@ -35,12 +35,13 @@ from starlette.types import Receive, Scope, Send
 from ..recipe import MODEL_ID, PARAMETERS, SEED_MAX, bundled_schema, draw_seed
 from .assets import demo_asset
 from .engines import EngineConfig, get_engine
-from .events import Event, EventHub
+from .events import Event, EventHub, Subscription
 from .faults import FaultInjector, FaultMiddleware, Faults, drop_connection
 from .httpio import (
     ApiProblem,
     Caller,
     authorize,
+    bearer_token,
     model_not_found,
     on_crash,
     on_http_exception,
@@ -57,6 +58,8 @@ log = logging.getLogger("flux_nb.server")
 
 MODEL_NAME = "FLUX.2 Klein 4B"
 PING_SECONDS = 15
+# How often an idle event stream checks that its key is still in the keys file.
+KEY_RECHECK_SECONDS = 1.0
 # response_format is a documented common parameter; the queue passes it on and ignores it here.
 QUEUE_FIELDS = frozenset(
     {"model", "num_generations", "response_format", *TARGET_FIELDS, *PARAMETERS}
@@ -597,6 +600,24 @@ def sse_message(event: Event, base: str, *, with_id: bool) -> ServerSentEvent:
     )
 
 
+async def next_event(sub: Subscription, keys: KeyRing, token: str) -> Event | None:
+    """The stream's next event, or None to end it: the server stops, or (with a keys file) the
+    key was removed meanwhile, checked every KEY_RECHECK_SECONDS while the stream is idle."""
+    if keys.path is None:
+        return await sub.queue.get()
+    getter = asyncio.ensure_future(sub.queue.get())
+    try:
+        while True:
+            done, _ = await asyncio.wait({getter}, timeout=KEY_RECHECK_SECONDS)
+            if done:
+                return getter.result()
+            if keys.name_of(token) is None:
+                log.info("an event stream ended: its key was removed")
+                return None
+    finally:
+        getter.cancel()
+
+
 def keep_alive() -> ServerSentEvent:
     """The hosted stream's idle heartbeat, word for word: the comment line `: keep-alive`."""
     return ServerSentEvent(comment="keep-alive")
@@ -618,6 +639,7 @@ async def events(request: Request) -> EventSourceResponse:
     """
     rt = runtime(request)
     owner = authorize(request, rt.keys).owner
+    token = bearer_token(request)
     replay = rt.extras.replay_events
     sub, backlog = rt.hub.subscribe(owner, last_event_id(request) if replay else None)
     base = files_base(request)
@@ -635,7 +657,7 @@ async def events(request: Request) -> EventSourceResponse:
             sent = 0
             pending = iter(backlog)
             while cut_after is None or sent < cut_after:
-                event = next(pending, None) or await sub.queue.get()
+                event = next(pending, None) or await next_event(sub, rt.keys, token)
                 if event is None:
                     return
                 yield sse_message(event, base, with_id=replay)
