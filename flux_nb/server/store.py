@@ -76,6 +76,7 @@ class Row:
     # The server's own time for a generation, for benchmarks and the browser test; not part of
     # the generation object (whose timestamps are whole seconds on the hosted API).
     created_mono: float = field(default_factory=time.monotonic, repr=False)
+    started_mono: float | None = field(default=None, repr=False)
     finished_mono: float | None = field(default=None, repr=False)
 
     @property
@@ -193,6 +194,7 @@ class Store:
             if row.status != QUEUED:
                 return False
             row.status, row.total, row.started_at = PROCESSING, total, int(time.time())
+            row.started_mono = time.monotonic()
             self._publish_progress(row, force=True)
             return True
 
