@@ -176,6 +176,21 @@ def _serve(args: argparse.Namespace) -> int:
             "flux-nb serve: give both --ssl-certfile and --ssl-keyfile for HTTPS.", file=sys.stderr
         )
         return 2
+    if args.ssl_certfile is not None:
+        import ssl
+
+        try:  # uvicorn would load them only once serving, with a traceback
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+                args.ssl_certfile, args.ssl_keyfile
+            )
+        except (OSError, ssl.SSLError) as exc:
+            reason = exc.strerror or getattr(exc, "reason", None) or exc
+            print(
+                f"flux-nb serve: cannot use --ssl-certfile {args.ssl_certfile} with --ssl-keyfile"
+                f" {args.ssl_keyfile}: {reason}.",
+                file=sys.stderr,
+            )
+            return 2
     if args.max_queued_per_key < 1:
         print("flux-nb serve: --max-queued-per-key must be at least 1.", file=sys.stderr)
         return 2

@@ -255,11 +255,17 @@ def test_serve_cli_warns_about_plain_http_keys_off_loopback_and_serves_tls(
     assert "plain HTTP" not in err
 
 
-def test_half_a_tls_pair_is_refused_in_one_line(tmp_path: Path, capsys) -> None:
+def test_half_a_tls_pair_or_unusable_files_are_refused_in_one_line(tmp_path: Path, capsys) -> None:
     assert cli(["serve", "--port", "0", "--ssl-certfile", str(tmp_path / "c.pem")]) == 2
     assert capsys.readouterr().err == (
         "flux-nb serve: give both --ssl-certfile and --ssl-keyfile for HTTPS.\n"
     )
+    (tmp_path / "c.pem").write_text("not a certificate")
+    for cert in ("missing.pem", "c.pem"):
+        args = ["--ssl-certfile", str(tmp_path / cert), "--ssl-keyfile", str(tmp_path / "c.pem")]
+        assert cli(["serve", "--port", "0", *args]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("flux-nb serve: cannot use --ssl-certfile") and err.count("\n") == 1
 
 
 # --- 2. private by owner --------------------------------------------------------------------------

@@ -61,15 +61,15 @@ PING_SECONDS = 15
 # How often an idle event stream checks that its key is still in the keys file.
 KEY_RECHECK_SECONDS = 1.0
 # response_format is a documented common parameter; the queue passes it on and ignores it here.
+# duration is in Oxen's OpenAPI document (for video models): refused with why (check_duration).
 QUEUE_FIELDS = frozenset(
-    {"model", "num_generations", "response_format", *TARGET_FIELDS, *PARAMETERS}
+    {"model", "num_generations", "response_format", "duration", *TARGET_FIELDS, *PARAMETERS}
 )
 SYNC_FIELDS = frozenset({"model", "response_format", "target_namespace", *PARAMETERS})
-# Oxen's OpenAPI document (0.243.1) also gives the sync routes OpenAI-style fields, and the queue a
-# video one: each is handled (openapi_fields), none is an unknown field.
+# Oxen's OpenAPI document (0.243.1) also gives the sync routes OpenAI-style fields: each is
+# handled (openapi_fields), none is an unknown field.
 GENERATE_FIELDS = SYNC_FIELDS | {"n", "size"}
 EDIT_FIELDS = GENERATE_FIELDS | {"image", "mask"}
-QUEUE_FIELDS = QUEUE_FIELDS | {"duration"}
 RESPONSE_FORMATS = ("url", "b64_json")
 FILE_NAME = re.compile(
     r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.(?:png|jpg|webp)"
