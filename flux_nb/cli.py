@@ -50,6 +50,29 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument(
+        "--keys-file",
+        default=None,
+        metavar="PATH",
+        help="accept a key per person from this file (made by `flux-nb keys add`); re-read when"
+        " it changes, so a removed key is refused at once",
+    )
+    p.add_argument(
+        "--max-queued-per-key",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="generations one key may have waiting; more are answered 429 with Retry-After"
+        " (default: %(default)s)",
+    )
+    p.add_argument(
+        "--allow-private-urls",
+        action="store_true",
+        help="fetch input_image URLs on loopback, private and link-local addresses too (refused"
+        " by default: only for a trusted network)",
+    )
+    p.add_argument("--ssl-certfile", default=None, metavar="PATH", help="serve HTTPS: certificate")
+    p.add_argument("--ssl-keyfile", default=None, metavar="PATH", help="serve HTTPS: private key")
+    p.add_argument(
         "--step-delay",
         type=float,
         default=0.0,
@@ -143,10 +166,34 @@ def _engine_config(args: argparse.Namespace):
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .server.app import LocalExtras, create_app
+    from .server.app import Limits, LocalExtras, create_app
     from .server.embedded import bind_socket, make_server, url_of
     from .server.engines import EngineError
     from .server.faults import Faults
+
+    if (args.ssl_certfile is None) != (args.ssl_keyfile is None):
+        print(
+            "flux-nb serve: give both --ssl-certfile and --ssl-keyfile for HTTPS.", file=sys.stderr
+        )
+        return 2
+    if args.ssl_certfile is not None:
+        import ssl
+
+        try:  # uvicorn would load them only once serving, with a traceback
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+                args.ssl_certfile, args.ssl_keyfile
+            )
+        except (OSError, ssl.SSLError) as exc:
+            reason = exc.strerror or getattr(exc, "reason", None) or exc
+            print(
+                f"flux-nb serve: cannot use --ssl-certfile {args.ssl_certfile} with --ssl-keyfile"
+                f" {args.ssl_keyfile}: {reason}.",
+                file=sys.stderr,
+            )
+            return 2
+    if args.max_queued_per_key < 1:
+        print("flux-nb serve: --max-queued-per-key must be at least 1.", file=sys.stderr)
+        return 2
 
     try:
         faults = Faults.from_dict(json.loads(args.faults)) if args.faults is not None else None
@@ -157,6 +204,9 @@ def _serve(args: argparse.Namespace) -> int:
         api_key = args.api_key or os.environ.get(SERVER_KEY_ENV) or None
         app = create_app(
             api_key=api_key,
+            keys_file=args.keys_file,
+            allow_private_urls=args.allow_private_urls,
+            limits=Limits(max_queued_per_key=args.max_queued_per_key),
             step_delay=args.step_delay,
             engine=_engine_config(args),
             workers=args.workers,
@@ -188,13 +238,23 @@ def _serve(args: argparse.Namespace) -> int:
         )
         runtime.close()
         return 1
-    url = url_of(sock)
+    tls = args.ssl_certfile is not None
+    url = url_of(sock, tls=tls)
+    keyed = runtime.keys.required
     if not _is_loopback(args.host):
         print(
             f"flux-nb serve: warning: listening on {args.host}, not loopback: anyone who can reach "
-            f"this machine can use it{'' if api_key else ' (no API key set)'}.",
+            f"this machine can use it{'' if keyed else ' (no API key set)'}.",
             file=sys.stderr,
         )
+        if keyed and not tls:
+            print(
+                "flux-nb serve: warning: keys are accepted over plain HTTP on a network address:"
+                " anyone on the path can read them. Add --ssl-certfile and --ssl-keyfile (or put"
+                " a TLS proxy in front).",
+                file=sys.stderr,
+            )
+    _log_to_stderr(args.log_level)
     what = (
         "an offline stand-in for the Oxen API"
         if runtime.engine.is_stand_in
@@ -204,7 +264,13 @@ def _serve(args: argparse.Namespace) -> int:
         f"flux-nb local server on {url}, engine {runtime.engine_label}: {what}. Ctrl+C stops it.",
         flush=True,
     )
-    server = make_server(app, log_level=args.log_level, quiet=False)
+    server = make_server(
+        app,
+        log_level=args.log_level,
+        quiet=False,
+        ssl_certfile=args.ssl_certfile,
+        ssl_keyfile=args.ssl_keyfile,
+    )
     in_main = threading.current_thread() is threading.main_thread()
     # SIGTERM ends like Ctrl+C: streams closed, results deleted, exit code 0.
     old_term = signal.signal(signal.SIGTERM, signal.default_int_handler) if in_main else None
@@ -217,6 +283,19 @@ def _serve(args: argparse.Namespace) -> int:
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
     return 0
+
+
+def _log_to_stderr(level: str) -> None:
+    """The server's own log lines (who enqueued or cancelled what, refused keys: names, never
+    keys) to stderr at the --log-level, beside uvicorn's."""
+    import logging
+
+    logger = logging.getLogger("flux_nb.server")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("flux-nb %(levelname)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(level.upper())
+    logger.propagate = False
 
 
 def _is_loopback(host: str) -> bool:
@@ -273,7 +352,47 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
-SUBCOMMANDS = (_add_serve, _add_generate)
+def _add_keys(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "keys",
+        help="give each person their own key to a shared server (flux-nb serve --keys-file)",
+        description="Manage the keys a shared `flux-nb serve --keys-file PATH` accepts. The file "
+        "holds names and sha256 hashes, never a key: a new key is printed once, alone on the last "
+        "line. The server re-reads the file when it changes, so a removed key is refused at once.",
+    )
+    p.add_argument("action", choices=("add", "remove", "list"))
+    p.add_argument("name", nargs="?", help="the person (add, remove)")
+    p.add_argument("--keys-file", required=True, metavar="PATH", help="the keys file")
+    p.set_defaults(func=_keys)
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .server.keys import KeysFileError, add_key, read_entries, remove_key
+
+    path = Path(args.keys_file)
+    if args.action != "list" and not args.name:
+        print(f"flux-nb keys {args.action}: give the person's NAME.", file=sys.stderr)
+        return 2
+    try:
+        if args.action == "add":
+            key = add_key(path, args.name)
+            print(f"Key for {args.name} (shown once; give it to them, it is not stored):")
+            print(key, flush=True)
+        elif args.action == "remove":
+            remove_key(path, args.name)
+            print(f"Removed {args.name}'s key: a server using {path} refuses it now.")
+        else:
+            for entry in read_entries(path):
+                print(f"{entry.name}\tsha256:{entry.sha256[:12]}...")
+    except KeysFileError as exc:
+        print(f"flux-nb keys {args.action}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+SUBCOMMANDS = (_add_serve, _add_keys, _add_generate)
 
 
 def build_parser() -> argparse.ArgumentParser:

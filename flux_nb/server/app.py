@@ -14,6 +14,7 @@ import asyncio
 import base64
 import difflib
 import json
+import logging
 import re
 import time
 from dataclasses import dataclass, field
@@ -34,11 +35,13 @@ from starlette.types import Receive, Scope, Send
 from ..recipe import MODEL_ID, PARAMETERS, SEED_MAX, bundled_schema, draw_seed
 from .assets import demo_asset
 from .engines import EngineConfig, get_engine
-from .events import Event, EventHub
+from .events import Event, EventHub, Subscription
 from .faults import FaultInjector, FaultMiddleware, Faults, drop_connection
 from .httpio import (
     ApiProblem,
+    Caller,
     authorize,
+    bearer_token,
     model_not_found,
     on_crash,
     on_http_exception,
@@ -46,22 +49,36 @@ from .httpio import (
     read_json_object,
 )
 from .inputs import InputLimits
+from .keys import KeyRing
 from .results import MEMORY_BUDGET, ResultFiles
 from .store import STATUSES, SUCCEEDED, TARGET_FIELDS, Row, Store
 from .worker import WorkerPool, build_recipe
 
+log = logging.getLogger("flux_nb.server")
+
 MODEL_NAME = "FLUX.2 Klein 4B"
 PING_SECONDS = 15
+# How often an idle event stream checks that its key is still in the keys file.
+KEY_RECHECK_SECONDS = 1.0
 # response_format is a documented common parameter; the queue passes it on and ignores it here.
+# duration is in Oxen's OpenAPI document (for video models): refused with why (check_duration).
 QUEUE_FIELDS = frozenset(
-    {"model", "num_generations", "response_format", *TARGET_FIELDS, *PARAMETERS}
+    {"model", "num_generations", "response_format", "duration", *TARGET_FIELDS, *PARAMETERS}
 )
 SYNC_FIELDS = frozenset({"model", "response_format", "target_namespace", *PARAMETERS})
+# Oxen's OpenAPI document (0.243.1) also gives the sync routes OpenAI-style fields: each is
+# handled (openapi_fields), none is an unknown field.
+GENERATE_FIELDS = SYNC_FIELDS | {"n", "size"}
+EDIT_FIELDS = GENERATE_FIELDS | {"image", "mask"}
 RESPONSE_FORMATS = ("url", "b64_json")
 FILE_NAME = re.compile(
     r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.(?:png|jpg|webp)"
 )
 FILE_HEADERS = {"Cache-Control": "public, max-age=31536000, immutable"}
+FILES_PREFIX = "/api/files/"
+ASSETS_PREFIX = "/api/repos/"
+# The wait a 429 for a full queue suggests: long enough for some of it to drain.
+QUEUE_FULL_RETRY_SECONDS = 30
 
 
 @dataclass(frozen=True)
@@ -89,6 +106,7 @@ class Limits:
     max_prompt_chars: int = 10_000
     inputs: InputLimits = field(default_factory=InputLimits)
     results_in_memory_bytes: int = MEMORY_BUDGET  # past it, the oldest results go to a temp folder
+    max_queued_per_key: int = 1000  # more waiting generations from one key: 429 with Retry-After
 
 
 class Runtime:
@@ -98,6 +116,8 @@ class Runtime:
         self,
         *,
         api_key: str | None,
+        keys_file: str | Path | None = None,
+        allow_private_urls: bool = False,
         step_delay: float,
         engine: str | EngineConfig,
         workers: int,
@@ -106,7 +126,7 @@ class Runtime:
         files_url: str | None = None,
         extras: LocalExtras | None = None,
     ) -> None:
-        self.api_key = api_key or None
+        self.keys = KeyRing(api_key=api_key, keys_file=keys_file)
         self.extras = extras = extras or LocalExtras()
         self.files_url = files_url.rstrip("/") if files_url else None
         self.engine = EngineConfig.of(engine)
@@ -127,8 +147,31 @@ class Runtime:
             workers=workers,
             step_delay=step_delay,
             input_limits=limits.inputs,
+            allow_private_urls=allow_private_urls,
+            own_files=self.own_file,
         )
         self.faults = FaultInjector(faults) if faults is not None else None
+
+    def own_file(self, origin: str, url: str) -> bytes | None:
+        """An input_image URL on this server itself (origin: the base URL its request came in
+        on): the result or example picture it names, read here, no network fetch. None when the
+        URL is not this server's; FileNotFoundError when it names nothing here."""
+        bases = {origin, self.files_url} if self.files_url else {origin}
+        base = next((b for b in bases if url.startswith(b + "/")), None)
+        if base is None:
+            return None
+        path = url[len(base) :].partition("?")[0].partition("#")[0]
+        if path.startswith(FILES_PREFIX) and FILE_NAME.fullmatch(path[len(FILES_PREFIX) :]):
+            found = self.results.get(path[len(FILES_PREFIX) :])
+            if found is not None:
+                return found.read_bytes() if isinstance(found, Path) else found
+        elif path.startswith(ASSETS_PREFIX):
+            parts = path[len(ASSETS_PREFIX) :].split("/", 4)
+            if len(parts) == 5 and parts[2] == "file":
+                found_asset = demo_asset("/".join(parts[:2] + parts[3:]))
+                if found_asset is not None:
+                    return found_asset
+        raise FileNotFoundError(path)
 
     def preload(self) -> None:
         """Load the engine's model now rather than at the first generation (EngineUnavailable)."""
@@ -226,6 +269,22 @@ def num_generations(body: dict[str, Any]) -> int:
     return n
 
 
+def check_room(rt: Runtime, caller: Caller, n: int) -> None:
+    """The per-key cap on waiting generations: past it, 429 with Retry-After (the status Oxen's
+    docs give for rate limits), before anything is taken, so a retry cannot bill twice."""
+    cap = rt.limits.max_queued_per_key
+    waiting = rt.pool.queued(caller.owner)
+    if waiting + n > cap:
+        log.warning("%s is at the cap of %d queued generations", caller.name, cap)
+        raise ApiProblem(
+            429,
+            "rate_limited",
+            f"this key has {waiting} generations waiting; the server takes at most {cap} per"
+            f" key: wait for some to finish (Retry-After), or cancel some.",
+            headers={"Retry-After": str(QUEUE_FULL_RETRY_SECONDS)},
+        )
+
+
 def not_found() -> ApiProblem:
     """The documented 404 body: type and title only."""
     return ApiProblem(404, "resource_not_found", "")
@@ -249,15 +308,23 @@ async def enqueue(request: Request) -> JSONResponse:
     """POST /api/ai/queue. Like the hosted queue, model parameters are not checked here: a bad one
     makes the generation fail when it runs. Malformed bodies, unknown fields and caps are (4xx)."""
     rt = runtime(request)
-    owner = authorize(request, rt.api_key)
+    caller = authorize(request, rt.keys)
     body = await read_json_object(request, rt.limits.max_body_bytes)
     check_fields(body, QUEUE_FIELDS)
     model = check_model(body)
+    check_duration(body)
     n = num_generations(body)
     check_prompt(body, rt.limits)
-    rows = [rt.store.create(owner, model, *model_params(body, i), targets(body)) for i in range(n)]
+    check_room(rt, caller, n)
+    origin = base_url(request)
+    rows = [
+        rt.store.create(caller.owner, model, *model_params(body, i), targets(body))
+        for i in range(n)
+    ]
     for row in rows:
+        row.origin = origin
         rt.pool.submit(row)
+    log.info("%s enqueued %s", caller.name, ", ".join(r.id for r in rows))
     return JSONResponse(
         {"generations": [{"generation_id": r.id, "status": "queued"} for r in rows]}
     )
@@ -265,7 +332,7 @@ async def enqueue(request: Request) -> JSONResponse:
 
 async def get_generation(request: Request) -> JSONResponse:
     rt = runtime(request)
-    row = own_row(request, rt, authorize(request, rt.api_key))
+    row = own_row(request, rt, authorize(request, rt.keys).owner)
     return JSONResponse(rt.store.view(row, files_base(request)))
 
 
@@ -285,7 +352,7 @@ async def list_generations(request: Request) -> JSONResponse:
     `status=` asks for one status instead, terminal ones included. `namespace` is accepted and
     ignored: the local server has one namespace per key."""
     rt = runtime(request)
-    owner = authorize(request, rt.api_key)
+    owner = authorize(request, rt.keys).owner
     query = request.query_params
     rows = rt.store.rows(
         owner,
@@ -305,8 +372,10 @@ async def cancel_generation(request: Request) -> JSONResponse:
     on the hosted stream). A finished row is left as it is; the docs say only 'no effect', and
     the answer is the same 200 (INFERRED)."""
     rt = runtime(request)
-    row = own_row(request, rt, authorize(request, rt.api_key))
+    caller = authorize(request, rt.keys)
+    row = own_row(request, rt, caller.owner)
     rt.store.cancel(row)
+    log.info("%s cancelled %s", caller.name, row.id)
     return JSONResponse({"status": "success", "generation_id": row.id})
 
 
@@ -314,24 +383,73 @@ async def cancel_generation(request: Request) -> JSONResponse:
 
 
 async def images_generate(request: Request) -> JSONResponse:
-    return await run_sync(request)
+    return await run_sync(request, GENERATE_FIELDS)
 
 
 async def images_edit(request: Request) -> JSONResponse:
     """Same as generate: Oxen's own Klein page sends prompt-only bodies here, so input_image is
     optional (the edit reference marks it required; the model page wins)."""
-    return await run_sync(request)
+    return await run_sync(request, EDIT_FIELDS)
 
 
-async def run_sync(request: Request) -> JSONResponse:
+def openapi_fields(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """The OpenAPI document's sync fields, decided (the docs pages name none of them):
+
+    n: how many images (1-4, the docs' range for num_generations), with seeds seed, seed+1, ...
+    image (edit): the source image URL, put first in input_image.
+    size, mask: refused with why (null is taken as absent): the model makes about one megapixel
+    at an aspect_ratio and edits from its prompt, with no mask.
+    """
+    body = dict(body)
+    n = body.pop("n", None)
+    if n is None:
+        n = 1
+    elif type(n) is not int or not 1 <= n <= 4:
+        raise ApiProblem(400, "invalid_params", "n must be an integer between 1 and 4")
+    if body.pop("size", None) is not None:
+        raise ApiProblem(
+            400,
+            "invalid_params",
+            f"size is not a parameter of {MODEL_NAME}: it makes about one megapixel at an"
+            f" aspect_ratio ({', '.join(aspect_ratios())}); send aspect_ratio instead.",
+        )
+    if body.pop("mask", None) is not None:
+        raise ApiProblem(
+            400,
+            "invalid_params",
+            f"mask cannot be used by {MODEL_NAME}: it edits from the prompt and input images;"
+            " say in the prompt which part to change.",
+        )
+    image = body.pop("image", None)
+    if image is not None:
+        if not isinstance(image, str):
+            raise ApiProblem(400, "invalid_params", "image must be a URL string.")
+        rest = body.get("input_image")
+        body["input_image"] = [image, *([rest] if isinstance(rest, str) else rest or [])]
+    return body, n
+
+
+def aspect_ratios() -> list[str]:
+    return list(bundled_schema()["properties"]["aspect_ratio"]["enum"])
+
+
+def check_duration(body: dict[str, Any]) -> None:
+    if body.get("duration") is not None:
+        raise ApiProblem(
+            400, "invalid_params", f"duration is for video models; {MODEL_NAME} makes images."
+        )
+
+
+async def run_sync(request: Request, allowed: frozenset[str]) -> JSONResponse:
     """Validate at once (400), run ahead of the queue, answer when done with the documented
-    {"model", "created", "images": [{"url"} or {"b64_json"}]}. A run that fails (or is
+    {"model", "created", "images": [{"url"} or {"b64_json"}, ...]}. A run that fails (or is
     cancelled meanwhile) answers 500 unknown_error with the reason (the docs show no shape)."""
     rt = runtime(request)
-    owner = authorize(request, rt.api_key)
+    caller = authorize(request, rt.keys)
     body = await read_json_object(request, rt.limits.max_body_bytes)
-    check_fields(body, SYNC_FIELDS)
+    check_fields(body, allowed)
     model = check_model(body)
+    body, n = openapi_fields(body)
     if not isinstance(body.get("prompt"), str) or not body["prompt"].strip():
         raise ApiProblem(400, "invalid_params", "Prompt cannot be empty")
     check_prompt(body, rt.limits)
@@ -340,31 +458,43 @@ async def run_sync(request: Request) -> JSONResponse:
         raise ApiProblem(
             400, "invalid_params", f"response_format must be one of: {', '.join(RESPONSE_FORMATS)}"
         )
-    params, run_seed = model_params(body)
-    try:
-        build_recipe(model, {**params, "seed": run_seed} if run_seed is not None else params)
-    except (ValueError, TypeError) as exc:
-        raise ApiProblem(400, "invalid_params", getattr(exc, "message", str(exc))) from None
+    runs = [model_params(body, i) for i in range(n)]
+    for params, run_seed in runs:
+        try:
+            build_recipe(model, {**params, "seed": run_seed} if run_seed is not None else params)
+        except (ValueError, TypeError) as exc:
+            raise ApiProblem(400, "invalid_params", getattr(exc, "message", str(exc))) from None
     loop = asyncio.get_running_loop()
-    done: asyncio.Future[None] = loop.create_future()
-    row = rt.store.create(owner, model, params, run_seed, {}, listed=False)
-    row.on_done = lambda _row: _wake(loop, done)
-    rt.pool.submit(row, urgent=True)
-    await done
-    view = rt.store.view(row, files_base(request))
+    rows: list[Row] = []
+    waits: list[asyncio.Future[None]] = []
+    for params, run_seed in runs:
+        done: asyncio.Future[None] = loop.create_future()
+        row = rt.store.create(caller.owner, model, params, run_seed, {}, listed=False)
+        row.origin = base_url(request)
+        row.on_done = lambda _row, done=done: _wake(loop, done)
+        rows.append(row)
+        waits.append(done)
+    for row in rows:
+        rt.pool.submit(row, urgent=True)
+    log.info("%s runs %s (sync)", caller.name, ", ".join(r.id for r in rows))
+    await asyncio.gather(*waits)
+    images = [sync_image(rt, row, files_base(request), response_format) for row in rows]
+    return JSONResponse({"model": model, "created": int(time.time()), "images": images})
+
+
+def sync_image(rt: Runtime, row: Row, base: str, response_format: str) -> dict[str, Any]:
+    view = rt.store.view(row, base)
     if view["status"] != SUCCEEDED:
         raise ApiProblem(
             500, "unknown_error", view["error_message"] or f"the generation was {view['status']}"
         )
-    if response_format == "b64_json":
-        found = rt.results.get(row.file_name or "")
-        if found is None:
-            raise ApiProblem(500, "unknown_error", "the server is closing")
-        data = found.read_bytes() if isinstance(found, Path) else found
-        image: dict[str, Any] = {"b64_json": base64.b64encode(data).decode("ascii")}
-    else:
-        image = {"url": view["result_url"]}
-    return JSONResponse({"model": model, "created": int(time.time()), "images": [image]})
+    if response_format != "b64_json":
+        return {"url": view["result_url"]}
+    found = rt.results.get(row.file_name or "")
+    if found is None:
+        raise ApiProblem(500, "unknown_error", "the server is closing")
+    data = found.read_bytes() if isinstance(found, Path) else found
+    return {"b64_json": base64.b64encode(data).decode("ascii")}
 
 
 def _wake(loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> None:
@@ -407,7 +537,7 @@ def model_object(rt: Runtime) -> dict[str, Any]:
 
 async def get_model(request: Request) -> JSONResponse:
     rt = runtime(request)
-    authorize(request, rt.api_key)
+    authorize(request, rt.keys)
     model_id = request.path_params["model_id"]
     if model_id != MODEL_ID:
         raise model_not_found(model_id)
@@ -470,6 +600,24 @@ def sse_message(event: Event, base: str, *, with_id: bool) -> ServerSentEvent:
     )
 
 
+async def next_event(sub: Subscription, keys: KeyRing, token: str) -> Event | None:
+    """The stream's next event, or None to end it: the server stops, or (with a keys file) the
+    key was removed meanwhile, checked every KEY_RECHECK_SECONDS while the stream is idle."""
+    if keys.path is None:
+        return await sub.queue.get()
+    getter = asyncio.ensure_future(sub.queue.get())
+    try:
+        while True:
+            done, _ = await asyncio.wait({getter}, timeout=KEY_RECHECK_SECONDS)
+            if done:
+                return getter.result()
+            if keys.name_of(token) is None:
+                log.info("an event stream ended: its key was removed")
+                return None
+    finally:
+        getter.cancel()
+
+
 def keep_alive() -> ServerSentEvent:
     """The hosted stream's idle heartbeat, word for word: the comment line `: keep-alive`."""
     return ServerSentEvent(comment="keep-alive")
@@ -492,7 +640,8 @@ async def events(request: Request) -> EventSourceResponse:
     trusts a stream once bytes arrive, and polls until then (runner.py).
     """
     rt = runtime(request)
-    owner = authorize(request, rt.api_key)
+    owner = authorize(request, rt.keys).owner
+    token = bearer_token(request)
     replay = rt.extras.replay_events
     sub, backlog = rt.hub.subscribe(owner, last_event_id(request) if replay else None)
     base = files_base(request)
@@ -511,7 +660,7 @@ async def events(request: Request) -> EventSourceResponse:
             sent = 0
             pending = iter(backlog)
             while cut_after is None or sent < cut_after:
-                event = next(pending, None) or await sub.queue.get()
+                event = next(pending, None) or await next_event(sub, rt.keys, token)
                 if event is None:
                     return
                 yield sse_message(event, base, with_id=replay)
@@ -570,6 +719,8 @@ async def faults_endpoint(request: Request) -> JSONResponse:
 def create_app(
     *,
     api_key: str | None = None,
+    keys_file: str | Path | None = None,
+    allow_private_urls: bool = False,
     step_delay: float = 0.0,
     engine: str | EngineConfig = "preview",
     workers: int = 2,
@@ -578,9 +729,11 @@ def create_app(
     files_url: str | None = None,
     extras: LocalExtras | None = None,
 ) -> Starlette:
-    """The local server as an ASGI app. With api_key, /api/ai/* and /api/events need that bearer
-    token; step_delay (seconds per engine step) makes progress and cancel visible; faults turns
-    on fault injection and /_faults; limits overrides the size caps; files_url makes result URLs
+    """The local server as an ASGI app. With api_key (one shared key) and/or keys_file (a key per
+    person: keys.py), /api/ai/* and /api/events need a bearer token it accepts; input_image
+    URLs on private networks are refused unless allow_private_urls (fetch.py); step_delay
+    (seconds per engine step) makes progress and cancel visible; faults turns on fault injection
+    and /_faults; limits overrides the size caps; files_url makes result URLs
     point at another origin (a CDN in front of this server's /api/files/, say); extras turns on
     what only a local server does (all off by default: the documented contract and no more).
     engine: a name or an EngineConfig (flux2-klein: its model, device, dtype; it runs with a
@@ -589,6 +742,8 @@ def create_app(
         raise ValueError("step_delay must be >= 0")
     rt = Runtime(
         api_key=api_key,
+        keys_file=keys_file,
+        allow_private_urls=allow_private_urls,
         step_delay=step_delay,
         engine=engine,
         workers=workers,

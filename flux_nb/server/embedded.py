@@ -44,9 +44,10 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def url_of(sock: socket.socket) -> str:
+def url_of(sock: socket.socket, *, tls: bool = False) -> str:
     host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    scheme = "https" if tls else "http"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 class UvicornServer(uvicorn.Server):
@@ -88,10 +89,15 @@ class UvicornServer(uvicorn.Server):
 
 
 def make_server(
-    app: Starlette, *, log_level: str | None = None, quiet: bool = True
+    app: Starlette,
+    *,
+    log_level: str | None = None,
+    quiet: bool = True,
+    ssl_certfile: str | None = None,
+    ssl_keyfile: str | None = None,
 ) -> UvicornServer:
     """uvicorn config shared by LocalServer and the CLI: no lifespan, h11,
-    short graceful timeout."""
+    short graceful timeout; HTTPS with a certificate and key file."""
     config = uvicorn.Config(
         app,
         lifespan="off",
@@ -101,6 +107,8 @@ def make_server(
         log_level=log_level,
         access_log=not quiet,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
     )
     return UvicornServer(app, config)
 

@@ -12,13 +12,18 @@ a traceback):
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
+import logging
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+
+from .keys import KeyRing
+
+log = logging.getLogger("flux_nb.server")
 
 ANONYMOUS = "anonymous"
 # The documented error types and their titles (the docs give the first two texts word for word).
@@ -26,6 +31,7 @@ TITLES = {
     "invalid_params": "Invalid parameters supplied, please check your request and try again.",
     "resource_not_found": "The requested resource could not be found",
     "unauthenticated": "unauthenticated",
+    "rate_limited": "Rate limit exceeded",
     "unknown_error": "An unknown error occurred",
 }
 
@@ -160,17 +166,34 @@ def bearer_token(request: Request) -> str:
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
-def authorize(request: Request, api_key: str | None) -> str:
-    """The caller's owner key (sha256 of the bearer token), or 401 when api_key is set and not sent.
+@dataclass(frozen=True)
+class Caller:
+    """Who sent a request: owner (sha256 of the bearer token: rows and events belong to it) and
+    name (the person the keys file names, for logs; never the key)."""
 
-    Tokens are compared in constant time and never logged or echoed.
+    owner: str
+    name: str
+
+
+def authorize(request: Request, keys: KeyRing) -> Caller:
+    """The caller, or 401 when the server needs a key and this is not one it accepts.
+
+    Tokens are compared in constant time (or by hash) and never logged or echoed.
     """
     token = bearer_token(request)
-    if api_key is not None and not hmac.compare_digest(token.encode(), api_key.encode()):
-        raise ApiProblem(
-            401,
-            "unauthenticated",
-            "missing or wrong API key: send 'Authorization: Bearer <key>' with this server's key.",
-            headers={"WWW-Authenticate": 'Bearer realm="flux-nb"'},
-        )
-    return hashlib.sha256(token.encode()).hexdigest() if token else ANONYMOUS
+    if keys.required:
+        name = keys.name_of(token)
+        if name is None:
+            client = request.client.host if request.client else "?"
+            log.warning("refused a request from %s: %s", client, "wrong key" if token else "no key")
+            raise ApiProblem(
+                401,
+                "unauthenticated",
+                "missing or wrong API key: send 'Authorization: Bearer <key>' with a key this"
+                " server accepts.",
+                headers={"WWW-Authenticate": 'Bearer realm="flux-nb"'},
+            )
+    else:
+        name = ANONYMOUS
+    owner = hashlib.sha256(token.encode()).hexdigest() if token else ANONYMOUS
+    return Caller(owner, name)

@@ -16,6 +16,11 @@ import httpx
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import InputImageError
+from .fetch import BlockedAddress
+
+# url -> its bytes when it names a file on this very server (FileNotFoundError when no such file
+# is there), None when the URL is not this server's. This server's URLs are never fetched.
+OwnFiles = Callable[[str], "bytes | None"]
 
 
 @dataclass(frozen=True)
@@ -29,24 +34,34 @@ class InputLimits:
 
 
 def load_images(
-    urls: Sequence[str], get_client: Callable[[], httpx.Client], limits: InputLimits
+    urls: Sequence[str],
+    get_client: Callable[[], httpx.Client],
+    limits: InputLimits,
+    own: OwnFiles | None = None,
 ) -> list[Image.Image]:
     """Decode every input image, in order; raise InputImageError on the first bad one.
 
-    get_client is called only when a URL must be fetched (making an httpx.Client is not free).
+    get_client is called only when a URL must be fetched (making an httpx.Client is not free);
+    own answers URLs of this server itself (results, the docs' example picture) with no fetch.
     """
     if len(urls) > limits.max_images:
         raise InputImageError(
             f"input_image has {len(urls)} images; this server takes at most {limits.max_images}.",
             field="input_image",
         )
-    return [_load_one(f"input_image[{i}]", url, get_client, limits) for i, url in enumerate(urls)]
+    return [
+        _load_one(f"input_image[{i}]", url, get_client, limits, own) for i, url in enumerate(urls)
+    ]
 
 
 def _load_one(
-    label: str, url: str, get_client: Callable[[], httpx.Client], limits: InputLimits
+    label: str,
+    url: str,
+    get_client: Callable[[], httpx.Client],
+    limits: InputLimits,
+    own: OwnFiles | None,
 ) -> Image.Image:
-    data = _read_bytes(label, url, get_client, limits)
+    data = _read_bytes(label, url, get_client, limits, own)
     try:
         image = Image.open(io.BytesIO(data))
         width, height = image.size
@@ -61,10 +76,27 @@ def _load_one(
 
 
 def _read_bytes(
-    label: str, url: str, get_client: Callable[[], httpx.Client], limits: InputLimits
+    label: str,
+    url: str,
+    get_client: Callable[[], httpx.Client],
+    limits: InputLimits,
+    own: OwnFiles | None,
 ) -> bytes:
     if url.startswith("data:"):
         return _decode_data_uri(label, url, limits)
+    try:
+        found = own(url) if own is not None else None
+    except FileNotFoundError:
+        raise InputImageError(
+            f"{label} is not a readable image: fetching it gave HTTP 404.", field="input_image"
+        ) from None
+    if found is not None:
+        if len(found) > limits.max_bytes:
+            raise InputImageError(
+                f"{label} is not a readable image: it is over {limits.max_bytes} bytes.",
+                field="input_image",
+            )
+        return found
     if not url.startswith(("http://", "https://")):
         raise InputImageError(
             f"{label} is not a readable image:"
@@ -89,7 +121,14 @@ def _read_bytes(
                     )
                 chunks.append(chunk)
             return b"".join(chunks)
-    except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
+    except BlockedAddress as exc:
+        raise InputImageError(f"{label} was not fetched: {exc}", field="input_image") from None
+    except httpx.InvalidURL as exc:
+        raise InputImageError(
+            f"{label} was not fetched: its URL is not valid ({str(exc)[:120]}).",
+            field="input_image",
+        ) from None
+    except (httpx.HTTPError, httpx.StreamError) as exc:
         raise InputImageError(
             f"{label} is not a readable image: fetching it failed ({type(exc).__name__}).",
             field="input_image",

@@ -63,6 +63,12 @@ class ResultFiles:
                     self._memory_bytes += len(old_data)
             self._on_disk.update(written)
 
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes of results held in memory now (kept under the budget by put)."""
+        with self._lock:
+            return self._memory_bytes
+
     def get(self, name: str) -> bytes | Path | None:
         """The bytes, or the path of the spilled file, or None."""
         with self._lock:

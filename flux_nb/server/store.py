@@ -68,11 +68,15 @@ class Row:
     total: int = 0
     last_progress: float = 0.0
     listed: bool = True  # False for sync calls: they are not queue rows
+    # The base URL the request came in on: input_image URLs under it are this server's own files,
+    # read without a network fetch.
+    origin: str | None = None
     # Called (under the lock, so keep it tiny) once the row turns terminal; sync calls wait on it.
     on_done: Callable[[Row], None] | None = field(default=None, repr=False)
     # The server's own time for a generation, for benchmarks and the browser test; not part of
     # the generation object (whose timestamps are whole seconds on the hosted API).
     created_mono: float = field(default_factory=time.monotonic, repr=False)
+    started_mono: float | None = field(default=None, repr=False)
     finished_mono: float | None = field(default=None, repr=False)
 
     @property
@@ -190,6 +194,7 @@ class Store:
             if row.status != QUEUED:
                 return False
             row.status, row.total, row.started_at = PROCESSING, total, int(time.time())
+            row.started_mono = time.monotonic()
             self._publish_progress(row, force=True)
             return True
 

@@ -1,17 +1,17 @@
 """A fixed pool of worker threads that run generations: validate, fetch inputs, render, store.
 
-Rows are taken first-in first-out, except that sync calls (/api/ai/images/*) go ahead of queued
-ones: someone is blocked on them. No thread per generation: `workers` threads, started on the
+Rows are taken in fair turns across owners, sync calls (/api/ai/images/*) first (turns.py).
+No thread per generation: `workers` threads, started on the
 first submit, each with its own engine instance (so engines need not be thread-safe). An engine
 that shares one model (EngineConfig.serial) gets a single worker: generations run one at a time.
 """
 
 from __future__ import annotations
 
-import itertools
+import functools
 import logging
-import queue
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -19,13 +19,13 @@ import httpx
 from ..errors import InputImageError
 from ..recipe import Recipe
 from .engines import Cancelled, EngineConfig, EngineError, get_engine
+from .fetch import fetch_client
 from .inputs import InputLimits, load_images
 from .results import ResultFiles
 from .store import PROCESSING, QUEUED, Row, Store
+from .turns import FairQueue
 
 log = logging.getLogger("flux_nb.server")
-
-URGENT, NORMAL, STOP = 0, 1, -1
 
 
 def build_recipe(model: str, params: dict[str, Any]) -> Recipe:
@@ -51,6 +51,8 @@ class WorkerPool:
         workers: int,
         step_delay: float,
         input_limits: InputLimits,
+        allow_private_urls: bool = False,
+        own_files: Callable[[str, str], bytes | None] | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
@@ -61,8 +63,9 @@ class WorkerPool:
         self._step_delay = step_delay
         self._results = results
         self._input_limits = input_limits
-        self._queue: queue.PriorityQueue[tuple[int, int, Row | None]] = queue.PriorityQueue()
-        self._seq = itertools.count()
+        self._allow_private_urls = allow_private_urls
+        self._own_files = own_files
+        self._queue = FairQueue()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._http: httpx.Client | None = None
@@ -71,13 +74,16 @@ class WorkerPool:
     def submit(self, row: Row, *, urgent: bool = False) -> None:
         if not self._threads:
             self._start_threads()
-        self._queue.put((URGENT if urgent else NORMAL, next(self._seq), row))
+        self._queue.put(row, urgent=urgent)
+
+    def queued(self, owner: str) -> int:
+        """How many of the owner's generations wait for a worker."""
+        return self._queue.queued(owner)
 
     def close(self, timeout: float = 1.0) -> None:
         """Stop the threads: a running render stops at its next step; queued rows stay queued."""
         self._closing = True
-        for _ in self._threads:
-            self._queue.put((STOP, next(self._seq), None))
+        self._queue.stop(len(self._threads))
         for thread in self._threads:
             thread.join(timeout)
         with self._lock:
@@ -98,13 +104,13 @@ class WorkerPool:
     def _client(self) -> httpx.Client:
         with self._lock:
             if self._http is None:
-                self._http = httpx.Client(follow_redirects=True, max_redirects=3)
+                self._http = fetch_client(allow_private=self._allow_private_urls)
             return self._http
 
     def _work(self) -> None:
         engine = None
         while True:
-            _, _, row = self._queue.get()
+            row = self._queue.get()
             if row is None:
                 return
             if row.status != QUEUED:  # cancelled while it waited
@@ -131,7 +137,13 @@ class WorkerPool:
             store.fail(row, f"invalid parameters: {error}")
             return
         try:
-            images = load_images(recipe.input_image, self._client, self._input_limits)
+            own = self._own_files
+            images = load_images(
+                recipe.input_image,
+                self._client,
+                self._input_limits,
+                functools.partial(own, row.origin) if own and row.origin else None,
+            )
         except InputImageError as exc:
             store.fail(row, exc.message)
             return
