@@ -8,7 +8,6 @@ named flat colours), which lets the drawing code blend "halo over sky" by remapp
 
 from __future__ import annotations
 
-import colorsys
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -340,6 +339,50 @@ def _clamp(v: float, lo: float = 0.0, hi: float = 1.0) -> float:
     return lo if v < lo else hi if v > hi else v
 
 
+# ---- HLS, as Python 3.11+ computes it ------------------------------------------------------------
+# colorsys changed rgb_to_hls in 3.11 (gh-106498: 2.0 - maxc - minc, not 2.0 - sumc), which moved
+# palette entries by one level on Python 3.10: the stand-in's pictures must not depend on the
+# Python release, so the arithmetic is written here once.
+
+_ONE_THIRD, _ONE_SIXTH, _TWO_THIRD = 1.0 / 3.0, 1.0 / 6.0, 2.0 / 3.0
+
+
+def rgb_to_hls(r: float, g: float, b: float) -> tuple[float, float, float]:
+    maxc, minc = max(r, g, b), min(r, g, b)
+    sumc, rangec = maxc + minc, maxc - minc
+    lum = sumc / 2.0
+    if minc == maxc:
+        return 0.0, lum, 0.0
+    s = rangec / sumc if lum <= 0.5 else rangec / (2.0 - maxc - minc)
+    rc, gc, bc = (maxc - r) / rangec, (maxc - g) / rangec, (maxc - b) / rangec
+    if r == maxc:
+        h = bc - gc
+    elif g == maxc:
+        h = 2.0 + rc - bc
+    else:
+        h = 4.0 + gc - rc
+    return (h / 6.0) % 1.0, lum, s
+
+
+def hls_to_rgb(h: float, lum: float, s: float) -> tuple[float, float, float]:
+    if s == 0.0:
+        return lum, lum, lum
+    m2 = lum * (1.0 + s) if lum <= 0.5 else lum + s - (lum * s)
+    m1 = 2.0 * lum - m2
+    return (_v(m1, m2, h + _ONE_THIRD), _v(m1, m2, h), _v(m1, m2, h - _ONE_THIRD))
+
+
+def _v(m1: float, m2: float, hue: float) -> float:
+    hue = hue % 1.0
+    if hue < _ONE_SIXTH:
+        return m1 + (m2 - m1) * hue * 6.0
+    if hue < 0.5:
+        return m2
+    if hue < _TWO_THIRD:
+        return m1 + (m2 - m1) * (_TWO_THIRD - hue) * 6.0
+    return m1
+
+
 def mix(a: RGB, b: RGB, t: float) -> RGB:
     """Linear blend from a (t=0) to b (t=1)."""
     return (
@@ -351,7 +394,7 @@ def mix(a: RGB, b: RGB, t: float) -> RGB:
 
 def tint(rgb: RGB, hue: float | None, lightness: float, amount: float) -> RGB:
     """Pull a colour toward a colour word: hue (degrees) and some saturation; None = achromatic."""
-    h, lum, s = colorsys.rgb_to_hls(rgb[0] / 255, rgb[1] / 255, rgb[2] / 255)
+    h, lum, s = rgb_to_hls(rgb[0] / 255, rgb[1] / 255, rgb[2] / 255)
     if hue is None:
         s *= 1 - 0.8 * amount
         lum += (lightness - lum) * amount * 0.6
@@ -360,14 +403,14 @@ def tint(rgb: RGB, hue: float | None, lightness: float, amount: float) -> RGB:
         dh = ((target - h + 0.5) % 1.0) - 0.5
         h = (h + dh * amount) % 1.0
         s += (max(s, 0.5) - s) * amount
-    r, g, b = colorsys.hls_to_rgb(h, _clamp(lum), _clamp(s))
+    r, g, b = hls_to_rgb(h, _clamp(lum), _clamp(s))
     return (round(r * 255), round(g * 255), round(b * 255))
 
 
 def rotate(rgb: RGB, degrees: float) -> RGB:
     """The same colour with its hue turned by some degrees."""
-    h, lum, s = colorsys.rgb_to_hls(rgb[0] / 255, rgb[1] / 255, rgb[2] / 255)
-    r, g, b = colorsys.hls_to_rgb((h + degrees / 360) % 1.0, lum, s)
+    h, lum, s = rgb_to_hls(rgb[0] / 255, rgb[1] / 255, rgb[2] / 255)
+    r, g, b = hls_to_rgb((h + degrees / 360) % 1.0, lum, s)
     return (round(r * 255), round(g * 255), round(b * 255))
 
 
@@ -376,7 +419,7 @@ def word_colour(hue: float | None, lightness: float) -> RGB:
     if hue is None:
         v = round(lightness * 255)
         return (v, v, v)
-    r, g, b = colorsys.hls_to_rgb(hue / 360, lightness, 0.68)
+    r, g, b = hls_to_rgb(hue / 360, lightness, 0.68)
     return (round(r * 255), round(g * 255), round(b * 255))
 
 
@@ -386,10 +429,10 @@ def grade(rgb: RGB, guidance: float) -> RGB:
         sat, con = 0.3 + 0.35 * guidance, 0.72 + 0.14 * guidance
     else:
         sat, con = 1.0 + (guidance - 2.0) * 0.11, 1.0 + (guidance - 2.0) * 0.05
-    h, lum, s = colorsys.rgb_to_hls(rgb[0] / 255, rgb[1] / 255, rgb[2] / 255)
+    h, lum, s = rgb_to_hls(rgb[0] / 255, rgb[1] / 255, rgb[2] / 255)
     s = _clamp(s * sat)
     lum = _clamp(0.5 + (lum - 0.5) * con)
-    r, g, b = colorsys.hls_to_rgb(h, lum, s)
+    r, g, b = hls_to_rgb(h, lum, s)
     return (round(r * 255), round(g * 255), round(b * 255))
 
 
