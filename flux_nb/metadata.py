@@ -6,7 +6,12 @@ Writing splices metadata into the server's bytes; the image data is never decode
 - PNG: iTXt chunks `flux_nb_recipe` and `flux_nb_<extra>`, and A1111's `parameters` text, all
   before the first IDAT, so `Image.open(path).info` has them.
 - JPEG: one APP11 segment after JFIF/EXIF (64 KB: recipes that name inputs by hash fit many times
-  over); the `parameters` text in the EXIF UserComment, where other image tools look.
+  over); the `parameters` text in the EXIF UserComment, where other image tools look. A comment
+  (COM) segment goes: SD Prompt Reader takes any JPEG comment for Fooocus' JSON. Its text (the
+  engine's name) becomes the EXIF Software tag when there is none.
+- EXIF (JPEG, WebP) as the standard and A1111's piexif write it: UserComment typed UNDEFINED with
+  the `UNICODE\0` code and UTF-16BE text, and in a JPEG the tags EXIF requires there, so
+  `exiftool -validate` finds nothing to report and `piexif.load` reads the text.
 - WebP: one XMP chunk (a simple file gains the VP8X header that allows it); `parameters` in EXIF.
 
 Where embedding is not worth its code (a JPEG recipe over one segment, a WebP that has an XMP
@@ -55,6 +60,13 @@ _JPEG_ROOM = 65533 - len(_JPEG_SIG) - _JPEG_HEAD.size
 _EXIF_IFD = 0x8769
 _USER_COMMENT = 0x9286
 _EXIF_HEAD = b"Exif\0\0"
+_SOFTWARE = 0x0131
+_JPEG_COM = 0xFE
+# JPEG start-of-frame markers (height and width in their header); C4, C8 and CC are not frames
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+# EXIF tags whose type is UNDEFINED (7); Pillow writes a bytes value as BYTE (1), which piexif
+# refuses for UserComment and exiftool flags as non-standard
+_EXIF_UNDEFINED = frozenset({0x9000, 0x9101, 0x9286, 0xA000})
 
 _XMP_NS = "urn:flux-nb:xmp:1.0/"
 _XMP_HEAD = (
@@ -471,13 +483,28 @@ def _jpeg_segment(marker: int, body: bytes) -> bytes:
     return bytes((0xFF, marker)) + struct.pack(">H", len(body) + 2) + body
 
 
+def _jpeg_size(segments: list[tuple[int, bytes]]) -> tuple[int, int] | None:
+    """(width, height) from the start-of-frame segment's header."""
+    for marker, segment in segments:
+        if marker in _JPEG_SOF and len(segment) >= 9:
+            height, width = struct.unpack_from(">HH", segment, 5)
+            return width, height
+    return None
+
+
 def _jpeg_with_comment(
     segments: list[tuple[int, bytes]], text: str | None
 ) -> list[tuple[int, bytes]]:
-    """The segments with the EXIF UserComment set to text (removed when None)."""
+    """The segments with the EXIF UserComment set to text (removed when None). Writing text also
+    drops COM segments, their text kept as EXIF Software when the EXIF has none."""
+    software = None
+    if text is not None:
+        notes = [s[4:] for m, s in segments if m == _JPEG_COM]
+        software = b" ".join(notes).rstrip(b"\0").decode("utf-8", "replace").strip() or None
+        segments = [(m, s) for m, s in segments if m != _JPEG_COM]
     at = next((i for i, (m, s) in enumerate(segments) if m == 0xE1 and s[4:10] == _EXIF_HEAD), None)
     old = segments[at][1][10:] if at is not None else None
-    tiff = _exif_with_comment(old, text)
+    tiff = _exif_with_comment(old, text, software=software, jpeg_size=_jpeg_size(segments))
     if tiff is old:
         return segments
     out = list(segments)
@@ -514,9 +541,17 @@ def _jpeg_write(
 # ---------------------------------------------------------------- writing: EXIF (JPEG, WebP)
 
 
-def _exif_with_comment(tiff: bytes | None, text: str | None) -> bytes | None:
+def _exif_with_comment(
+    tiff: bytes | None,
+    text: str | None,
+    *,
+    software: str | None = None,
+    jpeg_size: tuple[int, int] | None = None,
+) -> bytes | None:
     """TIFF-format EXIF with UserComment set to text (removed when text is None); other tags kept.
-    None when nothing would be left. Unicode in the TIFF's byte order, as piexif writes it."""
+    None when nothing would be left. The text is UTF-16BE whatever the TIFF's byte order: piexif
+    writes it so, and A1111's reader (piexif.helper.UserComment.load) reads it only so. With text,
+    software fills a missing Software tag, and a JPEG's (jpeg_size) required tags are added."""
     from PIL import Image
 
     exif = Image.Exif()
@@ -533,13 +568,56 @@ def _exif_with_comment(tiff: bytes | None, text: str | None) -> bytes | None:
             return tiff  # nothing to remove: the file's EXIF stays byte for byte
         del ifd[_USER_COMMENT]
     else:
-        codec = "utf-16-be" if exif.endian == ">" else "utf-16-le"
-        ifd[_USER_COMMENT] = b"UNICODE\0" + text.encode(codec)
+        ifd[_USER_COMMENT] = b"UNICODE\0" + text.encode("utf-16-be")
+        if software and _SOFTWARE not in exif:
+            exif[_SOFTWARE] = software
+        if jpeg_size is not None:
+            _jpeg_required(exif, ifd, jpeg_size)
     if not ifd:
         exif.pop(_EXIF_IFD, None)
         if not len(exif):
             return None
-    return exif.tobytes()[len(_EXIF_HEAD) :]
+    return _undefined_typed(exif.tobytes()[len(_EXIF_HEAD) :])
+
+
+def _jpeg_required(exif: Any, ifd: dict[int, Any], size: tuple[int, int]) -> None:
+    """The tags EXIF 2.3 requires in a JPEG (exiftool -validate names each one missing), where the
+    file has none: 72 dpi, centred chroma, EXIF 2.3, sRGB, the image's own size."""
+    from PIL.TiffImagePlugin import IFDRational
+
+    for tag, value in ((0x011A, IFDRational(72)), (0x011B, IFDRational(72)), (0x0128, 2)):
+        exif.setdefault(tag, value)  # XResolution, YResolution, ResolutionUnit (inches)
+    exif.setdefault(0x0213, 1)  # YCbCrPositioning: centred
+    ifd.setdefault(0x9000, b"0230")  # ExifVersion
+    ifd.setdefault(0x9101, b"\1\2\3\0")  # ComponentsConfiguration: Y Cb Cr
+    ifd.setdefault(0xA000, b"0100")  # FlashpixVersion
+    ifd.setdefault(0xA001, 1)  # ColorSpace: sRGB
+    ifd.setdefault(0xA002, size[0])  # ExifImageWidth
+    ifd.setdefault(0xA003, size[1])  # ExifImageHeight
+
+
+def _undefined_typed(tiff: bytes) -> bytes:
+    """The TIFF with the EXIF IFD's _EXIF_UNDEFINED tags retyped from BYTE to UNDEFINED (both one
+    byte a value: only the type field changes). Pillow gives no way to choose a tag's type."""
+    order = "<" if tiff[:2] == b"II" else ">"
+    out = bytearray(tiff)
+
+    def entries(offset: int) -> Iterator[tuple[int, int, int, int]]:
+        (count,) = struct.unpack_from(order + "H", out, offset)
+        for at in range(offset + 2, offset + 2 + 12 * count, 12):
+            yield at, *struct.unpack_from(order + "HHI", out, at)
+
+    try:
+        for at, tag, _kind, _count in entries(struct.unpack_from(order + "I", out, 4)[0]):
+            if tag != _EXIF_IFD:
+                continue
+            (sub,) = struct.unpack_from(order + "I", out, at + 8)
+            for entry, sub_tag, kind, _ in entries(sub):
+                if sub_tag in _EXIF_UNDEFINED and kind == 1:
+                    struct.pack_into(order + "H", out, entry + 2, 7)
+    except struct.error:  # not as Pillow writes it: leave it as it is
+        return tiff
+    return bytes(out)
 
 
 # ---------------------------------------------------------------- writing: WebP
@@ -685,6 +763,19 @@ def embed_recipe(
         ) from None
 
 
+def embed_parameters(data: bytes, parameters: str) -> bytes:
+    """The image bytes with the A1111-style `parameters` text (replacing the file's own) and no
+    flux-nb recipe: for a picture no one recipe makes, such as a sweep's contact sheet."""
+    data = bytes(data)
+    kind = sniff_format(data)
+    if kind is None:
+        raise FluxError("cannot write the parameters text: the data is not a PNG, JPEG or WebP.")
+    try:
+        return _WRITERS[kind](data, None, parameters, strip_parameters=False)
+    except _Damaged as exc:
+        raise FluxError(f"cannot write the parameters text: {exc}.") from None
+
+
 def strip_recipe(data: bytes) -> bytes:
     """The image bytes without any flux-nb metadata (e.g. to share an image without its prompt):
     the `parameters` text and the EXIF UserComment, which hold the prompt too, go as well."""
@@ -703,6 +794,7 @@ __all__ = [
     "PARAMETERS_KEY",
     "RECIPE_KEY",
     "SIDECAR_SUFFIX",
+    "embed_parameters",
     "embed_recipe",
     "read_parameters",
     "read_recipe",
