@@ -4,6 +4,9 @@ Pillow without decoding, and a foreign file holding only that text reproduced.""
 from __future__ import annotations
 
 import io
+import json
+import shutil
+from pathlib import Path
 
 import pytest
 from PIL import Image, PngImagePlugin
@@ -266,3 +269,37 @@ def test_a_sweeps_contact_sheet_carries_its_first_cells_parameters(session, tmp_
         assert fields["Sheet"] == "2x2 grid of prompt red|blue; steps 2|4"
         with Image.open(path) as im:
             assert "comment" not in im.info
+
+
+# -- files written before these fixes (tests/fixtures/before_readers/make.py) -----------------
+
+BEFORE = Path(__file__).parent / "fixtures" / "before_readers"
+BEFORE_EXPECTED = json.loads((BEFORE / "expected.json").read_text("utf-8"))
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpg", "webp"])
+def test_files_written_before_read_as_they_did(fmt):
+    """No Sampler in the text, UserComment typed BYTE in the TIFF's byte order, a JPEG comment:
+    today's reader returns what the reader of their day did."""
+    whole, only = BEFORE / f"before.{fmt}", BEFORE / f"before-parameters-only.{fmt}"
+    assert read_recipe(whole)["recipe"] == BEFORE_EXPECTED[whole.name]["recipe"]
+    for path in (whole, only):
+        assert read_parameters(path) == BEFORE_EXPECTED[path.name]["parameters"]
+    assert "Sampler" not in BEFORE_EXPECTED[only.name]["parameters"]
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpg", "webp"])
+def test_files_written_before_are_reproduced(session, tmp_path, capsys, fmt):
+    """%flux reproduce on an old file: its recipe as it was; on one holding only the old text, the
+    same prompt, steps, guidance and seed, with nothing reported ignored."""
+    gen = session.reproduce(str(BEFORE / f"before.{fmt}")).wait(30)
+    assert gen.recipe.to_dict() == BEFORE_EXPECTED[f"before.{fmt}"]["recipe"]
+    only = tmp_path / f"only.{fmt}"
+    shutil.copy(BEFORE / f"before-parameters-only.{fmt}", only)
+    capsys.readouterr()
+    again = session.reproduce(str(only)).wait(30)
+    note = capsys.readouterr().out
+    assert "ignored" not in note and "taken as aspect ratio 1:1" in note
+    want = gen.recipe
+    assert (again.recipe.prompt, again.recipe.seed) == (want.prompt, want.seed)
+    assert (again.recipe.num_inference_steps, again.recipe.guidance_scale) == (8, 3.5)
