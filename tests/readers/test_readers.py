@@ -13,7 +13,6 @@ import pytest
 from PIL import Image
 from sd_parsers import ParserManager
 from sd_parsers.data import Generators
-from sd_prompt_reader.constants import SUPPORTED_FORMATS  # noqa: F401 - the package imports
 from sd_prompt_reader.format.base_format import BaseFormat
 from sd_prompt_reader.image_data_reader import ImageDataReader
 
