@@ -311,7 +311,7 @@ def _add_generate(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "generate",
         help="make image(s) from a prompt, wait, and print where they were saved",
-        description="Make images from a prompt with the same options as %%%%flux. Without "
+        description="Make images from a prompt with the same options as %%flux. Without "
         "OXEN_API_KEY they come from the local offline stand-in (not FLUX).",
     )
     p.add_argument("prompt", nargs="+", help="the text of the image to make")

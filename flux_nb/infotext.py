@@ -2,15 +2,17 @@
 
     a red fox in snow
     Negative prompt: blurry            (other tools' files; flux-nb writes none)
-    Steps: 28, CFG scale: 2.0, Seed: 42, Size: 1344x768, Model: black-forest-labs-flux-2-klein-4b
+    Steps: 28, Sampler: Euler, CFG scale: 2.0, Seed: 42, Size: 1344x768, Model: <model id>
 
-A1111's PNG Info, Civitai and SD Prompt Reader show it. flux-nb writes it beside its own recipe
-and, for a file that holds only this text (made by another tool), maps what FLUX.2 Klein accepts
-to a recipe and says in one line what it leaves out.
+A1111's PNG Info, Civitai, SD Prompt Reader and sd-parsers show it. The keys come in A1111's order,
+ours after them; readers of that family want a `Sampler` (sd-parsers finds no A1111 text without
+one). flux-nb writes it beside its own recipe and, for a file that holds only this text (made by
+another tool), maps what FLUX.2 Klein accepts to a recipe and says in one line what it leaves out.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from typing import Any
@@ -23,12 +25,19 @@ from .recipe import MODEL_ID, SEED_MAX, Recipe, bundled_schema
 _PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 _SIZE = re.compile(r"^\s*(\d+)\s*x\s*(\d+)\s*$")
 _NEGATIVE = "Negative prompt:"
+# FLUX.2 Klein samples with flow-matching Euler (diffusers' FlowMatchEulerDiscreteScheduler); A1111
+# and the tools that read its text call that sampler "Euler". A naming choice: the README says so.
+SAMPLER = "Euler"
 
 
-def format_parameters(recipe: Recipe, size: tuple[int, int] | None = None) -> str:
-    """The recipe as A1111 infotext; size is the image's own (width, height) when known."""
+def format_parameters(
+    recipe: Recipe, size: tuple[int, int] | None = None, more: dict[str, str] | None = None
+) -> str:
+    """The recipe as A1111 infotext; size is the image's own (width, height) when known, more
+    holds our own keys, which go after A1111's."""
     fields = [
         f"Steps: {recipe.num_inference_steps}",
+        f"Sampler: {SAMPLER}",
         f"CFG scale: {float(recipe.guidance_scale)}",
         f"Seed: {recipe.seed}",
     ]
@@ -37,7 +46,13 @@ def format_parameters(recipe: Recipe, size: tuple[int, int] | None = None) -> st
     fields.append(f"Model: {recipe.model}")
     if recipe.input_image:
         fields.append(f"Input images: {len(recipe.input_image)}")
+    fields += [f"{key}: {_quoted(value)}" for key, value in (more or {}).items()]
     return f"{recipe.prompt}\n{', '.join(fields)}"
+
+
+def _quoted(value: str) -> str:
+    """A value as A1111 writes it: quoted as JSON when it holds a comma, colon or newline."""
+    return json.dumps(value, ensure_ascii=False) if any(c in value for c in ",:\n") else value
 
 
 def parse_parameters(text: str) -> tuple[str, str, dict[str, str]]:
@@ -111,8 +126,10 @@ def recipe_from_parameters(text: str, schema: dict[str, Any] | None = None) -> t
                 if width and height:
                     params["aspect_ratio"] = ratio = nearest_aspect(width, height, choices)
                     notes.append(f"Size {width}x{height} taken as aspect ratio {ratio}")
-            elif lowered == "model" and value == MODEL_ID:
-                pass
+            elif (lowered == "model" and value == MODEL_ID) or (
+                lowered == "sampler" and value == SAMPLER
+            ):
+                pass  # what FLUX.2 Klein runs anyway
             else:
                 ignored.append(key if lowered != "model" else f"Model ({value})")
         except ValueError:
@@ -148,6 +165,7 @@ def recipe_from_file(path: Any, schema: dict[str, Any] | None = None) -> Recipe:
 
 
 __all__ = [
+    "SAMPLER",
     "format_parameters",
     "nearest_aspect",
     "parse_parameters",

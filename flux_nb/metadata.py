@@ -5,15 +5,22 @@ Writing splices metadata into the server's bytes; the image data is never decode
 
 - PNG: iTXt chunks `flux_nb_recipe` and `flux_nb_<extra>`, and A1111's `parameters` text, all
   before the first IDAT, so `Image.open(path).info` has them.
-- JPEG: one APP11 segment after JFIF/EXIF (64 KB: recipes that name inputs by hash fit many times
-  over); the `parameters` text in the EXIF UserComment, where other image tools look.
+- JPEG: one XMP packet (an APP1 segment after JFIF/EXIF: 64 KB, and recipes that name inputs by
+  hash fit many times over; a file's own packet gets our description beside its own), as WebP;
+  the `parameters` text in the EXIF UserComment, where other image tools look. A comment
+  (COM) segment goes: SD Prompt Reader takes any JPEG comment for Fooocus' JSON. Its text (the
+  engine's name) becomes the EXIF Software tag when there is none.
+- EXIF (JPEG, WebP) as the standard and A1111's piexif write it: UserComment typed UNDEFINED with
+  the `UNICODE\0` code and UTF-16BE text, and in a JPEG the tags EXIF requires there, so
+  `exiftool -validate` finds nothing to report and `piexif.load` reads the text.
 - WebP: one XMP chunk (a simple file gains the VP8X header that allows it); `parameters` in EXIF.
 
 Where embedding is not worth its code (a JPEG recipe over one segment, a WebP that has an XMP
 packet of its own), embed_recipe raises NoRoom with the bytes carrying everything else, and
 storage writes the recipe beside the image as `NAME.EXT.recipe.json` (sidecar_path), where
-read_recipe looks too. Files from earlier versions (PNG recipe after IDAT, a JPEG recipe split over
-many APP11 segments, our description inside a foreign XMP packet) are still read.
+read_recipe looks too. Files from earlier versions (PNG recipe after IDAT, a JPEG recipe in one or
+many APP11 segments, which `exiftool -validate` reports as unknown, our description inside a
+foreign XMP packet) are still read.
 """
 
 from __future__ import annotations
@@ -47,14 +54,21 @@ _PNG_COMPRESS_OVER = 2048  # bytes of text; smaller recipes stay readable with `
 _MAX_TEXT = 64 * 1024 * 1024  # cap on inflated PNG text, against zip bombs
 _TEXT_LIMIT = threading.Lock()
 
+# Earlier versions' JPEG carrier, still read: APP11 segments "flux_nb\0" + index, count, CRC-32
 _JPEG_APP11 = 0xEB
 _JPEG_SIG = b"flux_nb\0"
-# index, count, CRC-32 of the payload: one segment now; earlier versions split big recipes
 _JPEG_HEAD = struct.Struct(">HHI")
-_JPEG_ROOM = 65533 - len(_JPEG_SIG) - _JPEG_HEAD.size
+_JPEG_XMP = b"http://ns.adobe.com/xap/1.0/\0"  # an APP1 segment holding an XMP packet
 _EXIF_IFD = 0x8769
 _USER_COMMENT = 0x9286
 _EXIF_HEAD = b"Exif\0\0"
+_SOFTWARE = 0x0131
+_JPEG_COM = 0xFE
+# JPEG start-of-frame markers (height and width in their header); C4, C8 and CC are not frames
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+# EXIF tags whose type is UNDEFINED (7); Pillow writes a bytes value as BYTE (1), which piexif
+# refuses for UserComment and exiftool flags as non-standard
+_EXIF_UNDEFINED = frozenset({0x9000, 0x9101, 0x9286, 0xA000})
 
 _XMP_NS = "urn:flux-nb:xmp:1.0/"
 _XMP_HEAD = (
@@ -273,6 +287,12 @@ def _jpeg_recipe(applist: list[tuple[str, bytes]]) -> dict[str, Any] | None:
     return _from_document(doc)
 
 
+def _jpeg_xmp(applist: list[tuple[str, bytes]]) -> bytes | None:
+    """The JPEG's XMP packet that holds our description (else its first), from Pillow's list."""
+    packets = [b[len(_JPEG_XMP) :] for m, b in applist if m == "APP1" and b.startswith(_JPEG_XMP)]
+    return next((p for p in packets if _XMP_NS.encode() in p), packets[0] if packets else None)
+
+
 def _xmp_recipe(packet: bytes | str | None) -> dict[str, Any] | None:
     if isinstance(packet, str):
         packet = packet.encode("utf-8")
@@ -284,12 +304,20 @@ def _xmp_recipe(packet: bytes | str | None) -> dict[str, Any] | None:
         root = ET.fromstring(packet)
     except ET.ParseError as exc:
         raise _Damaged(f"its XMP packet is not valid XML ({exc})") from None
-    tag = f"{{{_XMP_NS}}}data"
-    for el in root.iter():
-        text = el.text if el.tag == tag else el.attrib.get(tag)
-        if text is not None:
-            return _from_document(text.encode())
-    return None
+    found: dict[str, str] = {}
+    for name in ("data", "crc32"):  # elements as we write them; attributes are the same in RDF
+        tag = f"{{{_XMP_NS}}}{name}"
+        for el in root.iter():
+            text = el.text if el.tag == tag else el.attrib.get(tag)
+            if text is not None:
+                found[name] = text
+                break
+    if "data" not in found:
+        return None
+    doc = found["data"].encode()
+    if "crc32" in found and found["crc32"].strip() != f"{zlib.crc32(doc):08x}":
+        raise _Damaged("its flux-nb recipe fails its CRC check")  # earlier WebP files had none
+    return _from_document(doc)
 
 
 def _user_comment(im: Any) -> str | None:
@@ -333,7 +361,8 @@ def read_recipe(source: str | os.PathLike | bytes) -> dict[str, Any]:
                 }
                 found = _result(fields) if "recipe" in fields else None
             elif kind == "jpg":
-                found = _jpeg_recipe(getattr(im, "applist", []))
+                applist = getattr(im, "applist", [])
+                found = _xmp_recipe(_jpeg_xmp(applist)) or _jpeg_recipe(applist)
             elif kind == "webp":
                 found = _xmp_recipe(im.info.get("xmp"))
             else:
@@ -467,17 +496,52 @@ def _jpeg_is_ours(marker: int, segment: bytes) -> bool:
     return marker == _JPEG_APP11 and segment[4 : 4 + len(_JPEG_SIG)] == _JPEG_SIG
 
 
+def _jpeg_is_xmp(marker: int, segment: bytes) -> bool:
+    return marker == 0xE1 and segment[4 : 4 + len(_JPEG_XMP)] == _JPEG_XMP
+
+
+def _jpeg_without_ours(segments: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+    """The segments without our APP11 (earlier versions) and our XMP description; a packet that
+    held only ours goes, a foreign one stays with its own descriptions."""
+    out = []
+    for marker, segment in segments:
+        if _jpeg_is_ours(marker, segment):
+            continue
+        if _jpeg_is_xmp(marker, segment) and _XMP_NS.encode() in segment:
+            packet = _XMP_OURS.sub(b"", segment[4 + len(_JPEG_XMP) :])
+            if packet == _XMP_HEAD + _XMP_TAIL:
+                continue
+            segment = _jpeg_segment(0xE1, _JPEG_XMP + packet)
+        out.append((marker, segment))
+    return out
+
+
 def _jpeg_segment(marker: int, body: bytes) -> bytes:
     return bytes((0xFF, marker)) + struct.pack(">H", len(body) + 2) + body
+
+
+def _jpeg_size(segments: list[tuple[int, bytes]]) -> tuple[int, int] | None:
+    """(width, height) from the start-of-frame segment's header."""
+    for marker, segment in segments:
+        if marker in _JPEG_SOF and len(segment) >= 9:
+            height, width = struct.unpack_from(">HH", segment, 5)
+            return width, height
+    return None
 
 
 def _jpeg_with_comment(
     segments: list[tuple[int, bytes]], text: str | None
 ) -> list[tuple[int, bytes]]:
-    """The segments with the EXIF UserComment set to text (removed when None)."""
+    """The segments with the EXIF UserComment set to text (removed when None). Writing text also
+    drops COM segments, their text kept as EXIF Software when the EXIF has none."""
+    software = None
+    if text is not None:
+        notes = [s[4:] for m, s in segments if m == _JPEG_COM]
+        software = b" ".join(notes).rstrip(b"\0").decode("utf-8", "replace").strip() or None
+        segments = [(m, s) for m, s in segments if m != _JPEG_COM]
     at = next((i for i, (m, s) in enumerate(segments) if m == 0xE1 and s[4:10] == _EXIF_HEAD), None)
     old = segments[at][1][10:] if at is not None else None
-    tiff = _exif_with_comment(old, text)
+    tiff = _exif_with_comment(old, text, software=software, jpeg_size=_jpeg_size(segments))
     if tiff is old:
         return segments
     out = list(segments)
@@ -496,27 +560,40 @@ def _jpeg_write(
     data: bytes, fields: dict[str, str] | None, parameters: str | None, *, strip_parameters: bool
 ) -> bytes:
     segments, rest = _jpeg_segments(data)
-    segments = [(m, s) for m, s in segments if not _jpeg_is_ours(m, s)]
+    segments = _jpeg_without_ours(segments)
     if parameters is not None or strip_parameters:
         segments = _jpeg_with_comment(segments, parameters)
     if fields is not None:
-        doc = _document(fields)
-        if len(doc) > _JPEG_ROOM:
+        at = next((i for i, (m, s) in enumerate(segments) if _jpeg_is_xmp(m, s)), None)
+        own = segments[at][1][4 + len(_JPEG_XMP) :] if at is not None else None
+        packet = _xmp_with(own, fields)
+        if packet is None or len(_JPEG_XMP + packet) + 2 > 0xFFFF:
             body = b"\xff\xd8" + b"".join(s for _, s in segments) + rest
-            raise NoRoom(f"the recipe ({len(doc)} bytes) does not fit in a JPEG segment.", body)
-        ours = _JPEG_SIG + _JPEG_HEAD.pack(0, 1, zlib.crc32(doc)) + doc
-        # JFIF (APP0) and EXIF (APP1) must come first, so ours goes right after them.
-        at = next((i for i, (m, _) in enumerate(segments) if m not in (0xE0, 0xE1)), len(segments))
-        segments.insert(at, (_JPEG_APP11, _jpeg_segment(_JPEG_APP11, ours)))
+            why = "has no rdf:RDF element" if packet is None else f"would be {len(packet)} bytes"
+            raise NoRoom(f"the JPEG's XMP packet {why}: over one JPEG segment.", body)
+        segment = (0xE1, _jpeg_segment(0xE1, _JPEG_XMP + packet))
+        if at is not None:
+            segments[at] = segment
+        else:  # JFIF (APP0) and EXIF (APP1) come first, so ours goes right after them
+            at = next((i for i, (m, _) in enumerate(segments) if m not in (0xE0, 0xE1)), None)
+            segments.insert(len(segments) if at is None else at, segment)
     return b"\xff\xd8" + b"".join(s for _, s in segments) + rest
 
 
 # ---------------------------------------------------------------- writing: EXIF (JPEG, WebP)
 
 
-def _exif_with_comment(tiff: bytes | None, text: str | None) -> bytes | None:
+def _exif_with_comment(
+    tiff: bytes | None,
+    text: str | None,
+    *,
+    software: str | None = None,
+    jpeg_size: tuple[int, int] | None = None,
+) -> bytes | None:
     """TIFF-format EXIF with UserComment set to text (removed when text is None); other tags kept.
-    None when nothing would be left. Unicode in the TIFF's byte order, as piexif writes it."""
+    None when nothing would be left. The text is UTF-16BE whatever the TIFF's byte order: piexif
+    writes it so, and A1111's reader (piexif.helper.UserComment.load) reads it only so. With text,
+    software fills a missing Software tag, and a JPEG's (jpeg_size) required tags are added."""
     from PIL import Image
 
     exif = Image.Exif()
@@ -533,13 +610,56 @@ def _exif_with_comment(tiff: bytes | None, text: str | None) -> bytes | None:
             return tiff  # nothing to remove: the file's EXIF stays byte for byte
         del ifd[_USER_COMMENT]
     else:
-        codec = "utf-16-be" if exif.endian == ">" else "utf-16-le"
-        ifd[_USER_COMMENT] = b"UNICODE\0" + text.encode(codec)
+        ifd[_USER_COMMENT] = b"UNICODE\0" + text.encode("utf-16-be")
+        if software and _SOFTWARE not in exif:
+            exif[_SOFTWARE] = software
+        if jpeg_size is not None:
+            _jpeg_required(exif, ifd, jpeg_size)
     if not ifd:
         exif.pop(_EXIF_IFD, None)
         if not len(exif):
             return None
-    return exif.tobytes()[len(_EXIF_HEAD) :]
+    return _undefined_typed(exif.tobytes()[len(_EXIF_HEAD) :])
+
+
+def _jpeg_required(exif: Any, ifd: dict[int, Any], size: tuple[int, int]) -> None:
+    """The tags EXIF 2.3 requires in a JPEG (exiftool -validate names each one missing), where the
+    file has none: 72 dpi, centred chroma, EXIF 2.3, sRGB, the image's own size."""
+    from PIL.TiffImagePlugin import IFDRational
+
+    for tag, value in ((0x011A, IFDRational(72)), (0x011B, IFDRational(72)), (0x0128, 2)):
+        exif.setdefault(tag, value)  # XResolution, YResolution, ResolutionUnit (inches)
+    exif.setdefault(0x0213, 1)  # YCbCrPositioning: centred
+    ifd.setdefault(0x9000, b"0230")  # ExifVersion
+    ifd.setdefault(0x9101, b"\1\2\3\0")  # ComponentsConfiguration: Y Cb Cr
+    ifd.setdefault(0xA000, b"0100")  # FlashpixVersion
+    ifd.setdefault(0xA001, 1)  # ColorSpace: sRGB
+    ifd.setdefault(0xA002, size[0])  # ExifImageWidth
+    ifd.setdefault(0xA003, size[1])  # ExifImageHeight
+
+
+def _undefined_typed(tiff: bytes) -> bytes:
+    """The TIFF with the EXIF IFD's _EXIF_UNDEFINED tags retyped from BYTE to UNDEFINED (both one
+    byte a value: only the type field changes). Pillow gives no way to choose a tag's type."""
+    order = "<" if tiff[:2] == b"II" else ">"
+    out = bytearray(tiff)
+
+    def entries(offset: int) -> Iterator[tuple[int, int, int, int]]:
+        (count,) = struct.unpack_from(order + "H", out, offset)
+        for at in range(offset + 2, offset + 2 + 12 * count, 12):
+            yield at, *struct.unpack_from(order + "HHI", out, at)
+
+    try:
+        for at, tag, _kind, _count in entries(struct.unpack_from(order + "I", out, 4)[0]):
+            if tag != _EXIF_IFD:
+                continue
+            (sub,) = struct.unpack_from(order + "I", out, at + 8)
+            for entry, sub_tag, kind, _ in entries(sub):
+                if sub_tag in _EXIF_UNDEFINED and kind == 1:
+                    struct.pack_into(order + "H", out, entry + 2, 7)
+    except struct.error:  # not as Pillow writes it: leave it as it is
+        return tiff
+    return bytes(out)
 
 
 # ---------------------------------------------------------------- writing: WebP
@@ -625,24 +745,30 @@ def _webp_write(
                 at = next((i for i, (k, _) in enumerate(out) if k == b"XMP "), len(out))
                 out.insert(at, (b"EXIF", tiff))
     if fields is not None:
-        ours = (
-            b'<rdf:Description rdf:about="" xmlns:flux_nb="'
-            + _XMP_NS.encode()
-            + b'">'
-            + b"<flux_nb:data>"
-            + escape(_document(fields).decode()).encode()
-            + b"</flux_nb:data>"
-            + b"</rdf:Description>\n"
-        )
-        packet = next((p for k, p in out if k == b"XMP "), _XMP_HEAD + _XMP_TAIL)
-        at = packet.rfind(b"</rdf:RDF>")  # a foreign packet gets our description beside its own
-        if at < 0:
+        packet = _xmp_with(next((p for k, p in out if k == b"XMP "), None), fields)
+        if packet is None:
             raise NoRoom("the WebP's own XMP packet has no rdf:RDF element.", _riff_pack(out, tail))
-        out = [
-            *_extended([(k, p) for k, p in out if k != b"XMP "]),
-            (b"XMP ", packet[:at] + ours + packet[at:]),
-        ]
+        out = [*_extended([(k, p) for k, p in out if k != b"XMP "]), (b"XMP ", packet)]
     return _riff_pack(out, tail)
+
+
+def _xmp_with(packet: bytes | None, fields: dict[str, str]) -> bytes | None:
+    """An XMP packet holding our description: a new one, or the file's own (packet) with ours
+    beside its own descriptions; None when that one has no rdf:RDF element to put it in."""
+    packet = packet if packet is not None else _XMP_HEAD + _XMP_TAIL
+    doc = _document(fields)
+    ours = (
+        b'<rdf:Description rdf:about="" xmlns:flux_nb="'
+        + _XMP_NS.encode()
+        + b'">'
+        + b"<flux_nb:data>"
+        + escape(doc.decode()).encode()
+        + b"</flux_nb:data>"
+        + f"<flux_nb:crc32>{zlib.crc32(doc):08x}</flux_nb:crc32>".encode()  # a flipped digit shows
+        + b"</rdf:Description>\n"
+    )
+    at = packet.rfind(b"</rdf:RDF>")
+    return None if at < 0 else packet[:at] + ours + packet[at:]
 
 
 # ---------------------------------------------------------------- public writers
@@ -685,6 +811,19 @@ def embed_recipe(
         ) from None
 
 
+def embed_parameters(data: bytes, parameters: str) -> bytes:
+    """The image bytes with the A1111-style `parameters` text (replacing the file's own) and no
+    flux-nb recipe: for a picture no one recipe makes, such as a sweep's contact sheet."""
+    data = bytes(data)
+    kind = sniff_format(data)
+    if kind is None:
+        raise FluxError("cannot write the parameters text: the data is not a PNG, JPEG or WebP.")
+    try:
+        return _WRITERS[kind](data, None, parameters, strip_parameters=False)
+    except _Damaged as exc:
+        raise FluxError(f"cannot write the parameters text: {exc}.") from None
+
+
 def strip_recipe(data: bytes) -> bytes:
     """The image bytes without any flux-nb metadata (e.g. to share an image without its prompt):
     the `parameters` text and the EXIF UserComment, which hold the prompt too, go as well."""
@@ -703,6 +842,7 @@ __all__ = [
     "PARAMETERS_KEY",
     "RECIPE_KEY",
     "SIDECAR_SUFFIX",
+    "embed_parameters",
     "embed_recipe",
     "read_parameters",
     "read_recipe",

@@ -349,13 +349,21 @@ class Sweep:
         return draw_sheet(tiles, self.column_labels, self.row_labels, self.title, tile)
 
     def save(self, path: str | Path, tile: int = 256, timeout: float | None = None) -> Path:
-        """Write the contact sheet (PNG, JPEG or WebP by the suffix) once every cell is done."""
+        """Write the contact sheet (PNG, JPEG or WebP by the suffix) once every cell is done,
+        with the `parameters` text other image tools read (see parameters)."""
+        import io
+
+        from .metadata import embed_parameters
+
         path = Path(path)
         image = self.sheet(tile, timeout)
         fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}.get(path.suffix.lower(), "PNG")
+        buf = io.BytesIO()
+        image.save(buf, fmt, **({"quality": 90} if fmt != "PNG" else {"optimize": True}))
+        data = embed_parameters(buf.getvalue(), self.parameters())
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            image.save(path, fmt, **({"quality": 90} if fmt != "PNG" else {"optimize": True}))
+            path.write_bytes(data)
         except OSError as exc:
             from .errors import StorageError
 
@@ -363,6 +371,18 @@ class Sweep:
                 f"Could not save the sheet as {path} ({exc.strerror or exc})."
             ) from None
         return path
+
+    def parameters(self) -> str:
+        """The sheet's A1111 `parameters` text: its first finished cell's, as A1111 labels a grid,
+        then a `Sheet` key naming the grid and what it sweeps."""
+        from .infotext import format_parameters
+
+        done = [g for g in self.generations if g.status == SUCCEEDED]
+        first = done[0] if done else self.generations[0]
+        rows, cols = self.shape
+        swept = "; ".join(f"{a.title} {'|'.join(map(str, a.values))}" for a in self.axes)
+        more = {"Sheet": f"{cols}x{rows} grid of {swept}"}
+        return format_parameters(first.recipe, first.image.size if done else None, more)
 
     # -- display ----------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@
 #   bash scripts/test.sh tests/local_engine [-x]   the flux2-klein engine tests only
 #   bash scripts/test.sh py310 [pytest args]   the main suite on Python 3.10 (.venv-py310)
 #   bash scripts/test.sh pillow11 [pytest args]   the pixel-pinning tests on Pillow 11.3.0
+#   bash scripts/test.sh tests/readers [-x]    the image readers' tests only (.venv-readers)
 #
 # The engine tests run in .venv-local: flux-nb[local] with torch pinned to 2.13.0 (a CPU build;
 # an unpinned torch would pull gigabytes of CUDA wheels). They build a tiny random
@@ -68,7 +69,8 @@ py310_tests() {
     "$py" -m venv .venv-py310
   fi
   .venv-py310/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
-  .venv-py310/bin/python -m pytest --ignore=tests/browser --ignore=tests/local_engine "$@"
+  .venv-py310/bin/python -m pytest --ignore=tests/browser --ignore=tests/local_engine \
+    --ignore=tests/readers "$@"
 }
 
 # The tests that pin pixels, on Pillow 11.3.0 (Colab's): .venv-pillow11. With the main suite on
@@ -91,6 +93,29 @@ local_engine_tests() {
   HF_HUB_OFFLINE=1 .venv-local/bin/python -m pytest "$@"
 }
 
+# The readers' tests (tests/readers) run in .venv-readers: sd-parsers, SD Prompt Reader and piexif,
+# pinned, with the Pillow they pin (SD Prompt Reader 1.3.5 pins 10.3.0 and sd-parsers 0.6 needs
+# >= 10.4: 10.4.0, and the reader's GUI dependencies left out with --no-deps). flux-nb writes the
+# files they read from .venv, as a user's install would. exiftool: Debian's libimage-exiftool-perl.
+readers_tests() {
+  if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e .
+  fi
+  if [ ! -x .venv-readers/bin/python ]; then
+    "$PYTHON" -m venv .venv-readers
+  fi
+  .venv-readers/bin/python -m pip install -q --disable-pip-version-check \
+    sd-parsers==0.6 piexif==1.1.3 pillow==10.4.0 "pytest>=8"
+  .venv-readers/bin/python -m pip install -q --disable-pip-version-check --no-deps \
+    sd-prompt-reader==1.3.5
+  .venv-readers/bin/python -m pytest --confcutdir=tests/readers "$@"
+}
+
+if [ "${1:-}" = tests/readers ] || [[ "${1:-}" == tests/readers/* ]]; then
+  readers_tests "$@"
+  exit
+fi
 if [ "${1:-}" = tests/browser ] || [[ "${1:-}" == tests/browser/* ]]; then
   browser_tests "$@"
   exit
@@ -117,10 +142,12 @@ fi
 .venv/bin/ruff check flux_nb tests benchmarks
 .venv/bin/ruff format --check -q flux_nb tests benchmarks
 .venv/bin/mypy  # [tool.mypy] in pyproject.toml: every module of flux_nb
-.venv/bin/python -m pytest --ignore=tests/browser --ignore=tests/local_engine "$@"
+.venv/bin/python -m pytest --ignore=tests/browser --ignore=tests/local_engine \
+  --ignore=tests/readers "$@"
 if [ $# -eq 0 ]; then
   browser_tests tests/browser
   local_engine_tests tests/local_engine
   py310_tests
   pillow11_tests
+  readers_tests tests/readers
 fi

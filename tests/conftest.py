@@ -12,6 +12,10 @@ from flux_nb.config import Settings
 from flux_nb.server import Faults, LocalServer
 from flux_nb.sessions import Session
 
+# The readers' tests import sd-parsers and SD Prompt Reader, which live in .venv-readers only:
+# `bash scripts/test.sh tests/readers` runs them there (with --confcutdir, so not this file).
+collect_ignore = ["readers"]
+
 
 @pytest.fixture(scope="session")
 def local_server() -> Iterator[LocalServer]:

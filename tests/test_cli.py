@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 import flux_nb
 
 
@@ -53,3 +55,14 @@ def test_bad_value_is_one_line_and_exit_1(tmp_path):
         "flux-nb generate: guidance_scale=11.0 is out of range (allowed: number from 0.0 to 10.0)."
     ]
     assert "Traceback" not in done.stderr and not list(tmp_path.iterdir())
+
+
+def test_generate_help_names_the_cell_magic_as_written(capsys):
+    """argparse does not %-format a description: it shows %%flux as typed, never %%%%flux."""
+    from flux_nb.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["generate", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert done.value.code == 0
+    assert "with the same options as %%flux." in out and "%%%%" not in out

@@ -657,7 +657,7 @@ def test_flux_reproduce_takes_a_foreign_a1111_file(kernel, tmp_path):
     saved = kernel.value("str(_flux.path)")
     with Image.open(saved) as im:  # the remade file carries its own parameters text
         assert im.info["parameters"].startswith(
-            "a castle on a hill\nSteps: 12, CFG scale: 3.5, Seed: 4242"
+            "a castle on a hill\nSteps: 12, Sampler: Euler, CFG scale: 3.5, Seed: 4242"
         )
 
 

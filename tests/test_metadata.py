@@ -149,15 +149,38 @@ def test_embedding_again_replaces_the_recipe():
         assert _pixels(twice) == _pixels(data)
 
 
-def test_jpeg_segment_follows_jfif_and_exif():
+def test_jpeg_xmp_segment_follows_jfif_and_exif():
+    """Ours is an XMP packet (APP1), which exiftool knows: earlier versions' APP11 segment it
+    reported as unknown."""
     data = _jpeg_with_exif()
     out = embed_recipe(data, "jpg", _recipe().to_json())
-    at = out.index(b"\xff\xeb")
+    at = out.index(b"http://ns.adobe.com/xap/1.0/\0") - 4
     assert out[:at] == data[:at]  # SOI, APP0 (JFIF) and APP1 (EXIF) untouched, ours after them
     assert data[at - 2 : at] != b"\xff\xd8" and b"Exif\0\0" in data[:at]
-    assert out[at + 4 : at + 12] == b"flux_nb\0"
+    assert out[at : at + 2] == b"\xff\xe1" and b"\xff\xeb" not in out[: out.index(b"\xff\xda")]
     with Image.open(io.BytesIO(out)) as im:
         assert im.getexif()[0x010E] == "an ImageDescription"
+        assert b"urn:flux-nb:xmp:1.0/" in im.info["xmp"]
+
+
+def test_jpeg_keeps_a_foreign_xmp_packet_and_an_old_app11_recipe_is_replaced(tmp_path):
+    foreign = (
+        b'<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/">'
+        b'<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        b'<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/">'
+        b"<dc:creator>someone</dc:creator></rdf:Description></rdf:RDF></x:xmpmeta>"
+        b'<?xpacket end="w"?>'
+    )
+    data = _encode(_picture(), "JPEG", quality=90, xmp=foreign)
+    out = embed_recipe(data, "jpg", _recipe().to_json(), EXTRA)
+    assert out.count(b"http://ns.adobe.com/xap/1.0/\0") == 1  # one packet: theirs, ours inside
+    assert b"<dc:creator>someone</dc:creator>" in out
+    assert read_recipe(out) == {"recipe": _recipe().to_dict(), **EXTRA}
+    assert strip_recipe(out).count(b"<dc:creator>someone</dc:creator>") == 1
+    assert b"flux-nb" not in strip_recipe(out)
+    old = (OLD / "old.jpg").read_bytes()  # recipe in APP11, as earlier versions wrote it
+    again = embed_recipe(old, "jpg", _recipe(seed=5).to_json())
+    assert b"flux_nb\0" not in again and read_recipe(again)["recipe"]["seed"] == 5
 
 
 def test_webp_simple_file_becomes_extended_with_xmp():
@@ -237,7 +260,7 @@ def test_damaged_bytes_give_one_line_errors(name):
             assert name in ("png", "jpeg") and data[:8] == out[:8]
 
 
-@pytest.mark.parametrize("name", ["png", "jpeg"])
+@pytest.mark.parametrize("name", ["png", "jpeg", "webp-lossy"])
 def test_crc_is_checked(name):
     out = bytearray(embed_recipe(SAMPLES[name](), name, _recipe().to_json()))
     at = out.index(b'"seed":1234') + 8
@@ -414,7 +437,7 @@ def test_a_jpeg_recipe_over_one_segment_goes_beside_the_image(tmp_path):
     # A small recipe is embedded, one segment, and no sidecar is written.
     small = OutputFolder(tmp_path).save(data, _recipe(), "gen-small-1", EXTRA)
     assert not sidecar_path(small).exists()
-    assert small.read_bytes().count(b"\xff\xeb") == 1
+    assert small.read_bytes().count(b"http://ns.adobe.com/xap/1.0/\0") == 1
     assert read_recipe(small.read_bytes())["recipe"] == _recipe().to_dict()
 
 

@@ -92,6 +92,9 @@ def test_output_format_and_quality_apply_when_encoding(fmt, quality, content_typ
     if fmt == "png":  # lossless at both qualities
         assert decoded.convert("RGB").tobytes() == picture.tobytes()
         assert decoded.info["flux_nb_engine"] == "flux2-klein"
+    else:  # the engine in EXIF Software; no JPEG comment, which readers take for Fooocus JSON
+        assert decoded.getexif()[0x0131] == "flux-nb flux2-klein"
+        assert "comment" not in decoded.info
 
 
 def test_jpeg_high_quality_keeps_more_than_standard() -> None:

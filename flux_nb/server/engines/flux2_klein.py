@@ -100,6 +100,15 @@ def pipeline_kwargs(
     return kwargs
 
 
+def _software_exif(software: str) -> bytes:
+    """EXIF naming the engine (Software), where JPEG and WebP readers look for it; none without."""
+    if not software:
+        return b""
+    exif = Image.Exif()
+    exif[0x0131] = software
+    return exif.tobytes()
+
+
 def encode(
     image: Image.Image, output_format: str, quality: str = "standard", software: str = ""
 ) -> tuple[bytes, str]:
@@ -116,10 +125,12 @@ def encode(
             "JPEG",
             quality=JPEG_QUALITY.get(quality, 85),
             subsampling=0 if quality == "high" else 2,
-            comment=software,
+            exif=_software_exif(software),  # no COM segment: readers take it for Fooocus JSON
         )
     elif output_format == "webp":
-        image.save(buf, "WEBP", quality=WEBP_QUALITY.get(quality, 80))
+        image.save(
+            buf, "WEBP", quality=WEBP_QUALITY.get(quality, 80), exif=_software_exif(software)
+        )
     else:
         raise ValueError(f"output_format={output_format!r} is not one of png, jpg, webp")
     return buf.getvalue(), CONTENT_TYPES[output_format]

@@ -25,7 +25,7 @@ Returns
     encode(image, output_format, output_quality) -> (bytes, content type): PNG (palette or
                             truecolour, zlib level 1), JPEG quality 85 4:2:0 / 95 4:4:4, or WebP
                             80 / 92 (base.JPEG_QUALITY, base.WEBP_QUALITY), each saying SOFTWARE
-                            in its metadata (PNG text, JPEG comment and EXIF, WebP EXIF).
+                            in its metadata (PNG text, JPEG and WebP EXIF).
 
 Determinism
     The same recipe and the same input pixels give the same pixels and the same bytes, in any

@@ -38,8 +38,7 @@ def encode(image: Image.Image, output_format: str, quality: str = "standard") ->
             "JPEG",
             quality=JPEG_QUALITY.get(quality, 85),
             subsampling=0 if quality == "high" else 2,
-            comment=SOFTWARE,
-            exif=_exif(),
+            exif=_exif(),  # the engine's name in EXIF Software: no COM segment (metadata.py)
         )
     elif output_format == "webp":
         rgb = image.convert("RGB") if image.mode != "RGB" else image
