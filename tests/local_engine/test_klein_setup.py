@@ -54,7 +54,7 @@ def test_a_device_that_is_not_there_lists_the_devices_that_are(make_server, klei
 
 
 def test_offload_without_a_gpu_says_to_drop_it(klein_folder):
-    with pytest.raises(EngineUnavailable, match="drop --offload"):
+    with pytest.raises(EngineUnavailable, match=r"drop --memory \(and --offload\)"):
         load_pipeline(EngineConfig("flux2-klein", model=str(klein_folder), offload=True))
 
 

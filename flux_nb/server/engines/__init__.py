@@ -36,8 +36,22 @@ from .base import (
 )
 
 
-def get_engine(engine: str | EngineConfig) -> Any:
-    """A new engine instance (imported on demand, so the server starts fast)."""
+def engine_slots(engine: str | EngineConfig, workers: int) -> int:
+    """How many workers run generations: `workers` for an engine per thread; for flux2-klein one
+    per device it runs a pipeline on (torch is imported to count GPUs only for device auto)."""
+    config = EngineConfig.of(engine)
+    if not config.serial:
+        return workers
+    if config.devices != ["auto"]:
+        return len(config.devices)
+    from .flux2_klein import devices_for
+
+    return len(devices_for(config))
+
+
+def get_engine(engine: str | EngineConfig, slot: int = 0) -> Any:
+    """A new engine instance (imported on demand, so the server starts fast); slot picks one of
+    flux2-klein's devices."""
     config = EngineConfig.of(engine)
     if config.name == "preview":
         from .preview import PreviewEngine
@@ -46,7 +60,7 @@ def get_engine(engine: str | EngineConfig) -> Any:
     if config.name == "flux2-klein":
         from .flux2_klein import Flux2KleinEngine
 
-        return Flux2KleinEngine(config)
+        return Flux2KleinEngine(config, slot)
     raise AssertionError(config.name)  # pragma: no cover - ENGINE_LABELS and this function disagree
 
 
@@ -64,5 +78,6 @@ __all__ = [
     "EngineError",
     "EngineUnavailable",
     "check_engine_name",
+    "engine_slots",
     "get_engine",
 ]
