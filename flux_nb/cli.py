@@ -327,7 +327,8 @@ def _add_plan(subparsers: argparse._SubParsersAction) -> None:
         "--model",
         default=None,
         metavar="ID_OR_FOLDER",
-        help=f"a saved pipeline folder or a Hugging Face id (default: {KLEIN_DEFAULT_MODEL})",
+        help="a saved pipeline folder or a Hugging Face id (default: FLUX_NB_MODEL, else "
+        f"{KLEIN_DEFAULT_MODEL})",
     )
     p.add_argument(
         "--device",
@@ -366,7 +367,7 @@ def _plan(args: argparse.Namespace) -> int:
         )
         decided = plan(
             machine,
-            model_sizes(args.model),
+            model_sizes(args.model or os.environ.get("FLUX_NB_MODEL", "").strip() or None),
             dtype=args.dtype,
             memory=args.memory,
             quantize=parse_quantize(args.quantize),

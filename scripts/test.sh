@@ -8,6 +8,7 @@
 #   bash scripts/test.sh tests/test_client.py -x   the main suite with these pytest arguments only
 #   bash scripts/test.sh tests/browser [-x]    the browser test only
 #   bash scripts/test.sh tests/local_engine [-x]   the flux2-klein engine tests only
+#   bash scripts/test.sh notebooks/07-real-klein-on-a-colab-gpu.ipynb   its tutorial (tiny model)
 #
 # The engine tests run in .venv-local: flux-nb[local] with torch pinned to 2.13.0 (a CPU build;
 # an unpinned torch would pull gigabytes of CUDA wheels). They build a tiny random
@@ -52,14 +53,17 @@ local_engine_tests() {
   fi
   .venv-local/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0
   .venv-local/bin/python -m pip install -q --disable-pip-version-check -e ".[local,test]"
-  HF_HUB_OFFLINE=1 .venv-local/bin/python -m pytest "$@"
+  # PATH: the flux2-klein tutorial runs `!flux-nb plan` in its kernel
+  PATH="$PWD/.venv-local/bin:$PATH" HF_HUB_OFFLINE=1 .venv-local/bin/python -m pytest "$@"
 }
+KLEIN_TUTORIAL=notebooks/07-real-klein-on-a-colab-gpu.ipynb  # needs flux-nb[local]: .venv-local
 
 if [ "${1:-}" = tests/browser ] || [[ "${1:-}" == tests/browser/* ]]; then
   browser_tests "$@"
   exit
 fi
-if [ "${1:-}" = tests/local_engine ] || [[ "${1:-}" == tests/local_engine/* ]]; then
+if [ "${1:-}" = tests/local_engine ] || [[ "${1:-}" == tests/local_engine/* ]] ||
+  [ "${1:-}" = "$KLEIN_TUTORIAL" ]; then
   local_engine_tests "$@"
   exit
 fi
@@ -74,5 +78,5 @@ fi
 .venv/bin/python -m pytest --ignore=tests/browser --ignore=tests/local_engine "$@"
 if [ $# -eq 0 ]; then
   browser_tests tests/browser
-  local_engine_tests tests/local_engine
+  local_engine_tests tests/local_engine "$KLEIN_TUTORIAL"
 fi
