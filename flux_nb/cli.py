@@ -87,7 +87,9 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
         "--device",
         default="auto",
         metavar="{auto,cuda,mps,cpu}",
-        help="auto picks cuda, then mps, then cpu; cuda:N for another GPU (default: %(default)s)",
+        help="auto picks cuda (every GPU the memory plan fits), then mps, then cpu; cuda:N for "
+        "one GPU; several comma-separated (cuda:0,cuda:1) run one pipeline and one generation "
+        "on each at once (default: %(default)s)",
     )
     klein.add_argument(
         "--dtype",
