@@ -68,16 +68,19 @@ def needs_local_engine(path) -> bool:
     )
 
 
+KERNEL_ENV: dict[str, str] = {}  # added to the kernels' environment (not to this process's)
+
+
 def tiny_klein_model() -> None:
-    """FLUX_NB_MODEL for the flux2-klein tutorial: a tiny random pipeline saved in a folder whose
-    name nbval_sanitize.cfg knows (no weights can be downloaded where the tests run)."""
-    if os.environ.get("FLUX_NB_MODEL"):
+    """FLUX_NB_MODEL for the flux2-klein tutorial's kernel: a tiny random pipeline saved in a
+    folder whose name nbval_sanitize.cfg knows (no weights can be downloaded where tests run)."""
+    if os.environ.get("FLUX_NB_MODEL") or "FLUX_NB_MODEL" in KERNEL_ENV:
         return
     from flux_nb.server.engines.flux2_klein_random import tiny_pipeline
 
     folder = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX + "klein-")) / "tiny-random-klein"
     tiny_pipeline().save_pretrained(folder)
-    os.environ["FLUX_NB_MODEL"] = str(folder)
+    KERNEL_ENV["FLUX_NB_MODEL"] = str(folder)
 
 
 def pytest_collect_file(file_path, parent):
@@ -204,7 +207,7 @@ class TutorialKernel(nbval_kernel.RunningKernel):
     def __init__(self, kernel_name, cwd=None, startup_timeout=60, **_ignored):
         self.workdir = tempfile.mkdtemp(prefix=WORKDIR_PREFIX)
         weakref.finalize(self, shutil.rmtree, self.workdir, ignore_errors=True)
-        env = {k: v for k, v in os.environ.items() if k not in SCRUBBED}
+        env = {k: v for k, v in os.environ.items() if k not in SCRUBBED} | KERNEL_ENV
         self.km, self.kc = nbval_kernel.start_new_kernel(
             startup_timeout=startup_timeout,
             kernel_name=kernel_name,
