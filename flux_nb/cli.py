@@ -367,6 +367,11 @@ def _plan(args: argparse.Namespace) -> int:
             ram_gb=args.ram,
             capability=parse_capability(args.capability) if args.capability else None,
         )
+        if machine.kind == "cuda" and args.vram is None and machine.vram_gb == 0:
+            raise ValueError(
+                f"{machine.name}: describe the GPU with --vram GB (and --capability X.Y), or "
+                "plan for --device cpu"
+            )
         decided = plan(
             machine,
             model_sizes(args.model or os.environ.get("FLUX_NB_MODEL", "").strip() or None),

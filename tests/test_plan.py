@@ -150,6 +150,12 @@ def test_flux_nb_plan_line_and_exit_codes() -> None:
     assert bad.returncode == 2 and "MAJOR.MINOR" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_a_cuda_plan_without_a_gpu_asks_for_one_described() -> None:
+    done = run_plan("--device", "cuda")  # these machines have no GPU (nvidia-smi absent)
+    assert done.returncode == 2
+    assert "describe the GPU with --vram GB" in done.stderr and "Traceback" not in done.stderr
+
+
 def test_a_saved_folders_config_is_read(tmp_path) -> None:
     from flux_nb.server.engines.klein_configs import TINY
 

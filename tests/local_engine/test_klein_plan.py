@@ -190,3 +190,24 @@ def test_float16_latents_that_turn_non_finite_fail_in_one_line() -> None:
     message = str(failure.value)
     assert "non-finite" in message and "float16" in message and "--dtype float32" in message
     assert "\n" not in message
+
+
+def test_without_torchao_quantizing_names_the_pip_line(monkeypatch, klein_folder: Path) -> None:
+    from flux_nb.server.engines import EngineUnavailable
+    from flux_nb.server.engines.flux2_klein import _quantize
+
+    monkeypatch.setitem(sys.modules, "torchao", None)  # as if it were not installed
+    monkeypatch.setitem(sys.modules, "torchao.quantization", None)
+    forced = EngineConfig(
+        "flux2-klein", model=str(klein_folder), quantize=(("transformer", "int8"),)
+    )
+    with pytest.raises(
+        EngineUnavailable,
+        match=r"^--quantize transformer=int8 needs torchao: run pip install torchao$",
+    ):
+        forced.check_available()
+    # auto quantizing (the plan's choice) fails at load with the same line
+    with pytest.raises(
+        EngineUnavailable, match=r"text-encoder=int8 needs torchao: run pip install torchao$"
+    ):
+        _quantize(random_pipeline(TINY).text_encoder, "text_encoder", "int8")
