@@ -11,8 +11,10 @@ one line can explain is raised as EngineError with that line.
 
 Engines are named by an EngineConfig (name plus the options of the engines that load a model).
 The preview engine is made once per worker thread, so its render need not be thread-safe; the
-flux2-klein engine shares one pipeline per device and runs one generation at a time (`serial`),
-so the server gives it a single worker. Nothing here imports torch or diffusers.
+flux2-klein engine shares one pipeline per device and runs one generation at a time on each
+(`serial`), so the server gives it one worker per device (engine_slots). Its memory plan
+(plan.py, machine.py) is arithmetic on the model's configuration. Nothing here imports torch or
+diffusers.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .klein_configs import KLEIN_4B
@@ -259,7 +259,6 @@ class Plan:
     peak_vram_gb: float
     peak_ram_gb: float
     why: str
-    alternatives: tuple[str, ...] = field(default=(), compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
