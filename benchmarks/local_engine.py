@@ -306,6 +306,13 @@ def cuda_figures(rounds: int) -> None:
     from flux_nb.server.engines.flux2_klein_random import klein_4b_pipeline
 
     name = torch.cuda.get_device_name(0)
+    free = torch.cuda.mem_get_info(0)[0] / 1e9
+    if free < 20 or torch.cuda.get_device_capability(0) < (8, 0):
+        # the whole pipeline in bfloat16 needs ~18 GB and native bfloat16: straight to the tries
+        # the plan would make on this GPU (each failing alone if it does not fit)
+        log(f"  CUDA {name}: {free:.1f} GB free; skipping the all-bfloat16 overhead run")
+        placements_and_quantization(rounds, name)
+        return
     log(f"  CUDA: building the full-size Klein 4B architecture on {name} (random weights)...")
     pipe = klein_4b_pipeline(device="cuda", dtype=torch.bfloat16)
     pipe.set_progress_bar_config(disable=True)
