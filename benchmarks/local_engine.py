@@ -15,8 +15,14 @@ nothing: every pipeline has random weights (flux_nb/server/engines/flux2_klein_r
   would next to the real model; on CUDA the full-size architecture gives the real ratio.
 - %load_ext flux_nb in fresh kernels, default engine and FLUX_NB_ENGINE=flux2-klein: under 300 ms,
   and torch/diffusers not imported (the model loads at the first image).
-- CUDA: seconds per 1024x1024 image at 4 steps and peak GPU memory, bfloat16, with and without
-  model CPU offload. Without CUDA this part says what it would run and why it could not.
+- The memory plan (`flux-nb plan`) for described machines: where each part goes, dtype,
+  quantization, estimated peaks. Pure arithmetic from FLUX.2 Klein 4B's configuration.
+- torchao int8 weight-only on the tiny pipeline on CPU: seconds per image with the text encoder
+  (and the transformer) quantized against unquantized, and the largest pixel difference.
+- CUDA: seconds per 1024x1024 image at 4 steps and peak GPU memory for each placement and
+  quantization the GPU can run, with the plan's estimate beside each measured peak (the full-size
+  architecture with random weights: no download). Without CUDA this part says what it would run
+  and why it could not.
 """
 
 from __future__ import annotations
@@ -200,6 +206,80 @@ def architecture_check() -> None:
     row("full-size Klein 4B architecture, parameters", text)
 
 
+# -- the memory plan ------------------------------------------------------------------------------
+
+MACHINES = (  # (name, Machine arguments): the GPUs people have
+    ("H100 80 GB", dict(device="cuda", vram_gb=80, ram_gb=200, capability=(9, 0))),
+    ("RTX 4090 24 GB", dict(device="cuda", vram_gb=24, ram_gb=64, capability=(8, 9))),
+    (
+        "Colab T4 15 GB, 12.7 GB RAM",
+        dict(device="cuda", vram_gb=15, ram_gb=12.7, capability=(7, 5)),
+    ),
+    ("RTX 4070 12 GB", dict(device="cuda", vram_gb=12, ram_gb=32, capability=(8, 9))),
+    ("laptop GPU 8 GB, 16 GB RAM", dict(device="cuda", vram_gb=8, ram_gb=16, capability=(8, 6))),
+    ("Mac 16 GB unified", dict(device="mps", vram_gb=16 * 0.7, ram_gb=16)),
+    ("CPU box 24 GB", dict(device="cpu", vram_gb=0, ram_gb=24)),
+)
+
+
+def plan_table() -> list[str]:
+    from flux_nb.server.engines.plan import Machine, plan
+
+    lines = []
+    head = f"{'machine':<28} {'fits':<5} {'placement':<18} {'dtype':<9} {'text enc.':<9} "
+    head += f"{'transf.':<8} {'GPU GB':>6} {'RAM GB':>6}"
+    lines.append(head)
+    for name, described in MACHINES:
+        p = plan(Machine(**described))
+        lines.append(
+            f"{name:<28} {'yes' if p.fits else 'no':<5} {p.placement:<18} {p.dtype:<9} "
+            f"{p.quantize['text_encoder']:<9} {p.quantize['transformer']:<8} "
+            f"{p.peak_vram_gb:>6.1f} {p.peak_ram_gb:>6.1f}"
+        )
+    for line in lines:
+        log("  " + line)
+    return lines
+
+
+def quantized_overhead(rounds: int) -> None:
+    """torchao int8 weight-only on the tiny pipeline on CPU, against it unquantized."""
+    import numpy as np
+    import torch
+
+    from flux_nb.server.engines.flux2_klein import _quantize
+    from flux_nb.server.engines.flux2_klein_random import tiny_pipeline
+
+    try:
+        import torchao  # noqa: F401
+    except ImportError:
+        row("CPU tiny pipeline, torchao int8", "not run", "", "pip install torchao")
+        return
+    kwargs = dict(prompt=PROMPT, width=1024, height=1024, num_inference_steps=4, guidance_scale=1.0)
+    results = {}
+    for label, parts in (
+        ("unquantized", ()),
+        ("text encoder int8", ("text_encoder",)),
+        ("text encoder and transformer int8", ("text_encoder", "transformer")),
+    ):
+        pipe = tiny_pipeline()
+        pipe.set_progress_bar_config(disable=True)
+        for part in parts:
+            _quantize(getattr(pipe, part), part, "int8")
+        pipe(**kwargs, generator=torch.Generator("cpu").manual_seed(0))  # warm-up
+        times, image = [], None
+        for _ in range(rounds):
+            start = time.perf_counter()
+            image = pipe(**kwargs, generator=torch.Generator("cpu").manual_seed(0)).images[0]
+            times.append(time.perf_counter() - start)
+        results[label] = (median(times), np.asarray(image, dtype=np.int16))
+        log(f"  CPU tiny, {label}: {spread(times, 's', 2)}")
+    base_s, base_px = results["unquantized"]
+    for label, (seconds, px) in results.items():
+        diff = int(np.abs(px - base_px).max())
+        note = f"{(seconds / base_s - 1) * 100:+.0f} % vs unquantized; max pixel diff {diff}/255"
+        row(f"CPU tiny pipeline 1024x1024 4 steps, {label}", fmt(seconds, "s"), "", note)
+
+
 def cuda_figures(rounds: int) -> None:
     import torch
 
@@ -210,7 +290,7 @@ def cuda_figures(rounds: int) -> None:
         for what in (
             "seconds per 1024x1024 image, 4 steps, bfloat16, on the GPU",
             "peak GPU memory, same, without offload",
-            "seconds per image and peak GPU memory with model CPU offload",
+            "seconds per image and peak GPU memory for each placement and quantization",
             "server overhead next to the full-size model",
         ):
             row(f"CUDA: {what}", "not run", "", why)
@@ -226,6 +306,13 @@ def cuda_figures(rounds: int) -> None:
     from flux_nb.server.engines.flux2_klein_random import klein_4b_pipeline
 
     name = torch.cuda.get_device_name(0)
+    free = torch.cuda.mem_get_info(0)[0] / 1e9
+    if free < 20 or torch.cuda.get_device_capability(0) < (8, 0):
+        # the whole pipeline in bfloat16 needs ~18 GB and native bfloat16: straight to the tries
+        # the plan would make on this GPU (each failing alone if it does not fit)
+        log(f"  CUDA {name}: {free:.1f} GB free; skipping the all-bfloat16 overhead run")
+        placements_and_quantization(rounds, name)
+        return
     log(f"  CUDA: building the full-size Klein 4B architecture on {name} (random weights)...")
     pipe = klein_4b_pipeline(device="cuda", dtype=torch.bfloat16)
     pipe.set_progress_bar_config(disable=True)
@@ -254,18 +341,91 @@ def cuda_figures(rounds: int) -> None:
     adopt_pipeline(config, pipe)
     overhead(config, rounds, f"CUDA {name}, full-size random Klein 4B")
 
-    pipe.to("cpu")
+    pipe.to("cpu")  # its GPU memory back for the tries below, each on a pipeline of its own
     torch.cuda.empty_cache()
-    pipe.enable_model_cpu_offload(device="cuda")
-    seconds, peak = per_image()
-    row(
-        f"CUDA {name}: 1024x1024, 4 steps, bfloat16, model CPU offload",
-        fmt(seconds, "s"),
-        "",
-        f"n={rounds}",
-    )
-    row(f"CUDA {name}: peak GPU memory, model CPU offload", fmt(peak, "GiB"))
-    log(f"  CUDA offload: {seconds:.2f} s per image, peak {peak:.1f} GiB")
+    placements_and_quantization(rounds, name)
+
+
+def placements_and_quantization(rounds: int, name: str) -> None:
+    """Each placement the diffusers pipeline has, and torchao int8 (fp8 where the GPU has it) of
+    the text encoder and the transformer, on a fresh full-size random pipeline each: seconds per
+    1024x1024 image at 4 steps, measured peak GPU memory and the plan's estimate of it."""
+    import torch
+
+    from flux_nb.server.engines.flux2_klein import _quantize
+    from flux_nb.server.engines.flux2_klein_random import klein_4b_pipeline
+    from flux_nb.server.engines.machine import read_machine
+    from flux_nb.server.engines.plan import _Candidate, klein_4b_sizes, peaks
+
+    machine = read_machine("cuda")
+    dtype = "bfloat16" if torch.cuda.get_device_capability(0) >= (8, 0) else "float16"
+    big = "fp8" if torch.cuda.get_device_capability(0) >= (8, 9) else "int8"
+    tries = [
+        ("gpu", ("none", "none")),
+        ("gpu", ("int8", "none")),
+        ("gpu", ("int8", big)),
+        ("model-offload", ("none", "none")),
+        ("model-offload", ("int8", big)),
+        ("group-offload", ("none", "none")),
+        ("sequential-offload", ("none", "none")),
+    ]
+    kwargs = dict(prompt=PROMPT, width=1024, height=1024, num_inference_steps=4, guidance_scale=1.0)
+    for placement, quant in tries:
+        label = f"{placement}, {dtype}, text encoder {quant[0]}, transformer {quant[1]}"
+        estimate, _ram = peaks(klein_4b_sizes(), machine, _Candidate(placement, dtype, quant))
+        torch.cuda.empty_cache()
+        try:
+            on_gpu = placement == "gpu"
+            pipe = klein_4b_pipeline(
+                device="cuda" if on_gpu else "cpu", dtype=getattr(torch, dtype)
+            )
+            for part, level in zip(("text_encoder", "transformer"), quant, strict=True):
+                if level != "none":
+                    if not on_gpu:
+                        getattr(pipe, part).to("cuda")  # torchao quantizes on the GPU
+                    _quantize(getattr(pipe, part), part, level)
+                    if not on_gpu:
+                        getattr(pipe, part).to("cpu")
+            pipe.set_progress_bar_config(disable=True)
+            if on_gpu:
+                pipe.to("cuda")
+            elif placement == "model-offload":
+                pipe.enable_model_cpu_offload(device="cuda")
+            elif placement == "sequential-offload":
+                pipe.enable_sequential_cpu_offload(device="cuda")
+            else:
+                from diffusers.hooks import apply_group_offloading
+
+                for part in ("text_encoder", "transformer", "vae"):
+                    apply_group_offloading(
+                        getattr(pipe, part),
+                        onload_device=torch.device("cuda"),
+                        offload_type="block_level",
+                        num_blocks_per_group=1,
+                    )
+            pipe(**kwargs, generator=torch.Generator("cpu").manual_seed(0))  # warm-up
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            times = []
+            for i in range(rounds):
+                start = time.perf_counter()
+                pipe(**kwargs, generator=torch.Generator("cpu").manual_seed(i))
+                torch.cuda.synchronize()
+                times.append(time.perf_counter() - start)
+            peak = torch.cuda.max_memory_allocated() / 1e9
+            row(f"CUDA {name}: {label}", fmt(median(times), "s"), "", f"n={rounds}")
+            row(
+                f"CUDA {name}: peak GPU memory, {label}",
+                fmt(peak, "GB"),
+                "",
+                f"plan's estimate {estimate:.1f} GB (with {0.5:.1f} GB CUDA context)",
+            )
+            log(f"  CUDA {label}: {median(times):.2f} s, peak {peak:.1f} GB, plan {estimate:.1f}")
+            del pipe
+        except Exception as exc:  # one try failing (an old torchao, an OOM) leaves the others
+            row(f"CUDA {name}: {label}", "failed", "", f"{type(exc).__name__}: {str(exc)[:120]}")
+            log(f"  CUDA {label}: failed: {exc}")
+        torch.cuda.empty_cache()
 
 
 # -- main ------------------------------------------------------------------------------------------
@@ -280,9 +440,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--kernels", type=int, default=None, help="fresh kernels per %%load_ext figure (default 4)"
     )
+    parser.add_argument(
+        "--plan-only", action="store_true", help="the plan table alone (no torch needed)"
+    )
     args = parser.parse_args(argv)
     rounds = args.rounds or (2 if args.quick else 4)
     kernels = args.kernels or (2 if args.quick else 4)
+    if args.plan_only:
+        print("\n".join(plan_table()))
+        return 0
     try:
         import torch
 
@@ -313,6 +479,10 @@ def main(argv: list[str] | None = None) -> int:
             rounds,
             "CPU, tiny random Klein",
         )
+    log("torchao int8 on the tiny pipeline, CPU...")
+    quantized_overhead(rounds)
+    log("the memory plan for described machines...")
+    table = plan_table()
     log("full-size architecture and CUDA...")
     architecture_check()
     cuda_figures(rounds)
@@ -321,6 +491,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{'figure':<{width}}  {'value':>10}  {'target':<9}  notes")
     for figure, value, target, note in rows:
         print(f"{figure:<{width}}  {value:>10}  {target:<9}  {note}")
+    print("\nthe memory plan (flux-nb plan) for described machines, FLUX.2 Klein 4B at 1 MP:")
+    print("\n".join(table))
     return 0
 
 

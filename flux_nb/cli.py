@@ -24,6 +24,11 @@ SERVER_KEY_ENV = "FLUX_NB_SERVER_API_KEY"
 ENGINE_NAMES = ("preview", "flux2-klein")
 KLEIN_DEFAULT_MODEL = "black-forest-labs/FLUX.2-klein-4B"
 DTYPES = ("auto", "bfloat16", "float16", "float32")
+MEMORY_CHOICES = ("auto", "gpu", "model-offload", "group-offload", "sequential-offload")
+QUANTIZE_HELP = (
+    "PART=LEVEL, PART text-encoder or transformer, LEVEL none, int8, fp8, int4 or auto (torchao,"
+    " weight-only; repeat for both parts). auto quantizes only what the memory plan needs"
+)
 
 
 def _add_serve(subparsers: argparse._SubParsersAction) -> None:
@@ -105,16 +110,24 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
         "--device",
         default="auto",
         metavar="{auto,cuda,mps,cpu}",
-        help="auto picks cuda, then mps, then cpu; cuda:N for another GPU (default: %(default)s)",
+        help="auto picks cuda (every GPU the memory plan fits), then mps, then cpu; cuda:N for "
+        "one GPU; several comma-separated (cuda:0,cuda:1) run one pipeline and one generation "
+        "on each at once (default: %(default)s)",
     )
     klein.add_argument(
         "--dtype",
         default="auto",
         choices=DTYPES,
-        help="auto: bfloat16 on cuda, float32 elsewhere (default: %(default)s)",
+        help="auto: bfloat16 on GPUs that run it natively (CUDA capability >= 8.0), float16 on "
+        "older ones (T4, V100), float32 on the CPU unless it does not fit (default: %(default)s)",
     )
+    _add_memory_options(klein)
     klein.add_argument(
-        "--offload", action="store_true", help="model CPU offload, for GPUs too small for it all"
+        "--offload",
+        action="store_const",
+        const="model-offload",
+        dest="memory",
+        help="the same as --memory model-offload",
     )
     klein.add_argument(
         "--preload",
@@ -156,12 +169,39 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_serve)
 
 
+def _add_memory_options(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--memory",
+        default="auto",
+        choices=MEMORY_CHOICES,
+        help="where the model's parts live: auto takes the fastest placement the memory plan "
+        "fits (flux-nb plan); the others force one (default: %(default)s)",
+    )
+    group.add_argument(
+        "--quantize", action="append", default=None, metavar="PART=LEVEL", help=QUANTIZE_HELP
+    )
+
+
 def _engine_config(args: argparse.Namespace):
     """The --engine options as an EngineConfig (ValueError when they do not fit together)."""
     from .server.engines import EngineConfig
 
+    if args.engine != "flux2-klein":
+        if args.memory != "auto" or args.quantize:
+            raise ValueError(
+                f"the {args.engine} engine takes no --memory, --offload or --quantize: those are "
+                "for --engine flux2-klein"
+            )
+        return EngineConfig(args.engine, model=args.model, device=args.device, dtype=args.dtype)
+    from .server.engines.plan import parse_quantize
+
     return EngineConfig(
-        args.engine, model=args.model, device=args.device, dtype=args.dtype, offload=args.offload
+        args.engine,
+        model=args.model,
+        device=args.device,
+        dtype=args.dtype,
+        memory=args.memory,
+        quantize=tuple(parse_quantize(args.quantize).items()),
     )
 
 
@@ -392,7 +432,83 @@ def _keys(args: argparse.Namespace) -> int:
     return 0
 
 
-SUBCOMMANDS = (_add_serve, _add_keys, _add_generate)
+def _add_plan(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "plan",
+        help="what the flux2-klein engine would do on a machine, before anything is loaded",
+        description="The memory plan of the flux2-klein engine: where FLUX.2 Klein's parts go, in "
+        "which dtype, how quantized, and the peak GPU memory and RAM at ~1 MP. Without --vram, "
+        "--ram or --capability it reads this machine; with them it plans for the machine "
+        "described (e.g. a Colab T4: --vram 15 --ram 12.7 --capability 7.5). Sizes come from "
+        "the model's configuration; no weights are read or downloaded. Exit code 0 when it "
+        "fits, 1 when it does not.",
+    )
+    p.add_argument("--engine", default="flux2-klein", choices=("flux2-klein",))
+    p.add_argument(
+        "--model",
+        default=None,
+        metavar="ID_OR_FOLDER",
+        help="a saved pipeline folder or a Hugging Face id (default: FLUX_NB_MODEL, else "
+        f"{KLEIN_DEFAULT_MODEL})",
+    )
+    p.add_argument(
+        "--device",
+        default="auto",
+        metavar="{auto,cuda,mps,cpu}",
+        help="auto: this machine's first GPU, else the CPU; cuda:N for another (default: auto)",
+    )
+    p.add_argument("--vram", type=float, default=None, metavar="GB", help="free GPU memory")
+    p.add_argument("--ram", type=float, default=None, metavar="GB", help="free RAM")
+    p.add_argument(
+        "--capability", default=None, metavar="X.Y", help="CUDA compute capability (T4: 7.5)"
+    )
+    p.add_argument("--dtype", default="auto", choices=DTYPES)
+    _add_memory_options(p)
+    p.add_argument("--json", action="store_true", help="one JSON object instead of a line")
+    p.set_defaults(func=_plan)
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from .server.engines.machine import parse_capability, read_machine
+    from .server.engines.plan import model_sizes, parse_quantize, plan
+
+    try:
+        if args.device not in ("auto", "cuda", "mps", "cpu") and not args.device.startswith(
+            "cuda:"
+        ):
+            raise ValueError(f"--device {args.device}: use auto, cuda, cuda:N, mps or cpu")
+        for name in ("vram", "ram"):
+            if getattr(args, name) is not None and getattr(args, name) < 0:
+                raise ValueError(f"--{name} {getattr(args, name)}: give free memory in GB, >= 0")
+        machine = read_machine(
+            args.device,
+            vram_gb=args.vram,
+            ram_gb=args.ram,
+            capability=parse_capability(args.capability) if args.capability else None,
+        )
+        if machine.kind == "cuda" and args.vram is None and machine.vram_gb == 0:
+            raise ValueError(
+                f"{machine.name}: describe the GPU with --vram GB (and --capability X.Y), or "
+                "plan for --device cpu"
+            )
+        decided = plan(
+            machine,
+            model_sizes(args.model or os.environ.get("FLUX_NB_MODEL", "").strip() or None),
+            dtype=args.dtype,
+            memory=args.memory,
+            quantize=parse_quantize(args.quantize),
+        )
+    except ValueError as exc:
+        print(f"flux-nb plan: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(decided.to_json()))
+    else:
+        print(f"flux-nb plan: {decided.line}")
+    return 0 if decided.fits else 1
+
+
+SUBCOMMANDS = (_add_serve, _add_keys, _add_generate, _add_plan)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -175,7 +175,8 @@ class FluxMagics(Magics):
         whole chain of edits, parents first; --input FILE: an uploaded image the chain starts from;
         --yes: over FluxMagics.max_cell_cost on a paid backend), lineage PATH_OR_ID (how an edit
         was made, step by step), backend [local|hosted] (show or switch; local takes --engine
-        flux2-klein --model M --device D --dtype T --offload for FLUX.2 Klein on this machine),
+        flux2-klein --model M --device D --dtype T --memory P --quantize PART=LEVEL for FLUX.2
+        Klein on this machine),
         resume (collect what an earlier kernel sent), copy [ID] (a %%flux cell below that remakes
         a generation; default the last), panel, price (what an image costs on this backend)."""
         words = [_unquote(w) for w in line.split(None, 1)]
@@ -405,9 +406,10 @@ def _local_options(words: list[str]) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
         prog="%flux backend local", add_help=False, exit_on_error=False
     )
-    for flag in ("--engine", "--model", "--device", "--dtype"):
+    for flag in ("--engine", "--model", "--device", "--dtype", "--memory"):
         parser.add_argument(flag, default=None)
     parser.add_argument("--offload", action="store_true")
+    parser.add_argument("--quantize", action="append", default=None)
     try:
         found, extra = parser.parse_known_args([_unquote(w) for w in words])
     except argparse.ArgumentError as exc:
@@ -415,9 +417,16 @@ def _local_options(words: list[str]) -> dict[str, Any]:
     if extra:
         raise UsageError(
             f"%flux backend local: unknown option {extra[0]!r} (use --engine, --model, --device,"
-            " --dtype, --offload)."
+            " --dtype, --memory, --quantize, --offload)."
         )
     options = {k: v for k, v in vars(found).items() if v not in (None, False)}
+    if "quantize" in options:
+        from .server.engines.plan import parse_quantize
+
+        try:
+            options["quantize"] = tuple(parse_quantize(options["quantize"]).items())
+        except ValueError as exc:
+            raise UsageError(f"%flux backend local: {exc}") from None
     return {"engine": _session.local_engine(settings=Settings.from_env(), **options)}
 
 

@@ -23,6 +23,8 @@ To refresh the stored outputs after changing a notebook or the package:
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -54,9 +56,40 @@ def pytest_configure(config):
         option.nbval_cell_timeout = CELL_TIMEOUT
 
 
+def needs_local_engine(path) -> bool:
+    """A tutorial of the flux2-klein engine (its metadata says so): it runs where flux-nb[local]
+    is installed (.venv-local, scripts/test.sh), against a tiny random pipeline."""
+    return (
+        json.loads(Path(path).read_text(encoding="utf-8"))
+        .get("metadata", {})
+        .get("flux_nb", {})
+        .get("engine")
+        == "flux2-klein"
+    )
+
+
+KERNEL_ENV: dict[str, str] = {}  # added to the kernels' environment (not to this process's)
+
+
+def tiny_klein_model() -> None:
+    """FLUX_NB_MODEL for the flux2-klein tutorial's kernel: a tiny random pipeline saved in a
+    folder whose name nbval_sanitize.cfg knows (no weights can be downloaded where tests run)."""
+    if os.environ.get("FLUX_NB_MODEL") or "FLUX_NB_MODEL" in KERNEL_ENV:
+        return
+    from flux_nb.server.engines.flux2_klein_random import tiny_pipeline
+
+    folder = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX + "klein-")) / "tiny-random-klein"
+    tiny_pipeline().save_pretrained(folder)
+    KERNEL_ENV["FLUX_NB_MODEL"] = str(folder)
+
+
 def pytest_collect_file(file_path, parent):
     option = parent.config.option
     if file_path.suffix == ".ipynb" and not (option.nbval or option.nbval_lax):
+        if needs_local_engine(file_path):
+            if importlib.util.find_spec("diffusers") is None:
+                return None  # the main environment: scripts/test.sh runs it in .venv-local
+            tiny_klein_model()
         return nbval_plugin.IPyNbFile.from_parent(parent, path=file_path)
     return None
 
@@ -66,7 +99,6 @@ def pytest_collectstart(collector):
         collector.skip_compare = tuple(
             key for key in collector.skip_compare if key not in COMPARED_IMAGES
         )
-
 
 
 def pytest_itemcollected(item):
@@ -175,7 +207,7 @@ class TutorialKernel(nbval_kernel.RunningKernel):
     def __init__(self, kernel_name, cwd=None, startup_timeout=60, **_ignored):
         self.workdir = tempfile.mkdtemp(prefix=WORKDIR_PREFIX)
         weakref.finalize(self, shutil.rmtree, self.workdir, ignore_errors=True)
-        env = {k: v for k, v in os.environ.items() if k not in SCRUBBED}
+        env = {k: v for k, v in os.environ.items() if k not in SCRUBBED} | KERNEL_ENV
         self.km, self.kc = nbval_kernel.start_new_kernel(
             startup_timeout=startup_timeout,
             kernel_name=kernel_name,

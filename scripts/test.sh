@@ -11,6 +11,7 @@
 #   bash scripts/test.sh py310 [pytest args]   the main suite on Python 3.10 (.venv-py310)
 #   bash scripts/test.sh pillow11 [pytest args]   the pixel-pinning tests on Pillow 11.3.0
 #   bash scripts/test.sh tests/readers [-x]    the image readers' tests only (.venv-readers)
+#   bash scripts/test.sh notebooks/07-real-klein-on-a-colab-gpu.ipynb   its tutorial (tiny model)
 #
 # The engine tests run in .venv-local: flux-nb[local] with torch pinned to 2.13.0 (a CPU build;
 # an unpinned torch would pull gigabytes of CUDA wheels). They build a tiny random
@@ -90,8 +91,10 @@ local_engine_tests() {
   fi
   .venv-local/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0
   .venv-local/bin/python -m pip install -q --disable-pip-version-check -e ".[local,test]"
-  HF_HUB_OFFLINE=1 .venv-local/bin/python -m pytest "$@"
+  # PATH: the flux2-klein tutorial runs `!flux-nb plan` in its kernel
+  PATH="$PWD/.venv-local/bin:$PATH" HF_HUB_OFFLINE=1 .venv-local/bin/python -m pytest "$@"
 }
+KLEIN_TUTORIAL=notebooks/07-real-klein-on-a-colab-gpu.ipynb  # needs flux-nb[local]: .venv-local
 
 # The readers' tests (tests/readers) run in .venv-readers: sd-parsers, SD Prompt Reader and piexif,
 # pinned, with the Pillow they pin (SD Prompt Reader 1.3.5 pins 10.3.0 and sd-parsers 0.6 needs
@@ -120,7 +123,8 @@ if [ "${1:-}" = tests/browser ] || [[ "${1:-}" == tests/browser/* ]]; then
   browser_tests "$@"
   exit
 fi
-if [ "${1:-}" = tests/local_engine ] || [[ "${1:-}" == tests/local_engine/* ]]; then
+if [ "${1:-}" = tests/local_engine ] || [[ "${1:-}" == tests/local_engine/* ]] ||
+  [ "${1:-}" = "$KLEIN_TUTORIAL" ]; then
   local_engine_tests "$@"
   exit
 fi
@@ -146,8 +150,8 @@ fi
   --ignore=tests/readers "$@"
 if [ $# -eq 0 ]; then
   browser_tests tests/browser
-  local_engine_tests tests/local_engine
   py310_tests
   pillow11_tests
   readers_tests tests/readers
+  local_engine_tests tests/local_engine "$KLEIN_TUTORIAL"
 fi

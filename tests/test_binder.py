@@ -25,7 +25,13 @@ import nbformat
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+# The flux2-klein tutorial needs flux-nb[local]: Binder's environment has not got it (see
+# notebooks/conftest.py).
+NOTEBOOKS = sorted(
+    p
+    for p in (REPO / "notebooks").glob("*.ipynb")
+    if '"engine": "flux2-klein"' not in p.read_text(encoding="utf-8")
+)
 # What repo2docker would not find in a fresh clone.
 NOT_IN_A_CLONE = shutil.ignore_patterns(
     ".git",

@@ -34,7 +34,7 @@ from starlette.types import Receive, Scope, Send
 
 from ..recipe import MODEL_ID, PARAMETERS, SEED_MAX, bundled_schema, draw_seed
 from .assets import demo_asset
-from .engines import EngineConfig, get_engine
+from .engines import EngineConfig, engine_slots, get_engine
 from .events import Event, EventHub, Subscription
 from .faults import FaultInjector, FaultMiddleware, Faults, drop_connection
 from .httpio import (
@@ -175,9 +175,10 @@ class Runtime:
 
     def preload(self) -> None:
         """Load the engine's model now rather than at the first generation (EngineUnavailable)."""
-        engine = get_engine(self.engine)
-        if hasattr(engine, "preload"):
-            engine.preload()
+        for slot in range(engine_slots(self.engine, 1)):  # each device's pipeline
+            engine = get_engine(self.engine, slot)
+            if hasattr(engine, "preload"):
+                engine.preload()
 
     def close_streams(self) -> None:
         """End every SSE stream (before a server shutdown, so it need not wait for them)."""

@@ -3,7 +3,8 @@
 Rows are taken in fair turns across owners, sync calls (/api/ai/images/*) first (turns.py).
 No thread per generation: `workers` threads, started on the
 first submit, each with its own engine instance (so engines need not be thread-safe). An engine
-that shares one model (EngineConfig.serial) gets a single worker: generations run one at a time.
+that shares one model (EngineConfig.serial) gets one worker per device it runs a pipeline on:
+generations run one at a time on each (flux2-klein's --device cuda:0,cuda:1, or cpu,cpu).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import httpx
 
 from ..errors import InputImageError
 from ..recipe import Recipe
-from .engines import Cancelled, EngineConfig, EngineError, get_engine
+from .engines import Cancelled, EngineConfig, EngineError, engine_slots, get_engine
 from .fetch import fetch_client
 from .inputs import InputLimits, load_images
 from .results import ResultFiles
@@ -59,7 +60,7 @@ class WorkerPool:
         self._store = store
         self._engine = EngineConfig.of(engine)
         self._engine_name = self._engine.name
-        self._workers = 1 if self._engine.serial else workers
+        self._workers = workers  # for a serial engine: one per device, counted at the first submit
         self._step_delay = step_delay
         self._results = results
         self._input_limits = input_limits
@@ -94,9 +95,14 @@ class WorkerPool:
         with self._lock:
             if self._threads or self._closing:
                 return
-            for i in range(self._workers):
+            try:
+                count = engine_slots(self._engine, self._workers)
+            except Exception:  # counting GPUs failed: one worker, whose load will say why
+                log.exception("cannot count the devices of %s", self._engine_name)
+                count = 1
+            for i in range(count):
                 thread = threading.Thread(
-                    target=self._work, name=f"flux-nb-worker-{i}", daemon=True
+                    target=self._work, args=(i,), name=f"flux-nb-worker-{i}", daemon=True
                 )
                 thread.start()
                 self._threads.append(thread)
@@ -107,7 +113,7 @@ class WorkerPool:
                 self._http = fetch_client(allow_private=self._allow_private_urls)
             return self._http
 
-    def _work(self) -> None:
+    def _work(self, slot: int) -> None:
         engine = None
         while True:
             row = self._queue.get()
@@ -117,7 +123,7 @@ class WorkerPool:
                 continue
             try:
                 if engine is None:
-                    engine = get_engine(self._engine)
+                    engine = get_engine(self._engine, slot)
                 self._run(row, engine)
             except Exception as exc:  # a bug here must fail the row, never kill the thread
                 log.exception("generation %s crashed", row.id)

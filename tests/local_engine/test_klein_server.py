@@ -270,7 +270,7 @@ def test_out_of_memory_fails_that_generation_in_one_line_and_the_engine_goes_on(
         engine.render(recipe, [], on_step=out_of_memory)
     message = str(failure.value)
     assert message.startswith("out of memory on cpu making a 128x128 image (float32)")
-    assert "--offload" in message and "\n" not in message
+    assert "flux-nb plan" in message and "--memory" in message and "\n" not in message
     data, content_type = engine.render(recipe, [])
     assert content_type == "image/png" and Image.open(io.BytesIO(data)).size == (128, 128)
 

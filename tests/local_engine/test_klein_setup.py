@@ -54,7 +54,7 @@ def test_a_device_that_is_not_there_lists_the_devices_that_are(make_server, klei
 
 
 def test_offload_without_a_gpu_says_to_drop_it(klein_folder):
-    with pytest.raises(EngineUnavailable, match="drop --offload"):
+    with pytest.raises(EngineUnavailable, match=r"drop --memory \(and --offload\)"):
         load_pipeline(EngineConfig("flux2-klein", model=str(klein_folder), offload=True))
 
 
@@ -124,6 +124,15 @@ def test_percent_flux_backend_local_switches_to_the_klein_engine(klein_folder, t
             shell.run_line_magic("flux", "backend local --engine flux2-klein --device tpu")
         with pytest.raises(UsageError, match="unknown option '--fast'"):
             shell.run_line_magic("flux", "backend local --fast")
+        shell.run_line_magic(
+            "flux",
+            f"backend local --engine flux2-klein --model {klein_folder} --device cpu"
+            " --quantize text-encoder=int8 --memory auto",
+        )
+        engine = sessions.session().server.runtime.engine
+        assert engine.quantize == (("text_encoder", "int8"), ("transformer", "auto"))
+        with pytest.raises(UsageError, match="the part is text-encoder or transformer"):
+            shell.run_line_magic("flux", "backend local --engine flux2-klein --quantize vae=int8")
     finally:
         os.environ.pop("FLUX_NB_OUTPUT_DIR")
         sessions.set_session(old)

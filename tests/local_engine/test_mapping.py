@@ -106,7 +106,9 @@ def test_auto_device_and_dtype_on_this_cpu_machine() -> None:
     assert not torch.cuda.is_available()  # these machines have no GPU: the test says what it checks
     assert resolve_device("auto", torch) == "cpu"
     assert resolve_dtype("auto", "cpu") == "float32"
-    assert resolve_dtype("auto", "cuda") == "bfloat16"
+    assert resolve_dtype("auto", "cuda", (8, 0)) == "bfloat16"
+    assert resolve_dtype("auto", "cuda:1", (7, 5)) == "float16"  # a T4: no native bfloat16
+    assert resolve_dtype("auto", "mps") == "bfloat16"
     assert resolve_dtype("float16", "cuda") == "float16"
 
 

@@ -11,8 +11,10 @@ one line can explain is raised as EngineError with that line.
 
 Engines are named by an EngineConfig (name plus the options of the engines that load a model).
 The preview engine is made once per worker thread, so its render need not be thread-safe; the
-flux2-klein engine shares one pipeline per device and runs one generation at a time (`serial`),
-so the server gives it a single worker. Nothing here imports torch or diffusers.
+flux2-klein engine shares one pipeline per device and runs one generation at a time on each
+(`serial`), so the server gives it one worker per device (engine_slots). Its memory plan
+(plan.py, machine.py) is arithmetic on the model's configuration. Nothing here imports torch or
+diffusers.
 """
 
 from __future__ import annotations
@@ -36,8 +38,22 @@ from .base import (
 )
 
 
-def get_engine(engine: str | EngineConfig) -> Any:
-    """A new engine instance (imported on demand, so the server starts fast)."""
+def engine_slots(engine: str | EngineConfig, workers: int) -> int:
+    """How many workers run generations: `workers` for an engine per thread; for flux2-klein one
+    per device it runs a pipeline on (torch is imported to count GPUs only for device auto)."""
+    config = EngineConfig.of(engine)
+    if not config.serial:
+        return workers
+    if config.devices != ["auto"]:
+        return len(config.devices)
+    from .flux2_klein import devices_for
+
+    return len(devices_for(config))
+
+
+def get_engine(engine: str | EngineConfig, slot: int = 0) -> Any:
+    """A new engine instance (imported on demand, so the server starts fast); slot picks one of
+    flux2-klein's devices."""
     config = EngineConfig.of(engine)
     if config.name == "preview":
         from .preview import PreviewEngine
@@ -46,7 +62,7 @@ def get_engine(engine: str | EngineConfig) -> Any:
     if config.name == "flux2-klein":
         from .flux2_klein import Flux2KleinEngine
 
-        return Flux2KleinEngine(config)
+        return Flux2KleinEngine(config, slot)
     raise AssertionError(config.name)  # pragma: no cover - ENGINE_LABELS and this function disagree
 
 
@@ -64,5 +80,6 @@ __all__ = [
     "EngineError",
     "EngineUnavailable",
     "check_engine_name",
+    "engine_slots",
     "get_engine",
 ]

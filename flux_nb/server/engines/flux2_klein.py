@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from .base import (
     CONTENT_TYPES,
     JPEG_QUALITY,
     LOCAL_EXTRA_PIP,
+    TORCHAO_PIP,
     WEBP_QUALITY,
     Cancelled,
     EngineConfig,
@@ -141,53 +143,108 @@ def encode(
 
 @dataclass
 class Loaded:
-    """A loaded pipeline and the lock that lets one call at a time use it."""
+    """A loaded pipeline, the plan it follows, and the lock that lets one call at a time use it."""
 
     pipe: Any
     device: str
     dtype: str
     lock: threading.Lock
+    plan: Any = None  # plan.Plan; None for an adopted pipeline
 
 
-_pipelines: dict[tuple[str, str, str, bool], Loaded] = {}
+_pipelines: dict[tuple[str, str, str, str, tuple[tuple[str, str], ...], int], Loaded] = {}
 _load_lock = threading.Lock()  # one load at a time: two loads of the same weights help no one
 
 
-def load_pipeline(config: EngineConfig) -> Loaded:
-    """The process's pipeline for this configuration, loaded on first use; EngineUnavailable
-    (one line saying what to do) when the libraries, the weights or the device are missing."""
+def _key(config: EngineConfig, device: str, dtype: str, slot: int) -> tuple:
+    return (str(config.model), device, dtype, config.memory, config.quantize, slot)
+
+
+def devices_for(config: EngineConfig) -> list[str]:
+    """The devices the engine runs a pipeline on: those named, or for auto every visible GPU
+    whose memory plan fits (one is enough to start: the first device there is)."""
+    if config.devices != ["auto"]:
+        return config.devices
+    from .machine import read_machine, visible_gpus
+    from .plan import model_sizes, plan
+
+    gpus = visible_gpus()
+    if len(gpus) > 1:
+        try:
+            sizes = model_sizes(config.model)
+            fitting = [
+                g for g in gpus if plan(read_machine(g), sizes, **_plan_options(config)).fits
+            ]
+        except ValueError:
+            fitting = []
+        if fitting:
+            return fitting
+    return ["auto"]
+
+
+def _plan_options(config: EngineConfig) -> dict[str, Any]:
+    return {"dtype": config.dtype, "memory": config.memory, "quantize": dict(config.quantize)}
+
+
+def make_plan(config: EngineConfig, device: str) -> Any:
+    """The memory plan for config on this machine's `device` (resolved already)."""
+    from .machine import read_machine
+    from .plan import model_sizes, plan
+
+    try:
+        return plan(read_machine(device), model_sizes(config.model), **_plan_options(config))
+    except ValueError as exc:
+        raise EngineUnavailable(str(exc)) from None
+
+
+def load_pipeline(config: EngineConfig, slot: int = 0) -> Loaded:
+    """The process's pipeline for this configuration (and device slot), loaded on first use by
+    its memory plan, whose line is printed; EngineUnavailable (one line saying what to do) when
+    the libraries, the weights or the device are missing, or nothing fits."""
     config.check_available()
     torch = _import_torch()
-    device = resolve_device(config.device, torch)
-    dtype = resolve_dtype(config.dtype, device)
-    if config.offload and not device.startswith(("cuda", "mps")):
-        raise EngineUnavailable(
-            f"--offload moves parts of the model to a GPU when needed; on {device} there is none: "
-            "drop --offload."
-        )
-    key = (str(config.model), device, dtype, config.offload)
+    devices = config.devices
+    device = resolve_device(devices[slot % len(devices)], torch)
     with _load_lock:
-        if key not in _pipelines:
-            _pipelines[key] = Loaded(
-                _from_pretrained(str(config.model), device, dtype, config.offload, torch),
-                device,
-                dtype,
-                threading.Lock(),
-            )
-        return _pipelines[key]
+        for key, loaded in _pipelines.items():  # adopted, or loaded before for this slot
+            if (
+                key[0] == str(config.model)
+                and key[1] == device
+                and key[3:]
+                == (
+                    config.memory,
+                    config.quantize,
+                    slot,
+                )
+            ):
+                if config.dtype in ("auto", loaded.dtype):
+                    return loaded
+        decided = make_plan(config, device)
+        if not decided.fits:
+            raise EngineUnavailable(f"FLUX.2 Klein does not fit on {device}: {decided.why}.")
+        print(f"flux-nb: flux2-klein plan: {decided.line}", file=sys.stderr, flush=True)
+        loaded = Loaded(
+            _from_pretrained(str(config.model), device, decided, torch),
+            device,
+            decided.dtype,
+            threading.Lock(),
+            decided,
+        )
+        _pipelines[_key(config, device, decided.dtype, slot)] = loaded
+        return loaded
 
 
-def adopt_pipeline(config: EngineConfig, pipe: Any) -> Loaded:
+def adopt_pipeline(config: EngineConfig, pipe: Any, slot: int = 0) -> Loaded:
     """Serve a Flux2KleinPipeline already built in this process (say, a notebook's, or the
     benchmark's full-size random one) for config, instead of loading config.model."""
     torch = _import_torch()
-    device = resolve_device(config.device, torch)
-    dtype = resolve_dtype(config.dtype, device)
+    device = resolve_device(config.devices[slot % len(config.devices)], torch)
+    dtype = str(next(pipe.transformer.parameters()).dtype).removeprefix("torch.")
     _quiet_guidance_warning()
     pipe.set_progress_bar_config(disable=True)
     with _load_lock:
         loaded = Loaded(pipe, device, dtype, threading.Lock())
-        _pipelines[(str(config.model), device, dtype, config.offload)] = loaded
+        _pipelines[_key(config, device, dtype, slot)] = loaded
         return loaded
 
 
@@ -225,16 +282,29 @@ def resolve_device(requested: str, torch: Any) -> str:
     )
 
 
-def resolve_dtype(requested: str, device: str) -> str:
-    """auto -> bfloat16 on cuda, float32 elsewhere."""
+def resolve_dtype(requested: str, device: str, capability: tuple[int, int] | None = None) -> str:
+    """auto -> the plan's rule (plan.auto_dtype): bfloat16 on a CUDA GPU of capability >= 8.0
+    (read from the device when not given) and on mps, float16 below, float32 on the CPU."""
     if requested != "auto":
         return requested
-    return "bfloat16" if device.startswith("cuda") else "float32"
+    from .plan import Machine, auto_dtype
+
+    if capability is None and device.startswith("cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            major, minor = torch.cuda.get_device_capability(device)
+            capability = (major, minor)
+    return auto_dtype(Machine(device, 0.0, 0.0, capability))
 
 
-def _from_pretrained(model: str, device: str, dtype: str, offload: bool, torch: Any) -> Any:
+def _from_pretrained(model: str, device: str, decided: Any, torch: Any) -> Any:
+    """Load part by part as the plan says: each big part in the plan's dtype, quantized (torchao)
+    and, for the gpu placement, moved to the device before the next one is read, so only one
+    part is ever held whole in RAM; then the placement (offload hooks) for the pipeline."""
     try:
-        from diffusers import Flux2KleinPipeline
+        from diffusers import Flux2KleinPipeline, Flux2Transformer2DModel
+        from transformers import Qwen3ForCausalLM
     except ImportError:
         import diffusers
 
@@ -243,16 +313,66 @@ def _from_pretrained(model: str, device: str, dtype: str, offload: bool, torch: 
             f"pip install -U 'flux-nb[local]'"
         ) from None
     _quiet_guidance_warning()
+    dtype = getattr(torch, decided.dtype)
+    on_device = decided.placement == "gpu" and device != "cpu"
+    parts: dict[str, Any] = {}
     try:
-        pipe = Flux2KleinPipeline.from_pretrained(model, dtype=getattr(torch, dtype))
+        for name, cls in (
+            ("text_encoder", Qwen3ForCausalLM),
+            ("transformer", Flux2Transformer2DModel),
+        ):
+            part = cls.from_pretrained(model, subfolder=name, dtype=dtype)
+            if on_device:
+                part.to(device)
+            _quantize(part, name, decided.quantize[name])
+            parts[name] = part
+        pipe = Flux2KleinPipeline.from_pretrained(model, dtype=dtype, **parts)
     except (OSError, ValueError) as exc:
         raise EngineUnavailable(_weights_problem(model, exc)) from None
-    if offload:
-        pipe.enable_model_cpu_offload(device=device)
-    else:
+    if decided.placement in ("gpu", "cpu"):
         pipe.to(device)
+    elif decided.placement == "model-offload":
+        pipe.enable_model_cpu_offload(device=device)
+    elif decided.placement == "sequential-offload":
+        pipe.enable_sequential_cpu_offload(device=device)
+    else:  # group-offload: blocks streamed to the device, one group ahead
+        from diffusers.hooks import apply_group_offloading
+
+        for name in ("text_encoder", "transformer", "vae"):
+            apply_group_offloading(
+                getattr(pipe, name),
+                onload_device=torch.device(device),
+                offload_type="block_level",
+                num_blocks_per_group=1,
+            )
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+TORCHAO_CONFIGS = {
+    "int8": "Int8WeightOnlyConfig",
+    "fp8": "Float8WeightOnlyConfig",
+    "int4": "Int4WeightOnlyConfig",
+}
+
+
+def _quantize(module: Any, name: str, level: str) -> None:
+    """Quantize a part's Linear weights in place with torchao (weight-only); the text encoder's
+    LM head is left alone: the pipeline reads hidden states, never its logits' values."""
+    if level == "none":
+        return
+    try:
+        import torchao.quantization as tq
+    except ImportError:
+        raise EngineUnavailable(
+            f"--quantize {name.replace('_', '-')}={level} needs torchao: run {TORCHAO_PIP}"
+        ) from None
+    import torch
+
+    def linear(mod: Any, fqn: str) -> bool:
+        return isinstance(mod, torch.nn.Linear) and "lm_head" not in fqn
+
+    tq.quantize_(module, getattr(tq, TORCHAO_CONFIGS[level])(), filter_fn=linear)
 
 
 def _weights_problem(model: str, exc: Exception) -> str:
@@ -306,13 +426,14 @@ class Flux2KleinEngine:
 
     name = ENGINE_NAME
 
-    def __init__(self, config: EngineConfig) -> None:
+    def __init__(self, config: EngineConfig, slot: int = 0) -> None:
         self.config = config
+        self.slot = slot  # which of config's devices (one pipeline and one worker each)
         self.software = f"flux-nb {config.label}"
 
     def preload(self) -> Loaded:
         """Load the pipeline now (flux-nb serve --preload) rather than at the first generation."""
-        return load_pipeline(self.config)
+        return load_pipeline(self.config, self.slot)
 
     def render(
         self,
@@ -328,12 +449,18 @@ class Flux2KleinEngine:
         check_inputs(inputs)
         if stop():
             raise Cancelled("cancelled before it started")
-        loaded = load_pipeline(self.config)
+        loaded = load_pipeline(self.config, self.slot)
         kwargs = pipeline_kwargs(recipe, inputs, size_scale=self.config.size_scale)
 
         def step_end(pipe: Any, i: int, _t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             if stop():  # raising here ends the call at once; the pipeline stays usable
                 raise Cancelled(f"cancelled after step {i + 1}")
+            if loaded.dtype == "float16" and not _finite(tensors.get("latents")):
+                raise EngineError(
+                    f"the latents turned non-finite (NaN or inf) in float16 at step {i + 1}: "
+                    "this model overflows float16 here; pass --dtype float32 (or bfloat16 on a "
+                    "GPU of compute capability 8.0 or more)"
+                )
             if on_step is not None:
                 on_step(i + 1, pipe.num_timesteps)
             return tensors
@@ -343,7 +470,7 @@ class Flux2KleinEngine:
                 raise Cancelled("cancelled before it started")
             try:
                 image = loaded.pipe(**kwargs, callback_on_step_end=step_end).images[0]
-            except Cancelled:
+            except (Cancelled, EngineError):
                 raise
             except Exception as exc:
                 explained = self._explain(exc, loaded, kwargs)
@@ -361,7 +488,12 @@ class Flux2KleinEngine:
         size = f"{kwargs['width']}x{kwargs['height']}"
         if _is_out_of_memory(exc):
             _free_memory(loaded.device)
-            hint = "" if self.config.offload else " try flux-nb serve --offload, or"
+            hint = (
+                f" the plan ({loaded.plan.line}) underestimated it: try flux-nb plan and a "
+                "smaller --memory placement or --quantize, or"
+                if loaded.plan is not None
+                else ""
+            )
             return EngineError(
                 f"out of memory on {loaded.device} making a {size} image ({loaded.dtype}):{hint} "
                 "free memory other programs hold on that device."
@@ -369,6 +501,14 @@ class Flux2KleinEngine:
         if isinstance(exc, ValueError):
             return EngineError(f"Flux2KleinPipeline refused this request: {_first_line(exc)}")
         return None
+
+
+def _finite(latents: Any) -> bool:
+    if latents is None:
+        return True
+    import torch
+
+    return bool(torch.isfinite(latents).all())
 
 
 def _free_memory(device: str) -> None:
@@ -388,6 +528,8 @@ __all__ = [
     "Flux2KleinEngine",
     "adopt_pipeline",
     "available_devices",
+    "devices_for",
+    "make_plan",
     "encode",
     "load_pipeline",
     "pipeline_kwargs",
