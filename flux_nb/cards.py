@@ -31,6 +31,8 @@ The %%flux magic and the panel share it:
     its card (the magic adds it to the same grid, the panel puts it in its gallery).
     Layouts and styles (the card's own too) are shared between cards: assign new ones, never mutate.
     Every colour is a JupyterLab theme variable (card_html.py), so light and dark themes both read.
+    Where updates sent while no cell runs are not drawn (Colab), the next cell of any kind sends
+    the card's missed state again (catch_up.py); elsewhere nothing is sent twice.
 
     card_grid(cards) -> GridBox            several cards side by side, wrapping
     card_stack(gens, ...) -> CardStack     a grid of cards that grows a card per Rerun/Vary click
@@ -60,7 +62,7 @@ from typing import Any
 import ipywidgets as widgets
 from ipywidgets.widgets.widget_string import HTMLStyle
 
-from . import card_html, display
+from . import card_html, catch_up, display
 from .options import RECIPE_OPTIONS
 from .recipe import Recipe
 from .status import ENDED_BADLY, SUCCEEDED
@@ -250,10 +252,25 @@ def _card_layout(thumbnail_size: int) -> widgets.Layout:
     )
 
 
+# A card's widgets note what they send while no cell runs, for the front ends that drop it (Colab):
+# the next cell sends it again (catch_up.py). Elsewhere they are the plain widgets.
+_HTML, _Image, _Progress, _Button, _Textarea, _VBox = (
+    catch_up.tracked(c)
+    for c in (
+        widgets.HTML,
+        widgets.Image,
+        widgets.FloatProgress,
+        widgets.Button,
+        widgets.Textarea,
+        widgets.VBox,
+    )
+)
+
+
 def card_button(description: str, tooltip: str, icon: str) -> widgets.Button:
     """A compact button for a card's row (icon, short label, the full meaning as tooltip)."""
     shared = _shared()
-    return widgets.Button(
+    return _Button(
         description=description,
         tooltip=tooltip,
         icon=icon,
@@ -262,7 +279,7 @@ def card_button(description: str, tooltip: str, icon: str) -> widgets.Button:
     )
 
 
-class Card(widgets.VBox):
+class Card(_VBox):  # type: ignore[misc,valid-type]  # a tracked VBox
     """One generation, live: placeholder or preview, progress, status, caption and buttons.
     See the module docstring."""
 
@@ -284,20 +301,21 @@ class Card(widgets.VBox):
         self._notice: widgets.HTML | None = None
         self._copy_box: widgets.Textarea | None = None
         self._shown_status, self._shown_at = gen.status, time.monotonic()
-        self.placeholder = widgets.HTML(
+        catch_up.hook(_shell())
+        self.placeholder = _HTML(
             card_html.placeholder(gen), layout=shared["media"], style=shared["html_style"]
         )
-        self.preview = widgets.Image(format="png", layout=shared["image"])
+        self.preview = _Image(format="png", layout=shared["image"])
         fraction, bar_style = card_html.progress(gen, _durations.typical())
-        self.progress = widgets.FloatProgress(
+        self.progress = _Progress(
             value=fraction, min=0.0, max=1.0, bar_style=bar_style, layout=shared["bar"]
         )
-        self.status = widgets.HTML(
+        self.status = _HTML(
             card_html.status(gen, status_line(gen)),
             layout=shared["line"],
             style=shared["html_style"],
         )
-        self.caption = widgets.HTML(
+        self.caption = _HTML(
             card_html.caption(gen, caption(gen)), layout=shared["line"], style=shared["html_style"]
         )
         self.reproduce_button = card_button(
@@ -311,7 +329,7 @@ class Card(widgets.VBox):
         )
         self.cancel_button = card_button("Cancel", "Cancel: stop this generation", "stop")
         self.cancel_button.disabled = gen.done
-        self.file_link = widgets.HTML(
+        self.file_link = _HTML(
             card_html.file_button(None, "Open"), layout=shared["file"], style=shared["file_style"]
         )
         self.buttons = widgets.HBox(
@@ -438,9 +456,7 @@ class Card(widgets.VBox):
         )
         with self._lock:
             if self._notice is None:
-                self._notice = widgets.HTML(
-                    value, layout=_shared()["line"], style=_shared()["html_style"]
-                )
+                self._notice = _HTML(value, layout=_shared()["line"], style=_shared()["html_style"])
                 self._arrange()
             else:
                 self._notice.value = value
@@ -477,7 +493,7 @@ class Card(widgets.VBox):
             return
         with self._lock:
             if self._copy_box is None:
-                self._copy_box = widgets.Textarea(
+                self._copy_box = _Textarea(
                     text,
                     rows=sum(1 + len(line) // 40 for line in text.splitlines()) + 1,
                     layout=widgets.Layout(width="100%", margin="4px 0 0 0"),
