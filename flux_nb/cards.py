@@ -60,9 +60,11 @@ from pathlib import Path
 from typing import Any
 
 import ipywidgets as widgets
+from ipywidgets.widgets.widget_float import ProgressStyle
 from ipywidgets.widgets.widget_string import HTMLStyle
 
 from . import card_html, catch_up, display
+from .lean_widgets import lean
 from .options import RECIPE_OPTIONS
 from .recipe import Recipe
 from .status import ENDED_BADLY, SUCCEEDED
@@ -204,6 +206,7 @@ def _quote(text: str) -> str:
 
 # -- the card -------------------------------------------------------------------------------------
 
+_Layout = lean(widgets.Layout)
 CARD_PADDING = 8  # px inside the border, each side
 MIN_CARD_CONTENT = 288  # px: five short buttons fit on one row at this width
 PROGRESS_REFRESH = 0.2  # s: the least time between two redraws of a running card's bar
@@ -221,29 +224,26 @@ def _shared() -> dict[str, Any]:
     """Layouts and styles every card uses: one widget each instead of one per card (about
     0.5 ms a widget in a kernel, which is most of a %%flux cell's time)."""
     return {
-        "text": widgets.Layout(width="auto"),
-        "line": widgets.Layout(width="100%", margin="0", overflow="hidden"),
-        "media": widgets.Layout(width="100%", margin="0 0 4px 0"),
-        "image": widgets.Layout(
-            width="100%", height="auto", margin="0 0 4px 0", object_fit="contain"
-        ),
-        "bar": widgets.Layout(width="100%", height="10px", margin="0 0 2px 0"),
-        "row": widgets.Layout(flex_flow="row wrap", width="100%", margin="4px 0 0 0"),
-        "button": widgets.Layout(
-            width="auto", height="24px", padding="0 4px", margin="0 3px 2px 0"
-        ),
-        "file": widgets.Layout(
+        "text": _Layout(width="auto"),
+        "line": _Layout(width="100%", margin="0", overflow="hidden"),
+        "media": _Layout(width="100%", margin="0 0 4px 0"),
+        "image": _Layout(width="100%", height="auto", margin="0 0 4px 0", object_fit="contain"),
+        "bar": _Layout(width="100%", height="10px", margin="0 0 2px 0"),
+        "row": _Layout(flex_flow="row wrap", width="100%", margin="4px 0 0 0"),
+        "button": _Layout(width="auto", height="24px", padding="0 4px", margin="0 3px 2px 0"),
+        "file": _Layout(
             width="auto", min_width="0", height="24px", margin="0 0 2px 0", flex="0 0 auto"
         ),
-        "button_style": widgets.ButtonStyle(font_size=card_html.SMALL_FONT),
-        "html_style": HTMLStyle(),
-        "file_style": HTMLStyle(font_size=card_html.SMALL_FONT),
+        "button_style": lean(widgets.ButtonStyle)(font_size=card_html.SMALL_FONT),
+        "html_style": lean(HTMLStyle)(),
+        "file_style": lean(HTMLStyle)(font_size=card_html.SMALL_FONT),
+        "progress_style": lean(ProgressStyle)(),
     }
 
 
 @cache
 def _card_layout(thumbnail_size: int) -> widgets.Layout:
-    return widgets.Layout(
+    return _Layout(
         width=f"{card_width(thumbnail_size)}px",
         max_width="100%",
         padding=f"{CARD_PADDING}px",
@@ -252,10 +252,11 @@ def _card_layout(thumbnail_size: int) -> widgets.Layout:
     )
 
 
-# A card's widgets note what they send while no cell runs, for the front ends that drop it (Colab):
-# the next cell sends it again (catch_up.py). Elsewhere they are the plain widgets.
+# A card's widgets open with only their non-default state (lean_widgets.py: a smaller saved
+# notebook), and note what they send while no cell runs, for the front ends that drop it (Colab):
+# the next cell sends it again (catch_up.py).
 _HTML, _Image, _Progress, _Button, _Textarea, _VBox = (
-    catch_up.tracked(c)
+    catch_up.tracked(lean(c))
     for c in (
         widgets.HTML,
         widgets.Image,
@@ -308,7 +309,12 @@ class Card(_VBox):  # type: ignore[misc,valid-type]  # a tracked VBox
         self.preview = _Image(format="png", layout=shared["image"])
         fraction, bar_style = card_html.progress(gen, _durations.typical())
         self.progress = _Progress(
-            value=fraction, min=0.0, max=1.0, bar_style=bar_style, layout=shared["bar"]
+            value=fraction,
+            min=0.0,
+            max=1.0,
+            bar_style=bar_style,
+            layout=shared["bar"],
+            style=shared["progress_style"],
         )
         self.status = _HTML(
             card_html.status(gen, status_line(gen)),
@@ -332,7 +338,7 @@ class Card(_VBox):  # type: ignore[misc,valid-type]  # a tracked VBox
         self.file_link = _HTML(
             card_html.file_button(None, "Open"), layout=shared["file"], style=shared["file_style"]
         )
-        self.buttons = widgets.HBox(
+        self.buttons = lean(widgets.HBox)(
             [
                 self.reproduce_button,
                 self.vary_button,
@@ -496,7 +502,7 @@ class Card(_VBox):  # type: ignore[misc,valid-type]  # a tracked VBox
                 self._copy_box = _Textarea(
                     text,
                     rows=sum(1 + len(line) // 40 for line in text.splitlines()) + 1,
-                    layout=widgets.Layout(width="100%", margin="4px 0 0 0"),
+                    layout=_Layout(width="100%", margin="4px 0 0 0"),
                     tooltip="Select all and copy into a new cell",
                 )
                 self._arrange()
@@ -545,7 +551,7 @@ class _Durations:
 
 def grid_layout(column_width: int) -> widgets.Layout:
     """As many fixed-width columns as the output area holds, left-aligned, wrapping."""
-    return widgets.Layout(
+    return _Layout(
         grid_template_columns=f"repeat(auto-fill, {column_width}px)",
         grid_gap="8px",
         justify_content="flex-start",
@@ -565,7 +571,7 @@ def _stable_text(bundle: dict[str, Any], gens: Sequence[Any]) -> dict[str, Any]:
     return {**bundle, "text/plain": "\n".join(_plain(g) for g in gens)}
 
 
-class CardStack(widgets.GridBox):
+class CardStack(lean(widgets.GridBox)):  # type: ignore[misc]  # a lean GridBox
     """What a %%flux cell shows: its cards in a grid, then a card per Reproduce/New seed click."""
 
     def __init__(self, children, gens: Sequence[Any], **kwargs):
@@ -626,7 +632,7 @@ def sweep_view(
     def label(text: str, align: str = "center") -> widgets.HTML:
         return widgets.HTML(
             f'<div style="text-align:{align};font-weight:600">{text}</div>',
-            layout=widgets.Layout(width="auto", align_self="center"),
+            layout=_Layout(width="auto", align_self="center"),
         )
 
     rows, cols = sweep.shape
@@ -640,7 +646,7 @@ def sweep_view(
         items += [Card(g, on_new=made, thumbnail_size=thumbnail_size) for g in gens]
     grid = widgets.GridBox(
         items,
-        layout=widgets.Layout(
+        layout=_Layout(
             grid_template_columns=("max-content " if with_rows else "")
             + f"repeat({cols}, minmax({thumbnail_size + 24}px, 1fr))",
             grid_gap="6px",

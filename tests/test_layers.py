@@ -34,7 +34,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("server",),  # the local loopback server
     ("sessions",),  # one per kernel: backend, runner, output folder, history
     ("aio",),  # the async twins
-    ("card_html", "settled_output", "catch_up"),  # views: card HTML, settled output, catch-up
+    ("card_html", "settled_output", "catch_up", "lean_widgets"),  # views and their syncing
     ("cards", "controls"),  # the live card widgets; panel controls made from the schema
     ("panel",),  # the widgets panel
     ("magic", "cli"),  # %%flux, and the command line
