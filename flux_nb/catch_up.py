@@ -59,8 +59,10 @@ def _note(widget: Any, key: Any) -> None:
 
 
 def needed() -> bool:
-    """Colab's page drops widget messages sent while no cell runs; its kernel has google.colab."""
-    return "google.colab" in sys.modules
+    """Colab's page drops widget messages sent while no cell runs. Its kernel is started by
+    colab_kernel_launcher, with its kernel class from google.colab (so that is loaded)."""
+    launcher = sys.argv[0] if sys.argv else ""
+    return "google.colab" in sys.modules or "colab_kernel_launcher" in launcher
 
 
 def catch_up() -> int:

@@ -10,6 +10,7 @@ loaded; a stand-in module of that name makes this kernel one.
 from __future__ import annotations
 
 import hashlib
+import sys
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,16 @@ def test_outside_colab_nothing_is_sent_again(page):
     after = page.run("1 + 1")
     assert page.widget_messages.get(after[0]["parent_header"]["msg_id"], 0) == 0
     assert sum(1 for _ in page.truth) == sent
+
+
+def test_colabs_kernel_is_known_by_its_module_or_its_launcher(monkeypatch):
+    from flux_nb import catch_up
+
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    monkeypatch.setattr("sys.argv", ["/usr/lib/python3/site-packages/ipykernel_launcher.py"])
+    assert not catch_up.needed()
+    monkeypatch.setattr("sys.argv", ["/usr/local/lib/python3.13/colab_kernel_launcher.py"])
+    assert catch_up.needed()
+    monkeypatch.setattr("sys.argv", ["x"])
+    monkeypatch.setitem(sys.modules, "google.colab", object())
+    assert catch_up.needed()
