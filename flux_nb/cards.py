@@ -31,6 +31,8 @@ The %%flux magic and the panel share it:
     its card (the magic adds it to the same grid, the panel puts it in its gallery).
     Layouts and styles (the card's own too) are shared between cards: assign new ones, never mutate.
     Every colour is a JupyterLab theme variable (card_html.py), so light and dark themes both read.
+    Where updates sent while no cell runs are not drawn (Colab), the next cell of any kind sends
+    the card's missed state again (catch_up.py); elsewhere nothing is sent twice.
 
     card_grid(cards) -> GridBox            several cards side by side, wrapping
     card_stack(gens, ...) -> CardStack     a grid of cards that grows a card per Rerun/Vary click
@@ -58,9 +60,11 @@ from pathlib import Path
 from typing import Any
 
 import ipywidgets as widgets
+from ipywidgets.widgets.widget_float import ProgressStyle
 from ipywidgets.widgets.widget_string import HTMLStyle
 
-from . import card_html, display
+from . import card_html, catch_up, display
+from .lean_widgets import lean
 from .options import RECIPE_OPTIONS
 from .recipe import Recipe
 from .status import ENDED_BADLY, SUCCEEDED
@@ -202,6 +206,7 @@ def _quote(text: str) -> str:
 
 # -- the card -------------------------------------------------------------------------------------
 
+_Layout = lean(widgets.Layout)
 CARD_PADDING = 8  # px inside the border, each side
 MIN_CARD_CONTENT = 288  # px: five short buttons fit on one row at this width
 PROGRESS_REFRESH = 0.2  # s: the least time between two redraws of a running card's bar
@@ -219,29 +224,26 @@ def _shared() -> dict[str, Any]:
     """Layouts and styles every card uses: one widget each instead of one per card (about
     0.5 ms a widget in a kernel, which is most of a %%flux cell's time)."""
     return {
-        "text": widgets.Layout(width="auto"),
-        "line": widgets.Layout(width="100%", margin="0", overflow="hidden"),
-        "media": widgets.Layout(width="100%", margin="0 0 4px 0"),
-        "image": widgets.Layout(
-            width="100%", height="auto", margin="0 0 4px 0", object_fit="contain"
-        ),
-        "bar": widgets.Layout(width="100%", height="10px", margin="0 0 2px 0"),
-        "row": widgets.Layout(flex_flow="row wrap", width="100%", margin="4px 0 0 0"),
-        "button": widgets.Layout(
-            width="auto", height="24px", padding="0 4px", margin="0 3px 2px 0"
-        ),
-        "file": widgets.Layout(
+        "text": _Layout(width="auto"),
+        "line": _Layout(width="100%", margin="0", overflow="hidden"),
+        "media": _Layout(width="100%", margin="0 0 4px 0"),
+        "image": _Layout(width="100%", height="auto", margin="0 0 4px 0", object_fit="contain"),
+        "bar": _Layout(width="100%", height="10px", margin="0 0 2px 0"),
+        "row": _Layout(flex_flow="row wrap", width="100%", margin="4px 0 0 0"),
+        "button": _Layout(width="auto", height="24px", padding="0 4px", margin="0 3px 2px 0"),
+        "file": _Layout(
             width="auto", min_width="0", height="24px", margin="0 0 2px 0", flex="0 0 auto"
         ),
-        "button_style": widgets.ButtonStyle(font_size=card_html.SMALL_FONT),
-        "html_style": HTMLStyle(),
-        "file_style": HTMLStyle(font_size=card_html.SMALL_FONT),
+        "button_style": lean(widgets.ButtonStyle)(font_size=card_html.SMALL_FONT),
+        "html_style": lean(HTMLStyle)(),
+        "file_style": lean(HTMLStyle)(font_size=card_html.SMALL_FONT),
+        "progress_style": lean(ProgressStyle)(),
     }
 
 
 @cache
 def _card_layout(thumbnail_size: int) -> widgets.Layout:
-    return widgets.Layout(
+    return _Layout(
         width=f"{card_width(thumbnail_size)}px",
         max_width="100%",
         padding=f"{CARD_PADDING}px",
@@ -250,10 +252,26 @@ def _card_layout(thumbnail_size: int) -> widgets.Layout:
     )
 
 
+# A card's widgets open with only their non-default state (lean_widgets.py: a smaller saved
+# notebook), and note what they send while no cell runs, for the front ends that drop it (Colab):
+# the next cell sends it again (catch_up.py).
+_HTML, _Image, _Progress, _Button, _Textarea, _VBox = (
+    catch_up.tracked(lean(c))
+    for c in (
+        widgets.HTML,
+        widgets.Image,
+        widgets.FloatProgress,
+        widgets.Button,
+        widgets.Textarea,
+        widgets.VBox,
+    )
+)
+
+
 def card_button(description: str, tooltip: str, icon: str) -> widgets.Button:
     """A compact button for a card's row (icon, short label, the full meaning as tooltip)."""
     shared = _shared()
-    return widgets.Button(
+    return _Button(
         description=description,
         tooltip=tooltip,
         icon=icon,
@@ -262,7 +280,7 @@ def card_button(description: str, tooltip: str, icon: str) -> widgets.Button:
     )
 
 
-class Card(widgets.VBox):
+class Card(_VBox):  # type: ignore[misc,valid-type]  # a tracked VBox
     """One generation, live: placeholder or preview, progress, status, caption and buttons.
     See the module docstring."""
 
@@ -284,20 +302,26 @@ class Card(widgets.VBox):
         self._notice: widgets.HTML | None = None
         self._copy_box: widgets.Textarea | None = None
         self._shown_status, self._shown_at = gen.status, time.monotonic()
-        self.placeholder = widgets.HTML(
+        catch_up.hook(_shell())
+        self.placeholder = _HTML(
             card_html.placeholder(gen), layout=shared["media"], style=shared["html_style"]
         )
-        self.preview = widgets.Image(format="png", layout=shared["image"])
+        self.preview = _Image(format="png", layout=shared["image"])
         fraction, bar_style = card_html.progress(gen, _durations.typical())
-        self.progress = widgets.FloatProgress(
-            value=fraction, min=0.0, max=1.0, bar_style=bar_style, layout=shared["bar"]
+        self.progress = _Progress(
+            value=fraction,
+            min=0.0,
+            max=1.0,
+            bar_style=bar_style,
+            layout=shared["bar"],
+            style=shared["progress_style"],
         )
-        self.status = widgets.HTML(
+        self.status = _HTML(
             card_html.status(gen, status_line(gen)),
             layout=shared["line"],
             style=shared["html_style"],
         )
-        self.caption = widgets.HTML(
+        self.caption = _HTML(
             card_html.caption(gen, caption(gen)), layout=shared["line"], style=shared["html_style"]
         )
         self.reproduce_button = card_button(
@@ -311,10 +335,10 @@ class Card(widgets.VBox):
         )
         self.cancel_button = card_button("Cancel", "Cancel: stop this generation", "stop")
         self.cancel_button.disabled = gen.done
-        self.file_link = widgets.HTML(
+        self.file_link = _HTML(
             card_html.file_button(None, "Open"), layout=shared["file"], style=shared["file_style"]
         )
-        self.buttons = widgets.HBox(
+        self.buttons = lean(widgets.HBox)(
             [
                 self.reproduce_button,
                 self.vary_button,
@@ -438,9 +462,7 @@ class Card(widgets.VBox):
         )
         with self._lock:
             if self._notice is None:
-                self._notice = widgets.HTML(
-                    value, layout=_shared()["line"], style=_shared()["html_style"]
-                )
+                self._notice = _HTML(value, layout=_shared()["line"], style=_shared()["html_style"])
                 self._arrange()
             else:
                 self._notice.value = value
@@ -477,10 +499,10 @@ class Card(widgets.VBox):
             return
         with self._lock:
             if self._copy_box is None:
-                self._copy_box = widgets.Textarea(
+                self._copy_box = _Textarea(
                     text,
                     rows=sum(1 + len(line) // 40 for line in text.splitlines()) + 1,
-                    layout=widgets.Layout(width="100%", margin="4px 0 0 0"),
+                    layout=_Layout(width="100%", margin="4px 0 0 0"),
                     tooltip="Select all and copy into a new cell",
                 )
                 self._arrange()
@@ -529,7 +551,7 @@ class _Durations:
 
 def grid_layout(column_width: int) -> widgets.Layout:
     """As many fixed-width columns as the output area holds, left-aligned, wrapping."""
-    return widgets.Layout(
+    return _Layout(
         grid_template_columns=f"repeat(auto-fill, {column_width}px)",
         grid_gap="8px",
         justify_content="flex-start",
@@ -549,7 +571,7 @@ def _stable_text(bundle: dict[str, Any], gens: Sequence[Any]) -> dict[str, Any]:
     return {**bundle, "text/plain": "\n".join(_plain(g) for g in gens)}
 
 
-class CardStack(widgets.GridBox):
+class CardStack(lean(widgets.GridBox)):  # type: ignore[misc]  # a lean GridBox
     """What a %%flux cell shows: its cards in a grid, then a card per Reproduce/New seed click."""
 
     def __init__(self, children, gens: Sequence[Any], **kwargs):
@@ -610,7 +632,7 @@ def sweep_view(
     def label(text: str, align: str = "center") -> widgets.HTML:
         return widgets.HTML(
             f'<div style="text-align:{align};font-weight:600">{text}</div>',
-            layout=widgets.Layout(width="auto", align_self="center"),
+            layout=_Layout(width="auto", align_self="center"),
         )
 
     rows, cols = sweep.shape
@@ -624,7 +646,7 @@ def sweep_view(
         items += [Card(g, on_new=made, thumbnail_size=thumbnail_size) for g in gens]
     grid = widgets.GridBox(
         items,
-        layout=widgets.Layout(
+        layout=_Layout(
             grid_template_columns=("max-content " if with_rows else "")
             + f"repeat({cols}, minmax({thumbnail_size + 24}px, 1fr))",
             grid_gap="6px",

@@ -92,8 +92,8 @@ class FluxMagics(Magics):
                 self._sweep(sess, cell, args, params)
                 return
             recipes = sess.recipes(cell, args.n, **params)
-            self._check_cost(sess, recipes, args.yes)
-            gens = sess.submit(recipes)
+            check = self._check_cost(sess, recipes, args.yes)
+            gens = sess.submit(recipes, check=check)
         except errors.FluxError as exc:
             raise UsageError(str(exc)) from None
         self._bind(gens if args.n > 1 else gens[0], args.name)
@@ -116,19 +116,32 @@ class FluxMagics(Magics):
             except errors.ValidationError as exc:
                 raise UsageError(f"%%flux --sweep: {exc}") from None
         todo = plan(cell, axes, sess.schema, **params)
-        self._check_cost(sess, list(todo.recipes), args.yes)
-        grid = start(sess, todo)
+        check = self._check_cost(sess, list(todo.recipes), args.yes)
+        grid = start(sess, todo, check=check)
         self._bind(grid, args.name)
         view = sweep_view(grid, on_new=self._bind, thumbnail_size=min(self.thumbnail_size, 256))
         show(view, grid.generations, lambda: sweep_final_bundle(grid, view))
 
-    def _check_cost(self, sess, recipes: list, confirmed: bool) -> None:
-        """On a paid backend: one line with the cost, or refuse the cell over max_cell_cost."""
-        from .pricing import check_cell
+    def _check_cost(self, sess, recipes: list, confirmed: bool):
+        """On a paid backend: one line with the cost, or refuse the cell over max_cell_cost.
+        While the price is still being read (a session's first cell), the cell does not wait:
+        the check it returns runs before the enqueue instead."""
+        from .pricing import check_cell, deferred_check
 
-        line = check_cell(sess.price, recipes, self.max_cell_cost, confirmed)
+        price = sess.price_now()
+        if price is None:
+            if confirmed:
+                print("flux: cost: the price is still being read; --yes sends it whatever it is.")
+                return None
+            print(
+                "flux: cost: the price is still being read; it is checked against"
+                " FluxMagics.max_cell_cost before anything is sent."
+            )
+            return deferred_check(lambda: sess.price, recipes, self.max_cell_cost)
+        line = check_cell(price, recipes, self.max_cell_cost, confirmed)
         if line:
             print(line)
+        return None
 
     def _parse(self, line: str):
         if self.default_options:

@@ -10,7 +10,8 @@ backend costs nothing.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -170,4 +171,33 @@ def check_cell(price: Price, recipes: list[Recipe], limit: float, confirmed: boo
     return f"flux: cost {price.describe(recipes)}."
 
 
-__all__ = ["CostLimitError", "Price", "check_cell", "money", "price_from_model"]
+def deferred_check(
+    price_of: Callable[[], Price], recipes: list[Recipe], limit: float
+) -> Callable[[], None]:
+    """check_cell for a cell sent before its price was known: run before each of its enqueues
+    (runner threads), it reads the price once and refuses every image of the cell alike."""
+    lock = threading.Lock()
+    outcome: list[CostLimitError | None] = []
+
+    def check() -> None:
+        with lock:
+            if not outcome:
+                try:
+                    check_cell(price_of(), recipes, limit, confirmed=False)
+                    outcome.append(None)
+                except CostLimitError as exc:
+                    outcome.append(exc)
+        if outcome[0] is not None:
+            raise outcome[0]
+
+    return check
+
+
+__all__ = [
+    "CostLimitError",
+    "Price",
+    "check_cell",
+    "deferred_check",
+    "money",
+    "price_from_model",
+]

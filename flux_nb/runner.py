@@ -27,7 +27,7 @@ import io
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -81,6 +81,7 @@ class _Tracked:
     polls: int = 0
     next_poll: float = 0.0
     download_failures: int = 0
+    check: Callable[[], None] | None = None  # the cell's own check before its enqueue (cost)
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
     def claim(self) -> bool:
@@ -129,6 +130,9 @@ class Runner:
         self._answered_silently = False  # a stream opened (200) during this silence
         self._last_event_id: str | None = None
         self.stats = {"events": 0, "polls": 0, "enqueues": 0, "downloads": 0, "sse_connects": 0}
+        # Checks that read the network run here, before each enqueue, never on a cell's path:
+        # the session's re-check against the live schema; each submit's own (its cell's cost).
+        self.before_send: Callable[[Generation], None] | None = None
 
     def __repr__(self) -> str:
         stream = "trusted" if self._trusted(time.monotonic()) else "up" if self._sse_up else "down"
@@ -142,15 +146,22 @@ class Runner:
     # -- public -----------------------------------------------------------------------------------
 
     def submit(
-        self, recipes: list[Recipe], lineages: list[dict[str, Any] | None] | None = None
+        self,
+        recipes: list[Recipe],
+        lineages: list[dict[str, Any] | None] | None = None,
+        check: Callable[[], None] | None = None,
     ) -> list[Generation]:
         """Journal the recipes (with each one's lineage, when it has one), then enqueue each in
-        the background; returns handles at once."""
+        the background; returns handles at once. check() runs before each enqueue (a FluxError
+        it raises ends that generation unsent)."""
         lineages = lineages or [None] * len(recipes)
-        gens = [
-            self._track(Generation(r, self, lineage=lin)).gen
+        tracks = [
+            self._track(Generation(r, self, lineage=lin))
             for r, lin in zip(recipes, lineages, strict=True)
         ]
+        for track in tracks:
+            track.check = check
+        gens = [t.gen for t in tracks]
         server = self.client.base_url
         self.journal.record(
             *(
@@ -298,6 +309,15 @@ class Runner:
             self._terminal(
                 gen, CANCELLED, errors.GenerationCancelled("cancelled before it was sent")
             )
+            return
+        check = self._tracks[gen.key].check
+        try:
+            if self.before_send is not None:
+                self.before_send(gen)
+            if check is not None:
+                check()
+        except errors.FluxError as exc:
+            self._terminal(gen, FAILED, exc)
             return
         with self._sending(gen.recipe):
             rows = self._send(gen)

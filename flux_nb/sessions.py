@@ -148,12 +148,19 @@ class Session:
         self.runner = Runner(self.client, self.output, self.journal, backend=self.backend)
         self.runner.engine = self.engine
         self._schema: dict[str, Any] = bundled_schema()
-        self._schema_checked = self.backend == "local"  # the local server serves the bundled copy
         self._price = None
         # The model object is read once, by whichever of the schema check and the price asks
         # first; the other waits on the lock instead of sending a second GET.
         self._model_lock = threading.Lock()
         self._model: dict[str, Any] | None = None
+        # Read in the background from the start, so no cell waits for the network: the bundled
+        # schema validates meanwhile, and the live one re-checks each recipe before its enqueue.
+        self._model_read = threading.Event()
+        if self.backend == "local":  # the local server serves the bundled copy
+            self._model_read.set()
+        else:
+            self._read_model_soon()
+            self.runner.before_send = self._check_live
         if announce is not None:
             announce(self.describe())
 
@@ -191,10 +198,8 @@ class Session:
 
     @property
     def schema(self) -> dict[str, Any]:
-        """The model's request_schema: fetched once from the backend, bundled copy meanwhile."""
-        if not self._schema_checked:
-            self._schema_checked = True
-            threading.Thread(target=self._fetch_schema, daemon=True, name="flux-nb-schema").start()
+        """The model's request_schema: read from the backend when the session starts, the
+        bundled copy until then (never waits)."""
         return self._schema
 
     @property
@@ -220,11 +225,35 @@ class Session:
                 self._model = self.client.model_info()
             return self._model
 
-    def _fetch_schema(self) -> None:
+    def price_now(self):
+        """The price when it is known without a network round trip; None while the model object
+        is being read (a failed read is started again, and asked for again next time)."""
+        if self._price is None and self.backend != "local" and self._model is None:
+            if self._model_read.is_set():
+                self._read_model_soon()
+            return None
+        return self.price
+
+    def _read_model_soon(self) -> None:
+        self._model_read.clear()
+        threading.Thread(target=self._read_model, daemon=True, name="flux-nb-schema").start()
+
+    def _read_model(self) -> None:
         try:
             self._schema = schema_of(self._model_object())
         except (errors.FluxError, RuntimeError):  # RuntimeError: the session closed meanwhile
             pass  # keep the bundled copy: validation still happens before anything is sent
+        finally:
+            self._model_read.set()
+
+    def _check_live(self, gen: Generation) -> None:
+        """Runner thread, before a generation's enqueue: its recipe against the live schema
+        (read in the background; the bundled copy already passed it). Raises ValidationError."""
+        from .recipe import validate
+
+        timeouts = self.client.timeouts
+        self._model_read.wait(timeouts.connect + timeouts.read)  # then the bundled check stands
+        validate(gen.recipe.params(), self._schema)
 
     def recipes(self, prompt: str, n: int = 1, **params: Any) -> list[Recipe]:
         """Validated recipes for n images. With a seed and n > 1, seeds run seed, seed+1, ..."""
@@ -256,12 +285,16 @@ class Session:
         return gens[0] if n == 1 else gens
 
     def submit(
-        self, recipes: Iterable[Recipe], lineages: list[dict[str, Any] | None] | None = None
+        self,
+        recipes: Iterable[Recipe],
+        lineages: list[dict[str, Any] | None] | None = None,
+        check: Callable[[], None] | None = None,
     ) -> list[Generation]:
         """Send recipes; each one's lineage (how its input images were made) is worked out here
         unless given, and goes beside the recipe into the journal and the saved file. Input
         images go by hash (their bytes kept in <output>/.inputs/); one named by a hash that is
-        not there stops everything before anything is sent (inputs.MissingInput)."""
+        not there stops everything before anything is sent (inputs.MissingInput). check() runs
+        before each enqueue (a %%flux cell's cost, while the price was still being read)."""
         recipes = [self.output.inputs.intern(r) for r in recipes]
         if lineages is None:
             known: dict[tuple[str, ...], Any] = {}
@@ -269,7 +302,7 @@ class Session:
                 if r.input_image not in known:
                     known[r.input_image] = self.lineage_record(r)
             lineages = [known[r.input_image] for r in recipes]
-        return self.runner.submit(recipes, lineages)
+        return self.runner.submit(recipes, lineages, check)
 
     # -- lineage ----------------------------------------------------------------------------------
 

@@ -406,9 +406,10 @@ class Sweep:
         return sweep_bundle(self)
 
 
-def start(session: Any, plan: Plan) -> Sweep:
-    """Send every cell of the plan (each its own enqueue) and return the Sweep at once."""
-    return Sweep(plan, session.submit(plan.recipes))
+def start(session: Any, plan: Plan, check: Any = None) -> Sweep:
+    """Send every cell of the plan (each its own enqueue) and return the Sweep at once; check()
+    runs before each enqueue (Runner.submit)."""
+    return Sweep(plan, session.submit(plan.recipes, check=check))
 
 
 __all__ = [

@@ -35,7 +35,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("server",),  # the local loopback server
     ("sessions",),  # one per kernel: backend, runner, output folder, history
     ("aio",),  # the async twins
-    ("card_html", "settled_output"),  # views: the card's HTML, the settled notebook output
+    ("card_html", "settled_output", "catch_up", "lean_widgets"),  # views and their syncing
     ("cards", "controls"),  # the live card widgets; panel controls made from the schema
     ("panel",),  # the widgets panel
     ("magic", "cli"),  # %%flux, and the command line

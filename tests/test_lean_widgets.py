@@ -1,0 +1,83 @@
+"""A card's widget models are sent with only what differs from the defaults (lean_widgets.py), so
+a saved notebook holds small models, and a page that starts each model from the defaults, as
+every ipywidgets front end does, draws exactly the kernel's card."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import ipywidgets
+import pytest
+from widget_page import started_page
+
+# Every widget in the kernel, its whole state as ipywidgets itself would send it (bytes hashed).
+KERNEL_STATE = """
+import hashlib as _h, json as _j, ipywidgets as _w
+from ipywidgets.widgets.widget import _instances as _all
+def _plain(v):
+    return _h.sha256(bytes(v)).hexdigest() if isinstance(v, (bytes, memoryview)) else v
+print(_j.dumps({i: {k: _plain(v) for k, v in _w.Widget.get_state(w).items()}
+                for i, w in _all.items()}, default=list))
+"""
+
+
+def _defaults(model_name: str, module: str) -> dict[str, Any]:
+    """The state a front end gives a new model of this name before applying what was sent:
+    ipywidgets' defaults, which its own embedding (drop_defaults) relies on too."""
+    for cls in _widget_classes():
+        traits = cls.class_traits()
+        if (
+            traits["_model_name"].default_value == model_name
+            and traits["_model_module"].default_value == module
+        ):
+            return ipywidgets.Widget.get_state(cls())
+    raise AssertionError(f"no ipywidgets class makes {model_name}")
+
+
+def _widget_classes() -> list[type]:
+    found, todo = [], [ipywidgets.Widget]
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        if cls.__module__.startswith("ipywidgets.") and "_model_name" in cls.class_traits():
+            found.append(cls)
+    return found
+
+
+def _plain(state: dict[str, Any]) -> dict[str, Any]:
+    """JSON-comparable: bytes as their hash, tuples as lists."""
+    return {
+        k: hashlib.sha256(bytes(v)).hexdigest()
+        if isinstance(v, (bytes, memoryview))
+        else list(v)
+        if isinstance(v, tuple)
+        else v
+        for k, v in state.items()
+    }
+
+
+@pytest.fixture
+def page(tmp_path: Path):
+    with started_page(tmp_path) as started:
+        yield started
+
+
+def test_a_page_that_starts_from_the_defaults_draws_the_kernels_card(page):
+    page.run("%load_ext flux_nb")
+    page.run("%%flux --seed 3 --steps 4 --name fox\na red fox in snow")
+    page.run("%flux wait 60")
+    (printed,) = [m for m in page.run(KERNEL_STATE) if m["msg_type"] == "stream"]
+    kernel = json.loads(printed["content"]["text"])
+
+    card = [i for i, m in page.truth.items() if "flux-nb-card" in m.get("_dom_classes", ())]
+    assert card, "the card's model was never sent"
+    sent_keys = 0
+    for model_id, sent in page.truth.items():
+        drawn = _plain({**_defaults(sent["_model_name"], sent["_model_module"]), **sent})
+        assert drawn == _plain(kernel[model_id]), sent["_model_name"]
+        sent_keys += len(sent)
+    full_keys = sum(len(state) for i, state in kernel.items() if i in page.truth)
+    assert sent_keys < full_keys / 2  # most of every model is its defaults, and stays unsent
