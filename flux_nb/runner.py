@@ -195,7 +195,8 @@ class Runner:
         gen.engine = found.get("engine") or None
         gen.path = path
         self._track(gen).claimed = True
-        saved_at = path.stat().st_mtime
+        stat = path.stat()
+        saved_at, gen.data_length = stat.st_mtime, stat.st_size
         gen.created = _parse_utc(found.get("created")) or saved_at
         gen._finish(SUCCEEDED)
         gen.finished = max(saved_at, gen.created)
@@ -517,8 +518,8 @@ class Runner:
             self._progress(gen, status=status)
 
     def _collect(self, gen: Generation) -> None:
-        """Download, check, embed the recipe and save;
-        on a storage error keep the bytes in memory."""
+        """Download, check, embed the recipe and save; the handle keeps the bytes only when
+        the save failed (a storage error)."""
         try:
             self.stats["downloads"] += 1
             data = self.client.download(_result_url(gen))
@@ -545,12 +546,13 @@ class Runner:
             )
             return
         _make_previews(gen, data)
-        gen.data = data
         try:
             gen.path = self.output.save(data, gen.recipe, _sent_id(gen), self.file_extra(gen))
         except errors.StorageError as exc:
-            gen.save_error = exc
+            gen.save_error, gen._unsaved = exc, data  # no file holds them: kept until save()
+            gen.data_length = len(data)
         else:
+            gen.data_length = _file_size(gen.path)
             self.journal.record(
                 {"op": "saved", "key": gen.key, "id": gen.id, "path": str(gen.path)}
             )
@@ -624,6 +626,13 @@ def _make_previews(gen: Generation, data: bytes) -> None:
         log.debug("no thumbnails made for %s", gen.id, exc_info=True)
         return
     gen._keep_thumbnails(made)
+
+
+def _file_size(path: Any) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
 
 
 def _sent_id(gen: Generation) -> str:

@@ -298,11 +298,7 @@ class Session:
         if key in self._origins:
             return self._origins[key]
         for gen in reversed(self.history):  # a result of this session, used as input by its bytes
-            if (
-                gen.data is not None
-                and len(gen.data) == len(data)
-                and lineage.result_digest(gen) == key
-            ):
+            if gen.data_length == len(data) and lineage.result_digest(gen) == key:
                 return lineage.made_by(gen.recipe, gen.lineage, gen.id)
         return None
 

@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, ...]] = [
     # errors, status names, settings, the option table, files written whole or not at all
     ("errors", "status", "config", "options", "atomic_write"),
     ("recipe",),  # the validated parameters and the bundled schema
-    ("metadata", "pricing", "thumbnail", "sheet"),  # file formats, prices, small pictures
+    ("metadata", "pricing", "thumbnail", "sheet", "recent"),  # file formats, small pictures
     (
         "client",
         "journal",
