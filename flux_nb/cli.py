@@ -24,6 +24,7 @@ SERVER_KEY_ENV = "FLUX_NB_SERVER_API_KEY"
 ENGINE_NAMES = ("preview", "flux2-klein")
 KLEIN_DEFAULT_MODEL = "black-forest-labs/FLUX.2-klein-4B"
 DTYPES = ("auto", "bfloat16", "float16", "float32")
+RESULTS_IN_MEMORY_MB = 256  # server.results.MEMORY_BUDGET, for --help
 
 
 def _add_serve(subparsers: argparse._SubParsersAction) -> None:
@@ -33,7 +34,9 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
         description="Run the local Oxen-compatible server in the foreground until Ctrl+C. With "
         "the default engine (preview) its images come from an offline stand-in, not from FLUX; "
         "--engine flux2-klein runs the real FLUX.2 Klein through diffusers (pip install "
-        "'flux-nb[local]').",
+        "'flux-nb[local]'). Results stay in memory up to "
+        f"{RESULTS_IN_MEMORY_MB} MB, then the oldest go to a temporary folder (deleted when it "
+        "stops); the server embedded in a notebook keeps 64 MB and only until downloaded.",
     )
     p.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default: %(default)s, loopback only)"

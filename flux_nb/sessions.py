@@ -34,14 +34,17 @@ def embedded_server(step_delay: float, engine: Any = "preview"):
     key = (step_delay, config)
     with _embedded_lock:
         if key not in _embedded:
-            from .server.app import LocalExtras
+            from .server.app import Limits, LocalExtras
             from .server.embedded import LocalServer
+            from .server.results import EMBEDDED_BUDGET
 
             # Progress events are local-only: cards draw a progress bar from them,
             # nothing needs them.
             extras = LocalExtras(progress_events=True)
+            # Its one client keeps what it downloads: a result leaves memory once fetched.
+            limits = Limits(results_in_memory_bytes=EMBEDDED_BUDGET, spill_downloaded=True)
             _embedded[key] = LocalServer(
-                step_delay=step_delay, engine=config, extras=extras
+                step_delay=step_delay, engine=config, extras=extras, limits=limits
             ).start()
         return _embedded[key]
 

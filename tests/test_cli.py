@@ -53,3 +53,15 @@ def test_bad_value_is_one_line_and_exit_1(tmp_path):
         "flux-nb generate: guidance_scale=11.0 is out of range (allowed: number from 0.0 to 10.0)."
     ]
     assert "Traceback" not in done.stderr and not list(tmp_path.iterdir())
+
+
+def test_serve_help_says_how_much_it_keeps_in_memory():
+    from flux_nb import cli
+    from flux_nb.server.results import MEMORY_BUDGET
+
+    assert cli.RESULTS_IN_MEMORY_MB * 2**20 == MEMORY_BUDGET
+    shown = subprocess.run(
+        [sys.executable, "-m", "flux_nb", "serve", "--help"], capture_output=True, text=True
+    )
+    assert shown.returncode == 0
+    assert f"in memory up to {cli.RESULTS_IN_MEMORY_MB} MB" in " ".join(shown.stdout.split())

@@ -215,3 +215,16 @@ def test_a_generation_whose_file_is_gone_says_so_and_reproduce_still_works(sessi
     again = gen.reproduce().wait(10)
     assert again.seed == 12 and again.path.exists() and again.image.size[0] > 0
 
+
+def test_the_embedded_server_keeps_a_result_in_memory_only_until_it_is_downloaded(session):
+    from pathlib import Path
+
+    from flux_nb.server.results import EMBEDDED_BUDGET
+
+    gen = session.generate("a tide pool", num_inference_steps=2).wait(10)
+    results = session.server.runtime.results
+    assert session.server.runtime.limits.results_in_memory_bytes == EMBEDDED_BUDGET
+    deadline = time.monotonic() + 30
+    while not isinstance(results.get(f"{gen.id}.png"), Path):
+        assert time.monotonic() < deadline, "the downloaded result stayed in the server's memory"
+        time.sleep(0.01)
