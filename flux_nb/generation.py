@@ -73,8 +73,9 @@ class Generation:
         self.save_error: errors.StorageError | None = None
         self.result_url: str | None = None
         self.path: Path | None = None
-        self.data_length: int | None = None  # len(saved_bytes()): what using it as an input sends
+        self.data_length: int | None = None  # len(saved_bytes()): what using it as input sends
         self._unsaved: bytes | None = None  # the bytes, only while no file holds them
+        self._embedded = False  # flux-nb saved its file, with the recipe: saved_bytes strips it
         self.created = time.time()
         self.finished: float | None = None
         self.backend = runner.backend
@@ -187,7 +188,7 @@ class Generation:
         if found is None:
             from .thumbnail import decode
 
-            found = decode(self.saved_bytes()[0])
+            found = decode(self._unsaved if self._unsaved is not None else self._file_bytes())
             recent.images.put(self.key, found, found.width * found.height * len(found.getbands()))
         return found
 
@@ -203,16 +204,25 @@ class Generation:
             return None
 
     def saved_bytes(self) -> tuple[bytes, str]:
-        """The saved image's bytes (waits for them) and a label naming it: what inputs.py sends
-        when this generation is an input image."""
+        """The image's bytes (waits for them) and a label naming it: what inputs.py sends when
+        this generation is an input image. Read from its file, less what flux-nb embedded there
+        (recipe, id, time: strip_recipe), so the same pixels send the same bytes every time."""
         self.wait()
         label = f"generation {self.id}"
         if self._unsaved is not None:
             return self._unsaved, label
+        data = self._file_bytes()
+        if self._embedded:
+            from .metadata import strip_recipe
+
+            data = strip_recipe(data)
+        return data, label
+
+    def _file_bytes(self) -> bytes:
         if self.path is None:  # cannot happen once succeeded: the bytes or the file are kept
             raise errors.FluxError(f"Generation {self.id or self.key[:8]} has no saved image.")
         try:
-            return self.path.read_bytes(), label
+            return self.path.read_bytes()
         except OSError as exc:
             raise errors.FluxError(
                 f"Generation {self.id or self.key[:8]}'s file {self.path} is gone"
@@ -233,7 +243,8 @@ class Generation:
         path = target.save(data, self.recipe, self.id or self.key, self._runner.file_extra(self))
         if folder is None:
             self.path, self.save_error, self._unsaved = path, None, None
-            self.data_length = path.stat().st_size
+            self._embedded = True
+            self.data_length = len(self.saved_bytes()[0])  # what it sends from now on
             self._runner.journal.record(
                 {"op": "saved", "key": self.key, "id": self.id, "path": str(path)}
             )

@@ -546,13 +546,14 @@ class Runner:
             )
             return
         _make_previews(gen, data)
+        gen.data_length = len(data)
         try:
             gen.path = self.output.save(data, gen.recipe, _sent_id(gen), self.file_extra(gen))
         except errors.StorageError as exc:
             gen.save_error, gen._unsaved = exc, data  # no file holds them: kept until save()
-            gen.data_length = len(data)
         else:
-            gen.data_length = _file_size(gen.path)
+            gen._embedded = True  # with the recipe, id and time: saved_bytes takes them out
+            gen.data_length = _stripped_length(gen.path)
             self.journal.record(
                 {"op": "saved", "key": gen.key, "id": gen.id, "path": str(gen.path)}
             )
@@ -628,10 +629,14 @@ def _make_previews(gen: Generation, data: bytes) -> None:
     gen._keep_thumbnails(made)
 
 
-def _file_size(path: Any) -> int | None:
+def _stripped_length(path: Any) -> int | None:
+    """len(saved_bytes()) of a file just saved (still in the page cache: well under a ms), so a
+    session can tell which of its results an input image is without reading every file."""
+    from .metadata import strip_recipe
+
     try:
-        return path.stat().st_size
-    except OSError:
+        return len(strip_recipe(path.read_bytes()))
+    except (OSError, errors.FluxError):
         return None
 
 
