@@ -108,7 +108,7 @@ def main() -> None:
             size = Image.open(gen.path).size
             file_before = len(
                 embed_recipe(
-                    gen.data,
+                    s.client.download(gen.result_url),  # the server's bytes, no recipe in them
                     gen.recipe.output_format,
                     embedded_before,
                     extra,

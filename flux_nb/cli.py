@@ -29,6 +29,7 @@ QUANTIZE_HELP = (
     "PART=LEVEL, PART text-encoder or transformer, LEVEL none, int8, fp8, int4 or auto (torchao,"
     " weight-only; repeat for both parts). auto quantizes only what the memory plan needs"
 )
+RESULTS_IN_MEMORY_MB = 256  # server.results.MEMORY_BUDGET, for --help
 
 
 def _add_serve(subparsers: argparse._SubParsersAction) -> None:
@@ -38,7 +39,9 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
         description="Run the local Oxen-compatible server in the foreground until Ctrl+C. With "
         "the default engine (preview) its images come from an offline stand-in, not from FLUX; "
         "--engine flux2-klein runs the real FLUX.2 Klein through diffusers (pip install "
-        "'flux-nb[local]').",
+        "'flux-nb[local]'). Results stay in memory up to "
+        f"{RESULTS_IN_MEMORY_MB} MB, then the oldest go to a temporary folder (deleted when it "
+        "stops); the server embedded in a notebook keeps 64 MB and only until downloaded.",
     )
     p.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default: %(default)s, loopback only)"

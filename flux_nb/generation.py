@@ -1,8 +1,11 @@
 """The user's handle on one image being made:
 status, wait(), cancel(), image, path, reproduce(), vary().
 
-A Generation holds what people read (status, progress, error, path, data) and the callbacks of
-what shows it. The runner (runner.py) moves it on through `_update` and `_finish`; whatever the
+A Generation holds what people read (status, progress, error, path) and the callbacks of
+what shows it. A finished one keeps what identifies it, not its picture: the bytes, `image` and
+thumbnails are read from its file when asked, with a small cache of the last few (recent.py), so a
+session of thousands of images stays small. Only bytes no file holds (a save that failed) stay.
+The runner (runner.py) moves it on through `_update` and `_finish`; whatever the
 runner needs to schedule it (polls, claims, cancels sent) is the runner's own record, not here.
 The handle reaches its runner only through `Backend`, the few calls listed below.
 """
@@ -17,10 +20,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import display, errors
+from . import display, errors, recent
 from .journal import Journal
 from .recipe import Recipe
-from .status import ACTIVE, CANCELLED, ENDED_BADLY, FAILED, SUBMITTING, Status
+from .status import ACTIVE, CANCELLED, ENDED_BADLY, FAILED, SUBMITTING, SUCCEEDED, Status
 from .storage import OutputFolder
 
 if TYPE_CHECKING:
@@ -72,7 +75,9 @@ class Generation:
         self.save_error: errors.StorageError | None = None
         self.result_url: str | None = None
         self.path: Path | None = None
-        self.data: bytes | None = None
+        self.data_length: int | None = None  # len(saved_bytes()): what using it as input sends
+        self._unsaved: bytes | None = None  # the bytes, only while no file holds them
+        self._embedded = False  # flux-nb saved its file, with the recipe: saved_bytes strips it
         self.created = time.time()
         self.finished: float | None = None
         self.backend = runner.backend
@@ -82,11 +87,8 @@ class Generation:
         self._lock = threading.Lock()
         self._callbacks: list[Callable[[Generation], None]] = []
         self._done_callbacks: list[Callable[[], object]] = []
-        self._image: Image.Image | None = None
-        self._thumb: dict[int, bytes] = {}
-        self.thumbnail_sides: set[int] = {
-            320
-        }  # made by the runner once downloaded (want_thumbnail)
+        self._thumb: dict[int, bytes] | None = None  # the runner's, until it has finished
+        self.thumbnail_sides: tuple[int, ...] = (320,)  # made once downloaded (want_thumbnail)
 
     # -- what people use ---------------------------------------------------------------------------
 
@@ -187,23 +189,59 @@ class Generation:
 
     @property
     def image(self) -> Image.Image:
-        """The full-size result as a PIL image (waits for it if needed)."""
-        if self._image is None:
-            self.wait()
+        """The full-size result as a PIL image (waits for it if needed), read from its file; the
+        last few read are kept (recent.images)."""
+        self.wait()
+        found = recent.images.get(self.key)
+        if found is None:
             from .thumbnail import decode
 
-            self._image = decode(self.saved_bytes()[0])
-        return self._image
+            found = decode(self._unsaved if self._unsaved is not None else self._file_bytes())
+            recent.images.put(self.key, found, found.width * found.height * len(found.getbands()))
+        return found
+
+    @property
+    def data(self) -> bytes | None:
+        """The image's bytes, read from its file (None before it succeeded, or if the file is
+        gone: saved_bytes() says so)."""
+        if self.status != SUCCEEDED:
+            return None
+        try:
+            return self.saved_bytes()[0]
+        except errors.FluxError:
+            return None
 
     def saved_bytes(self) -> tuple[bytes, str]:
-        """The saved image's bytes (waits for them) and a label naming it: what inputs.py sends
-        when this generation is an input image."""
+        """The image's bytes (waits for them) and a label naming it: what inputs.py sends when
+        this generation is an input image. Read from its file, less what flux-nb embedded there
+        (recipe, id, time: strip_recipe), so the same pixels send the same bytes every time."""
         self.wait()
-        if self.data is not None:
-            return self.data, f"generation {self.id}"
+        label = f"generation {self.id}"
+        if self._unsaved is not None:
+            return self._unsaved, label
+        data = self._file_bytes()
+        if self._embedded:
+            from .metadata import strip_recipe
+
+            data = strip_recipe(data)
+        return data, label
+
+    def _file_bytes(self) -> bytes:
         if self.path is None:  # cannot happen once succeeded: the bytes or the file are kept
             raise errors.FluxError(f"Generation {self.id or self.key[:8]} has no saved image.")
-        return self.path.read_bytes(), f"generation {self.id}"
+        try:
+            return self.path.read_bytes()
+        except OSError as exc:
+            raise errors.FluxError(
+                f"Generation {self.id or self.key[:8]}'s file {self.path} is gone"
+                f" ({exc.strerror or type(exc).__name__}).",
+                hint="g.reproduce() makes the same image again from its recipe and seed.",
+            ) from None
+
+    @property
+    def file_gone(self) -> bool:
+        """True when it was saved and its file is no longer there (moved or deleted)."""
+        return self._unsaved is None and self.path is not None and not self.path.exists()
 
     def save(self, folder: Any = None) -> Any:
         """Save again after a StorageError (or into another folder); returns the path."""
@@ -212,7 +250,9 @@ class Generation:
         data, _ = self.saved_bytes()
         path = target.save(data, self.recipe, self.id or self.key, self._runner.file_extra(self))
         if folder is None:
-            self.path, self.save_error = path, None
+            self.path, self.save_error, self._unsaved = path, None, None
+            self._embedded = True
+            self.data_length = len(self.saved_bytes()[0])  # what it sends from now on
             self._runner.journal.record(
                 {"op": "saved", "key": self.key, "id": self.id, "path": str(path)}
             )
@@ -221,21 +261,28 @@ class Generation:
     def thumbnail(self, max_side: int = 320) -> bytes:
         """A small picture of the result for previews, deterministic for the same image: a JPEG
         for a photograph, a PNG for flat art (thumbnail.make_thumbnail; mime_type says which)."""
-        if max_side not in self._thumb:
+        made = self.thumbnail_made(max_side)
+        if made is None:
             from .thumbnail import make_thumbnail
 
-            self._thumb[max_side] = make_thumbnail(self.image, max_side)
-        return self._thumb[max_side]
+            made = make_thumbnail(self.image, max_side)
+            recent.thumbnails.put((self.key, max_side), made, len(made))
+        return made
 
     def want_thumbnail(self, max_side: int) -> None:
         """Have a thumbnail of this size made as soon as the image is downloaded, by the thread
         that downloads it (a view showing the generation asks for its size when it is made)."""
-        self.thumbnail_sides.add(max_side)
+        if max_side not in self.thumbnail_sides:
+            self.thumbnail_sides += (max_side,)
 
     def thumbnail_made(self, max_side: int = 320) -> bytes | None:
         """The thumbnail of this size if it is made already (never makes one): a view shows it
-        as soon as the runner has it, before the file is saved."""
-        return self._thumb.get(max_side)
+        as soon as the runner has it, before the file is saved; the last few made are kept
+        (recent.thumbnails), the views keep their own copy."""
+        held = self._thumb
+        if held is not None and max_side in held:
+            return held[max_side]
+        return recent.thumbnails.get((self.key, max_side))
 
     def on_change(self, callback: Callable[[Generation], None]) -> None:
         """Call `callback(self)` (from a background thread) after every state change."""
@@ -245,6 +292,8 @@ class Generation:
 
     def __repr__(self) -> str:
         where = f", path={str(self.path)!r}" if self.path else ""
+        if self.status == SUCCEEDED and self.file_gone:
+            where += " (file gone: reproduce() makes it again)"
         why = f", reason={self.reason!r}" if self.error and self.status in ENDED_BADLY else ""
         return (
             f"<Generation {self.id or 'unsent'} {self.status} seed={self.seed}"
@@ -282,10 +331,13 @@ class Generation:
     def _keep_thumbnails(self, made: dict[int, bytes]) -> None:
         """Thumbnails the runner made from the downloaded bytes (thumbnail.thumbnails): the
         views are told at once, while the file is still being saved."""
-        self._thumb.update(made)
+        self._thumb = {**(self._thumb or {}), **made}
         self._changed()
 
     def _finish(self, status: Status, error: errors.FluxError | None = None) -> None:
+        for side, thumb in (self._thumb or {}).items():  # the views took theirs: the last few
+            recent.thumbnails.put((self.key, side), thumb, len(thumb))  # stay in reach
+        self._thumb = None
         self.status = status
         self.error = error
         self.finished = time.time()

@@ -64,12 +64,15 @@ _digest_lock = threading.Lock()
 
 def result_digest(gen: Any) -> str | None:
     """The hash of a finished Generation's downloaded bytes (what using it as an input sends)."""
-    if gen.status != SUCCEEDED or gen.data is None:
+    if gen.status != SUCCEEDED:
         return None
     with _digest_lock:
         found = _result_digests.get(gen)
     if found is None:
-        found = digest(gen.data)
+        data = gen.data  # read from its file: None once the file is gone
+        if data is None:
+            return None
+        found = digest(data)
         with _digest_lock:
             _result_digests[gen] = found
     return found
@@ -405,7 +408,7 @@ def remake(
                 f"step {number} of {len(chain.steps)} ({step.recipe.get('prompt', '')[:40]!r}) did"
                 f" not finish: {exc.message}; nothing after it was sent."
             ) from None
-        made[step.key] = gen.data if gen.data is not None else Path(gen.path).read_bytes()
+        made[step.key] = gen.saved_bytes()[0]
     return gen
 
 
@@ -538,7 +541,7 @@ def _thumb(data: bytes | None) -> bytes | None:
 def _gen_bytes(session: Any, generation_id: str | None) -> bytes | None:
     for gen in reversed(session.history):
         if generation_id and gen.id == generation_id and gen.status == SUCCEEDED:
-            return gen.data or (Path(gen.path).read_bytes() if gen.path else None)
+            return gen.data
     return None
 
 

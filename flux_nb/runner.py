@@ -224,7 +224,8 @@ class Runner:
         gen.engine = found.get("engine") or None
         gen.path = path
         self._track(gen).claimed = True
-        saved_at = path.stat().st_mtime
+        stat = path.stat()
+        saved_at, gen.data_length = stat.st_mtime, stat.st_size
         gen.created = _parse_utc(found.get("created")) or saved_at
         gen._finish(SUCCEEDED)
         gen.finished = max(saved_at, gen.created)
@@ -619,8 +620,8 @@ class Runner:
             self._progress(gen, status=status)
 
     def _collect(self, gen: Generation) -> None:
-        """Download, check, embed the recipe and save;
-        on a storage error keep the bytes in memory."""
+        """Download, check, embed the recipe and save; the handle keeps the bytes only when
+        the save failed (a storage error)."""
         try:
             self.stats["downloads"] += 1
             data = self.client.download(_result_url(gen))
@@ -647,12 +648,14 @@ class Runner:
             )
             return
         _make_previews(gen, data)
-        gen.data = data
+        gen.data_length = len(data)
         try:
             gen.path = self.output.save(data, gen.recipe, _sent_id(gen), self.file_extra(gen))
         except errors.StorageError as exc:
-            gen.save_error = exc
+            gen.save_error, gen._unsaved = exc, data  # no file holds them: kept until save()
         else:
+            gen._embedded = True  # with the recipe, id and time: saved_bytes takes them out
+            gen.data_length = _stripped_length(gen.path)
             self.journal.record(
                 {"op": "saved", "key": gen.key, "id": gen.id, "path": str(gen.path)}
             )
@@ -726,6 +729,17 @@ def _make_previews(gen: Generation, data: bytes) -> None:
         log.debug("no thumbnails made for %s", gen.id, exc_info=True)
         return
     gen._keep_thumbnails(made)
+
+
+def _stripped_length(path: Any) -> int | None:
+    """len(saved_bytes()) of a file just saved (still in the page cache: well under a ms), so a
+    session can tell which of its results an input image is without reading every file."""
+    from .metadata import strip_recipe
+
+    try:
+        return len(strip_recipe(path.read_bytes()))
+    except (OSError, errors.FluxError):
+        return None
 
 
 def _sent_id(gen: Generation) -> str:

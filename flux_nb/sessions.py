@@ -34,14 +34,17 @@ def embedded_server(step_delay: float, engine: Any = "preview"):
     key = (step_delay, config)
     with _embedded_lock:
         if key not in _embedded:
-            from .server.app import LocalExtras
+            from .server.app import Limits, LocalExtras
             from .server.embedded import LocalServer
+            from .server.results import EMBEDDED_BUDGET
 
             # Progress events are local-only: cards draw a progress bar from them,
             # nothing needs them.
             extras = LocalExtras(progress_events=True)
+            # Its one client keeps what it downloads: a result leaves memory once fetched.
+            limits = Limits(results_in_memory_bytes=EMBEDDED_BUDGET, spill_downloaded=True)
             _embedded[key] = LocalServer(
-                step_delay=step_delay, engine=config, extras=extras
+                step_delay=step_delay, engine=config, extras=extras, limits=limits
             ).start()
         return _embedded[key]
 
@@ -331,11 +334,7 @@ class Session:
         if key in self._origins:
             return self._origins[key]
         for gen in reversed(self.history):  # a result of this session, used as input by its bytes
-            if (
-                gen.data is not None
-                and len(gen.data) == len(data)
-                and lineage.result_digest(gen) == key
-            ):
+            if gen.data_length == len(data) and lineage.result_digest(gen) == key:
                 return lineage.made_by(gen.recipe, gen.lineage, gen.id)
         return None
 

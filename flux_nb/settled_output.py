@@ -37,7 +37,7 @@ class _Output:
     def __init__(self, display_id: str, gens: Sequence[Any], final: Callable[[], dict[str, Any]]):
         self.display_id = display_id
         self.gens = list(gens)
-        self._final = final
+        self._final: Callable[[], dict[str, Any]] | None = final
         self._bundle: dict[str, Any] | None = None
         self._lock = threading.Lock()
         self.sent_live = False
@@ -54,9 +54,15 @@ class _Output:
     def bundle(self) -> dict[str, Any] | None:
         """The settled bundle, made once (whichever thread comes first); None while running."""
         with self._lock:
-            if self._bundle is None and self.done:
+            if self._bundle is None and self.done and self._final is not None:
                 self._bundle = self._final()
             return self._bundle
+
+    def release(self) -> None:
+        """Sent from a cell, never asked for again: the handles' callbacks keep this object
+        for the kernel's life, and need not keep its thumbnail (in base64) too."""
+        with self._lock:
+            self._bundle = self._final = None
 
 
 _pending: list[_Output] = []  # shown, not yet sent from inside a cell
@@ -101,6 +107,7 @@ def flush(*, wait: bool = True) -> int:
         if bundle is not None:
             _publish(output.display_id, bundle)
             sent += 1
+        output.release()
     return sent
 
 
@@ -109,6 +116,9 @@ def _settled(output: _Output) -> None:
     now for JupyterLab (once; flush() sends it again inside a cell)."""
     if not output.done:
         return
+    with _lock:
+        if output.sent_live or output not in _pending:
+            return  # sent already (and maybe released): a later change of a handle, say
     bundle = _safe_bundle(output)
     with _lock:
         if bundle is None or output.sent_live or output not in _pending:

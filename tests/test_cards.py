@@ -108,7 +108,10 @@ def test_the_card_shows_a_thumbnail_the_runner_made_from_one_decode_before_the_s
     assert Image.open(io.BytesIO(bytes(card.preview.value))).format == "JPEG"
     assert list(card.children) == [card.preview, card.status, card.caption, card.buttons]
     # The download's thread made both sizes from one decode; the card's render decoded nothing.
-    assert gen._image is None and set(gen._thumb) == {128, 320}
+    from flux_nb import recent
+
+    assert recent.images.get(gen.key) is None and gen._thumb is None
+    assert all(recent.thumbnails.get((gen.key, side)) for side in (128, 320))
     assert gen.thumbnail(128) == make_thumbnail(gen.image, 128)  # the same bytes as made on demand
     assert gen.thumbnail() == make_thumbnail(gen.image)
 

@@ -66,3 +66,15 @@ def test_generate_help_names_the_cell_magic_as_written(capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert done.value.code == 0
     assert "with the same options as %%flux." in out and "%%%%" not in out
+
+
+def test_serve_help_says_how_much_it_keeps_in_memory():
+    from flux_nb import cli
+    from flux_nb.server.results import MEMORY_BUDGET
+
+    assert cli.RESULTS_IN_MEMORY_MB * 2**20 == MEMORY_BUDGET
+    shown = subprocess.run(
+        [sys.executable, "-m", "flux_nb", "serve", "--help"], capture_output=True, text=True
+    )
+    assert shown.returncode == 0
+    assert f"in memory up to {cli.RESULTS_IN_MEMORY_MB} MB" in " ".join(shown.stdout.split())

@@ -155,3 +155,85 @@ def test_an_image_that_cannot_be_saved_is_kept_in_memory(tmp_path):
     saved = gen.save(tmp_path / "elsewhere")
     assert saved.exists() and flux_nb.read_recipe(saved) == gen.recipe
     s.close()
+
+
+# -- a finished generation keeps what identifies it, not its picture (issue 25) -----------------
+
+
+def test_a_finished_generation_retains_a_few_kilobytes_not_its_image(session):
+    """Measured with tracemalloc: the same finished handles kept, then dropped. Photo-like
+    files (0.7 MB) and their thumbnails (about 20 KB) would each be far over the bound."""
+    import gc
+    import tracemalloc
+
+    from flux_nb import recent
+
+    session.generate("warm-up", num_inference_steps=1).wait(15)
+    n = 24
+    tracemalloc.start()
+    try:
+        gens = session.generate(
+            "a harbour at dawn", n=n, num_inference_steps=2, output_quality="high"
+        )
+        for g in gens:
+            g.wait(60)
+        assert all(g.status == "succeeded" for g in gens)
+        smallest_file = min(g.path.stat().st_size for g in gens)
+        recent.images.clear()
+        recent.thumbnails.clear()
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0]
+        del gens, g
+        session.runner.history.clear()
+        session.runner._tracks.clear()
+        gc.collect()
+        dropped = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    per_handle = (kept - dropped) / n
+    assert smallest_file > 100_000  # photo-like: what keeping the bytes would cost
+    assert per_handle < 8 * 1024, f"{per_handle:.0f} bytes retained per finished generation"
+
+
+def test_image_and_thumbnail_are_read_from_the_file_when_asked(session):
+    gen = session.generate("a lantern", seed=3, num_inference_steps=2).wait(10)
+    assert gen._unsaved is None and gen._thumb is None  # nothing of the picture on the handle
+    # the file less what flux-nb embedded (its recipe, id, time): the same pixels send the
+    # same bytes every time, whenever and wherever they were saved
+    from flux_nb.metadata import strip_recipe
+
+    assert gen.data == strip_recipe(gen.path.read_bytes()) != gen.path.read_bytes()
+    assert gen.data_length == len(gen.data)
+    assert gen.reproduce().wait(10).data == gen.data
+    assert gen.image is gen.image  # the last few read are cached
+    thumb = gen.thumbnail()
+    assert thumb == gen.thumbnail() and thumb[:2] in (b"\x89P", b"\xff\xd8")
+
+
+def test_a_generation_whose_file_is_gone_says_so_and_reproduce_still_works(session):
+    from flux_nb import recent
+
+    gen = session.generate("a windmill", seed=12, num_inference_steps=2).wait(10)
+    gen.path.unlink()
+    recent.images.clear()
+    assert "file gone" in repr(gen) and gen.file_gone
+    with pytest.raises(errors.FluxError, match="file .* is gone") as raised:
+        gen.image  # noqa: B018
+    assert "\n" not in raised.value.message and "reproduce()" in (raised.value.hint or "")
+    assert gen.data is None
+    again = gen.reproduce().wait(10)
+    assert again.seed == 12 and again.path.exists() and again.image.size[0] > 0
+
+
+def test_the_embedded_server_keeps_a_result_in_memory_only_until_it_is_downloaded(session):
+    from pathlib import Path
+
+    from flux_nb.server.results import EMBEDDED_BUDGET
+
+    gen = session.generate("a tide pool", num_inference_steps=2).wait(10)
+    results = session.server.runtime.results
+    assert session.server.runtime.limits.results_in_memory_bytes == EMBEDDED_BUDGET
+    deadline = time.monotonic() + 30
+    while not isinstance(results.get(f"{gen.id}.png"), Path):
+        assert time.monotonic() < deadline, "the downloaded result stayed in the server's memory"
+        time.sleep(0.01)

@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, ...]] = [
     # drawn the same on every Pillow
     ("errors", "status", "config", "options", "atomic_write", "lettering", "processes"),
     ("recipe",),  # the validated parameters and the bundled schema
-    ("metadata", "pricing", "thumbnail", "sheet"),  # file formats, prices, small pictures
+    ("metadata", "pricing", "thumbnail", "sheet", "recent"),  # file formats, small pictures
     (
         "client",
         "journal",

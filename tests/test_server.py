@@ -630,6 +630,23 @@ def test_results_past_the_memory_budget_are_served_from_disk(make_server) -> Non
             Image.open(io.BytesIO(file.content)).load()
 
 
+def test_with_spill_downloaded_a_result_leaves_memory_once_downloaded_whole(make_server) -> None:
+    """What the embedded server does (issue 25): memory holds only what is not fetched yet;
+    the file is still served, now from the temporary folder."""
+    server = make_server(limits=Limits(spill_downloaded=True))
+    with httpx.Client(base_url=server.url, timeout=TIMEOUT, verify=TLS) as client:
+        (gid,) = enqueue(client, aspect_ratio="1:1")
+        url = wait_for(client, gid)["result_url"]
+        name = url.rsplit("/", 1)[1]
+        assert isinstance(server.runtime.results.get(name), bytes)  # nobody has it yet
+        first = client.get(url).content
+        deadline = time.monotonic() + 30
+        while not isinstance(server.runtime.results.get(name), Path):  # after the response
+            assert time.monotonic() < deadline, "the downloaded result stayed in memory"
+            time.sleep(0.01)
+        assert client.get(url).content == first
+
+
 def test_unknown_routes_and_methods_answer_in_the_documented_envelope(api: httpx.Client) -> None:
     missing = api.get("/api/nothing-here")
     assert "GET /api/nothing-here" in problem(missing, 404, "resource_not_found")

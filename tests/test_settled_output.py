@@ -240,3 +240,24 @@ def test_after_a_cell_only_made_bundles_are_sent_and_wait_sends_the_rest(monkeyp
         settled_output.flush() == 1 and made == [1, 3] and sent[-1] == "three"
     )  # %flux wait makes it
     assert settled_output._pending == [running]
+
+
+def test_a_bundle_sent_from_a_cell_is_let_go_and_never_made_or_sent_again(monkeypatch):
+    """The handles' callbacks keep each output for the kernel's life: its bundle (a thumbnail
+    in base64) must not stay with it once sent (issue 25)."""
+    import types
+
+    from flux_nb import settled_output
+
+    sent, made = [], []
+    monkeypatch.setattr(
+        settled_output, "_publish", lambda display_id, bundle: sent.append(display_id)
+    )
+    monkeypatch.setattr(settled_output, "_pending", [])
+    gens = [types.SimpleNamespace(done=True)]
+    output = settled_output._Output("one", gens, lambda: made.append(1) or {"image/png": "x" * 99})
+    settled_output._pending.append(output)
+    assert settled_output.flush() == 1 and sent == ["one"]
+    assert not output.made and output.bundle() is None  # nothing of the picture is kept
+    settled_output._settled(output)  # a later change of one of its handles
+    assert made == [1] and sent == ["one"]

@@ -107,6 +107,7 @@ class Limits:
     inputs: InputLimits = field(default_factory=InputLimits)
     results_in_memory_bytes: int = MEMORY_BUDGET  # past it, the oldest results go to a temp folder
     max_queued_per_key: int = 1000  # more waiting generations from one key: 429 with Retry-After
+    spill_downloaded: bool = False  # a result downloaded whole goes to the temp folder at once
 
 
 class Runtime:
@@ -561,7 +562,9 @@ async def get_file(request: Request) -> Response:
         return CutFileResponse(found, media_type)
     if isinstance(found, Path):
         return FileResponse(found, media_type=media_type, headers=FILE_HEADERS)
-    return Response(found, media_type=media_type, headers=FILE_HEADERS)
+    # run after the last byte is sent, in a thread: a download cut short keeps it in memory
+    spill = BackgroundTask(rt.results.served, name) if rt.limits.spill_downloaded else None
+    return Response(found, media_type=media_type, headers=FILE_HEADERS, background=spill)
 
 
 class CutFileResponse(Response):

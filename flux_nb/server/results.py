@@ -2,7 +2,9 @@
 
 Memory first because writing a small file costs 0.25-0.6 ms on a plain disk, a third of the
 server's whole cost per generation; the budget keeps a long session from growing without bound
-(past it, the oldest half is written out by the worker thread that crossed it).
+(past it, the oldest half is written out by the worker thread that crossed it). The embedded
+server also spills each result once it has been downloaded whole (`served`, after the response):
+its one client keeps what it downloads, so memory holds only what is not fetched yet.
 Files go when the server is closed or the process exits; clients download and keep what they want.
 """
 
@@ -18,7 +20,8 @@ from pathlib import Path
 
 log = logging.getLogger("flux_nb.server")
 
-MEMORY_BUDGET = 256 * 1024 * 1024
+MEMORY_BUDGET = 256 * 1024 * 1024  # flux-nb serve: clients may fetch a result late, or twice
+EMBEDDED_BUDGET = 64 * 1024 * 1024  # in a kernel: results wait only for the download
 
 
 class ResultFiles:
@@ -41,13 +44,31 @@ class ResultFiles:
             self._memory_bytes += len(data)
             if self._memory_bytes <= self._budget:
                 return
-            folder = self._folder()
             victims: list[tuple[str, bytes]] = []
             while self._memory_bytes > self._budget // 2 and len(self._memory) > 1:
-                victim = self._memory.popitem(last=False)
-                self._memory_bytes -= len(victim[1])
-                self._spilling[victim[0]] = victim[1]  # still served from here meanwhile
-                victims.append(victim)
+                victims.append(self._take(next(iter(self._memory))))
+        self._spill(victims)
+
+    def served(self, name: str) -> None:
+        """The client has downloaded it whole: move it from memory to the spill folder."""
+        with self._lock:
+            if name not in self._memory:
+                return
+            victims = [self._take(name)]
+        self._spill(victims)
+
+    def _take(self, name: str) -> tuple[str, bytes]:
+        """Out of memory into the spilling set (still served from there meanwhile); locked."""
+        data = self._memory.pop(name)
+        self._memory_bytes -= len(data)
+        self._spilling[name] = data
+        return name, data
+
+    def _spill(self, victims: list[tuple[str, bytes]]) -> None:
+        if not victims:
+            return
+        with self._lock:
+            folder = self._folder()
         written = []
         for old_name, old_data in victims:  # outside the lock: readers never wait on the disk
             try:
