@@ -58,12 +58,12 @@ from pathlib import Path
 from typing import Any
 
 import ipywidgets as widgets
-from ipywidgets.widgets.widget_string import HTMLStyle
 
 from . import card_html, display
 from .options import RECIPE_OPTIONS
 from .recipe import Recipe
 from .status import ENDED_BADLY, SUCCEEDED
+from .widgets_compat import button_style, html_style, make
 
 WIDGET_VIEW = display.WIDGET_VIEW
 ERROR_COLOR = card_html.ERROR_COLOR
@@ -233,9 +233,9 @@ def _shared() -> dict[str, Any]:
         "file": widgets.Layout(
             width="auto", min_width="0", height="24px", margin="0 0 2px 0", flex="0 0 auto"
         ),
-        "button_style": widgets.ButtonStyle(font_size=card_html.SMALL_FONT),
-        "html_style": HTMLStyle(),
-        "file_style": HTMLStyle(font_size=card_html.SMALL_FONT),
+        "button_style": button_style(font_size=card_html.SMALL_FONT),
+        "html_style": html_style(),
+        "file_style": html_style(font_size=card_html.SMALL_FONT),
     }
 
 
@@ -477,8 +477,9 @@ class Card(widgets.VBox):
             return
         with self._lock:
             if self._copy_box is None:
-                self._copy_box = widgets.Textarea(
-                    text,
+                self._copy_box = make(
+                    widgets.Textarea,
+                    value=text,
                     rows=sum(1 + len(line) // 40 for line in text.splitlines()) + 1,
                     layout=widgets.Layout(width="100%", margin="4px 0 0 0"),
                     tooltip="Select all and copy into a new cell",

@@ -31,6 +31,7 @@ from .generation import Generation
 from .recipe import SEED_MAX, draw_seed
 from .sessions import Session
 from .status import SUCCEEDED
+from .widgets_compat import clear_upload, make, uploaded_files
 
 log = logging.getLogger("flux_nb.panel")
 
@@ -101,7 +102,8 @@ class Panel(widgets.VBox):
         label = {"description_width": LABEL_WIDTH}
         full = widgets.Layout(width="100%")
         self.header = widgets.HTML(_header_html(self.session), layout=widgets.Layout(width="auto"))
-        self.prompt = widgets.Textarea(
+        self.prompt = make(
+            widgets.Textarea,
             description="Prompt",
             placeholder="Describe the image, or the edit to make to the input images",
             rows=3,
@@ -120,7 +122,8 @@ class Panel(widgets.VBox):
                     setattr(self, f"{attribute}_box", self.controls[name].box)
 
         seed = parameters(schema).get("seed", {})
-        self.seed = widgets.IntText(
+        self.seed = make(
+            widgets.IntText,
             value=draw_seed(),
             description=label_for("seed"),
             style=label,
@@ -138,7 +141,8 @@ class Panel(widgets.VBox):
             ),
         )
         self.seed_lock.observe(self._on_lock, "value")
-        self.count = widgets.IntSlider(
+        self.count = make(
+            widgets.IntSlider,
             value=1,
             min=1,
             max=MAX_IMAGES,
@@ -162,7 +166,8 @@ class Panel(widgets.VBox):
             layout=widgets.Layout(flex_flow="row wrap", align_items="center", width="100%"),
         )
 
-        self.upload = widgets.FileUpload(
+        self.upload = make(
+            widgets.FileUpload,
             accept="image/*",
             multiple=True,
             description="Add input images",
@@ -420,10 +425,9 @@ class Panel(widgets.VBox):
             return
         self.clear_error()
         refused = []
-        for entry in files:
-            name = str(entry.get("name") or "upload")
+        for name, content in uploaded_files(files):
             try:
-                self.add_input(bytes(entry["content"]), name=name)
+                self.add_input(content, name=name)
             except errors.FluxError:
                 refused.append(name)
             except Exception:
@@ -431,7 +435,7 @@ class Panel(widgets.VBox):
                 refused.append(name)
         # The bytes now live in the panel;
         # cleared here they are not saved in the notebook's widget state.
-        self.upload.value = ()
+        clear_upload(self.upload)
         if refused:
             self.show_error(
                 f"{', '.join(refused)}: not an image flux-nb can read. Use PNG, JPEG or WebP files."
