@@ -63,7 +63,7 @@ from . import card_html, display
 from .options import RECIPE_OPTIONS
 from .recipe import Recipe
 from .status import ENDED_BADLY, SUCCEEDED
-from .widgets_compat import button_style, html_style, make
+from .widgets_compat import BundleDisplay, button_style, html_style, make
 
 WIDGET_VIEW = display.WIDGET_VIEW
 ERROR_COLOR = card_html.ERROR_COLOR
@@ -262,7 +262,7 @@ def card_button(description: str, tooltip: str, icon: str) -> widgets.Button:
     )
 
 
-class Card(widgets.VBox):
+class Card(BundleDisplay, widgets.VBox):
     """One generation, live: placeholder or preview, progress, status, caption and buttons.
     See the module docstring."""
 
@@ -550,7 +550,7 @@ def _stable_text(bundle: dict[str, Any], gens: Sequence[Any]) -> dict[str, Any]:
     return {**bundle, "text/plain": "\n".join(_plain(g) for g in gens)}
 
 
-class CardStack(widgets.GridBox):
+class CardStack(BundleDisplay, widgets.GridBox):
     """What a %%flux cell shows: its cards in a grid, then a card per Reproduce/New seed click."""
 
     def __init__(self, children, gens: Sequence[Any], **kwargs):
@@ -584,7 +584,7 @@ def _stack_layout(thumbnail_size: int) -> widgets.Layout:
     return grid_layout(card_width(thumbnail_size))
 
 
-class SweepView(widgets.VBox):
+class SweepView(BundleDisplay, widgets.VBox):
     """What a sweep shows: its cards in a grid with the axis values along the top and left,
     then a card per Reproduce/New seed click."""
 

@@ -58,6 +58,38 @@ def _style(cls: type[S], css: dict[str, Any]) -> S:
     return cls(**{name: value for name, value in css.items() if name in known})
 
 
+def widget_by_id(model_id: str) -> widgets.Widget:
+    """The live widget of a model id, as a widget-view output names it."""
+    from ipywidgets.widgets import widget
+
+    registry = getattr(widget, "_instances", None)  # ipywidgets 8
+    if registry is None:
+        registry = widgets.Widget.widgets  # ipywidgets 7
+    return registry[model_id]
+
+
+class BundleDisplay:
+    """Put first in a widget class's bases so display() uses its _repr_mimebundle_ in ipywidgets
+    7 too: 7 shows a widget through _ipython_display_, which drops the display_id (the settled
+    output updates the output by it) and every MIME type but the widget view and text."""
+
+    _ipython_display_ = None  # IPython skips a _ipython_display_ that is not callable
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        """text/plain and the widget view: ipywidgets 8's own bundle, built the same way in 7."""
+        own = getattr(super(), "_repr_mimebundle_", None)
+        if own is not None:
+            return dict(own(**kwargs))
+        return {
+            "text/plain": repr(self),
+            "application/vnd.jupyter.widget-view+json": {
+                "version_major": 2,
+                "version_minor": 0,
+                "model_id": getattr(self, "model_id", None),
+            },
+        }
+
+
 def uploaded_files(value: Any) -> list[tuple[str, bytes]]:
     """(name, bytes) for each file of a FileUpload's value: a tuple of dicts with name and
     content in ipywidgets 8, a dict of name -> {"metadata": ..., "content": ...} in 7."""
@@ -85,6 +117,7 @@ def clear_upload(upload: widgets.FileUpload) -> None:
 
 
 __all__ = [
+    "BundleDisplay",
     "IPYWIDGETS_MAJOR",
     "button_style",
     "clear_upload",
@@ -93,4 +126,5 @@ __all__ = [
     "set_tooltip",
     "tooltip_of",
     "uploaded_files",
+    "widget_by_id",
 ]

@@ -31,7 +31,7 @@ STEP_DELAY = 0.02
 
 SETUP = """
 import hashlib, json, time
-from ipywidgets.widgets.widget import _instances
+from flux_nb.widgets_compat import widget_by_id
 from flux_nb.cards import cards_in, magic_line, wait_settled
 _cell_times = []
 _t0 = time.perf_counter()
@@ -44,7 +44,7 @@ def _post(result):
 get_ipython().events.register("pre_run_cell", _pre)
 get_ipython().events.register("post_run_cell", _post)
 def _cards(model_id):
-    return cards_in(_instances[model_id])
+    return cards_in(widget_by_id(model_id))
 """
 
 PENDING_RECIPE = Recipe.build(
@@ -297,9 +297,9 @@ def test_name_n6_grid_and_distinct_seeds(kernel):
     cell = kernel.run("%%flux --seed 500 -n 6 --steps 2 --name six\na row of six houses")
     (view,) = widget_ids(cell)
     assert kernel.value(
-        f"[type(_instances[{view!r}]).__mro__[1].__name__,"
-        f" _instances[{view!r}].layout.grid_template_columns]"
-    ) == ["GridBox", "repeat(auto-fill, 338px)"]
+        f"[isinstance(widget_by_id({view!r}), __import__('ipywidgets').GridBox),"
+        f" widget_by_id({view!r}).layout.grid_template_columns]"
+    ) == [True, "repeat(auto-fill, 338px)"]
     assert_clean(kernel.run("[g.wait(30) for g in six]; wait_settled(10)"))
     got = kernel.value(
         f"[[g.seed, str(g.path), c.gen is g, bytes(c.preview.value) == g.thumbnail()] for g, c in"
