@@ -88,6 +88,7 @@ def pytest_collectstart(collector):
 def pytest_itemcollected(item):
     if type(item) is nbval_plugin.IPyNbCell:  # nbval's __init__ names its class: swap after
         item.__class__ = TutorialCell
+        item.add_marker("colab")  # the tutorials run in Colab's package set too (.venv-colab)
 
 
 class DisplayLedger:

@@ -8,6 +8,7 @@
 #   bash scripts/test.sh tests/test_client.py -x   the main suite with these pytest arguments only
 #   bash scripts/test.sh tests/browser [-x]    the browser test only
 #   bash scripts/test.sh tests/local_engine [-x]   the flux2-klein engine tests only
+#   bash scripts/test.sh --colab [-x]          the tests marked `colab` in Colab's package set only
 #
 # The engine tests run in .venv-local: flux-nb[local] with torch pinned to 2.13.0 (a CPU build;
 # an unpinned torch would pull gigabytes of CUDA wheels). They build a tiny random
@@ -55,6 +56,31 @@ local_engine_tests() {
   HF_HUB_OFFLINE=1 .venv-local/bin/python -m pytest "$@"
 }
 
+# Colab's package set (tests/colab-constraints-*.txt: IPython 7.34, ipywidgets 7.7.1, ipykernel
+# 6.17.1 ...) in .venv-colab on Python 3.13 as Colab has it (else this Python): the tests marked
+# `colab` (kernel, cards, panel, the install check) and the tutorials under nbval, whose pictures
+# are not byte-compared there (notebooks/conftest.py: Colab's Pillow draws text a few pixels apart).
+COLAB_SET=tests/colab-constraints-2026-08-19.txt
+COLAB_PACKAGES="ipython ipywidgets widgetsnbextension ipykernel jupyter_client traitlets tornado
+  pillow httpx starlette uvicorn numpy"
+colab_tests() {
+  if [ ! -x .venv-colab/bin/python ]; then
+    local python
+    python=$(ls -d "$HOME"/.pyenv/versions/3.13*/bin/python 2>/dev/null | tail -1 || true)
+    "${python:-$PYTHON}" -m venv .venv-colab
+  fi
+  # shellcheck disable=SC2086  # COLAB_PACKAGES is a list of names
+  .venv-colab/bin/python -m pip install -q --disable-pip-version-check -c "$COLAB_SET" \
+    $COLAB_PACKAGES -e ".[test]"
+  FLUX_NB_COMPARE_PICTURES=0 .venv-colab/bin/python -m pytest -m colab --ignore=tests/browser \
+    --ignore=tests/local_engine "$@"
+}
+
+if [ "${1:-}" = --colab ]; then
+  shift
+  colab_tests "$@"
+  exit
+fi
 if [ "${1:-}" = tests/browser ] || [[ "${1:-}" == tests/browser/* ]]; then
   browser_tests "$@"
   exit
@@ -75,4 +101,5 @@ fi
 if [ $# -eq 0 ]; then
   browser_tests tests/browser
   local_engine_tests tests/local_engine
+  colab_tests tests notebooks
 fi

@@ -29,6 +29,8 @@ from flux_nb.server.embedded import LocalServer
 from flux_nb.sessions import Session
 from flux_nb.widgets_compat import tooltip_of, widget_by_id
 
+pytestmark = pytest.mark.colab  # runs in Colab's package set too (.venv-colab)
+
 
 @pytest.fixture(scope="module")
 def slow_server():

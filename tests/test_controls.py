@@ -8,6 +8,8 @@ from flux_nb.controls import NOT_CARRIED, make_controls, parameters
 from flux_nb.recipe import PARAMETERS, bundled_schema
 from flux_nb.widgets_compat import tooltip_of
 
+pytestmark = pytest.mark.colab  # runs in Colab's package set too (.venv-colab)
+
 SCHEMA = {
     "type": "object",
     "properties": {

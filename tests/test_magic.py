@@ -25,6 +25,8 @@ from PIL import Image, ImageChops
 from flux_nb import read_recipe
 from flux_nb.recipe import Recipe
 
+pytestmark = pytest.mark.colab  # runs in Colab's package set too (.venv-colab)
+
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 # 28 default steps then take about 0.6 s: long against a cell's few ms, short for a test.
 STEP_DELAY = 0.02

@@ -20,6 +20,8 @@ from flux_nb.server.embedded import LocalServer
 from flux_nb.sessions import Session
 from flux_nb.widgets_compat import IPYWIDGETS_MAJOR, tooltip_of, uploaded_files
 
+pytestmark = pytest.mark.colab  # runs in Colab's package set too (.venv-colab)
+
 SECRET = "sk-secret-do-not-leak-4f1c9a"
 
 

@@ -22,6 +22,8 @@ from jupyter_core.utils import run_sync
 from nbclient import NotebookClient
 from PIL import Image
 
+pytestmark = pytest.mark.colab  # runs in Colab's package set too (.venv-colab)
+
 REPO = Path(__file__).resolve().parents[1]
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
