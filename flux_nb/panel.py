@@ -15,6 +15,7 @@ import base64
 import html
 import io
 import logging
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ ATTRIBUTES = {
     "num_inference_steps": "steps",
     "guidance_scale": "guidance",
 }
+COLAB_UPLOAD_NOTE = "In Colab, uploads of 1 MB or more arrive empty: give a path or URL."
 ERROR_COLOR = "var(--jp-error-color1, #c62828)"
 MUTED_COLOR = "var(--jp-ui-font-color2, #666)"
 
@@ -176,6 +178,25 @@ class Panel(widgets.VBox):
             tooltip="PNG, JPEG or WebP images to edit or use as reference",
         )
         self.upload.observe(self._on_upload, "value")
+        # Colab's FileUpload brings files of 1 MB or more back empty (ipywidgets #3452): a path
+        # the kernel reads, or a URL passed on as it is, works there and everywhere else.
+        self.input_path = make(
+            widgets.Text,
+            placeholder="or a file path or image URL",
+            layout=widgets.Layout(width="260px"),
+            tooltip="A path on the kernel's machine (read there) or an http(s) URL (sent as it is)",
+        )
+        self.add_path_button = widgets.Button(
+            description="Add",
+            icon="plus",
+            layout=widgets.Layout(width="auto"),
+            tooltip="Add the image at this path or URL to the input images",
+        )
+        self.add_path_button.on_click(lambda _: self._guarded(self.add_typed_input))
+        self.upload_note = widgets.HTML(
+            f'<span style="color:{MUTED_COLOR}">{COLAB_UPLOAD_NOTE}</span>' if in_colab() else "",
+            layout=widgets.Layout(width="auto"),
+        )
         self.inputs_box = widgets.HBox(
             layout=widgets.Layout(flex_flow="row wrap", width="100%", align_items="flex-start")
         )
@@ -231,7 +252,16 @@ class Panel(widgets.VBox):
             self.prompt,
             controls,
             seed_row,
-            widgets.HBox([widgets.Label("Input images"), self.upload], layout=wrap),
+            widgets.HBox(
+                [
+                    widgets.Label("Input images"),
+                    self.upload,
+                    self.input_path,
+                    self.add_path_button,
+                    self.upload_note,
+                ],
+                layout=wrap,
+            ),
             self.inputs_box,
             widgets.HBox(
                 [self.generate_button, self.cost, self.cancel_button, self.status], layout=wrap
@@ -294,6 +324,17 @@ class Panel(widgets.VBox):
         with self._lock:
             self._inputs.append((item, _input_widget(item, self._remover(item))))
             self._render_inputs()
+        return item
+
+    def add_typed_input(self) -> InputImage | None:
+        """What the Add button does: the path or URL typed beside the upload button."""
+        text = self.input_path.value.strip()
+        if not text:
+            self.show_error("Type a file path or an http(s) image URL beside Add first.")
+            return None
+        self.clear_error()
+        item = self.add_input(text)
+        self.input_path.value = ""
         return item
 
     def remove_input(self, item: InputImage | int) -> None:
@@ -424,8 +465,11 @@ class Panel(widgets.VBox):
         if not files:
             return
         self.clear_error()
-        refused = []
+        refused, empty = [], []
         for name, content in uploaded_files(files):
+            if not content:
+                empty.append(name)
+                continue
             try:
                 self.add_input(content, name=name)
             except errors.FluxError:
@@ -436,10 +480,18 @@ class Panel(widgets.VBox):
         # The bytes now live in the panel;
         # cleared here they are not saved in the notebook's widget state.
         clear_upload(self.upload)
+        problems = []
+        if empty:
+            problems.append(
+                f"{', '.join(empty)}: the upload came back empty (in Colab, files of 1 MB or more"
+                " do). Type its path or URL beside Add instead."
+            )
         if refused:
-            self.show_error(
+            problems.append(
                 f"{', '.join(refused)}: not an image flux-nb can read. Use PNG, JPEG or WebP files."
             )
+        if problems:
+            self.show_error(" ".join(problems))
 
     def _remover(self, item: InputImage) -> Callable[[Any], None]:
         return lambda _: self._guarded(self.remove_input, item)
@@ -509,6 +561,11 @@ def _header_html(session: Session) -> str:
         f" border:1px solid var(--jp-border-color2, #ddd); border-radius:8px; padding:0 6px;"
         f' font-size:var(--jp-ui-font-size0, 11px)">{html.escape(badge)}</span>'
     )
+
+
+def in_colab() -> bool:
+    """Whether this kernel runs in Google Colab (its `google.colab` package is loaded there)."""
+    return "google.colab" in sys.modules
 
 
 def _input_name(source: Any) -> str:

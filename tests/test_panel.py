@@ -5,6 +5,9 @@ import copy
 import datetime as dt
 import io
 import json
+import re
+import sys
+import types
 import warnings
 
 import ipywidgets
@@ -325,6 +328,44 @@ def test_uploaded_images_go_into_the_recipe_and_can_be_removed(panel):
     (plain,) = panel.generate()
     assert plain.recipe.input_image == ()
     finish(panel)
+
+
+def test_a_typed_path_is_read_by_the_kernel_and_a_url_is_passed_on(panel, tmp_path):
+    data = png_bytes((20, 90, 200))
+    (tmp_path / "big photo.png").write_bytes(data)
+    panel.input_path.value = str(tmp_path / "big photo.png")
+    panel.add_path_button.click()
+    assert [i.name for i in panel.inputs] == ["big photo.png"] and panel.input_path.value == ""
+    assert base64.b64decode(panel.inputs[0].url.partition(",")[2]) == data  # the file's bytes
+
+    url = "https://example.com/pictures/cat.jpg?size=large"
+    panel.input_path.value = url
+    panel.add_path_button.click()
+    assert panel.inputs[1].url == url and panel.inputs[1].name == "cat.jpg"  # never fetched here
+
+    panel.input_path.value = str(tmp_path / "missing.png")
+    panel.add_path_button.click()
+    assert "missing.png" in panel.error_text and "not found" in panel.error_text
+    assert len(panel.inputs) == 2
+    panel.input_path.value = "  "
+    panel.add_path_button.click()
+    assert "Type a file path" in panel.error_text
+
+
+def test_in_colab_the_panel_says_big_uploads_arrive_empty_and_names_the_path_field(
+    session, monkeypatch
+):
+    assert panel_note(Panel(session=session, history=False)) == ""  # not Colab: nothing said
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    colab = Panel(session=session, history=False)
+    assert "1 MB" in panel_note(colab) and "path or URL" in panel_note(colab)
+    pick_file(colab.upload, "huge.png", b"")  # what Colab's FileUpload gives for 1 MB or more
+    assert colab.inputs == ()
+    assert "huge.png" in colab.error_text and "path or URL beside Add" in colab.error_text
+
+
+def panel_note(panel):
+    return re.sub("<[^>]+>", "", panel.upload_note.value)
 
 
 def test_an_uploaded_photograph_shows_as_a_jpeg_thumbnail(panel):
