@@ -15,7 +15,6 @@ import base64
 import html
 import io
 import logging
-import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ import ipywidgets as widgets
 
 from . import errors
 from .cards import Card, card_button, card_grid, card_width
+from .config import in_colab
 from .controls import Control, label_for, make_controls, parameters
 from .generation import Generation
 from .recipe import SEED_MAX, draw_seed
@@ -561,11 +561,6 @@ def _header_html(session: Session) -> str:
         f" border:1px solid var(--jp-border-color2, #ddd); border-radius:8px; padding:0 6px;"
         f' font-size:var(--jp-ui-font-size0, 11px)">{html.escape(badge)}</span>'
     )
-
-
-def in_colab() -> bool:
-    """Whether this kernel runs in Google Colab (its `google.colab` package is loaded there)."""
-    return "google.colab" in sys.modules
 
 
 def _input_name(source: Any) -> str:

@@ -537,6 +537,44 @@ def test_backend_switches_and_the_key_stays_out_of_sight(kernel):
     ) == ["succeeded", True]
 
 
+COLAB_USERDATA = """
+import sys, types
+class SecretNotFoundError(Exception):
+    pass
+def _get(name):
+    if name not in _secrets:
+        raise SecretNotFoundError(f"Secret {name} does not exist.")
+    return _secrets[name]
+_colab = types.ModuleType("google.colab")
+_colab.userdata = types.SimpleNamespace(get=_get)
+sys.modules["google.colab"] = _colab
+"""
+
+
+def test_backend_hosted_reads_the_key_from_colabs_secrets_and_never_shows_it(kernel):
+    key = "sk-colab-secret-never-show-77aa"
+    assert_clean(kernel.run(f"_secrets = {{'OXEN_API_KEY': {key!r}}}\n{COLAB_USERDATA}"))
+    try:
+        cell = kernel.run("%flux backend hosted")
+        assert_clean(cell)
+        assert "hosted FLUX.2 Klein 4B" in cell.outputs[0].text and key not in str(cell.outputs)
+        shown = kernel.value(
+            "[__import__('flux_nb').session().backend, repr(__import__('flux_nb').session()),"
+            " repr(__import__('flux_nb').session().client.__dict__)]"
+        )
+        assert shown[0] == "hosted" and key not in shown[1] and key not in shown[2]
+
+        # No secret (or no access granted): asked as anywhere else; here no stdin, so one line.
+        assert_clean(kernel.run("_secrets.clear()"))
+        cell = kernel.run("%flux backend hosted")
+        text = " ".join(str(o.get("text", "")) + str(o.get("evalue", "")) for o in cell.outputs)
+        assert "needs an API key" in text and "in Colab: a secret" in text
+        assert not any(o.output_type == "error" and o.get("traceback") for o in cell.outputs)
+    finally:
+        assert_clean(kernel.run("del sys.modules['google.colab']"))
+        assert_clean(kernel.run("%flux backend local"))
+
+
 # -- sweeps, cost, foreign recipes ----------------------------------------------------------------
 
 
