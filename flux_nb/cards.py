@@ -60,14 +60,13 @@ from pathlib import Path
 from typing import Any
 
 import ipywidgets as widgets
-from ipywidgets.widgets.widget_float import ProgressStyle
-from ipywidgets.widgets.widget_string import HTMLStyle
 
 from . import card_html, catch_up, display
 from .lean_widgets import lean
 from .options import RECIPE_OPTIONS
 from .recipe import Recipe
 from .status import ENDED_BADLY, SUCCEEDED
+from .widgets_compat import BundleDisplay, make, style, style_class
 
 WIDGET_VIEW = display.WIDGET_VIEW
 ERROR_COLOR = card_html.ERROR_COLOR
@@ -234,10 +233,10 @@ def _shared() -> dict[str, Any]:
         "file": _Layout(
             width="auto", min_width="0", height="24px", margin="0 0 2px 0", flex="0 0 auto"
         ),
-        "button_style": lean(widgets.ButtonStyle)(font_size=card_html.SMALL_FONT),
-        "html_style": lean(HTMLStyle)(),
-        "file_style": lean(HTMLStyle)(font_size=card_html.SMALL_FONT),
-        "progress_style": lean(ProgressStyle)(),
+        "button_style": style(lean(widgets.ButtonStyle), font_size=card_html.SMALL_FONT),
+        "html_style": style(lean(style_class(widgets.HTML))),
+        "file_style": style(lean(style_class(widgets.HTML)), font_size=card_html.SMALL_FONT),
+        "progress_style": style(lean(style_class(widgets.FloatProgress))),
     }
 
 
@@ -280,7 +279,7 @@ def card_button(description: str, tooltip: str, icon: str) -> widgets.Button:
     )
 
 
-class Card(_VBox):  # type: ignore[misc,valid-type]  # a tracked VBox
+class Card(BundleDisplay, _VBox):  # type: ignore[misc,valid-type]  # a tracked VBox
     """One generation, live: placeholder or preview, progress, status, caption and buttons.
     See the module docstring."""
 
@@ -499,8 +498,9 @@ class Card(_VBox):  # type: ignore[misc,valid-type]  # a tracked VBox
             return
         with self._lock:
             if self._copy_box is None:
-                self._copy_box = _Textarea(
-                    text,
+                self._copy_box = make(
+                    _Textarea,
+                    value=text,
                     rows=sum(1 + len(line) // 40 for line in text.splitlines()) + 1,
                     layout=_Layout(width="100%", margin="4px 0 0 0"),
                     tooltip="Select all and copy into a new cell",
@@ -571,7 +571,7 @@ def _stable_text(bundle: dict[str, Any], gens: Sequence[Any]) -> dict[str, Any]:
     return {**bundle, "text/plain": "\n".join(_plain(g) for g in gens)}
 
 
-class CardStack(lean(widgets.GridBox)):  # type: ignore[misc]  # a lean GridBox
+class CardStack(BundleDisplay, lean(widgets.GridBox)):  # type: ignore[misc]  # lean
     """What a %%flux cell shows: its cards in a grid, then a card per Reproduce/New seed click."""
 
     def __init__(self, children, gens: Sequence[Any], **kwargs):
@@ -605,7 +605,7 @@ def _stack_layout(thumbnail_size: int) -> widgets.Layout:
     return grid_layout(card_width(thumbnail_size))
 
 
-class SweepView(widgets.VBox):
+class SweepView(BundleDisplay, widgets.VBox):
     """What a sweep shows: its cards in a grid with the axis values along the top and left,
     then a card per Reproduce/New seed click."""
 

@@ -5,9 +5,28 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from pathlib import Path
 
 HOSTED_BASE_URL = "https://hub.oxen.ai"
+
+
+def in_colab() -> bool:
+    """Whether this kernel runs in Google Colab (its `google.colab` package is loaded there)."""
+    return "google.colab" in sys.modules
+
+
+def colab_secret(name: str) -> str:
+    """The Colab secret `name` (stored in Colab's key panel, with this notebook given access),
+    else "": not Colab, no such secret, or access not granted. The value is never logged."""
+    if not in_colab():
+        return ""
+    try:
+        from google.colab import userdata
+
+        return str(userdata.get(name) or "").strip()
+    except Exception:  # SecretNotFoundError, NotebookAccessError...: ask as anywhere else
+        return ""
 
 
 def normalize_base_url(url: str) -> str:

@@ -33,6 +33,7 @@ import ipywidgets as widgets
 
 from .options import RECIPE_OPTIONS
 from .recipe import PARAMETERS, bundled_schema
+from .widgets_compat import make, set_tooltip, tooltip_of
 
 SLIDER_MAX_POSITIONS = 1000  # an integer range wider than this gets a number box alone
 BOX_WIDTH = "64px"  # the number box beside a slider
@@ -136,7 +137,7 @@ def make_controls(
             for widget in (control.widget, control.box):
                 if widget is not None:
                     widget.disabled = True
-                    widget.tooltip = f"{widget.tooltip} ({NOT_CARRIED})"
+                    set_tooltip(widget, f"{tooltip_of(widget)} ({NOT_CARRIED})")
         made[name] = control
     return made
 
@@ -154,10 +155,10 @@ def make_control(name: str, spec: dict[str, Any], *, style: dict[str, str]) -> C
         return _single(name, spec, _dropdown(name, spec, common))
     if kind == "boolean":
         return _single(
-            name, spec, widgets.Checkbox(value=bool(spec.get("default", False)), **common)
+            name, spec, make(widgets.Checkbox, value=bool(spec.get("default", False)), **common)
         )
     if kind == "string":
-        text = widgets.Text(value=str(spec.get("default", "")), **common)
+        text = make(widgets.Text, value=str(spec.get("default", "")), **common)
         text.layout = widgets.Layout(width="auto")
         return _single(name, spec, text)
     if kind not in ("integer", "number"):
@@ -167,17 +168,23 @@ def make_control(name: str, spec: dict[str, Any], *, style: dict[str, str]) -> C
     if low is None or high is None:
         free = widgets.IntText if integer else widgets.FloatText
         return _single(
-            name, spec, free(value=default, layout=widgets.Layout(width="auto"), **common)
+            name, spec, make(free, value=default, layout=widgets.Layout(width="auto"), **common)
         )
     if integer and high - low > SLIDER_MAX_POSITIONS:
-        box = widgets.BoundedIntText(
-            value=default, min=low, max=high, layout=widgets.Layout(width="auto"), **common
+        box = make(
+            widgets.BoundedIntText,
+            value=default,
+            min=low,
+            max=high,
+            layout=widgets.Layout(width="auto"),
+            **common,
         )
         return _single(name, spec, box)
     step = 1 if integer else spec.get("multipleOf") or _nice_step(high - low)
     slider_type = widgets.IntSlider if integer else widgets.FloatSlider
     box_type = widgets.BoundedIntText if integer else widgets.BoundedFloatText
-    slider = slider_type(
+    slider = make(
+        slider_type,
         value=default,
         min=low,
         max=high,
@@ -187,7 +194,8 @@ def make_control(name: str, spec: dict[str, Any], *, style: dict[str, str]) -> C
         layout=widgets.Layout(flex="1 1 auto", width="auto", min_width="150px"),
         **common,
     )
-    box = box_type(
+    box = make(
+        box_type,
         value=default,
         min=low,
         max=high,
@@ -209,7 +217,8 @@ def _dropdown(name: str, spec: dict[str, Any], common: dict[str, Any]) -> widget
     choices = list(spec["enum"])
     label = CHOICE_LABELS.get(name, str)
     default = spec.get("default")
-    return widgets.Dropdown(
+    return make(
+        widgets.Dropdown,
         options=[(label(c), c) for c in choices],
         value=default if default in choices else (choices[0] if choices else None),
         layout=widgets.Layout(width="auto"),

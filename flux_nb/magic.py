@@ -444,11 +444,14 @@ def _local_options(words: list[str]) -> dict[str, Any]:
 
 
 def _ask_key(api_key_class):
-    """The hosted key: OXEN_API_KEY, else a getpass prompt; held only by the session's ApiKey."""
+    """The hosted key: OXEN_API_KEY, else Colab's secret of that name, else a getpass prompt;
+    held only by the session's ApiKey."""
     import getpass
     import os
 
-    value = os.environ.get("OXEN_API_KEY", "").strip()
+    from .config import colab_secret
+
+    value = os.environ.get("OXEN_API_KEY", "").strip() or colab_secret("OXEN_API_KEY")
     if not value:
         try:
             value = getpass.getpass("Oxen.ai API key (not stored, not echoed): ").strip()
@@ -458,8 +461,9 @@ def _ask_key(api_key_class):
         raise errors.AuthError(
             "The hosted backend needs an API key and none was given.",
             hint=(
-                "Set OXEN_API_KEY in the kernel's environment, or type it at the prompt of %flux"
-                " backend hosted."
+                "Set OXEN_API_KEY in the kernel's environment (in Colab: a secret of that name,"
+                " with this notebook given access), or type it at the prompt of %flux backend"
+                " hosted."
             ),
         )
     return api_key_class(value)

@@ -26,11 +26,13 @@ import ipywidgets as widgets
 
 from . import errors
 from .cards import Card, card_button, card_grid, card_width
+from .config import in_colab
 from .controls import Control, label_for, make_controls, parameters
 from .generation import Generation
 from .recipe import SEED_MAX, draw_seed
 from .sessions import Session
 from .status import SUCCEEDED
+from .widgets_compat import clear_upload, make, uploaded_files
 
 log = logging.getLogger("flux_nb.panel")
 
@@ -50,6 +52,7 @@ ATTRIBUTES = {
     "num_inference_steps": "steps",
     "guidance_scale": "guidance",
 }
+COLAB_UPLOAD_NOTE = "In Colab, uploads of 1 MB or more arrive empty: give a path or URL."
 ERROR_COLOR = "var(--jp-error-color1, #c62828)"
 MUTED_COLOR = "var(--jp-ui-font-color2, #666)"
 
@@ -101,7 +104,8 @@ class Panel(widgets.VBox):
         label = {"description_width": LABEL_WIDTH}
         full = widgets.Layout(width="100%")
         self.header = widgets.HTML(_header_html(self.session), layout=widgets.Layout(width="auto"))
-        self.prompt = widgets.Textarea(
+        self.prompt = make(
+            widgets.Textarea,
             description="Prompt",
             placeholder="Describe the image, or the edit to make to the input images",
             rows=3,
@@ -120,7 +124,8 @@ class Panel(widgets.VBox):
                     setattr(self, f"{attribute}_box", self.controls[name].box)
 
         seed = parameters(schema).get("seed", {})
-        self.seed = widgets.IntText(
+        self.seed = make(
+            widgets.IntText,
             value=draw_seed(),
             description=label_for("seed"),
             style=label,
@@ -138,7 +143,8 @@ class Panel(widgets.VBox):
             ),
         )
         self.seed_lock.observe(self._on_lock, "value")
-        self.count = widgets.IntSlider(
+        self.count = make(
+            widgets.IntSlider,
             value=1,
             min=1,
             max=MAX_IMAGES,
@@ -162,7 +168,8 @@ class Panel(widgets.VBox):
             layout=widgets.Layout(flex_flow="row wrap", align_items="center", width="100%"),
         )
 
-        self.upload = widgets.FileUpload(
+        self.upload = make(
+            widgets.FileUpload,
             accept="image/*",
             multiple=True,
             description="Add input images",
@@ -171,6 +178,25 @@ class Panel(widgets.VBox):
             tooltip="PNG, JPEG or WebP images to edit or use as reference",
         )
         self.upload.observe(self._on_upload, "value")
+        # Colab's FileUpload brings files of 1 MB or more back empty (ipywidgets #3452): a path
+        # the kernel reads, or a URL passed on as it is, works there and everywhere else.
+        self.input_path = make(
+            widgets.Text,
+            placeholder="or a file path or image URL",
+            layout=widgets.Layout(width="260px"),
+            tooltip="A path on the kernel's machine (read there) or an http(s) URL (sent as it is)",
+        )
+        self.add_path_button = widgets.Button(
+            description="Add",
+            icon="plus",
+            layout=widgets.Layout(width="auto"),
+            tooltip="Add the image at this path or URL to the input images",
+        )
+        self.add_path_button.on_click(lambda _: self._guarded(self.add_typed_input))
+        self.upload_note = widgets.HTML(
+            f'<span style="color:{MUTED_COLOR}">{COLAB_UPLOAD_NOTE}</span>' if in_colab() else "",
+            layout=widgets.Layout(width="auto"),
+        )
         self.inputs_box = widgets.HBox(
             layout=widgets.Layout(flex_flow="row wrap", width="100%", align_items="flex-start")
         )
@@ -226,7 +252,16 @@ class Panel(widgets.VBox):
             self.prompt,
             controls,
             seed_row,
-            widgets.HBox([widgets.Label("Input images"), self.upload], layout=wrap),
+            widgets.HBox(
+                [
+                    widgets.Label("Input images"),
+                    self.upload,
+                    self.input_path,
+                    self.add_path_button,
+                    self.upload_note,
+                ],
+                layout=wrap,
+            ),
             self.inputs_box,
             widgets.HBox(
                 [self.generate_button, self.cost, self.cancel_button, self.status], layout=wrap
@@ -289,6 +324,17 @@ class Panel(widgets.VBox):
         with self._lock:
             self._inputs.append((item, _input_widget(item, self._remover(item))))
             self._render_inputs()
+        return item
+
+    def add_typed_input(self) -> InputImage | None:
+        """What the Add button does: the path or URL typed beside the upload button."""
+        text = self.input_path.value.strip()
+        if not text:
+            self.show_error("Type a file path or an http(s) image URL beside Add first.")
+            return None
+        self.clear_error()
+        item = self.add_input(text)
+        self.input_path.value = ""
         return item
 
     def remove_input(self, item: InputImage | int) -> None:
@@ -419,11 +465,13 @@ class Panel(widgets.VBox):
         if not files:
             return
         self.clear_error()
-        refused = []
-        for entry in files:
-            name = str(entry.get("name") or "upload")
+        refused, empty = [], []
+        for name, content in uploaded_files(files):
+            if not content:
+                empty.append(name)
+                continue
             try:
-                self.add_input(bytes(entry["content"]), name=name)
+                self.add_input(content, name=name)
             except errors.FluxError:
                 refused.append(name)
             except Exception:
@@ -431,11 +479,19 @@ class Panel(widgets.VBox):
                 refused.append(name)
         # The bytes now live in the panel;
         # cleared here they are not saved in the notebook's widget state.
-        self.upload.value = ()
+        clear_upload(self.upload)
+        problems = []
+        if empty:
+            problems.append(
+                f"{', '.join(empty)}: the upload came back empty (in Colab, files of 1 MB or more"
+                " do). Type its path or URL beside Add instead."
+            )
         if refused:
-            self.show_error(
+            problems.append(
                 f"{', '.join(refused)}: not an image flux-nb can read. Use PNG, JPEG or WebP files."
             )
+        if problems:
+            self.show_error(" ".join(problems))
 
     def _remover(self, item: InputImage) -> Callable[[Any], None]:
         return lambda _: self._guarded(self.remove_input, item)

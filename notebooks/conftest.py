@@ -46,10 +46,26 @@ NBVAL_DEFAULT_CELL_TIMEOUT = 2000.0
 CELL_TIMEOUT = 120.0  # a stuck `%flux wait` fails the cell in 2 minutes, not half an hour
 
 
+# FLUX_NB_COMPARE_PICTURES=0 (scripts/test.sh sets it in .venv-colab): the offline engine writes
+# its tag with Pillow's built-in font, whose glyphs Colab's Pillow 11.3 draws a few pixels apart
+# from the Pillow the outputs were stored with. Pictures and the content hashes of pictures are
+# then not compared; every other output is.
+COMPARE_PICTURES = os.environ.get("FLUX_NB_COMPARE_PICTURES") != "0"
+PICTURE_HASHES = """
+[content hashes of pictures (only with FLUX_NB_COMPARE_PICTURES=0)]
+regex: \\b[0-9a-f]{12}\\b
+replace: DIGEST
+"""
+
+
 def pytest_configure(config):
     option = config.option
     if option.nbval_sanitize_with is None and getattr(option, "sanitize_with", None) is None:
         option.nbval_sanitize_with = str(SANITIZE_FILE)
+        if not COMPARE_PICTURES:
+            rules = Path(tempfile.mkdtemp(prefix="flux-nb-nbval-")) / SANITIZE_FILE.name
+            rules.write_text(SANITIZE_FILE.read_text() + PICTURE_HASHES)
+            option.nbval_sanitize_with = str(rules)
     if not option.nbval_kernel_name:
         option.nbval_current_env = True
     if option.nbval_cell_timeout == NBVAL_DEFAULT_CELL_TIMEOUT:
@@ -95,7 +111,7 @@ def pytest_collect_file(file_path, parent):
 
 
 def pytest_collectstart(collector):
-    if isinstance(collector, nbval_plugin.IPyNbFile):
+    if isinstance(collector, nbval_plugin.IPyNbFile) and COMPARE_PICTURES:
         collector.skip_compare = tuple(
             key for key in collector.skip_compare if key not in COMPARED_IMAGES
         )
@@ -104,6 +120,7 @@ def pytest_collectstart(collector):
 def pytest_itemcollected(item):
     if type(item) is nbval_plugin.IPyNbCell:  # nbval's __init__ names its class: swap after
         item.__class__ = TutorialCell
+        item.add_marker("colab")  # the tutorials run in Colab's package set too (.venv-colab)
 
 
 class DisplayLedger:

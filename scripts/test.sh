@@ -12,6 +12,7 @@
 #   bash scripts/test.sh pillow11 [pytest args]   the pixel-pinning tests on Pillow 11.3.0
 #   bash scripts/test.sh tests/readers [-x]    the image readers' tests only (.venv-readers)
 #   bash scripts/test.sh notebooks/07-real-klein-on-a-colab-gpu.ipynb   its tutorial (tiny model)
+#   bash scripts/test.sh --colab [-x]          the tests marked `colab` in Colab's package set only
 #
 # The engine tests run in .venv-local: flux-nb[local] with torch pinned to 2.13.0 (a CPU build;
 # an unpinned torch would pull gigabytes of CUDA wheels). They build a tiny random
@@ -115,8 +116,33 @@ readers_tests() {
   .venv-readers/bin/python -m pytest --confcutdir=tests/readers "$@"
 }
 
+# Colab's package set (tests/colab-constraints-*.txt: IPython 7.34, ipywidgets 7.7.1, ipykernel
+# 6.17.1 ...) in .venv-colab on Python 3.13 as Colab has it (else this Python): the tests marked
+# `colab` (kernel, cards, panel, the install check) and the tutorials under nbval, pictures
+# compared byte for byte as everywhere (Pillow 11.3 and Python 3.13 draw the same pixels).
+COLAB_SET=tests/colab-constraints-2026-08-19.txt
+COLAB_PACKAGES="ipython ipywidgets widgetsnbextension ipykernel jupyter_client traitlets tornado
+  pillow httpx starlette uvicorn numpy"
+colab_tests() {
+  if [ ! -x .venv-colab/bin/python ]; then
+    local python
+    python=$(ls -d "$HOME"/.pyenv/versions/3.13*/bin/python 2>/dev/null | tail -1 || true)
+    "${python:-$PYTHON}" -m venv .venv-colab
+  fi
+  # shellcheck disable=SC2086  # COLAB_PACKAGES is a list of names
+  .venv-colab/bin/python -m pip install -q --disable-pip-version-check -c "$COLAB_SET" \
+    $COLAB_PACKAGES -e ".[test]"
+  .venv-colab/bin/python -m pytest -m colab --ignore=tests/browser --ignore=tests/local_engine \
+    --ignore=tests/readers "$@"
+}
+
 if [ "${1:-}" = tests/readers ] || [[ "${1:-}" == tests/readers/* ]]; then
   readers_tests "$@"
+  exit
+fi
+if [ "${1:-}" = --colab ]; then
+  shift
+  colab_tests "$@"
   exit
 fi
 if [ "${1:-}" = tests/browser ] || [[ "${1:-}" == tests/browser/* ]]; then
@@ -154,4 +180,5 @@ if [ $# -eq 0 ]; then
   pillow11_tests
   readers_tests tests/readers
   local_engine_tests tests/local_engine "$KLEIN_TUTORIAL"
+  colab_tests tests notebooks
 fi

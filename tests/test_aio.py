@@ -10,7 +10,10 @@ import sys
 import textwrap
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
+
+pytestmark = pytest.mark.colab  # runs in Colab's package set too (.venv-colab)
 
 SCRIPT = textwrap.dedent(
     """

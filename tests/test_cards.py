@@ -8,7 +8,6 @@ import types
 
 import ipywidgets
 import pytest
-from ipywidgets.widgets.widget import _instances
 from PIL import Image, ImageChops
 
 from flux_nb import card_html, cards
@@ -28,6 +27,9 @@ from flux_nb.recipe import Recipe
 from flux_nb.server.app import LocalExtras
 from flux_nb.server.embedded import LocalServer
 from flux_nb.sessions import Session
+from flux_nb.widgets_compat import tooltip_of, widget_by_id
+
+pytestmark = pytest.mark.colab  # runs in Colab's package set too (.venv-colab)
 
 
 @pytest.fixture(scope="module")
@@ -322,7 +324,7 @@ def test_generation_mimebundle_has_widget_png_and_stable_text(session):
     assert base64.b64decode(plain["image/png"]) == gen.thumbnail()
     assert plain["text/plain"] == f"'a lantern'\n{gen.recipe.summary()}\ndone"  # no ids or timings
     rich = generation_mimebundle(gen, widget=True)
-    view = _instances[rich[cards.WIDGET_VIEW]["model_id"]]
+    view = widget_by_id(rich[cards.WIDGET_VIEW]["model_id"])
     assert [c.gen for c in cards_in(view)] == [gen]
     assert rich["image/png"] == plain["image/png"]
 
@@ -356,7 +358,7 @@ def test_extra_buttons_sit_with_the_others(session):
     card = Card(gen, extra_buttons=[extra])
     assert card.buttons.children[-2:] == (extra, card.file_link)
     assert [b.description for b in card.buttons.children[:4]] == ["Rerun", "Vary", "Copy", "Cancel"]
-    assert all(b.tooltip and b.icon for b in card.buttons.children[:4])
+    assert all(tooltip_of(b) and b.icon for b in card.buttons.children[:4])
     settle(gen)
 
 

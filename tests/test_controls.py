@@ -6,6 +6,9 @@ import pytest
 
 from flux_nb.controls import NOT_CARRIED, make_controls, parameters
 from flux_nb.recipe import PARAMETERS, bundled_schema
+from flux_nb.widgets_compat import tooltip_of
+
+pytestmark = pytest.mark.colab  # runs in Colab's package set too (.venv-colab)
 
 SCHEMA = {
     "type": "object",
@@ -79,10 +82,10 @@ def test_labels_come_from_the_option_table_and_help_from_the_schema(controls):
     assert controls["num_inference_steps"].widget.description == "Steps"
     assert controls["aspect_ratio"].widget.description == "Aspect ratio"
     assert controls["negative_prompt"].widget.description == "Negative prompt"
-    assert controls["strength"].widget.tooltip == "How much: 0 to 1"
-    assert controls["num_inference_steps"].widget.tooltip == "Steps: 2 to 12, default 6"
-    assert controls["aspect_ratio"].widget.tooltip == "Aspect ratio: default 21:9"
-    assert controls["tile"].widget.tooltip == "Tile"
+    assert tooltip_of(controls["strength"].widget) == "How much: 0 to 1"
+    assert tooltip_of(controls["num_inference_steps"].widget) == "Steps: 2 to 12, default 6"
+    assert tooltip_of(controls["aspect_ratio"].widget) == "Aspect ratio: default 21:9"
+    assert tooltip_of(controls["tile"].widget) == "Tile"
 
 
 def test_values_are_sent_as_the_api_names_them(controls):
@@ -98,7 +101,7 @@ def test_a_parameter_the_recipe_cannot_carry_is_shown_disabled_never_dropped_sil
     made = make_controls(SCHEMA, skip=("prompt", "seed"))
     extra = made["negative_prompt"]
     assert "negative_prompt" not in PARAMETERS
-    assert extra.widget.disabled and NOT_CARRIED in extra.widget.tooltip and extra.value is None
+    assert extra.widget.disabled and NOT_CARRIED in tooltip_of(extra.widget) and extra.value is None
     steps = made["num_inference_steps"]
     assert not steps.widget.disabled and not steps.box.disabled and steps.value == 6
 

@@ -36,6 +36,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("sessions",),  # one per kernel: backend, runner, output folder, history
     ("aio",),  # the async twins
     ("card_html", "settled_output", "catch_up", "lean_widgets"),  # views and their syncing
+    ("widgets_compat",),  # what differs between ipywidgets 7 and 8, for the widget views above
     ("cards", "controls"),  # the live card widgets; panel controls made from the schema
     ("panel",),  # the widgets panel
     ("magic", "cli"),  # %%flux, and the command line

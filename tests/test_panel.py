@@ -5,6 +5,9 @@ import copy
 import datetime as dt
 import io
 import json
+import re
+import sys
+import types
 import warnings
 
 import ipywidgets
@@ -18,6 +21,9 @@ from flux_nb.panel import THUMBNAIL_SIZE, Panel
 from flux_nb.recipe import SEED_MAX, bundled_schema
 from flux_nb.server.embedded import LocalServer
 from flux_nb.sessions import Session
+from flux_nb.widgets_compat import IPYWIDGETS_MAJOR, tooltip_of, uploaded_files
+
+pytestmark = pytest.mark.colab  # runs in Colab's package set too (.venv-colab)
 
 SECRET = "sk-secret-do-not-leak-4f1c9a"
 
@@ -65,17 +71,23 @@ def png_bytes(color=(200, 40, 40), size=(64, 48)):
     return buf.getvalue()
 
 
-def upload_value(name, data, kind="image/png"):
-    """What ipywidgets 8 puts in FileUpload.value after a person picks a file."""
-    return (
-        {
-            "name": name,
-            "type": kind,
-            "size": len(data),
-            "content": memoryview(data),
-            "last_modified": dt.datetime.now(dt.timezone.utc),
-        },
-    )
+def pick_file(upload, name, data, kind="image/png"):
+    """What the front end does to a FileUpload when a person picks a file (ipywidgets 8: value
+    becomes a tuple of dicts; 7: the metadata and data lists are filled and the counter steps)."""
+    if IPYWIDGETS_MAJOR >= 8:
+        upload.value = (
+            {
+                "name": name,
+                "type": kind,
+                "size": len(data),
+                "content": memoryview(data),
+                "last_modified": dt.datetime.now(dt.timezone.utc),
+            },
+        )
+        return
+    upload.set_trait("metadata", [{"name": name, "type": kind, "size": len(data)}])
+    upload.set_trait("data", [data])
+    upload._counter += 1
 
 
 def test_controls_follow_the_schema_and_have_labels(panel):
@@ -156,8 +168,8 @@ def test_the_controls_are_made_from_the_sessions_schema(session, narrower_schema
     # explained by the schema; the Recipe cannot carry it yet, so it says so and is not sent.
     extra = panel.controls["negative_prompt"].widget
     assert extra in the_widgets(panel)
-    assert extra.description == "Negative prompt" and "What to keep out" in extra.tooltip
-    assert extra.disabled and "cannot send it yet" in extra.tooltip
+    assert extra.description == "Negative prompt" and "What to keep out" in tooltip_of(extra)
+    assert extra.disabled and "cannot send it yet" in tooltip_of(extra)
     assert "negative_prompt" not in panel.params()
 
 
@@ -287,9 +299,11 @@ def test_out_of_range_values_are_refused_in_the_panel(panel):
 
 def test_uploaded_images_go_into_the_recipe_and_can_be_removed(panel):
     data = png_bytes()
-    panel.upload.value = upload_value("cat.png", data)
+    pick_file(panel.upload, "cat.png", data)
     assert [i.name for i in panel.inputs] == ["cat.png"]
-    assert panel.upload.value == ()  # the bytes are not kept in the notebook's widget state
+    assert (
+        uploaded_files(panel.upload.value) == []
+    )  # the bytes are not kept in the notebook's widget state
     item_box = panel.inputs_box.children[0]
     assert (
         isinstance(item_box.children[0], ipywidgets.Image) and len(item_box.children[0].value) > 0
@@ -298,7 +312,7 @@ def test_uploaded_images_go_into_the_recipe_and_can_be_removed(panel):
     url = panel.inputs[0].url
     assert base64.b64decode(url.partition(",")[2]) == data
 
-    panel.upload.value = upload_value("notes.txt", b"not an image", "text/plain")
+    pick_file(panel.upload, "notes.txt", b"not an image", "text/plain")
     assert "notes.txt" in panel.error_text and len(panel.inputs) == 1
 
     panel.prompt.value = "make it blue"
@@ -316,11 +330,49 @@ def test_uploaded_images_go_into_the_recipe_and_can_be_removed(panel):
     finish(panel)
 
 
+def test_a_typed_path_is_read_by_the_kernel_and_a_url_is_passed_on(panel, tmp_path):
+    data = png_bytes((20, 90, 200))
+    (tmp_path / "big photo.png").write_bytes(data)
+    panel.input_path.value = str(tmp_path / "big photo.png")
+    panel.add_path_button.click()
+    assert [i.name for i in panel.inputs] == ["big photo.png"] and panel.input_path.value == ""
+    assert base64.b64decode(panel.inputs[0].url.partition(",")[2]) == data  # the file's bytes
+
+    url = "https://example.com/pictures/cat.jpg?size=large"
+    panel.input_path.value = url
+    panel.add_path_button.click()
+    assert panel.inputs[1].url == url and panel.inputs[1].name == "cat.jpg"  # never fetched here
+
+    panel.input_path.value = str(tmp_path / "missing.png")
+    panel.add_path_button.click()
+    assert "missing.png" in panel.error_text and "not found" in panel.error_text
+    assert len(panel.inputs) == 2
+    panel.input_path.value = "  "
+    panel.add_path_button.click()
+    assert "Type a file path" in panel.error_text
+
+
+def test_in_colab_the_panel_says_big_uploads_arrive_empty_and_names_the_path_field(
+    session, monkeypatch
+):
+    assert panel_note(Panel(session=session, history=False)) == ""  # not Colab: nothing said
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    colab = Panel(session=session, history=False)
+    assert "1 MB" in panel_note(colab) and "path or URL" in panel_note(colab)
+    pick_file(colab.upload, "huge.png", b"")  # what Colab's FileUpload gives for 1 MB or more
+    assert colab.inputs == ()
+    assert "huge.png" in colab.error_text and "path or URL beside Add" in colab.error_text
+
+
+def panel_note(panel):
+    return re.sub("<[^>]+>", "", panel.upload_note.value)
+
+
 def test_an_uploaded_photograph_shows_as_a_jpeg_thumbnail(panel):
     grain = [Image.effect_noise((400, 300), sigma) for sigma in (30, 50, 70)]
     photo = io.BytesIO()
     Image.merge("RGB", grain).save(photo, format="JPEG", quality=90)
-    panel.upload.value = upload_value("street.jpg", photo.getvalue(), "image/jpeg")
+    pick_file(panel.upload, "street.jpg", photo.getvalue(), "image/jpeg")
     picture = panel.inputs_box.children[0].children[0]
     assert isinstance(picture, ipywidgets.Image) and picture.format == "jpeg"
     assert Image.open(io.BytesIO(bytes(picture.value))).size == (96, 72)
@@ -428,7 +480,7 @@ def test_the_api_key_never_reaches_widget_state(keyed_server, tmp_path):
         panel = Panel(session=s)
         panel.prompt.value = "a key under a doormat"
         panel.steps.value = 2
-        panel.upload.value = upload_value("door.png", png_bytes())
+        pick_file(panel.upload, "door.png", png_bytes())
         panel.generate_button.click()
         finish(panel)
         gen = panel.cards[0].gen

@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -21,6 +22,8 @@ import pytest
 from jupyter_core.utils import run_sync
 from nbclient import NotebookClient
 from PIL import Image
+
+pytestmark = pytest.mark.colab  # runs in Colab's package set too (.venv-colab)
 
 REPO = Path(__file__).resolve().parents[1]
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
@@ -199,6 +202,8 @@ def test_nbval_compares_the_settled_output_and_catches_a_changed_picture(tmp_pat
         capture_output=True,
         text=True,
         timeout=300,
+        # Pictures compared here, whatever the environment (not in .venv-colab's tutorial run).
+        env={k: v for k, v in os.environ.items() if k != "FLUX_NB_COMPARE_PICTURES"},
     )
     report = result.stdout
     assert "2 failed, 7 passed" in report, report

@@ -346,6 +346,68 @@ def test_grid_running_and_failed_cards_and_the_panel_in_light_and_dark(notebook,
     assert console.errors == []
 
 
+# VS Code's Jupyter renderer (shared notes, colab-notes.md): JupyterLab's light --jp-* values
+# whatever the editor's theme, and a forced white background behind widget outputs
+# (.cell-output-ipywidget-background). Applied over JupyterLab Dark, so nothing else is light.
+VSCODE_LIGHT = """.jp-OutputArea-output {
+    background-color: white !important;
+    --jp-ui-font-color0: rgba(0, 0, 0, 1); --jp-ui-font-color1: rgba(0, 0, 0, 0.87);
+    --jp-ui-font-color2: rgba(0, 0, 0, 0.54); --jp-ui-font-color3: rgba(0, 0, 0, 0.38);
+    --jp-content-font-color1: rgba(0, 0, 0, 0.87);
+    --jp-layout-color0: white; --jp-layout-color1: white; --jp-layout-color2: #eeeeee;
+    --jp-border-color1: #bdbdbd; --jp-border-color2: #e0e0e0;
+    --jp-error-color1: #d32f2f; --jp-success-color1: #388e3c;
+    --jp-widgets-color: black; --jp-widgets-label-color: black;
+    --jp-widgets-input-color: black; --jp-widgets-input-background-color: white;
+}"""
+# On top of it, flux-nb's own variables undefined: what their fallbacks draw.
+UNDEFINED = (
+    "--jp-ui-font-color1", "--jp-ui-font-color2", "--jp-error-color1", "--jp-success-color1",
+    "--jp-layout-color2", "--jp-border-color2",
+)  # fmt: skip
+FALLBACKS = ".jp-OutputArea-output { " + " ".join(f"{v}: initial;" for v in UNDEFINED) + " }"
+
+
+def _own_colours(cell) -> list[str]:
+    """The computed colour of every element of the cards that sets its own colour (flux-nb's
+    HTML: status, caption, placeholder, the Open link)."""
+    return cell.evaluate(
+        """cell => [...cell.querySelectorAll('.flux-nb-card [style*="color"]')]
+            .map(el => getComputedStyle(el).color)"""
+    )
+
+
+def _background(cell) -> str:
+    return cell.evaluate(
+        "cell => getComputedStyle(cell.querySelector('.jp-OutputArea-output')).backgroundColor"
+    )
+
+
+def test_cards_and_panel_read_on_vs_codes_forced_white_background(notebook, console):
+    notebook.set_theme("JupyterLab Dark")
+    try:
+        failed = notebook.cell(notebook.index_of(FAILED_CELL))
+        for name, sheets in (
+            ("40-vscode", [VSCODE_LIGHT]),
+            ("41-fallbacks", [VSCODE_LIGHT, FALLBACKS]),
+        ):
+            styles = [notebook.page.add_style_tag(content=css) for css in sheets]
+            try:
+                assert _background(notebook.panel_cell) == "rgb(255, 255, 255)"
+                notebook.shot(f"{name}-panel", notebook.panel_cell)
+                notebook.shot(f"{name}-failed", failed)
+                _check_cards(_layout(notebook.panel_cell), light=True, columns=3)
+                _check_cards(_layout(failed), light=True)
+                colours = _own_colours(notebook.panel_cell) + _own_colours(failed)
+                assert len(colours) > 10 and all(_luminance(c) < 0.5 for c in colours), colours
+            finally:
+                for style in styles:
+                    style.evaluate("el => el.remove()")
+    finally:
+        notebook.set_theme("JupyterLab Light")
+    assert console.errors == []
+
+
 def test_notebook_7_shows_the_panel_the_grid_and_a_failed_card(
     notebook7, browser, artifacts, console
 ):

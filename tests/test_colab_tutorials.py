@@ -1,0 +1,67 @@
+"""The tutorials open in Colab as they open on Binder: a badge for each beside its Binder badge,
+and a first code cell that installs flux-nb where it is missing and does nothing where it is."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+from unittest import mock
+
+import nbformat
+import pytest
+from IPython.core.inputtransformer2 import TransformerManager
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+BINDER = "https://mybinder.org/v2/gh/OWNER/flux-nb/HEAD?labpath=notebooks/{}"
+COLAB = "https://colab.research.google.com/github/OWNER/flux-nb/blob/main/notebooks/{}"
+
+
+def test_there_are_six_tutorials():
+    assert len(NOTEBOOKS) == 6
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_each_tutorial_has_its_colab_badge_beside_its_binder_badge(path):
+    first = next(c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown")
+    links = re.findall(r"\]\((https://[^)\s]+)\)", first.source)
+    assert BINDER.format(path.name) in links and COLAB.format(path.name) in links
+    lines = first.source.splitlines()
+    binder = next(i for i, line in enumerate(lines) if BINDER.format(path.name) in line)
+    assert COLAB.format(path.name) in lines[binder + 1]  # on the next line: side by side
+
+
+def test_the_readme_has_a_colab_badge_beside_the_binder_badge():
+    readme = (REPO / "README.md").read_text(encoding="utf-8").splitlines()
+    binder = next(i for i, line in enumerate(readme) if "mybinder.org/badge_logo.svg" in line)
+    assert COLAB.format("01-quickstart.ipynb") in " ".join(readme[binder : binder + 2])
+
+
+class Shell:
+    """get_ipython() for the first cell: records the line magics it runs."""
+
+    def __init__(self):
+        self.magics: list[tuple[str, str]] = []
+
+    def run_line_magic(self, name, line):
+        self.magics.append((name, line))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+@pytest.mark.parametrize("installed", [True, False])
+def test_the_first_code_cell_installs_flux_nb_only_where_it_is_missing(path, installed):
+    first = next(c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+    lines = first.source.splitlines()
+    guard = lines[: lines.index("%load_ext flux_nb") + 1]  # not what the cell goes on to do
+    code = TransformerManager().transform_cell("\n".join(guard))
+    shell = Shell()
+    real = importlib.util.find_spec
+    absent = {"flux_nb"} if not installed else set()
+    with mock.patch.object(
+        importlib.util, "find_spec", lambda name, *a: None if name in absent else real(name, *a)
+    ):
+        exec(compile(code, path.name, "exec"), {"get_ipython": lambda: shell, "__name__": "nb"})
+    pips = [line for name, line in shell.magics if name == "pip"]
+    assert pips == ([] if installed else ["install -q flux-nb"])
+    assert ("load_ext", "flux_nb") in shell.magics  # then loads it, as before
