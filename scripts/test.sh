@@ -118,8 +118,9 @@ readers_tests() {
 
 # Colab's package set (tests/colab-constraints-*.txt: IPython 7.34, ipywidgets 7.7.1, ipykernel
 # 6.17.1 ...) in .venv-colab on Python 3.13 as Colab has it (else this Python): the tests marked
-# `colab` (kernel, cards, panel, the install check) and the tutorials under nbval, pictures
-# compared byte for byte as everywhere (Pillow 11.3 and Python 3.13 draw the same pixels).
+# `colab` (kernel, cards, panel, the install check) and the tutorials under nbval, every picture
+# flux-nb makes compared byte for byte (Pillow 11.3 and Python 3.13 draw the same pixels); pictures
+# the tutorials' own Pillow code draws are not (notebooks/conftest.py: DRAWN_BY_PILLOW).
 COLAB_SET=tests/colab-constraints-2026-08-19.txt
 COLAB_PACKAGES="ipython ipywidgets widgetsnbextension ipykernel jupyter_client traitlets tornado
   pillow httpx starlette uvicorn numpy"
@@ -132,8 +133,8 @@ colab_tests() {
   # shellcheck disable=SC2086  # COLAB_PACKAGES is a list of names
   .venv-colab/bin/python -m pip install -q --disable-pip-version-check -c "$COLAB_SET" \
     $COLAB_PACKAGES -e ".[test]"
-  .venv-colab/bin/python -m pytest -m colab --ignore=tests/browser --ignore=tests/local_engine \
-    --ignore=tests/readers "$@"
+  FLUX_NB_COMPARE_PICTURES=flux-nb .venv-colab/bin/python -m pytest -m colab \
+    --ignore=tests/browser --ignore=tests/local_engine --ignore=tests/readers "$@"
 }
 
 if [ "${1:-}" = tests/readers ] || [[ "${1:-}" == tests/readers/* ]]; then

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import sys
 from pathlib import Path
 from unittest import mock
 
@@ -13,13 +14,41 @@ import pytest
 from IPython.core.inputtransformer2 import TransformerManager
 
 REPO = Path(__file__).resolve().parents[1]
-NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+ALL = sorted((REPO / "notebooks").glob("*.ipynb"))
+
+
+def _engine(path: Path) -> str | None:
+    return nbformat.read(path, as_version=4).metadata.get("flux_nb", {}).get("engine")
+
+
+# The offline tutorials (Binder and Colab alike) and the GPU one (Colab only: Binder has no GPU).
+NOTEBOOKS = [p for p in ALL if _engine(p) != "flux2-klein"]
+GPU_NOTEBOOKS = [p for p in ALL if _engine(p) == "flux2-klein"]
 BINDER = "https://mybinder.org/v2/gh/OWNER/flux-nb/HEAD?labpath=notebooks/{}"
 COLAB = "https://colab.research.google.com/github/OWNER/flux-nb/blob/main/notebooks/{}"
 
 
-def test_there_are_six_tutorials():
-    assert len(NOTEBOOKS) == 6
+def test_there_are_six_offline_tutorials_and_one_for_a_gpu():
+    assert len(NOTEBOOKS) == 6 and len(GPU_NOTEBOOKS) == 1
+
+
+@pytest.mark.parametrize("path", GPU_NOTEBOOKS, ids=lambda p: p.name)
+@pytest.mark.parametrize("in_colab", [True, False])
+def test_the_gpu_tutorial_opens_in_colab_and_installs_the_local_extra_only_there(path, in_colab):
+    cells = nbformat.read(path, as_version=4).cells
+    first = next(c for c in cells if c.cell_type == "markdown")
+    assert COLAB.format(path.name) in first.source and "mybinder.org" not in first.source
+    install = next(c for c in cells if c.cell_type == "code")
+    code = TransformerManager().transform_cell(install.source)
+    shell = Shell()
+    modules = {"google.colab": mock.MagicMock()} if in_colab else {}
+    google = {"google": mock.MagicMock(colab=modules.get("google.colab"))} if in_colab else {}
+    with mock.patch.dict("sys.modules", {**modules, **google}):
+        if not in_colab:
+            sys.modules.pop("google.colab", None)
+        exec(compile(code, path.name, "exec"), {"get_ipython": lambda: shell, "__name__": "nb"})
+    pips = [line for name, line in shell.magics if name == "pip"]
+    assert pips == (['install -q "flux-nb[local]"'] if in_colab else [])
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
