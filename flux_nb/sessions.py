@@ -43,8 +43,14 @@ def embedded_server(step_delay: float, engine: Any = "preview"):
             extras = LocalExtras(progress_events=True)
             # Its one client keeps what it downloads: a result leaves memory once fetched.
             limits = Limits(results_in_memory_bytes=EMBEDDED_BUDGET, spill_downloaded=True)
+            # The kernel's own server, on loopback, for one person: it fetches input URLs on
+            # this machine's network as the person could (a shared `flux-nb serve` refuses them).
             _embedded[key] = LocalServer(
-                step_delay=step_delay, engine=config, extras=extras, limits=limits
+                step_delay=step_delay,
+                engine=config,
+                extras=extras,
+                limits=limits,
+                allow_private_urls=True,
             ).start()
         return _embedded[key]
 

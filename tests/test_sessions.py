@@ -98,3 +98,26 @@ def test_the_schema_check_and_the_price_share_one_read_of_the_model_object(local
             assert len([p for p in server.sent("GET") if p.startswith("/api/ai/models/")]) == 1
         finally:
             sess.close()
+
+
+def test_the_kernels_own_server_fetches_an_input_url_on_this_machine(tmp_path):
+    """The embedded server is the person's own, on loopback: a picture served on localhost is
+    fetched (a shared `flux-nb serve` refuses such URLs: tests/test_team_server.py)."""
+    import functools
+    import http.server
+
+    from PIL import Image
+
+    Image.new("RGB", (64, 48), (200, 120, 40)).save(tmp_path / "photo.png")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    files = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=files.serve_forever, daemon=True).start()
+    s = Session("local", output_dir=tmp_path / "out", announce=None)
+    try:
+        url = f"http://127.0.0.1:{files.server_address[1]}/photo.png"
+        gen = s.generate("make it a sunset", seed=3, num_inference_steps=2, input_image=[url])
+        gen.wait(60)
+        assert gen.status == "succeeded", gen.reason
+    finally:
+        s.close()
+        files.shutdown()
