@@ -7,12 +7,14 @@ The %%flux magic and the panel share it:
     card = Card(gen, on_new=None, extra_buttons=(), thumbnail_size=320)   # an ipywidgets.VBox
         card.gen               the Generation shown
         card.placeholder       HTML: a box of the recipe's aspect ratio where the picture will be;
-                               it says why when the generation failed or was cancelled
+                               it says why when the generation failed or was cancelled; closed
+                               (None) once the picture stands in its place
         card.preview           Image: the thumbnail (JPEG for a photograph, PNG for flat art);
                                replaces the placeholder once it exists
         card.progress          FloatProgress, while running: steps where the backend reports them
                                (the local server), else elapsed time
-                               (the hosted API has no progress)
+                               (the hosted API has no progress); None once it ended (closed:
+                               ipywidgets keeps every open widget for the kernel's life)
         card.status            HTML, one line: queued / processing · step i/n · seconds, then
                                "done in 4.2 s · <file name>", or why it failed or was cancelled
         card.caption           HTML, one line: caption(gen); the prompt in the tooltip
@@ -218,25 +220,48 @@ def card_width(thumbnail_size: int) -> int:
     return max(thumbnail_size, MIN_CARD_CONTENT) + 2 * CARD_PADDING + 2
 
 
+class _Made(dict):
+    """Made on first use: a notebook saves only the models its cards use."""
+
+    def __init__(self, makers: dict[str, Callable[[], Any]]) -> None:
+        super().__init__()
+        self._makers = makers
+
+    def __missing__(self, name: str) -> Any:
+        made = self[name] = self._makers[name]()
+        return made
+
+
 @cache
 def _shared() -> dict[str, Any]:
     """Layouts and styles every card uses: one widget each instead of one per card (about
-    0.5 ms a widget in a kernel, which is most of a %%flux cell's time)."""
+    0.5 ms a widget in a kernel, which is most of a %%flux cell's time), each made when first
+    used."""
+    return _Made(_shared_makers())
+
+
+def _shared_makers() -> dict[str, Callable[[], Any]]:
     return {
-        "text": _Layout(width="auto"),
-        "line": _Layout(width="100%", margin="0", overflow="hidden"),
-        "media": _Layout(width="100%", margin="0 0 4px 0"),
-        "image": _Layout(width="100%", height="auto", margin="0 0 4px 0", object_fit="contain"),
-        "bar": _Layout(width="100%", height="10px", margin="0 0 2px 0"),
-        "row": _Layout(flex_flow="row wrap", width="100%", margin="4px 0 0 0"),
-        "button": _Layout(width="auto", height="24px", padding="0 4px", margin="0 3px 2px 0"),
-        "file": _Layout(
+        "text": lambda: _Layout(width="auto"),
+        "line": lambda: _Layout(width="100%", margin="0", overflow="hidden"),
+        "media": lambda: _Layout(width="100%", margin="0 0 4px 0"),
+        "image": lambda: _Layout(
+            width="100%", height="auto", margin="0 0 4px 0", object_fit="contain"
+        ),
+        "bar": lambda: _Layout(width="100%", height="10px", margin="0 0 2px 0"),
+        "row": lambda: _Layout(flex_flow="row wrap", width="100%", margin="4px 0 0 0"),
+        "button": lambda: _Layout(
+            width="auto", height="24px", padding="0 4px", margin="0 3px 2px 0"
+        ),
+        "file": lambda: _Layout(
             width="auto", min_width="0", height="24px", margin="0 0 2px 0", flex="0 0 auto"
         ),
-        "button_style": style(lean(widgets.ButtonStyle), font_size=card_html.SMALL_FONT),
-        "html_style": style(lean(style_class(widgets.HTML))),
-        "file_style": style(lean(style_class(widgets.HTML)), font_size=card_html.SMALL_FONT),
-        "progress_style": style(lean(style_class(widgets.FloatProgress))),
+        "button_style": lambda: style(lean(widgets.ButtonStyle), font_size=card_html.SMALL_FONT),
+        "html_style": lambda: style(lean(style_class(widgets.HTML))),
+        "file_style": lambda: style(
+            lean(style_class(widgets.HTML)), font_size=card_html.SMALL_FONT
+        ),
+        "progress_style": lambda: style(lean(style_class(widgets.FloatProgress))),
     }
 
 
@@ -300,21 +325,23 @@ class Card(BundleDisplay, _VBox):  # type: ignore[misc,valid-type]  # a tracked 
         self._lock = threading.Lock()
         self._notice: widgets.HTML | None = None
         self._copy_box: widgets.Textarea | None = None
+        self.progress: widgets.FloatProgress | None = None  # made while running, closed after
         self._shown_status, self._shown_at = gen.status, time.monotonic()
         catch_up.hook(_shell())
-        self.placeholder = _HTML(
+        self.placeholder: widgets.HTML | None = _HTML(
             card_html.placeholder(gen), layout=shared["media"], style=shared["html_style"]
         )
         self.preview = _Image(format="png", layout=shared["image"])
-        fraction, bar_style = card_html.progress(gen, _durations.typical())
-        self.progress = _Progress(
-            value=fraction,
-            min=0.0,
-            max=1.0,
-            bar_style=bar_style,
-            layout=shared["bar"],
-            style=shared["progress_style"],
-        )
+        if not gen.done:
+            fraction, bar_style = card_html.progress(gen, _durations.typical())
+            self.progress = _Progress(
+                value=fraction,
+                min=0.0,
+                max=1.0,
+                bar_style=bar_style,
+                layout=shared["bar"],
+                style=shared["progress_style"],
+            )
         self.status = _HTML(
             card_html.status(gen, status_line(gen)),
             layout=shared["line"],
@@ -384,7 +411,8 @@ class Card(BundleDisplay, _VBox):  # type: ignore[misc,valid-type]  # a tracked 
                 self.cancel_button,
                 self.file_link,
             ):
-                widget.send_state()
+                if widget is not None and widget.comm is not None:
+                    widget.send_state()
 
     # -- state -> traits; runs on runner threads and the ticker ------------------------------------
 
@@ -417,17 +445,19 @@ class Card(BundleDisplay, _VBox):  # type: ignore[misc,valid-type]  # a tracked 
             if self.status.value != status:
                 self.status.value = status
             if not gen.done:
-                fraction, bar_style = card_html.progress(gen, _durations.typical())
-                with self.progress.hold_sync():
-                    self.progress.value, self.progress.bar_style = fraction, bar_style
+                if self.progress is not None:
+                    fraction, bar_style = card_html.progress(gen, _durations.typical())
+                    with self.progress.hold_sync():
+                        self.progress.value, self.progress.bar_style = fraction, bar_style
                 return
             self.caption.value = card_html.caption(gen, caption(gen))
             self.cancel_button.disabled = True
-            if gen.status in ENDED_BADLY or problem:
+            if (gen.status in ENDED_BADLY or problem) and self.placeholder is not None:
                 self.placeholder.value = card_html.placeholder(gen, problem)
             if gen.path:
                 self.file_link.value = card_html.file_button(gen.path, "Open")
             self._arrange()
+            self._release()
             if not self.settled.is_set():
                 if gen.status == SUCCEEDED:
                     _durations.add(gen.elapsed)
@@ -443,10 +473,26 @@ class Card(BundleDisplay, _VBox):  # type: ignore[misc,valid-type]  # a tracked 
             self.preview.format = widget_format(thumb)
             self.preview.value = thumb
 
+    def _release(self) -> None:
+        """Close what a finished card no longer shows (the bar; the placeholder once the picture
+        stands in its place): ipywidgets keeps every open widget for the kernel's life, and a
+        saved notebook keeps a closed model's last state, so the placeholder is emptied first."""
+        if self.progress is not None:
+            self.progress.close()
+            self.progress = None
+        if self.placeholder is not None and len(self.preview.value):
+            self.placeholder.value = ""
+            self.placeholder.close()
+            self.placeholder = None
+
     def _arrange(self) -> None:
         """Children for the state: placeholder and bar while running, then picture or reason."""
-        media = self.preview if len(self.preview.value) else self.placeholder
-        running = [] if self.gen.done else [self.progress]
+        media = (
+            self.preview
+            if len(self.preview.value) or self.placeholder is None
+            else self.placeholder
+        )
+        running = [self.progress] if self.progress is not None and not self.gen.done else []
         extra = [w for w in (self._notice, self._copy_box) if w is not None]
         children = (media, *running, self.status, self.caption, self.buttons, *extra)
         if tuple(self.children) != children:  # type: ignore[has-type]  # an ipywidgets trait

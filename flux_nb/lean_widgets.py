@@ -20,12 +20,16 @@ from functools import cache
 from typing import Any
 
 IDENTITY = ("_model_name", "_model_module", "_model_module_version")
+EMPTY_BY_DEFAULT = ("_dom_classes",)  # every front end's model starts with no classes
 
 
 class _Lean:
     def get_state(self, key: Any = None, drop_defaults: bool = False) -> dict[str, Any]:
         if key is None:  # the whole state: opening the comm, or sending all of it again
             state = super().get_state(None, drop_defaults=True)  # type: ignore[misc]
+            for key in EMPTY_BY_DEFAULT:  # a dynamic default: drop_defaults keeps it
+                if key in state and not state[key]:
+                    del state[key]
             state.update({k: getattr(self, k) for k in IDENTITY})
             return state
         return super().get_state(key, drop_defaults)  # type: ignore[misc]

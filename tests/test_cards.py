@@ -90,6 +90,29 @@ def test_card_follows_its_generation_to_the_thumbnail(session, tmp_path, monkeyp
     assert f'href="out/{gen.path.name}"' in card.file_link.value
 
 
+def test_a_finished_card_closes_what_it_no_longer_shows(session):
+    """ipywidgets keeps every open widget for the kernel's life: a finished card closes its bar
+    and the placeholder its picture replaced, and a card made for a finished generation never
+    makes a bar."""
+    from ipywidgets.widgets import widget as module
+
+    _instances = module._instances if hasattr(module, "_instances") else module.Widget.widgets
+
+    gen = session.generate("a red fox in snow", seed=5, num_inference_steps=4)
+    card = Card(gen, thumbnail_size=128)
+    bar, placeholder = card.progress, card.placeholder
+    assert bar is not None and placeholder is not None
+    ids = {bar.model_id, placeholder.model_id}
+    assert ids <= set(_instances)
+    settle(gen)
+    assert card.progress is None and card.placeholder is None
+    assert bar.comm is None and placeholder.comm is None and not ids & set(_instances)
+    assert placeholder.value == ""  # a saved notebook keeps a closed model's last state
+    again = Card(gen, thumbnail_size=128)
+    assert again.progress is None and list(again.children)[0] is again.preview
+    assert all(w.comm is not None for w in again.children)
+
+
 def test_the_card_shows_a_thumbnail_the_runner_made_from_one_decode_before_the_save(slow_session):
     from flux_nb.thumbnail import make_thumbnail
 

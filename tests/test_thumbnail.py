@@ -6,7 +6,15 @@ import io
 import pytest
 from PIL import Image, ImageChops, ImageFilter, ImageStat
 
-from flux_nb.thumbnail import PHOTO_QUALITY, decode, make_thumbnail, mime_type, thumbnails
+from flux_nb.thumbnail import (
+    PHOTO_BYTES_PER_PIXEL,
+    PHOTO_LEAST_QUALITY,
+    PHOTO_QUALITY,
+    decode,
+    make_thumbnail,
+    mime_type,
+    thumbnails,
+)
 
 
 def encoded(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
@@ -81,8 +89,23 @@ def reference(image: Image.Image, max_side: int) -> bytes:
     if flat:
         thumb.quantize(256, method=Image.Quantize.FASTOCTREE).save(buffer, "PNG", compress_level=6)
     else:
-        thumb.save(buffer, "JPEG", quality=PHOTO_QUALITY)
+        return jpeg_within(thumb, int(PHOTO_BYTES_PER_PIXEL * thumb.width * thumb.height))
     return buffer.getvalue()
+
+
+def jpeg(image: Image.Image, quality: int) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality, optimize=True)
+    return buffer.getvalue()
+
+
+def jpeg_within(image: Image.Image, budget: int) -> bytes:
+    """The best quality from PHOTO_QUALITY down that fits the budget, by trying every one."""
+    for quality in range(PHOTO_QUALITY, PHOTO_LEAST_QUALITY - 1, -1):
+        data = jpeg(image, quality)
+        if len(data) <= budget:
+            return data
+    return data
 
 
 @pytest.mark.parametrize(
@@ -120,3 +143,26 @@ def test_a_photographs_jpeg_is_nearer_the_picture_and_smaller_than_a_palette_png
 
     assert len(jpeg) < len(palette.getvalue())
     assert error(jpeg) < error(palette.getvalue()) / 2
+
+
+def noise(size=(1344, 768)) -> Image.Image:
+    """The offline engine's hardest case: truecolour grain that JPEG cannot compress."""
+    return Image.merge("RGB", [Image.effect_noise(size, 60) for _ in range(3)])
+
+
+def test_a_photographs_thumbnail_keeps_within_its_byte_budget_lowering_quality_only_as_needed():
+    """Saved twice in a notebook: a grainy picture's thumbnail is squeezed into its budget (down
+    to PHOTO_LEAST_QUALITY); a smooth one that fits keeps PHOTO_QUALITY."""
+    smooth = photograph((1344, 768))
+    thumb = make_thumbnail(smooth)
+    small = Image.open(io.BytesIO(thumb))
+    assert thumb == jpeg(smooth.resize(small.size, Image.Resampling.BICUBIC, reducing_gap=1.0), 85)
+    grainy = noise()
+    squeezed = make_thumbnail(grainy)
+    shrunk = grainy.resize(
+        Image.open(io.BytesIO(squeezed)).size, Image.Resampling.BICUBIC, reducing_gap=1.0
+    )
+    budget = int(PHOTO_BYTES_PER_PIXEL * shrunk.width * shrunk.height)
+    assert len(jpeg(shrunk, PHOTO_QUALITY)) > budget  # the case the budget is for
+    assert squeezed == jpeg_within(shrunk, budget)
+    assert len(squeezed) <= budget or squeezed == jpeg(shrunk, PHOTO_LEAST_QUALITY)

@@ -35,6 +35,7 @@ class ColabPage:
         self.running: set[str] = set()  # execute requests sent whose idle status has not come
         self.models: dict[str, dict[str, Any]] = {}
         self.truth: dict[str, dict[str, Any]] = {}
+        self.closed: set[str] = set()  # models the kernel closed (a finished card's bar)
         self.shown = self.dropped = 0
         self.widget_messages: dict[str, int] = {}  # execute request id -> widget messages in it
         self.displays: list[dict[str, Any]] = []
@@ -68,6 +69,9 @@ class ColabPage:
         kind = msg["msg_type"]
         if kind == "status" and msg["content"]["execution_state"] == "idle":
             self.running.discard(parent)
+            return
+        if kind == "comm_close":
+            self.closed.add(msg["content"]["comm_id"])
             return
         if kind not in ("comm_open", "comm_msg", "update_display_data"):
             return
