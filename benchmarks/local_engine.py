@@ -317,22 +317,8 @@ def cuda_figures(rounds: int) -> None:
     pipe = klein_4b_pipeline(device="cuda", dtype=torch.bfloat16)
     pipe.set_progress_bar_config(disable=True)
 
-    def per_image() -> tuple[float, float]:
-        kwargs = dict(
-            prompt=PROMPT, width=1024, height=1024, num_inference_steps=4, guidance_scale=1.0
-        )
-        pipe(**kwargs, generator=torch.Generator("cpu").manual_seed(0))  # warm-up
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        times = []
-        for i in range(rounds):
-            start = time.perf_counter()
-            pipe(**kwargs, generator=torch.Generator("cpu").manual_seed(i))
-            torch.cuda.synchronize()
-            times.append(time.perf_counter() - start)
-        return median(times), torch.cuda.max_memory_allocated() / 2**30
-
-    seconds, peak = per_image()
+    seconds, peak_bytes = cuda_seconds_and_peak(pipe, rounds)
+    peak = peak_bytes / 2**30
     row(f"CUDA {name}: 1024x1024, 4 steps, bfloat16", fmt(seconds, "s"), "", f"n={rounds}")
     row(f"CUDA {name}: peak GPU memory, no offload", fmt(peak, "GiB"))
     log(f"  CUDA no offload: {seconds:.2f} s per image, peak {peak:.1f} GiB")
@@ -346,6 +332,24 @@ def cuda_figures(rounds: int) -> None:
     placements_and_quantization(rounds, name)
 
 
+def cuda_seconds_and_peak(pipe, rounds: int) -> tuple[float, int]:
+    """Median seconds per 1024x1024 image at 4 steps after a warm-up, and the peak bytes of GPU
+    memory allocated meanwhile."""
+    import torch
+
+    kwargs = dict(prompt=PROMPT, width=1024, height=1024, num_inference_steps=4, guidance_scale=1.0)
+    pipe(**kwargs, generator=torch.Generator("cpu").manual_seed(0))  # warm-up
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    times = []
+    for i in range(rounds):
+        start = time.perf_counter()
+        pipe(**kwargs, generator=torch.Generator("cpu").manual_seed(i))
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return median(times), torch.cuda.max_memory_allocated()
+
+
 def placements_and_quantization(rounds: int, name: str) -> None:
     """Each placement the diffusers pipeline has, and torchao int8 (fp8 where the GPU has it) of
     the text encoder and the transformer, on a fresh full-size random pipeline each: seconds per
@@ -355,7 +359,7 @@ def placements_and_quantization(rounds: int, name: str) -> None:
     from flux_nb.server.engines.flux2_klein import _quantize
     from flux_nb.server.engines.flux2_klein_random import klein_4b_pipeline
     from flux_nb.server.engines.machine import read_machine
-    from flux_nb.server.engines.plan import _Candidate, klein_4b_sizes, peaks
+    from flux_nb.server.engines.plan import CUDA_CONTEXT_GB, GB, _Candidate, klein_4b_sizes, peaks
 
     machine = read_machine("cuda")
     dtype = "bfloat16" if torch.cuda.get_device_capability(0) >= (8, 0) else "float16"
@@ -369,7 +373,6 @@ def placements_and_quantization(rounds: int, name: str) -> None:
         ("group-offload", ("none", "none")),
         ("sequential-offload", ("none", "none")),
     ]
-    kwargs = dict(prompt=PROMPT, width=1024, height=1024, num_inference_steps=4, guidance_scale=1.0)
     for placement, quant in tries:
         label = f"{placement}, {dtype}, text encoder {quant[0]}, transformer {quant[1]}"
         estimate, _ram = peaks(klein_4b_sizes(), machine, _Candidate(placement, dtype, quant))
@@ -403,24 +406,16 @@ def placements_and_quantization(rounds: int, name: str) -> None:
                         offload_type="block_level",
                         num_blocks_per_group=1,
                     )
-            pipe(**kwargs, generator=torch.Generator("cpu").manual_seed(0))  # warm-up
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            times = []
-            for i in range(rounds):
-                start = time.perf_counter()
-                pipe(**kwargs, generator=torch.Generator("cpu").manual_seed(i))
-                torch.cuda.synchronize()
-                times.append(time.perf_counter() - start)
-            peak = torch.cuda.max_memory_allocated() / 1e9
-            row(f"CUDA {name}: {label}", fmt(median(times), "s"), "", f"n={rounds}")
+            seconds, peak_bytes = cuda_seconds_and_peak(pipe, rounds)
+            peak = peak_bytes / GB
+            row(f"CUDA {name}: {label}", fmt(seconds, "s"), "", f"n={rounds}")
             row(
                 f"CUDA {name}: peak GPU memory, {label}",
                 fmt(peak, "GB"),
                 "",
-                f"plan's estimate {estimate:.1f} GB (with {0.5:.1f} GB CUDA context)",
+                f"plan's estimate {estimate:.1f} GB (with {CUDA_CONTEXT_GB:.1f} GB CUDA context)",
             )
-            log(f"  CUDA {label}: {median(times):.2f} s, peak {peak:.1f} GB, plan {estimate:.1f}")
+            log(f"  CUDA {label}: {seconds:.2f} s, peak {peak:.1f} GB, plan {estimate:.1f}")
             del pipe
         except Exception as exc:  # one try failing (an old torchao, an OOM) leaves the others
             row(f"CUDA {name}: {label}", "failed", "", f"{type(exc).__name__}: {str(exc)[:120]}")

@@ -18,11 +18,12 @@ nothing is noted and nothing is sent twice.
 
 from __future__ import annotations
 
-import sys
 import threading
 import weakref
 from functools import cache
 from typing import Any
+
+from .config import in_colab
 
 _lock = threading.Lock()
 _missed: weakref.WeakKeyDictionary[Any, set[str] | None] = weakref.WeakKeyDictionary()
@@ -59,10 +60,8 @@ def _note(widget: Any, key: Any) -> None:
 
 
 def needed() -> bool:
-    """Colab's page drops widget messages sent while no cell runs. Its kernel is started by
-    colab_kernel_launcher, with its kernel class from google.colab (so that is loaded)."""
-    launcher = sys.argv[0] if sys.argv else ""
-    return "google.colab" in sys.modules or "colab_kernel_launcher" in launcher
+    """Colab's page drops widget messages sent while no cell runs (config.in_colab)."""
+    return in_colab()
 
 
 def catch_up() -> int:

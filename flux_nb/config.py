@@ -12,8 +12,10 @@ HOSTED_BASE_URL = "https://hub.oxen.ai"
 
 
 def in_colab() -> bool:
-    """Whether this kernel runs in Google Colab (its `google.colab` package is loaded there)."""
-    return "google.colab" in sys.modules
+    """Whether this kernel runs in Google Colab: its kernel is started by colab_kernel_launcher,
+    with its kernel class from google.colab (so that package is loaded there)."""
+    launcher = sys.argv[0] if sys.argv else ""
+    return "google.colab" in sys.modules or "colab_kernel_launcher" in launcher
 
 
 def colab_secret(name: str) -> str:

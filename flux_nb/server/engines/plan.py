@@ -434,16 +434,7 @@ def plan(
                     else f"{fv:.1f} GB GPU memory and {fr:.1f} GB RAM"
                 )
                 why = f"{_describe(first)} would need {need}; this machine has {limits}"
-            return Plan(
-                True,
-                machine.device,
-                c.dtype,
-                c.placement,
-                dict(zip(PARTS, c.quantize, strict=True)),
-                vram,
-                ram,
-                why,
-            )
+            return _decided(True, machine, c, vram, ram, why)
     # nothing within what was asked: say what the smallest try needs and what else would fit
     c, vram, ram = min(scored, key=lambda s: s[1] + s[2])
     need = (
@@ -458,16 +449,14 @@ def plan(
             why += f"; try {_flags(other, machine)}"
     elif machine.kind != "cpu":
         why += "; try --device cpu"
-    return Plan(
-        False,
-        machine.device,
-        c.dtype,
-        c.placement,
-        dict(zip(PARTS, c.quantize, strict=True)),
-        vram,
-        ram,
-        why,
-    )
+    return _decided(False, machine, c, vram, ram, why)
+
+
+def _decided(
+    fits: bool, machine: Machine, c: _Candidate, vram: float, ram: float, why: str
+) -> Plan:
+    quantize = dict(zip(PARTS, c.quantize, strict=True))
+    return Plan(fits, machine.device, c.dtype, c.placement, quantize, vram, ram, why)
 
 
 def _flags(p: Plan, machine: Machine) -> str:
