@@ -10,6 +10,9 @@ import importlib.util
 import re
 from dataclasses import dataclass
 
+from .plan import MEMORY_CHOICES, QUANTIZE_CHOICES
+from .plan import PARTS as QUANTIZE_PARTS
+
 # What the server says an engine is, in every generation object: never let a stand-in pass for FLUX.
 ENGINE_LABELS = {
     "preview": "preview (offline stand-in, not FLUX)",
@@ -22,10 +25,6 @@ KLEIN_DEFAULT_MODEL = "black-forest-labs/FLUX.2-klein-4B"
 DEVICES = ("auto", "cuda", "mps", "cpu")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(?::\d+)?")
-# Copies of plan.py's choices (that module is only imported when a plan is made).
-MEMORY_CHOICES = ("auto", "gpu", "model-offload", "group-offload", "sequential-offload")
-QUANTIZE_PARTS = ("text_encoder", "transformer")
-QUANTIZE_CHOICES = ("none", "int8", "fp8", "int4", "auto")
 # What flux2-klein imports, and the pip line that installs it.
 LOCAL_EXTRA_MODULES = ("torch", "diffusers", "transformers", "accelerate", "safetensors")
 LOCAL_EXTRA_PIP = "pip install 'flux-nb[local]'"

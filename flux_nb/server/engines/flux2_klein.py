@@ -19,6 +19,7 @@ on itself. torch and diffusers are imported only when a pipeline is loaded or us
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import os
@@ -160,11 +161,13 @@ def _key(config: EngineConfig, device: str, dtype: str, slot: int) -> tuple:
     return (str(config.model), device, dtype, config.memory, config.quantize, slot)
 
 
-def devices_for(config: EngineConfig) -> list[str]:
-    """The devices the engine runs a pipeline on: those named, or for auto every visible GPU
-    whose memory plan fits (one is enough to start: the first device there is)."""
+@functools.cache
+def devices_for(config: EngineConfig) -> tuple[str, ...]:
+    """The devices the engine runs a pipeline on, one worker slot each: those named, or for auto
+    every visible GPU whose memory plan fits (one is enough to start: the first device there is).
+    Worked out once per configuration: the worker count and every slot's pipeline use it."""
     if config.devices != ["auto"]:
-        return config.devices
+        return tuple(config.devices)
     from .machine import read_machine, visible_gpus
     from .plan import model_sizes, plan
 
@@ -178,8 +181,8 @@ def devices_for(config: EngineConfig) -> list[str]:
         except ValueError:
             fitting = []
         if fitting:
-            return fitting
-    return ["auto"]
+            return tuple(fitting)
+    return ("auto",)
 
 
 def _plan_options(config: EngineConfig) -> dict[str, Any]:
@@ -203,7 +206,7 @@ def load_pipeline(config: EngineConfig, slot: int = 0) -> Loaded:
     the libraries, the weights or the device are missing, or nothing fits."""
     config.check_available()
     torch = _import_torch()
-    devices = config.devices
+    devices = devices_for(config)  # for auto on several GPUs: the ones the plan fits, by slot
     device = resolve_device(devices[slot % len(devices)], torch)
     with _load_lock:
         for key, loaded in _pipelines.items():  # adopted, or loaded before for this slot
@@ -238,7 +241,8 @@ def adopt_pipeline(config: EngineConfig, pipe: Any, slot: int = 0) -> Loaded:
     """Serve a Flux2KleinPipeline already built in this process (say, a notebook's, or the
     benchmark's full-size random one) for config, instead of loading config.model."""
     torch = _import_torch()
-    device = resolve_device(config.devices[slot % len(config.devices)], torch)
+    devices = devices_for(config)
+    device = resolve_device(devices[slot % len(devices)], torch)
     dtype = str(next(pipe.transformer.parameters()).dtype).removeprefix("torch.")
     _quiet_guidance_warning()
     pipe.set_progress_bar_config(disable=True)

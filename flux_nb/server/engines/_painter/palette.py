@@ -8,6 +8,7 @@ named flat colours), which lets the drawing code blend "halo over sky" by remapp
 
 from __future__ import annotations
 
+import colorsys
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -342,9 +343,7 @@ def _clamp(v: float, lo: float = 0.0, hi: float = 1.0) -> float:
 # ---- HLS, as Python 3.11+ computes it ------------------------------------------------------------
 # colorsys changed rgb_to_hls in 3.11 (gh-106498: 2.0 - maxc - minc, not 2.0 - sumc), which moved
 # palette entries by one level on Python 3.10: the stand-in's pictures must not depend on the
-# Python release, so the arithmetic is written here once.
-
-_ONE_THIRD, _ONE_SIXTH, _TWO_THIRD = 1.0 / 3.0, 1.0 / 6.0, 2.0 / 3.0
+# Python release, so that one function is written here (hls_to_rgb is the same in every release).
 
 
 def rgb_to_hls(r: float, g: float, b: float) -> tuple[float, float, float]:
@@ -362,25 +361,6 @@ def rgb_to_hls(r: float, g: float, b: float) -> tuple[float, float, float]:
     else:
         h = 4.0 + gc - rc
     return (h / 6.0) % 1.0, lum, s
-
-
-def hls_to_rgb(h: float, lum: float, s: float) -> tuple[float, float, float]:
-    if s == 0.0:
-        return lum, lum, lum
-    m2 = lum * (1.0 + s) if lum <= 0.5 else lum + s - (lum * s)
-    m1 = 2.0 * lum - m2
-    return (_v(m1, m2, h + _ONE_THIRD), _v(m1, m2, h), _v(m1, m2, h - _ONE_THIRD))
-
-
-def _v(m1: float, m2: float, hue: float) -> float:
-    hue = hue % 1.0
-    if hue < _ONE_SIXTH:
-        return m1 + (m2 - m1) * hue * 6.0
-    if hue < 0.5:
-        return m2
-    if hue < _TWO_THIRD:
-        return m1 + (m2 - m1) * (_TWO_THIRD - hue) * 6.0
-    return m1
 
 
 def mix(a: RGB, b: RGB, t: float) -> RGB:
@@ -403,14 +383,14 @@ def tint(rgb: RGB, hue: float | None, lightness: float, amount: float) -> RGB:
         dh = ((target - h + 0.5) % 1.0) - 0.5
         h = (h + dh * amount) % 1.0
         s += (max(s, 0.5) - s) * amount
-    r, g, b = hls_to_rgb(h, _clamp(lum), _clamp(s))
+    r, g, b = colorsys.hls_to_rgb(h, _clamp(lum), _clamp(s))
     return (round(r * 255), round(g * 255), round(b * 255))
 
 
 def rotate(rgb: RGB, degrees: float) -> RGB:
     """The same colour with its hue turned by some degrees."""
     h, lum, s = rgb_to_hls(rgb[0] / 255, rgb[1] / 255, rgb[2] / 255)
-    r, g, b = hls_to_rgb((h + degrees / 360) % 1.0, lum, s)
+    r, g, b = colorsys.hls_to_rgb((h + degrees / 360) % 1.0, lum, s)
     return (round(r * 255), round(g * 255), round(b * 255))
 
 
@@ -419,7 +399,7 @@ def word_colour(hue: float | None, lightness: float) -> RGB:
     if hue is None:
         v = round(lightness * 255)
         return (v, v, v)
-    r, g, b = hls_to_rgb(hue / 360, lightness, 0.68)
+    r, g, b = colorsys.hls_to_rgb(hue / 360, lightness, 0.68)
     return (round(r * 255), round(g * 255), round(b * 255))
 
 
@@ -432,7 +412,7 @@ def grade(rgb: RGB, guidance: float) -> RGB:
     h, lum, s = rgb_to_hls(rgb[0] / 255, rgb[1] / 255, rgb[2] / 255)
     s = _clamp(s * sat)
     lum = _clamp(0.5 + (lum - 0.5) * con)
-    r, g, b = hls_to_rgb(h, lum, s)
+    r, g, b = colorsys.hls_to_rgb(h, lum, s)
     return (round(r * 255), round(g * 255), round(b * 255))
 
 
