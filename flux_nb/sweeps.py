@@ -382,7 +382,7 @@ class Sweep:
         rows, cols = self.shape
         swept = "; ".join(f"{a.title} {'|'.join(map(str, a.values))}" for a in self.axes)
         more = {"Sheet": f"{cols}x{rows} grid of {swept}"}
-        return format_parameters(first.recipe, first.image.size if done else None, more)
+        return format_parameters(first.recipe, _size(first) if done else None, more)
 
     # -- display ----------------------------------------------------------------------------------
 
@@ -410,6 +410,19 @@ def start(session: Any, plan: Plan, check: Any = None) -> Sweep:
     """Send every cell of the plan (each its own enqueue) and return the Sweep at once; check()
     runs before each enqueue (Runner.submit)."""
     return Sweep(plan, session.submit(plan.recipes, check=check))
+
+
+def _size(gen: Any) -> tuple[int, int]:
+    """A finished image's size from its file's header (no pixels decoded), else from the image."""
+    if gen.path is not None:
+        from PIL import Image
+
+        try:
+            with Image.open(gen.path) as opened:
+                return opened.size
+        except OSError:
+            pass
+    return gen.image.size
 
 
 __all__ = [

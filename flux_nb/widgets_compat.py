@@ -47,17 +47,6 @@ def style_class(widget_class: type[widgets.DOMWidget]) -> Any:
     return widget_class.class_traits()["style"].klass
 
 
-def html_style(**css: Any) -> widgets.Style:
-    """An HTML widget's style (see style_class)."""
-    return style(style_class(widgets.HTML), **css)
-
-
-def button_style(**css: Any) -> widgets.ButtonStyle:
-    """A ButtonStyle with the settings this ipywidgets has (7 has no font_size: such a button
-    keeps the notebook's font size)."""
-    return style(widgets.ButtonStyle, **css)
-
-
 def style(cls: type[S], **css: Any) -> S:
     """cls(**css) with only the settings this ipywidgets' cls has."""
     known = cls.class_trait_names()
@@ -127,9 +116,7 @@ __all__ = [
     "style_class",
     "BundleDisplay",
     "IPYWIDGETS_MAJOR",
-    "button_style",
     "clear_upload",
-    "html_style",
     "make",
     "set_tooltip",
     "tooltip_of",
