@@ -135,16 +135,11 @@ class KeyRing:
                     f"no keys file at {self.path}: make one with"
                     f" `flux-nb keys add NAME --keys-file {self.path}`."
                 )
-            read_entries(self.path)  # a broken file: one line at start, not refusals later
-            self._refresh()
+            self._refresh(strict=True)  # a broken file: one line at start, not refusals later
 
     @property
     def required(self) -> bool:
         return self.api_key is not None or self.path is not None
-
-    def people(self) -> int:
-        with self._lock:
-            return len(self._by_hash)
 
     def name_of(self, token: str) -> str | None:
         """The name the token belongs to, or None when it is not a key this server accepts."""
@@ -158,7 +153,9 @@ class KeyRing:
             # A dict lookup by hash: timing tells nothing about a key, only about its hash.
             return self._by_hash.get(hashed)
 
-    def _refresh(self) -> None:
+    def _refresh(self, *, strict: bool = False) -> None:
+        """Re-read the file when its stat changed; strict (at start) raises what is wrong with it
+        instead of refusing every person's key until it is mended."""
         assert self.path is not None
         try:
             st = self.path.stat()
@@ -173,6 +170,8 @@ class KeyRing:
                 raise KeysFileError(f"the keys file {self.path} is gone")
             entries = read_entries(self.path)
         except KeysFileError as exc:
+            if strict:
+                raise
             with self._lock:
                 self._by_hash, self._stamp = {}, stamp
                 if self._problem != str(exc):
