@@ -568,11 +568,7 @@ def _in_execute_request(shell) -> bool:
     kernel = getattr(shell, "kernel", None)
     if kernel is None:
         return True  # terminal IPython: set_next_input pre-fills the next prompt
-    try:
-        parent = kernel.get_parent("shell")
-    except Exception:
-        return False
-    return (parent or {}).get("header", {}).get("msg_type") == "execute_request"
+    return catch_up.in_execute_request(kernel)
 
 
 class _Durations:

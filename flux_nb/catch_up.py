@@ -95,13 +95,14 @@ def hook(shell: Any) -> None:
         return
     if not needed():
         return
-    _state["in_cell"] = _in_execute_request(shell.kernel)
+    _state["in_cell"] = in_execute_request(shell.kernel)
     _state["active"] = True
     shell.events.register("pre_run_cell", _before_cell)
     shell.events.register("post_run_cell", _after_cell)
 
 
-def _in_execute_request(kernel: Any) -> bool:
+def in_execute_request(kernel: Any) -> bool:
+    """Whether the kernel is answering an execute request (a cell), not idle or a comm message."""
     try:
         parent = kernel.get_parent("shell")
     except Exception:
@@ -109,4 +110,4 @@ def _in_execute_request(kernel: Any) -> bool:
     return (parent or {}).get("header", {}).get("msg_type") == "execute_request"
 
 
-__all__ = ["catch_up", "hook", "needed", "tracked"]
+__all__ = ["catch_up", "hook", "in_execute_request", "needed", "tracked"]
