@@ -81,6 +81,7 @@ class _Tracked:
     polls: int = 0
     next_poll: float = 0.0
     download_failures: int = 0
+    sent_at: float = 0.0  # monotonic, when its enqueue was sent
     check: Callable[[], None] | None = None  # the cell's own check before its enqueue (cost)
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
@@ -125,6 +126,7 @@ class Runner:
         self._stopping = threading.Event()
         self._sse_up = False
         self._heard_at: float | None = None  # last bytes on the open stream (monotonic)
+        self._opened_at: float | None = None  # when the current stream opened (monotonic)
         # set while the stream is not trusted (since when nothing came); None while it delivers
         self._silent_since: float | None = None
         self._answered_silently = False  # a stream opened (200) during this silence
@@ -355,6 +357,7 @@ class Runner:
         ambiguous send the queue is searched for it before sending again; when the queue cannot be
         read, nothing is sent again (that could pay twice): the journal keeps it for resume()."""
         sent_at = time.time()
+        self._tracks[gen.key].sent_at = time.monotonic()
         try:  # input images named by hash go as the data: URIs they were made from
             sent = self.output.inputs.resolve(gen.recipe)
         except errors.FluxError as exc:
@@ -407,6 +410,11 @@ class Runner:
             self._pending[_sent_id(gen)] = track
             early = self._unmatched.pop(_sent_id(gen), None)
             track.polls = 0
+            # A stream that opened after the enqueue was sent may have subscribed after its
+            # completion event went out, and the poll every (re)connect makes came before this
+            # registration: one read now, not a safety poll's 10 s later.
+            opened = self._opened_at
+            poll_now = poll_now or (opened is not None and opened >= track.sent_at)
             track.next_poll = time.monotonic() if poll_now else self._poll_due(track)
             self._wake.notify_all()
         if early is not None:
@@ -513,6 +521,7 @@ class Runner:
             self._sse_up = True
             self._heard_at = None
             now = time.monotonic()
+            self._opened_at = now
             if self._silent_since is None or not self._answered_silently:
                 self._silent_since = now  # the note counts the silence of open streams only
             self._answered_silently = True
