@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import statistics
 import subprocess
 import sys
@@ -89,8 +90,11 @@ def main() -> None:
                 paths[label].write_bytes(
                     module.embed_recipe(data, fmt, recipe.to_json(), EXTRA, parameters=text)
                 )
-            for path in paths.values():  # both readers agree on both files
-                assert metadata.read_recipe(path)["recipe"] == before.read_recipe(path)["recipe"]
+            # today's reader reads both files; the old one its own (JPEG recipes moved from an
+            # APP11 segment to XMP since, which the old reader does not look for)
+            for path in paths.values():
+                assert metadata.read_recipe(path)["recipe"] == json.loads(recipe.to_json())
+            assert before.read_recipe(paths["before"])["recipe"] == json.loads(recipe.to_json())
             old = median_ms(before.read_recipe, paths["before"], args.n)
             new = median_ms(metadata.read_recipe, paths["now"], args.n)
             cross = median_ms(metadata.read_recipe, paths["before"], args.n)
