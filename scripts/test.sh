@@ -27,6 +27,23 @@ PYTHON=${PYTHON:-python3}
 # Tests never reach the hosted API: no key, no base URL, whatever the shell has.
 unset OXEN_API_KEY FLUX_NB_BASE_URL
 
+# venv DIR [PYTHON]: make the environment DIR on first use (with PYTHON, else $PYTHON).
+venv() {
+  if [ ! -x "$1/bin/python" ]; then
+    "${2:-$PYTHON}" -m venv "$1"
+  fi
+}
+# pip_in DIR ARGS...: pip install, quietly, into DIR.
+pip_in() {
+  local dir=$1
+  shift
+  "$dir/bin/python" -m pip install -q --disable-pip-version-check "$@"
+}
+# pyenv_python X.Y: the newest pyenv Python X.Y here, or nothing.
+pyenv_python() {
+  ls -d "$HOME"/.pyenv/versions/"$1"*/bin/python 2>/dev/null | tail -n 1 || true
+}
+
 browser_tests() {
   local chromium=${FLUX_NB_CHROMIUM:-$(command -v chromium || true)}
   if [ -z "$chromium" ] || [ ! -x "$chromium" ]; then
@@ -44,10 +61,8 @@ browser_tests() {
     } >&2
     return 0
   fi
-  if [ ! -x .venv-browser/bin/python ]; then
-    "$PYTHON" -m venv .venv-browser
-  fi
-  .venv-browser/bin/python -m pip install -q --disable-pip-version-check -e ".[browser]"
+  venv .venv-browser
+  pip_in .venv-browser -e ".[browser]"
   FLUX_NB_CHROMIUM=$chromium .venv-browser/bin/python -m pytest "$@"
 }
 
@@ -56,7 +71,7 @@ browser_tests() {
 py310_tests() {
   local py=${FLUX_NB_PY310:-}
   if [ -z "$py" ]; then
-    py=$(ls -d "$HOME"/.pyenv/versions/3.10*/bin/python 2>/dev/null | tail -n 1 || true)
+    py=$(pyenv_python 3.10)
   fi
   if [ -z "$py" ] && command -v python3.10 >/dev/null 2>&1; then
     py=$(command -v python3.10)
@@ -67,10 +82,8 @@ py310_tests() {
     echo "##  PYTHON 3.10 LEG NOT RUN: not tested." >&2
     return 0
   fi
-  if [ ! -x .venv-py310/bin/python ]; then
-    "$py" -m venv .venv-py310
-  fi
-  .venv-py310/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
+  venv .venv-py310 "$py"
+  pip_in .venv-py310 -e ".[test]"
   # schemathesis 4.32.5 needs Python 3.11+: the OpenAPI fuzzing runs in the main suite (.venv)
   .venv-py310/bin/python -m pytest --ignore=tests/browser --ignore=tests/local_engine \
     --ignore=tests/readers --ignore=tests/test_fuzz_openapi.py "$@"
@@ -80,19 +93,15 @@ py310_tests() {
 # Pillow 13 and the 3.10 leg on 12, the stand-in's pictures are checked on every Pillow we admit.
 PIXEL_TESTS=(tests/test_engine.py tests/test_sheet.py tests/test_lettering.py tests/test_thumbnail.py)
 pillow11_tests() {
-  if [ ! -x .venv-pillow11/bin/python ]; then
-    "$PYTHON" -m venv .venv-pillow11
-  fi
-  .venv-pillow11/bin/python -m pip install -q --disable-pip-version-check -e ".[test]" "pillow==11.3.0"
+  venv .venv-pillow11
+  pip_in .venv-pillow11 -e ".[test]" "pillow==11.3.0"
   .venv-pillow11/bin/python -m pytest -q "${PIXEL_TESTS[@]}" "$@"
 }
 
 local_engine_tests() {
-  if [ ! -x .venv-local/bin/python ]; then
-    "$PYTHON" -m venv .venv-local
-  fi
-  .venv-local/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0
-  .venv-local/bin/python -m pip install -q --disable-pip-version-check -e ".[local,test]"
+  venv .venv-local
+  pip_in .venv-local torch==2.13.0
+  pip_in .venv-local -e ".[local,test]"
   # PATH: the flux2-klein tutorial runs `!flux-nb plan` in its kernel
   PATH="$PWD/.venv-local/bin:$PATH" HF_HUB_OFFLINE=1 .venv-local/bin/python -m pytest "$@"
 }
@@ -104,16 +113,12 @@ KLEIN_TUTORIAL=notebooks/07-real-klein-on-a-colab-gpu.ipynb  # needs flux-nb[loc
 # files they read from .venv, as a user's install would. exiftool: Debian's libimage-exiftool-perl.
 readers_tests() {
   if [ ! -x .venv/bin/python ]; then
-    "$PYTHON" -m venv .venv
-    .venv/bin/python -m pip install -q --disable-pip-version-check -e .
+    venv .venv
+    pip_in .venv -e .
   fi
-  if [ ! -x .venv-readers/bin/python ]; then
-    "$PYTHON" -m venv .venv-readers
-  fi
-  .venv-readers/bin/python -m pip install -q --disable-pip-version-check \
-    sd-parsers==0.6 piexif==1.1.3 pillow==10.4.0 "pytest>=8"
-  .venv-readers/bin/python -m pip install -q --disable-pip-version-check --no-deps \
-    sd-prompt-reader==1.3.5
+  venv .venv-readers
+  pip_in .venv-readers sd-parsers==0.6 piexif==1.1.3 pillow==10.4.0 "pytest>=8"
+  pip_in .venv-readers --no-deps sd-prompt-reader==1.3.5
   .venv-readers/bin/python -m pytest --confcutdir=tests/readers "$@"
 }
 
@@ -126,14 +131,9 @@ COLAB_SET=tests/colab-constraints-2026-08-19.txt
 COLAB_PACKAGES="ipython ipywidgets widgetsnbextension ipykernel jupyter_client traitlets tornado
   pillow httpx starlette uvicorn numpy"
 colab_tests() {
-  if [ ! -x .venv-colab/bin/python ]; then
-    local python
-    python=$(ls -d "$HOME"/.pyenv/versions/3.13*/bin/python 2>/dev/null | tail -1 || true)
-    "${python:-$PYTHON}" -m venv .venv-colab
-  fi
+  venv .venv-colab "$(pyenv_python 3.13)"
   # shellcheck disable=SC2086  # COLAB_PACKAGES is a list of names
-  .venv-colab/bin/python -m pip install -q --disable-pip-version-check -c "$COLAB_SET" \
-    $COLAB_PACKAGES -e ".[test]"
+  pip_in .venv-colab -c "$COLAB_SET" $COLAB_PACKAGES -e ".[test]"
   FLUX_NB_COMPARE_PICTURES=flux-nb .venv-colab/bin/python -m pytest -m colab \
     --ignore=tests/browser --ignore=tests/local_engine --ignore=tests/readers "$@"
 }
@@ -167,10 +167,8 @@ if [ "${1:-}" = pillow11 ]; then
   exit
 fi
 
-if [ ! -x .venv/bin/python ]; then
-  "$PYTHON" -m venv .venv
-fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
+venv .venv
+pip_in .venv -e ".[test]"
 .venv/bin/ruff check flux_nb tests benchmarks
 .venv/bin/ruff format --check -q flux_nb tests benchmarks
 .venv/bin/mypy  # [tool.mypy] in pyproject.toml: every module of flux_nb
