@@ -94,3 +94,13 @@ def test_the_first_code_cell_installs_flux_nb_only_where_it_is_missing(path, ins
     pips = [line for name, line in shell.magics if name == "pip"]
     assert pips == ([] if installed else ["install -q flux-nb"])
     assert ("load_ext", "flux_nb") in shell.magics  # then loads it, as before
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
+def test_no_tutorial_turns_on_colabs_custom_widget_manager(path):
+    """The cards and the panel are ipywidgets' own, which Colab shows as they are; its custom
+    widget manager is for third-party widgets and breaks Accordion and Tab (colab-notes)."""
+    code = "\n".join(
+        c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"
+    )
+    assert "enable_custom_widget_manager" not in code
