@@ -26,7 +26,7 @@ import ipywidgets as widgets
 
 from . import errors
 from .cards import Card, card_button, card_grid, card_width
-from .config import in_colab
+from .config import in_colab, is_stand_in
 from .controls import Control, label_for, make_controls, parameters
 from .generation import Generation
 from .recipe import SEED_MAX, draw_seed
@@ -542,7 +542,7 @@ def _header_html(session: Session) -> str:
     see session.announce) is its tooltip. Never the key, never URL userinfo."""
     parts = urlsplit(session.base_url)
     where = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    if session.backend == "local" and session.engine and not session.engine.startswith("preview"):
+    if session.backend == "local" and session.engine and not is_stand_in(session.engine):
         badge = "local FLUX.2 Klein"
         tip = f"The local server at {where} makes the images: {session.engine}."
     elif session.backend == "local":
