@@ -33,6 +33,14 @@ QUANTIZE_HELP = (
     "PART=LEVEL, PART text-encoder or transformer, LEVEL none, int8, fp8, int4 or auto (torchao,"
     " weight-only; repeat for both parts). auto quantizes only what the memory plan needs"
 )
+# server.app.LocalExtras' fields, each a flag of `serve` that is off by default
+LOCAL_EXTRAS = {
+    "progress_events": "send media_generation_progress events (step, total) on /api/events",
+    "echo_drawn_seed": "when a request has no seed, show the seed the server drew in the "
+    "generation object",
+    "replay_events": "buffer events with ids and replay them to a stream that reconnects "
+    "(Last-Event-ID)",
+}
 RESULTS_IN_MEMORY_MB = 256  # server.results.MEMORY_BUDGET, for --help
 
 
@@ -168,21 +176,8 @@ def _add_klein_options(klein: argparse._ArgumentGroup) -> None:
 
 def _add_local_extras(local: argparse._ArgumentGroup) -> None:
     """What the local server can do beyond the hosted API's contract, each off by default."""
-    local.add_argument(
-        "--progress-events",
-        action="store_true",
-        help="send media_generation_progress events (step, total) on /api/events",
-    )
-    local.add_argument(
-        "--echo-drawn-seed",
-        action="store_true",
-        help="when a request has no seed, show the seed the server drew in the generation object",
-    )
-    local.add_argument(
-        "--replay-events",
-        action="store_true",
-        help="buffer events with ids and replay them to a stream that reconnects (Last-Event-ID)",
-    )
+    for name, help_text in LOCAL_EXTRAS.items():
+        local.add_argument(f"--{name.replace('_', '-')}", action="store_true", help=help_text)
     local.add_argument(
         "--faults",
         default=None,
@@ -331,11 +326,7 @@ def _serve_app(args: argparse.Namespace) -> Starlette:
         engine=_engine_config(args),
         workers=args.workers,
         faults=faults,
-        extras=LocalExtras(
-            progress_events=args.progress_events,
-            echo_drawn_seed=args.echo_drawn_seed,
-            replay_events=args.replay_events,
-        ),
+        extras=LocalExtras(**{name: getattr(args, name) for name in LOCAL_EXTRAS}),
     )
 
 
