@@ -320,6 +320,12 @@ def missing_line(refs: list[str], folder: Path) -> str:
         f"{'an input image' if one else f'{len(refs)} input images'} of this recipe"
         f" {'is' if one else 'are'} not here ({', '.join(short(r) for r in refs)}; looked for"
         f" {names}): copy the output folder's {INPUTS_DIR}/ along with the image, or pass the image"
-        f" again: reproduce(path, inputs=[file])"
-        " or %flux reproduce PATH --input FILE."
+        f" again: {give_again()}"
     )
+
+
+def give_again(lineage: bool = False) -> str:
+    """How to pass missing input images when making a recipe (or, with lineage, a whole chain of
+    edits: lineage.missing_line) again, in Python and as a %flux line."""
+    keyword, flag = ("lineage=True, ", "--lineage ") if lineage else ("", "")
+    return f"reproduce(path, {keyword}inputs=[file]) or %flux reproduce {flag}PATH --input FILE."

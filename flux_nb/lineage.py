@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import FluxError, InputImageError
-from .inputs import INPUTS_DIR, InputStore, ref_of, short, split_data_uri
+from .inputs import INPUTS_DIR, InputStore, give_again, ref_of, short, split_data_uri
 from .status import SUCCEEDED
 
 MAX_DEPTH = 16
@@ -355,9 +355,7 @@ def missing_line(chain: Chain, missing: list[str], folder: Path) -> str:
     why = f" (the record stops after {MAX_DEPTH} steps)" if chain.cut else ""
     return (
         f"the chain starts from {what} not here{why}: {', '.join(names)} {'is' if one else 'are'}"
-        f" needed. Put it in {folder / INPUTS_DIR}/, or pass it: reproduce(path, lineage=True,"
-        f" inputs=[file]) "
-        "or %flux reproduce --lineage PATH --input FILE."
+        f" needed. Put it in {folder / INPUTS_DIR}/, or pass it: {give_again(lineage=True)}"
     )
 
 
