@@ -12,6 +12,7 @@ import math
 import os
 from pathlib import Path
 
+from .config import is_stand_in
 from .status import ENDED_BADLY, FAILED, QUEUED, SUBMITTING, SUCCEEDED
 
 ERROR_COLOR = "var(--jp-error-color1, #c62828)"
@@ -98,7 +99,7 @@ def caption(gen, text: str) -> str:
     """Seed and settings on one line, muted; the prompt and the settings in the tooltip.
     `text` is cards.caption(gen)."""
     engine = getattr(gen, "engine", None)
-    if engine and not engine.startswith("preview"):  # the preview engine tags its own pictures
+    if engine and not is_stand_in(engine):  # the preview engine tags its own pictures
         text = f"{text} · {engine}"
     return line(esc(text), f"{gen.prompt}\n{text}", MUTED_COLOR, SMALL_FONT)
 

@@ -64,6 +64,7 @@ from typing import Any
 import ipywidgets as widgets
 
 from . import card_html, catch_up, display
+from .config import ipython_shell as _shell
 from .lean_widgets import lean
 from .options import RECIPE_OPTIONS
 from .recipe import Recipe
@@ -147,6 +148,7 @@ def _pictures(gens: Sequence[Any]) -> bytes | None:
     from PIL import Image
 
     from .sheet import draw_sheet
+    from .thumbnail import palette_png
 
     shown = gens[:SHEET_MOST]
     cols = min(len(shown), SHEET_COLUMNS)
@@ -161,9 +163,7 @@ def _pictures(gens: Sequence[Any]) -> bytes | None:
     if len(gens) > len(shown):
         title += f" · the first {len(shown)} of {len(gens)}"
     sheet = draw_sheet(rows, labels, [], title, SHEET_TILE)
-    buffer = io.BytesIO()  # encoded as thumbnails are: made on a runner thread, so kept cheap
-    sheet.quantize(256, method=Image.Quantize.FASTOCTREE).save(buffer, "PNG", compress_level=6)
-    return buffer.getvalue()
+    return palette_png(sheet)  # encoded as thumbnails are: made on a runner thread, so kept cheap
 
 
 _view_ref = display.view_ref
@@ -554,14 +554,6 @@ class Card(BundleDisplay, _VBox):  # type: ignore[misc,valid-type]  # a tracked 
                 self._arrange()
             else:
                 self._copy_box.value = text
-
-
-def _shell():
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return None
-    return get_ipython()
 
 
 def _in_execute_request(shell) -> bool:

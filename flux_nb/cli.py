@@ -16,8 +16,12 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from .options import CLI, for_surface
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
 
 SERVER_KEY_ENV = "FLUX_NB_SERVER_API_KEY"
 # Copies of flux_nb.server.engines' names: importing the server here would slow down --help.
@@ -29,6 +33,14 @@ QUANTIZE_HELP = (
     "PART=LEVEL, PART text-encoder or transformer, LEVEL none, int8, fp8, int4 or auto (torchao,"
     " weight-only; repeat for both parts). auto quantizes only what the memory plan needs"
 )
+# server.app.LocalExtras' fields, each a flag of `serve` that is off by default
+LOCAL_EXTRAS = {
+    "progress_events": "send media_generation_progress events (step, total) on /api/events",
+    "echo_drawn_seed": "when a request has no seed, show the seed the server drew in the "
+    "generation object",
+    "replay_events": "buffer events with ids and replay them to a stream that reconnects "
+    "(Last-Event-ID)",
+}
 RESULTS_IN_MEMORY_MB = 256  # server.results.MEMORY_BUDGET, for --help
 
 
@@ -49,6 +61,45 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--port", type=int, default=8765, help="port (default: %(default)s; 0 picks a free one)"
     )
+    _add_access_options(p)
+    p.add_argument(
+        "--step-delay",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="engine time per step (default: 0)",
+    )
+    p.add_argument(
+        "--engine",
+        default="preview",
+        choices=ENGINE_NAMES,
+        help="image engine: preview (offline stand-in) or flux2-klein (default: %(default)s)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="generations run at once (default: %(default)s; flux2-klein runs one at a time)",
+    )
+    _add_klein_options(p.add_argument_group("flux2-klein engine"))
+    _add_local_extras(
+        p.add_argument_group(
+            "local-only extras",
+            "Things the hosted Oxen API does not do, each off by default so that the server "
+            "speaks the documented contract and no more. flux-nb's client never needs them.",
+        )
+    )
+    p.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="uvicorn log level; info shows every request (default: %(default)s)",
+    )
+    p.set_defaults(func=_serve)
+
+
+def _add_access_options(p: argparse.ArgumentParser) -> None:
+    """Who may use the server, and over what: keys, queue limits, URL fetching, TLS."""
     p.add_argument(
         "--api-key",
         default=None,
@@ -80,26 +131,10 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--ssl-certfile", default=None, metavar="PATH", help="serve HTTPS: certificate")
     p.add_argument("--ssl-keyfile", default=None, metavar="PATH", help="serve HTTPS: private key")
-    p.add_argument(
-        "--step-delay",
-        type=float,
-        default=0.0,
-        metavar="SECONDS",
-        help="engine time per step (default: 0)",
-    )
-    p.add_argument(
-        "--engine",
-        default="preview",
-        choices=ENGINE_NAMES,
-        help="image engine: preview (offline stand-in) or flux2-klein (default: %(default)s)",
-    )
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=2,
-        help="generations run at once (default: %(default)s; flux2-klein runs one at a time)",
-    )
-    klein = p.add_argument_group("flux2-klein engine")
+
+
+def _add_klein_options(klein: argparse._ArgumentGroup) -> None:
+    """The flux2-klein engine's weights, device, dtype, memory placement and preloading."""
     klein.add_argument(
         "--model",
         default=None,
@@ -137,39 +172,18 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="load the model before serving, not at the first generation",
     )
-    local = p.add_argument_group(
-        "local-only extras",
-        "Things the hosted Oxen API does not do, each off by default so that the server speaks "
-        "the documented contract and no more. flux-nb's client never needs them.",
-    )
-    local.add_argument(
-        "--progress-events",
-        action="store_true",
-        help="send media_generation_progress events (step, total) on /api/events",
-    )
-    local.add_argument(
-        "--echo-drawn-seed",
-        action="store_true",
-        help="when a request has no seed, show the seed the server drew in the generation object",
-    )
-    local.add_argument(
-        "--replay-events",
-        action="store_true",
-        help="buffer events with ids and replay them to a stream that reconnects (Last-Event-ID)",
-    )
+
+
+def _add_local_extras(local: argparse._ArgumentGroup) -> None:
+    """What the local server can do beyond the hosted API's contract, each off by default."""
+    for name, help_text in LOCAL_EXTRAS.items():
+        local.add_argument(f"--{name.replace('_', '-')}", action="store_true", help=help_text)
     local.add_argument(
         "--faults",
         default=None,
         metavar="JSON",
         help="enable fault injection and /_faults, e.g. '{\"error_rate\": 0.1}'",
     )
-    p.add_argument(
-        "--log-level",
-        default="warning",
-        choices=["critical", "error", "warning", "info", "debug"],
-        help="uvicorn log level; info shows every request (default: %(default)s)",
-    )
-    p.set_defaults(func=_serve)
 
 
 def _add_memory_options(group: argparse._ArgumentGroup) -> None:
@@ -209,94 +223,32 @@ def _engine_config(args: argparse.Namespace):
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .server.app import Limits, LocalExtras, create_app
     from .server.embedded import bind_socket, make_server, url_of
     from .server.engines import EngineError
-    from .server.faults import Faults
 
-    if (args.ssl_certfile is None) != (args.ssl_keyfile is None):
-        print(
-            "flux-nb serve: give both --ssl-certfile and --ssl-keyfile for HTTPS.", file=sys.stderr
-        )
-        return 2
-    if args.ssl_certfile is not None:
-        import ssl
-
-        try:  # uvicorn would load them only once serving, with a traceback
-            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
-                args.ssl_certfile, args.ssl_keyfile
-            )
-        except (OSError, ssl.SSLError) as exc:
-            reason = exc.strerror or getattr(exc, "reason", None) or exc
-            print(
-                f"flux-nb serve: cannot use --ssl-certfile {args.ssl_certfile} with --ssl-keyfile"
-                f" {args.ssl_keyfile}: {reason}.",
-                file=sys.stderr,
-            )
-            return 2
-    if args.max_queued_per_key < 1:
-        print("flux-nb serve: --max-queued-per-key must be at least 1.", file=sys.stderr)
-        return 2
-
+    problem = _serve_args_problem(args)
+    if problem:
+        return _fail("serve", problem, 2)
     try:
-        faults = Faults.from_dict(json.loads(args.faults)) if args.faults is not None else None
-    except ValueError as exc:
-        print(f"flux-nb serve: --faults: {exc}", file=sys.stderr)
-        return 2
-    try:
-        api_key = args.api_key or os.environ.get(SERVER_KEY_ENV) or None
-        app = create_app(
-            api_key=api_key,
-            keys_file=args.keys_file,
-            allow_private_urls=args.allow_private_urls,
-            limits=Limits(max_queued_per_key=args.max_queued_per_key),
-            step_delay=args.step_delay,
-            engine=_engine_config(args),
-            workers=args.workers,
-            faults=faults,
-            extras=LocalExtras(
-                progress_events=args.progress_events,
-                echo_drawn_seed=args.echo_drawn_seed,
-                replay_events=args.replay_events,
-            ),
-        )
+        app = _serve_app(args)
     except (ValueError, EngineError) as exc:
-        print(f"flux-nb serve: {exc}", file=sys.stderr)
-        return 2
+        return _fail("serve", exc, 2)
     runtime = app.state.flux
     if args.preload:
         print(f"flux-nb serve: loading {runtime.engine_label}...", file=sys.stderr, flush=True)
         try:
             runtime.preload()
         except EngineError as exc:
-            print(f"flux-nb serve: {exc}", file=sys.stderr)
             runtime.close()
-            return 1
+            return _fail("serve", exc, 1)
     try:
         sock = bind_socket(args.host, args.port)
     except OSError as exc:
-        print(
-            f"flux-nb serve: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
-            file=sys.stderr,
-        )
         runtime.close()
-        return 1
+        return _fail("serve", f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", 1)
     tls = args.ssl_certfile is not None
     url = url_of(sock, tls=tls)
-    keyed = runtime.keys.required
-    if not _is_loopback(args.host):
-        print(
-            f"flux-nb serve: warning: listening on {args.host}, not loopback: anyone who can reach "
-            f"this machine can use it{'' if keyed else ' (no API key set)'}.",
-            file=sys.stderr,
-        )
-        if keyed and not tls:
-            print(
-                "flux-nb serve: warning: keys are accepted over plain HTTP on a network address:"
-                " anyone on the path can read them. Add --ssl-certfile and --ssl-keyfile (or put"
-                " a TLS proxy in front).",
-                file=sys.stderr,
-            )
+    _warn_if_exposed(args.host, runtime.keys.required, tls)
     _log_to_stderr(args.log_level)
     what = (
         "an offline stand-in for the Oxen API"
@@ -326,6 +278,74 @@ def _serve(args: argparse.Namespace) -> int:
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
     return 0
+
+
+def _fail(command: str, problem: object, code: int) -> int:
+    """Say what went wrong on one stderr line, named by the subcommand; return the exit code."""
+    print(f"flux-nb {command}: {problem}", file=sys.stderr)
+    return code
+
+
+def _serve_args_problem(args: argparse.Namespace) -> str:
+    """What is wrong with the TLS files or the queue limit, or "" when they can be used."""
+    if (args.ssl_certfile is None) != (args.ssl_keyfile is None):
+        return "give both --ssl-certfile and --ssl-keyfile for HTTPS."
+    if args.ssl_certfile is not None:
+        import ssl
+
+        try:  # uvicorn would load them only once serving, with a traceback
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+                args.ssl_certfile, args.ssl_keyfile
+            )
+        except (OSError, ssl.SSLError) as exc:
+            reason = exc.strerror or getattr(exc, "reason", None) or exc
+            return (
+                f"cannot use --ssl-certfile {args.ssl_certfile} with --ssl-keyfile"
+                f" {args.ssl_keyfile}: {reason}."
+            )
+    if args.max_queued_per_key < 1:
+        return "--max-queued-per-key must be at least 1."
+    return ""
+
+
+def _serve_app(args: argparse.Namespace) -> Starlette:
+    """The server's app from the options; ValueError or EngineError saying which is wrong."""
+    from .server.app import Limits, LocalExtras, create_app
+    from .server.faults import Faults
+
+    try:
+        faults = Faults.from_dict(json.loads(args.faults)) if args.faults is not None else None
+    except ValueError as exc:
+        raise ValueError(f"--faults: {exc}") from None
+    return create_app(
+        api_key=args.api_key or os.environ.get(SERVER_KEY_ENV) or None,
+        keys_file=args.keys_file,
+        allow_private_urls=args.allow_private_urls,
+        limits=Limits(max_queued_per_key=args.max_queued_per_key),
+        step_delay=args.step_delay,
+        engine=_engine_config(args),
+        workers=args.workers,
+        faults=faults,
+        extras=LocalExtras(**{name: getattr(args, name) for name in LOCAL_EXTRAS}),
+    )
+
+
+def _warn_if_exposed(host: str, keyed: bool, tls: bool) -> None:
+    """Warn on stderr when the server listens beyond loopback, and louder when keys go in clear."""
+    if _is_loopback(host):
+        return
+    print(
+        f"flux-nb serve: warning: listening on {host}, not loopback: anyone who can reach "
+        f"this machine can use it{'' if keyed else ' (no API key set)'}.",
+        file=sys.stderr,
+    )
+    if keyed and not tls:
+        print(
+            "flux-nb serve: warning: keys are accepted over plain HTTP on a network address:"
+            " anyone on the path can read them. Add --ssl-certfile and --ssl-keyfile (or put"
+            " a TLS proxy in front).",
+            file=sys.stderr,
+        )
 
 
 def _log_to_stderr(level: str) -> None:
@@ -390,8 +410,7 @@ def _generate(args: argparse.Namespace) -> int:
             where = gen.path or f"(not saved: {gen.save_error})"
             print(f"{where}\tseed {gen.seed}\t{gen.elapsed:.2f} s")
     except FluxError as exc:
-        print(f"flux-nb generate: {exc}", file=sys.stderr)
-        return 1
+        return _fail("generate", exc, 1)
     return 0
 
 
@@ -416,8 +435,7 @@ def _keys(args: argparse.Namespace) -> int:
 
     path = Path(args.keys_file)
     if args.action != "list" and not args.name:
-        print(f"flux-nb keys {args.action}: give the person's NAME.", file=sys.stderr)
-        return 2
+        return _fail(f"keys {args.action}", "give the person's NAME.", 2)
     try:
         if args.action == "add":
             key = add_key(path, args.name)
@@ -430,8 +448,7 @@ def _keys(args: argparse.Namespace) -> int:
             for entry in read_entries(path):
                 print(f"{entry.name}\tsha256:{entry.sha256[:12]}...")
     except KeysFileError as exc:
-        print(f"flux-nb keys {args.action}: {exc}", file=sys.stderr)
-        return 1
+        return _fail(f"keys {args.action}", exc, 1)
     return 0
 
 
@@ -502,8 +519,7 @@ def _plan(args: argparse.Namespace) -> int:
             quantize=parse_quantize(args.quantize),
         )
     except ValueError as exc:
-        print(f"flux-nb plan: {exc}", file=sys.stderr)
-        return 2
+        return _fail("plan", exc, 2)
     if args.json:
         print(json.dumps(decided.to_json()))
     else:

@@ -286,78 +286,109 @@ class OxenClient:
         429 is repeated patiently (Retry-After honoured) within retry.rate_limit_attempts and
         retry.rate_limit_budget seconds."""
         url = path_or_url if "://" in path_or_url else self.url(path_or_url)
+        send = {
+            "json": json_body,
+            "params": params,
+            "timeout": timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+        }
         attempt = 0
         rate_waited = 0.0
         while True:
             attempt += 1
             last = attempt >= self.retry.attempts
-            try:
-                self.requests_sent += 1
-                response = self._http.request(
-                    method,
-                    url,
-                    headers=self._headers(url, accept=accept, key=send_key),
-                    json=json_body,
-                    params=params,
-                    timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
-                )
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-                if last:
-                    raise errors.NetworkError(
-                        f"{what}: cannot reach {_origin_text(url)} ({type(exc).__name__})."
-                    ) from None
+            response = self._send_once(
+                method, url, what, idempotent, last, accept=accept, send_key=send_key, **send
+            )
+            if response is None:  # it never reached the server, or may safely reach it twice
                 time.sleep(self.retry.delay(attempt))
                 continue
-            except httpx.TransportError as exc:
-                if not idempotent:
-                    raise AmbiguousSend(
-                        f"{what}: the connection broke after the request was sent"
-                        f" ({type(exc).__name__})."
-                    ) from None
-                if last:
-                    raise errors.NetworkError(
-                        f"{what}: the connection to {_origin_text(url)} failed"
-                        f" ({type(exc).__name__})."
-                    ) from None
-                time.sleep(self.retry.delay(attempt))
-                continue
-            except (httpx.HTTPError, httpx.InvalidURL) as exc:
-                # A bad encoding, too many redirects, a malformed URL: repeating will not help, and
-                # anything but a FluxError would escape the runner's handlers and strand the job.
-                if not idempotent and isinstance(exc, httpx.DecodingError):
-                    raise AmbiguousSend(
-                        f"{what}: the answer could not be decoded ({type(exc).__name__})."
-                    ) from None
-                raise errors.NetworkError(
-                    f"{what}: {type(exc).__name__} from {_origin_text(url)}."
-                ) from None
-            _release_stream(response)
-            status = response.status_code
-            if status < 400:
+            if response.status_code < 400:
                 return response
-            if status == 429:
-                wait = self.retry.delay(min(attempt, 6), _retry_after(response))
-                left = self.retry.rate_limit_budget - rate_waited
-                if left > 0 and attempt < self.retry.rate_limit_attempts:
-                    wait = min(wait, left)
-                    log.debug(
-                        "%s: HTTP 429, waiting %.2fs (%.0fs of patience left)", what, wait, left
-                    )
-                    rate_waited += wait
-                    time.sleep(wait)
-                    continue
-                raise self._error(response, what)
-            retryable = status in RETRY_STATUSES and (idempotent or status in NOT_TAKEN_STATUSES)
-            if retryable and not last:
-                wait = self.retry.delay(attempt, _retry_after(response))
-                log.debug("%s: HTTP %s, retrying in %.2fs", what, status, wait)
-                time.sleep(wait)
-                continue
-            if not idempotent and status in RETRY_STATUSES - NOT_TAKEN_STATUSES:
+            wait = self._wait_to_repeat(response, what, attempt, last, idempotent, rate_waited)
+            if response.status_code == 429:
+                rate_waited += wait
+            time.sleep(wait)
+
+    def _send_once(
+        self,
+        method: str,
+        url: str,
+        what: str,
+        idempotent: bool,
+        last: bool,
+        *,
+        accept: str,
+        send_key: bool,
+        **send: Any,
+    ) -> httpx.Response | None:
+        """One attempt: the answer (its stream released), or None when the connection failed in
+        a way that may be repeated; raises what may not (or, on the last attempt, what failed)."""
+        try:
+            self.requests_sent += 1
+            response = self._http.request(
+                method, url, headers=self._headers(url, accept=accept, key=send_key), **send
+            )
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            if last:
+                raise errors.NetworkError(
+                    f"{what}: cannot reach {_origin_text(url)} ({type(exc).__name__})."
+                ) from None
+            return None
+        except httpx.TransportError as exc:
+            if not idempotent:
                 raise AmbiguousSend(
-                    f"{what}: the server answered HTTP {status} after taking the request."
-                )
+                    f"{what}: the connection broke after the request was sent"
+                    f" ({type(exc).__name__})."
+                ) from None
+            if last:
+                raise errors.NetworkError(
+                    f"{what}: the connection to {_origin_text(url)} failed ({type(exc).__name__})."
+                ) from None
+            return None
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            # A bad encoding, too many redirects, a malformed URL: repeating will not help, and
+            # anything but a FluxError would escape the runner's handlers and strand the job.
+            if not idempotent and isinstance(exc, httpx.DecodingError):
+                raise AmbiguousSend(
+                    f"{what}: the answer could not be decoded ({type(exc).__name__})."
+                ) from None
+            raise errors.NetworkError(
+                f"{what}: {type(exc).__name__} from {_origin_text(url)}."
+            ) from None
+        _release_stream(response)
+        return response
+
+    def _wait_to_repeat(
+        self,
+        response: httpx.Response,
+        what: str,
+        attempt: int,
+        last: bool,
+        idempotent: bool,
+        rate_waited: float,
+    ) -> float:
+        """Seconds to wait before repeating a call the server answered with an error status;
+        raises the error when it is not to be repeated (AmbiguousSend when the server may have
+        taken a call that is not idempotent). 429 has its own, patient budget."""
+        status = response.status_code
+        if status == 429:
+            wait = self.retry.delay(min(attempt, 6), _retry_after(response))
+            left = self.retry.rate_limit_budget - rate_waited
+            if left > 0 and attempt < self.retry.rate_limit_attempts:
+                wait = min(wait, left)
+                log.debug("%s: HTTP 429, waiting %.2fs (%.0fs of patience left)", what, wait, left)
+                return wait
             raise self._error(response, what)
+        retryable = status in RETRY_STATUSES and (idempotent or status in NOT_TAKEN_STATUSES)
+        if retryable and not last:
+            wait = self.retry.delay(attempt, _retry_after(response))
+            log.debug("%s: HTTP %s, retrying in %.2fs", what, status, wait)
+            return wait
+        if not idempotent and status in RETRY_STATUSES - NOT_TAKEN_STATUSES:
+            raise AmbiguousSend(
+                f"{what}: the server answered HTTP {status} after taking the request."
+            )
+        raise self._error(response, what)
 
     def _json(self, response: httpx.Response, what: str) -> Any:
         try:

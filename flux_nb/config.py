@@ -7,8 +7,16 @@ import dataclasses
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 HOSTED_BASE_URL = "https://hub.oxen.ai"
+STAND_IN_ENGINE = "preview"  # the local server's offline engine: its pictures are not FLUX's
+
+
+def is_stand_in(engine: str | None) -> bool:
+    """Whether an engine, by its name or by the label the local server gives each generation
+    ("preview (offline stand-in, not FLUX)"), is the offline stand-in; None (not known) is not."""
+    return (engine or "").startswith(STAND_IN_ENGINE)
 
 
 def in_colab() -> bool:
@@ -16,6 +24,26 @@ def in_colab() -> bool:
     with its kernel class from google.colab (so that package is loaded there)."""
     launcher = sys.argv[0] if sys.argv else ""
     return "google.colab" in sys.modules or "colab_kernel_launcher" in launcher
+
+
+def ipython_shell() -> Any:
+    """The running IPython shell (a kernel's, or a terminal's), else None. Asked of IPython only
+    where it is loaded already, so asking never loads it: a shell cannot run without it."""
+    ipython = sys.modules.get("IPython")
+    get_ipython = getattr(ipython, "get_ipython", None)
+    return get_ipython() if get_ipython is not None else None
+
+
+def kernel_shell() -> Any:
+    """The shell when it runs in a kernel (Jupyter, Colab, VS Code: the places that show widgets
+    and display updates), else None: terminal IPython has a shell but no kernel."""
+    shell = ipython_shell()
+    return shell if getattr(shell, "kernel", None) is not None else None
+
+
+def in_kernel() -> bool:
+    """Whether this code runs in a kernel (see kernel_shell)."""
+    return kernel_shell() is not None
 
 
 def colab_secret(name: str) -> str:

@@ -21,6 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from .atomic_write import write_atomically
 from .errors import InputImageError
+from .recent import Recent
 from .recipe import Recipe
 
 MAX_BYTES = 8 * 1024 * 1024
@@ -29,6 +30,7 @@ MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 INPUTS_DIR = ".inputs"  # under the output folder: the input images recipes name by hash
 REF_PREFIX = "sha256:"
 _REF = re.compile(r"sha256:[0-9a-f]{64}")
+RECENT_URIS = 8  # a sweep's or a chain's few inputs, without a data: URI kept per generation
 _NAME_DIGITS = 16  # a stored file is <first 16 hex digits>.<ext>; its bytes are checked on reading
 
 
@@ -180,9 +182,10 @@ class InputStore:
     def __init__(self, folder: Path | str):
         self.folder = Path(folder)
         self._lock = threading.Lock()
-        self._urls: dict[str, str] = {}  # the last few references made into data: URIs
+        # the last few references made into data: URIs, and data: URIs kept -> their references
+        # (each counts 1 against a budget of RECENT_URIS)
+        self._urls, self._kept = Recent(RECENT_URIS), Recent(RECENT_URIS)
         self._paths: dict[str, Path] = {}  # references whose file's bytes were checked
-        self._kept: dict[str, str] = {}  # the last few data: URIs kept -> their references
 
     def __repr__(self) -> str:
         return f"InputStore({str(self.folder)!r})"
@@ -231,8 +234,7 @@ class InputStore:
         of its media type, say) stays as it is: what is sent never changes."""
         if not url.startswith("data:"):
             return url
-        with self._lock:  # a sweep's cells share one URI object: its hash is worked out once
-            known = self._kept.get(url)
+        known = self._kept.get(url)  # a sweep's cells share one URI: its hash is worked out once
         if known is not None:
             return known
         parts = split_data_uri(url)
@@ -240,10 +242,7 @@ class InputStore:
             return url
         ref = self.put(*parts)
         kept = ref if self.url(ref) == url else url
-        with self._lock:
-            if len(self._kept) >= 8:
-                self._kept.pop(next(iter(self._kept)))
-            self._kept[url] = kept
+        self._kept.put(url, kept, 1)
         return kept
 
     def adopt(self, ref: str, folders: Iterable[Path]) -> bool:
@@ -262,8 +261,7 @@ class InputStore:
         one it was made from); URLs and data: URIs as they are. MissingInput when not here."""
         if not is_ref(item):
             return item
-        with self._lock:
-            found = self._urls.get(item)
+        found = self._urls.get(item)
         if found is not None:
             return found
         path = self.find(item)
@@ -274,10 +272,7 @@ class InputStore:
         except OSError:
             raise MissingInput(missing_line([item], self.folder), field="input_image") from None
         found = f"data:{_mime(path)};base64,{base64.b64encode(data).decode()}"
-        with self._lock:
-            if len(self._urls) >= 8:
-                self._urls.pop(next(iter(self._urls)))
-            self._urls[item] = found
+        self._urls.put(item, found, 1)
         return found
 
     def intern(self, recipe: Recipe) -> Recipe:
@@ -325,6 +320,12 @@ def missing_line(refs: list[str], folder: Path) -> str:
         f"{'an input image' if one else f'{len(refs)} input images'} of this recipe"
         f" {'is' if one else 'are'} not here ({', '.join(short(r) for r in refs)}; looked for"
         f" {names}): copy the output folder's {INPUTS_DIR}/ along with the image, or pass the image"
-        f" again: reproduce(path, inputs=[file])"
-        " or %flux reproduce PATH --input FILE."
+        f" again: {give_again()}"
     )
+
+
+def give_again(lineage: bool = False) -> str:
+    """How to pass missing input images when making a recipe (or, with lineage, a whole chain of
+    edits: lineage.missing_line) again, in Python and as a %flux line."""
+    keyword, flag = ("lineage=True, ", "--lineage ") if lineage else ("", "")
+    return f"reproduce(path, {keyword}inputs=[file]) or %flux reproduce {flag}PATH --input FILE."

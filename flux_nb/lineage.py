@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import FluxError, InputImageError
-from .inputs import INPUTS_DIR, InputStore, ref_of, short, split_data_uri
+from .inputs import INPUTS_DIR, InputStore, give_again, ref_of, short, split_data_uri
 from .status import SUCCEEDED
 
 MAX_DEPTH = 16
@@ -355,9 +355,7 @@ def missing_line(chain: Chain, missing: list[str], folder: Path) -> str:
     why = f" (the record stops after {MAX_DEPTH} steps)" if chain.cut else ""
     return (
         f"the chain starts from {what} not here{why}: {', '.join(names)} {'is' if one else 'are'}"
-        f" needed. Put it in {folder / INPUTS_DIR}/, or pass it: reproduce(path, lineage=True,"
-        f" inputs=[file]) "
-        "or %flux reproduce --lineage PATH --input FILE."
+        f" needed. Put it in {folder / INPUTS_DIR}/, or pass it: {give_again(lineage=True)}"
     )
 
 
@@ -445,6 +443,7 @@ class LineageView:
 
         from . import lettering
         from .sheet import BACKGROUND, EMPTY, INK, MUTED, fit
+        from .thumbnail import palette_png
 
         side, gap, label = 128, 10, 14
         width = gap + len(self.thumbs) * (side + gap)
@@ -470,10 +469,9 @@ class LineageView:
                         thumb, (x + (side - thumb.width) // 2, gap + (side - thumb.height) // 2)
                     )
             lettering.draw(canvas, (x, gap + side + 4), fit(text, side, label), label, INK)
-        buf = io.BytesIO()  # 256 colours, as the contact sheets: photographs' JPEG thumbnails
-        # drawn in truecolour made the strip in tutorial 03 26 KB instead of 8 KB
-        canvas.quantize(256, method=Image.Quantize.FASTOCTREE).save(buf, "PNG", compress_level=6)
-        return buf.getvalue()
+        # 256 colours, as the contact sheets: photographs' JPEG thumbnails drawn in truecolour
+        # made the strip in tutorial 03 26 KB instead of 8 KB
+        return palette_png(canvas)
 
 
 def view(session: Any, source: Any) -> LineageView:

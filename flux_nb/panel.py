@@ -26,7 +26,7 @@ import ipywidgets as widgets
 
 from . import errors
 from .cards import Card, card_button, card_grid, card_width
-from .config import in_colab
+from .config import in_colab, is_stand_in
 from .controls import Control, label_for, make_controls, parameters
 from .generation import Generation
 from .recipe import SEED_MAX, draw_seed
@@ -101,19 +101,47 @@ class Panel(widgets.VBox):
     # -- building ---------------------------------------------------------------------------------
 
     def _build(self, schema: dict[str, Any]) -> None:
+        """The panel top to bottom: header, prompt, parameters, seed, inputs, actions, gallery."""
         label = {"description_width": LABEL_WIDTH}
-        full = widgets.Layout(width="100%")
         self.header = widgets.HTML(_header_html(self.session), layout=widgets.Layout(width="auto"))
         self.prompt = make(
             widgets.Textarea,
             description="Prompt",
             placeholder="Describe the image, or the edit to make to the input images",
             rows=3,
-            layout=full,
+            layout=widgets.Layout(width="100%"),
             style=label,
             tooltip="The text of the image to make",
         )
+        controls, seed_row = self._build_parameters(schema, label)
+        wrap = widgets.Layout(
+            flex_flow="row wrap", align_items="center", width="100%", grid_gap="6px"
+        )
+        inputs_row = self._build_inputs(wrap)
+        actions_row = self._build_actions(wrap)
+        self.gallery = card_grid([], min_width=card_width(THUMBNAIL_SIZE))
+        self._gallery_note = widgets.HTML(
+            f'<span style="color:{MUTED_COLOR}">Results, newest first. Files are saved in'
+            f" {html.escape(str(self.session.output.path))} with their recipe.</span>",
+            layout=widgets.Layout(width="auto"),
+        )
+        self.children = [
+            self.header,
+            self.prompt,
+            controls,
+            seed_row,
+            inputs_row,
+            self.inputs_box,
+            actions_row,
+            self.error,
+            self._gallery_note,
+            self.gallery,
+        ]
 
+    def _build_parameters(
+        self, schema: dict[str, Any], label: dict[str, str]
+    ) -> tuple[widgets.Widget, widgets.Widget]:
+        """The grid of the model parameters' controls (and the image count), and the seed row."""
         # Every model parameter but the three with controls of their own (the prompt box, the
         # input images, the seed with its lock) gets the control its schema entry calls for.
         self.controls: dict[str, Control] = make_controls(schema, skip=OWN_CONTROLS, style=label)
@@ -167,7 +195,10 @@ class Panel(widgets.VBox):
             [self.seed, self.seed_lock],
             layout=widgets.Layout(flex_flow="row wrap", align_items="center", width="100%"),
         )
+        return controls, seed_row
 
+    def _build_inputs(self, wrap: widgets.Layout) -> widgets.Widget:
+        """The input images' row (upload, a path or URL to add) and the box that shows them."""
         self.upload = make(
             widgets.FileUpload,
             accept="image/*",
@@ -207,7 +238,19 @@ class Panel(widgets.VBox):
             layout=widgets.Layout(width="auto"),
         )
         self._render_inputs()
+        return widgets.HBox(
+            [
+                widgets.Label("Input images"),
+                self.upload,
+                self.input_path,
+                self.add_path_button,
+                self.upload_note,
+            ],
+            layout=wrap,
+        )
 
+    def _build_actions(self, wrap: widgets.Layout) -> widgets.Widget:
+        """Generate with its cost, Cancel and the status line; the error box under them."""
         self.generate_button = widgets.Button(
             description="Generate",
             button_style="primary",
@@ -236,40 +279,9 @@ class Panel(widgets.VBox):
         if self._price is None:
             threading.Thread(target=self._load_price, name="flux-nb-price", daemon=True).start()
         self.error = widgets.HTML("", layout=widgets.Layout(width="100%", display="none"))
-
-        self.gallery = card_grid([], min_width=card_width(THUMBNAIL_SIZE))
-        self._gallery_note = widgets.HTML(
-            f'<span style="color:{MUTED_COLOR}">Results, newest first. Files are saved in'
-            f" {html.escape(str(self.session.output.path))} with their recipe.</span>",
-            layout=widgets.Layout(width="auto"),
+        return widgets.HBox(
+            [self.generate_button, self.cost, self.cancel_button, self.status], layout=wrap
         )
-
-        wrap = widgets.Layout(
-            flex_flow="row wrap", align_items="center", width="100%", grid_gap="6px"
-        )
-        self.children = [
-            self.header,
-            self.prompt,
-            controls,
-            seed_row,
-            widgets.HBox(
-                [
-                    widgets.Label("Input images"),
-                    self.upload,
-                    self.input_path,
-                    self.add_path_button,
-                    self.upload_note,
-                ],
-                layout=wrap,
-            ),
-            self.inputs_box,
-            widgets.HBox(
-                [self.generate_button, self.cost, self.cancel_button, self.status], layout=wrap
-            ),
-            self.error,
-            self._gallery_note,
-            self.gallery,
-        ]
 
     # -- what the buttons do ----------------------------------------------------------------------
 
@@ -542,7 +554,7 @@ def _header_html(session: Session) -> str:
     see session.announce) is its tooltip. Never the key, never URL userinfo."""
     parts = urlsplit(session.base_url)
     where = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    if session.backend == "local" and session.engine and not session.engine.startswith("preview"):
+    if session.backend == "local" and session.engine and not is_stand_in(session.engine):
         badge = "local FLUX.2 Klein"
         tip = f"The local server at {where} makes the images: {session.engine}."
     elif session.backend == "local":

@@ -1,6 +1,7 @@
 """The last few pictures read back, by key, within a byte budget: what lets a finished Generation
 keep no image of its own (a session of thousands of images stays small) while the one just
-shown, or asked for twice in a row, is not read and decoded again."""
+shown, or asked for twice in a row, is not read and decoded again. The package's one
+least-recently-used cache: the input store keeps its last few data: URIs in it too (size 1 each)."""
 
 from __future__ import annotations
 

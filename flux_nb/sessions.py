@@ -11,7 +11,15 @@ from typing import Any
 
 from . import errors
 from .client import OxenClient, schema_of
-from .config import HOSTED_BASE_URL, ApiKey, RetryPolicy, Settings, Timeouts, normalize_base_url
+from .config import (
+    HOSTED_BASE_URL,
+    ApiKey,
+    RetryPolicy,
+    Settings,
+    Timeouts,
+    ipython_shell,
+    normalize_base_url,
+)
 from .generation import Generation
 from .journal import Journal
 from .recipe import Recipe, bundled_schema
@@ -87,8 +95,7 @@ def announce_once(line: str, extra: str = "") -> None:
     if line in _announced and not extra:
         return
     _announced.add(line)
-    ipython = sys.modules.get("IPython")
-    in_ipython = ipython is not None and ipython.get_ipython() is not None
+    in_ipython = ipython_shell() is not None
     print(f"{line} {extra}" if extra else line, file=sys.stdout if in_ipython else sys.stderr)
 
 

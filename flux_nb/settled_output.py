@@ -28,6 +28,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .config import kernel_shell
+
 log = logging.getLogger(__name__)
 
 
@@ -74,7 +76,7 @@ def show(view: Any, gens: Sequence[Any], final: Callable[[], dict[str, Any]]) ->
     Outside a kernel (terminal IPython, scripts) it is a plain display: nothing would keep it."""
     from IPython.display import display
 
-    shell = _kernel_shell()
+    shell = kernel_shell()
     if shell is None or not gens:
         display(view)
         return
@@ -139,15 +141,6 @@ def _publish(display_id: str, bundle: dict[str, Any]) -> None:
     from IPython.display import update_display
 
     update_display(bundle, raw=True, display_id=display_id)
-
-
-def _kernel_shell():
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return None
-    shell = get_ipython()
-    return shell if shell is not None and getattr(shell, "kernel", None) is not None else None
 
 
 def _after_cell(_result: Any = None) -> int:

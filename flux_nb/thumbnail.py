@@ -61,12 +61,22 @@ def make_thumbnail(image: Image.Image, max_side: int = 320) -> bytes:
     flat = few_colours(thumb, size)
     if size != thumb.size:
         thumb = thumb.resize(size, RESAMPLE, reducing_gap=REDUCING_GAP)
-    buf = io.BytesIO()
     if flat:
-        thumb = thumb.quantize(256, method=Image.Quantize.FASTOCTREE)
-        thumb.save(buf, format="PNG", compress_level=6)
-    else:
-        return _jpeg_within(thumb, int(PHOTO_BYTES_PER_PIXEL * thumb.width * thumb.height))
+        return palette_png(thumb)
+    return _jpeg_within(thumb, int(PHOTO_BYTES_PER_PIXEL * thumb.width * thumb.height))
+
+
+def palette_png(
+    image: Image.Image,
+    method: Image.Quantize | None = Image.Quantize.FASTOCTREE,
+    optimize: bool = False,
+) -> bytes:
+    """The picture in 256 colours as a PNG: thumbnails of flat art, contact sheets and strips.
+    The defaults (fast octree, zlib level 6) are cheap enough for a runner thread; a caller
+    that may take longer asks for Pillow's own choice of method (None: median cut for RGB) and
+    `optimize` (zlib level 9), as the sweep's contact sheet does."""
+    buf = io.BytesIO()
+    image.quantize(256, method=method).save(buf, format="PNG", compress_level=6, optimize=optimize)
     return buf.getvalue()
 
 

@@ -78,3 +78,22 @@ def test_serve_help_says_how_much_it_keeps_in_memory():
     )
     assert shown.returncode == 0
     assert f"in memory up to {cli.RESULTS_IN_MEMORY_MB} MB" in " ".join(shown.stdout.split())
+
+
+def test_serve_has_a_flag_for_each_local_extra_and_passes_each_on():
+    """One flag per field of the server's LocalExtras, off by default, each reaching its field."""
+    import dataclasses
+
+    from flux_nb import cli
+    from flux_nb.server.app import LocalExtras
+
+    assert list(cli.LOCAL_EXTRAS) == [f.name for f in dataclasses.fields(LocalExtras)]
+    parser = cli.build_parser()
+    assert not any(getattr(parser.parse_args(["serve"]), name) for name in cli.LOCAL_EXTRAS)
+    for name in cli.LOCAL_EXTRAS:
+        args = parser.parse_args(["serve", "--port", "0", f"--{name.replace('_', '-')}"])
+        app = cli._serve_app(args)
+        try:
+            assert app.state.flux.extras == LocalExtras(**{name: True})
+        finally:
+            app.state.flux.close()

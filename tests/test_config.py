@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import pickle
+import sys
+import types
 from pathlib import Path
 
 import pytest
 
-from flux_nb.config import HOSTED_BASE_URL, ApiKey, RetryPolicy, Settings, normalize_base_url
+from flux_nb.config import (
+    HOSTED_BASE_URL,
+    ApiKey,
+    RetryPolicy,
+    Settings,
+    in_kernel,
+    ipython_shell,
+    is_stand_in,
+    kernel_shell,
+    normalize_base_url,
+)
 
 
 @pytest.mark.parametrize(
@@ -100,3 +112,54 @@ def test_backoff_doubles_with_jitter_and_stops_at_its_ceiling():
         for _ in range(20):
             assert full * 0.5 <= policy.delay(attempt) <= full
     assert all(policy.delay(12) <= 20.0 for _ in range(20))
+
+
+class _Shell:
+    """What get_ipython() gives: a terminal shell, or (with a kernel) a kernel's."""
+
+    def __init__(self, kernel: object = None) -> None:
+        self.kernel = kernel
+
+
+def _ipython_with(monkeypatch: pytest.MonkeyPatch, shell: _Shell | None) -> None:
+    monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: shell))
+
+
+def test_no_ipython_loaded_means_no_shell_and_asking_does_not_load_it(monkeypatch):
+    monkeypatch.delitem(sys.modules, "IPython", raising=False)
+    assert ipython_shell() is None and kernel_shell() is None and not in_kernel()
+    assert "IPython" not in sys.modules
+
+
+def test_a_terminal_shell_is_a_shell_but_not_a_kernel(monkeypatch):
+    terminal = _Shell()
+    _ipython_with(monkeypatch, terminal)
+    assert ipython_shell() is terminal
+    assert kernel_shell() is None and not in_kernel()
+
+
+def test_a_kernels_shell_is_both(monkeypatch):
+    kernel = _Shell(kernel=object())
+    _ipython_with(monkeypatch, kernel)
+    assert ipython_shell() is kernel is kernel_shell()
+    assert in_kernel()
+
+
+def test_ipython_loaded_without_a_running_shell_is_no_shell(monkeypatch):
+    _ipython_with(monkeypatch, None)
+    assert ipython_shell() is None and not in_kernel()
+
+
+@pytest.mark.parametrize(
+    ("engine", "stand_in"),
+    [
+        ("preview", True),  # the engine's name
+        ("preview (offline stand-in, not FLUX)", True),  # the label the server gives
+        ("flux2-klein", False),
+        ("flux2-klein (FLUX.2 Klein through diffusers)", False),
+        (None, False),  # another server: no local engine known
+        ("", False),
+    ],
+)
+def test_the_stand_in_is_known_by_its_name_or_its_label(engine, stand_in):
+    assert is_stand_in(engine) is stand_in

@@ -13,6 +13,7 @@ from flux_nb.thumbnail import (
     decode,
     make_thumbnail,
     mime_type,
+    palette_png,
     thumbnails,
 )
 
@@ -166,3 +167,22 @@ def test_a_photographs_thumbnail_keeps_within_its_byte_budget_lowering_quality_o
     assert len(jpeg(shrunk, PHOTO_QUALITY)) > budget  # the case the budget is for
     assert squeezed == jpeg_within(shrunk, budget)
     assert len(squeezed) <= budget or squeezed == jpeg(shrunk, PHOTO_LEAST_QUALITY)
+
+
+@pytest.mark.parametrize("options", [{}, {"method": None, "optimize": True}])
+def test_a_palette_png_of_a_flat_picture_is_exact_and_indexed(options):
+    """Thumbnails, sheets and strips (the defaults) and the sweep's sheet (Pillow's own method,
+    zlib's best) all give a 256-colour PNG; a picture of few colours comes back pixel for pixel."""
+    flat = Image.new("RGB", (90, 60), (20, 30, 40))
+    flat.paste((200, 10, 10), (10, 10, 50, 40))
+    data = palette_png(flat, **options)
+    with Image.open(io.BytesIO(data)) as back:
+        assert back.format == "PNG" and back.mode == "P"
+        assert ImageChops.difference(back.convert("RGB"), flat).getbbox() is None
+
+
+def test_the_sweeps_sheet_settings_squeeze_harder_than_the_thumbnails():
+    """optimize=True is zlib level 9: never larger than the default level 6 for the same pixels."""
+    picture = Image.linear_gradient("L").convert("RGB").resize((300, 200))
+    fast = palette_png(picture, method=None)
+    assert len(palette_png(picture, method=None, optimize=True)) <= len(fast)

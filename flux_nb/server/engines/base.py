@@ -10,6 +10,7 @@ import importlib.util
 import re
 from dataclasses import dataclass
 
+from ...config import is_stand_in
 from .plan import MEMORY_CHOICES, QUANTIZE_CHOICES
 from .plan import PARTS as QUANTIZE_PARTS
 
@@ -144,7 +145,7 @@ class EngineConfig:
 
     @property
     def is_stand_in(self) -> bool:
-        return self.name == "preview"
+        return is_stand_in(self.name)
 
     @property
     def description(self) -> str:
