@@ -177,9 +177,7 @@ class Runtime:
     def preload(self) -> None:
         """Load the engine's model now rather than at the first generation (EngineUnavailable)."""
         for slot in range(engine_slots(self.engine, 1)):  # each device's pipeline
-            engine = get_engine(self.engine, slot)
-            if hasattr(engine, "preload"):
-                engine.preload()
+            get_engine(self.engine, slot).preload()
 
     def close_streams(self) -> None:
         """End every SSE stream (before a server shutdown, so it need not wait for them)."""

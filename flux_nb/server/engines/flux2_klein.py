@@ -435,9 +435,9 @@ class Flux2KleinEngine:
         self.slot = slot  # which of config's devices (one pipeline and one worker each)
         self.software = f"flux-nb {config.label}"
 
-    def preload(self) -> Loaded:
+    def preload(self) -> None:
         """Load the pipeline now (flux-nb serve --preload) rather than at the first generation."""
-        return load_pipeline(self.config, self.slot)
+        load_pipeline(self.config, self.slot)
 
     def render(
         self,

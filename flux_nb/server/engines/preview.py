@@ -46,6 +46,9 @@ class PreviewEngine:
             raise Cancelled(f"cancelled after step {total} of {total}")
         return encode(paint(recipe, inputs), recipe.output_format, recipe.output_quality)
 
+    def preload(self) -> None:
+        """Nothing to load: the painter draws with Pillow alone."""
+
     def image(self, recipe: Recipe, inputs: Sequence[Image.Image] = ()) -> Image.Image:
         """The picture before encoding: mode 'P' for standard-quality generations, else 'RGB'."""
         return paint(recipe, inputs)
