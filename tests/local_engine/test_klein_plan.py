@@ -16,6 +16,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from klein_random import KLEIN_4B, TINY, random_pipeline
 from PIL import Image
 
 from flux_nb.config import Settings
@@ -23,7 +24,6 @@ from flux_nb.recipe import MODEL_ID, Recipe
 from flux_nb.server import LocalServer
 from flux_nb.server.engines import EngineConfig, EngineError
 from flux_nb.server.engines.flux2_klein import Flux2KleinEngine, adopt_pipeline, load_pipeline
-from flux_nb.server.engines.flux2_klein_random import KLEIN_4B, TINY, random_pipeline
 from flux_nb.server.engines.plan import sizes_from_configs
 from flux_nb.sessions import Session
 
