@@ -39,6 +39,21 @@ JPEG_QUALITY = {"standard": 85, "high": 95}
 WEBP_QUALITY = {"standard": 80, "high": 92}
 
 
+def software_exif(software: str, *, description: bool = False) -> bytes:
+    """EXIF naming the engine in Software (and ImageDescription, with description), where JPEG
+    and WebP readers look for it: no COM segment, which readers take for Fooocus JSON. None
+    without a name."""
+    if not software:
+        return b""
+    from PIL import Image
+
+    exif = Image.Exif()
+    if description:
+        exif[0x010E] = software  # ImageDescription
+    exif[0x0131] = software  # Software
+    return exif.tobytes()
+
+
 class Cancelled(Exception):
     """Raised by an engine when should_stop() turns true between steps."""
 

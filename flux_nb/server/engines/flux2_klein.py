@@ -42,6 +42,7 @@ from .base import (
     EngineConfig,
     EngineError,
     EngineUnavailable,
+    software_exif,
 )
 
 ENGINE_NAME = "flux2-klein"
@@ -103,15 +104,6 @@ def pipeline_kwargs(
     return kwargs
 
 
-def _software_exif(software: str) -> bytes:
-    """EXIF naming the engine (Software), where JPEG and WebP readers look for it; none without."""
-    if not software:
-        return b""
-    exif = Image.Exif()
-    exif[0x0131] = software
-    return exif.tobytes()
-
-
 def encode(
     image: Image.Image, output_format: str, quality: str = "standard", software: str = ""
 ) -> tuple[bytes, str]:
@@ -128,12 +120,10 @@ def encode(
             "JPEG",
             quality=JPEG_QUALITY.get(quality, 85),
             subsampling=0 if quality == "high" else 2,
-            exif=_software_exif(software),  # no COM segment: readers take it for Fooocus JSON
+            exif=software_exif(software),
         )
     elif output_format == "webp":
-        image.save(
-            buf, "WEBP", quality=WEBP_QUALITY.get(quality, 80), exif=_software_exif(software)
-        )
+        image.save(buf, "WEBP", quality=WEBP_QUALITY.get(quality, 80), exif=software_exif(software))
     else:
         raise ValueError(f"output_format={output_format!r} is not one of png, jpg, webp")
     return buf.getvalue(), CONTENT_TYPES[output_format]
