@@ -36,13 +36,7 @@ def encode(image: Image.Image, output_format: str, quality: str = "standard") ->
         )
     elif output_format == "webp":
         rgb = image.convert("RGB") if image.mode != "RGB" else image
-        rgb.save(
-            buf,
-            "WEBP",
-            quality=WEBP_QUALITY.get(quality, 80),
-            method=0,
-            exif=EXIF,
-        )
+        rgb.save(buf, "WEBP", quality=WEBP_QUALITY.get(quality, 80), method=0, exif=EXIF)
     else:
         raise ValueError(f"output_format={output_format!r} is not one of png, jpg, webp")
     return buf.getvalue(), CONTENT_TYPES[output_format]

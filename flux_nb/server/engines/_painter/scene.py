@@ -984,6 +984,15 @@ class _Painter:
         d.rectangle((px - 0.06 * s, gy - 0.2 * s, px + 0.06 * s, gy), fill=dark)
         d.ellipse((px - 0.06 * s, gy - 0.26 * s, px + 0.06 * s, gy - 0.14 * s), fill=dark)
 
+    def trapezoid(
+        self, px: float, top: float, top_half: float, bottom: float, bottom_half: float, fill: int
+    ) -> None:
+        """A level trapezoid centred on px (hulls, baskets): its edges' y and half-widths."""
+        left, right = (px - top_half, top), (px + top_half, top)
+        self.d.polygon(
+            [left, right, (px + bottom_half, bottom), (px - bottom_half, bottom)], fill=fill
+        )
+
     def boat(self, px: float) -> None:
         sc, h = self.s, self.h
         top = self.waterline if self.waterline is not None else round(h * 0.62)
@@ -996,24 +1005,8 @@ class _Painter:
         sail = self.pal.add("boat_sail", sc.lit((246, 244, 236)))
         dark = self.pal.add("boat_dark", sc.lit((60, 46, 40)))
         d = self.d
-        d.polygon(
-            [
-                (px - 0.36 * s, y + 0.02 * s),
-                (px + 0.36 * s, y + 0.02 * s),
-                (px + 0.3 * s, y + 0.12 * s),
-                (px - 0.3 * s, y + 0.12 * s),
-            ],
-            fill=self.pal["reflect"],
-        )
-        d.polygon(
-            [
-                (px - 0.5 * s, y - 0.16 * s),
-                (px + 0.5 * s, y - 0.16 * s),
-                (px + 0.36 * s, y),
-                (px - 0.36 * s, y),
-            ],
-            fill=hull,
-        )
+        self.trapezoid(px, y + 0.02 * s, 0.36 * s, y + 0.12 * s, 0.3 * s, self.pal["reflect"])
+        self.trapezoid(px, y - 0.16 * s, 0.5 * s, y, 0.36 * s, hull)
         d.line((px, y - 0.16 * s, px, y - 1.1 * s), fill=dark, width=max(2, round(s * 0.025)))
         d.polygon(
             [
@@ -1044,26 +1037,10 @@ class _Painter:
         b = self.pal.add("balloon2", sc.lit(colours[(self.lay.coat + 1) % 4]))
         dark = self.pal.add("boat_dark", sc.lit((60, 46, 40)))
         d = self.d
-        d.polygon(
-            [
-                (px - 0.33 * s, py + 0.1 * s),
-                (px + 0.33 * s, py + 0.1 * s),
-                (px + 0.08 * s, py + 0.55 * s),
-                (px - 0.08 * s, py + 0.55 * s),
-            ],
-            fill=a,
-        )
+        self.trapezoid(px, py + 0.1 * s, 0.33 * s, py + 0.55 * s, 0.08 * s, a)
         d.ellipse((px - 0.4 * s, py - 0.45 * s, px + 0.4 * s, py + 0.3 * s), fill=a)
         d.ellipse((px - 0.22 * s, py - 0.45 * s, px + 0.22 * s, py + 0.3 * s), fill=b)
-        d.polygon(
-            [
-                (px - 0.2 * s, py + 0.2 * s),
-                (px + 0.2 * s, py + 0.2 * s),
-                (px + 0.05 * s, py + 0.55 * s),
-                (px - 0.05 * s, py + 0.55 * s),
-            ],
-            fill=b,
-        )
+        self.trapezoid(px, py + 0.2 * s, 0.2 * s, py + 0.55 * s, 0.05 * s, b)
         d.ellipse((px - 0.06 * s, py - 0.45 * s, px + 0.06 * s, py + 0.3 * s), fill=a)
         for sx in (-1, 1):
             d.line(
