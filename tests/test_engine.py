@@ -387,6 +387,8 @@ def test_each_engine_is_one_registry_entry_made_lazily() -> None:
     preview = get_engine("preview")
     assert isinstance(preview, PreviewEngine) and preview.preload() is None
     assert engine_slots("preview", 3) == 3
+    klein = get_engine(EngineConfig("flux2-klein", device="cpu,cpu"), slot=1)
+    assert type(klein).__name__ == "Flux2KleinEngine" and klein.slot == 1
     config = EngineConfig("preview")
     assert config.is_stand_in and not config.serial and "not FLUX" in config.label
     code = (

@@ -3,17 +3,19 @@
 
 Kept apart from the package's __init__ so that the engines, which the package imports on
 demand, import the interface from here and never their own package: no import circle. The
-registry names each engine's module only inside its `make`, so nothing heavy loads until a
-server makes an engine.
+registry names each engine's module by name (EngineKind.module), imported when a server makes
+an engine, so nothing heavy loads before.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import importlib.util
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from .plan import MEMORY_CHOICES, QUANTIZE_CHOICES
 from .plan import PARTS as QUANTIZE_PARTS
@@ -41,7 +43,7 @@ WEBP_QUALITY = {"standard": 80, "high": 92}
 
 def software_exif(software: str, *, description: bool = False) -> bytes:
     """EXIF naming the engine in Software (and ImageDescription, with description), where JPEG
-    and WebP readers look for it: no COM segment, which readers take for Fooocus JSON. None
+    and WebP readers look for it: no COM segment, which readers take for Fooocus JSON. Empty
     without a name."""
     if not software:
         return b""
@@ -92,16 +94,17 @@ class Engine(Protocol):
 
 @dataclass(frozen=True)
 class EngineKind:
-    """One engine in the registry (ENGINES): how to make it and what the server says it is.
+    """One engine in the registry (ENGINES): where it is made and what the server says it is.
 
-    make(config, slot) imports the engine's module then. slots(config, workers) is how many
-    worker threads run it. serial: one shared model per device, one generation at a time on each.
-    stand_in: its pictures are not FLUX's (said wherever they show). model_options: it takes
-    model, device, dtype, memory, offload and quantize. needs: modules it imports (checked at
-    start without importing them).
+    module: the module of this package whose make_engine(config, slot) makes one, imported only
+    then (by name, as diffusers' registries do: the engines import this module, never the other
+    way). slots(config, workers): how many worker threads run it. serial: one shared model per
+    device, one generation at a time on each. stand_in: its pictures are not FLUX's (said
+    wherever they show). model_options: it takes model, device, dtype, memory, offload and
+    quantize. needs: the modules it imports (checked at start without importing them).
     """
 
-    make: Callable[[EngineConfig, int], Engine]
+    module: str
     label: Callable[[EngineConfig], str]
     description: Callable[[EngineConfig], str]
     slots: Callable[[EngineConfig, int], int] = lambda _config, workers: workers
@@ -109,6 +112,11 @@ class EngineKind:
     stand_in: bool = False
     model_options: bool = False
     needs: tuple[str, ...] = ()
+
+    def make(self, config: EngineConfig, slot: int) -> Engine:
+        """A new engine for one worker slot; its module is imported now."""
+        module = importlib.import_module(f"{__package__}.{self.module}")
+        return cast(Engine, module.make_engine(config, slot))
 
 
 @dataclass(frozen=True)
@@ -205,6 +213,11 @@ class EngineConfig:
         return self.device.split(",")
 
     @property
+    def plan_options(self) -> dict[str, Any]:
+        """The memory plan's options (plan.plan's keywords) these settings give."""
+        return {"dtype": self.dtype, "memory": self.memory, "quantize": dict(self.quantize)}
+
+    @property
     def serial(self) -> bool:
         """One generation at a time on one shared engine (a model on a device)."""
         return self.kind.serial
@@ -244,25 +257,31 @@ def check_engine_name(name: str) -> str:
 # --- the registry: every engine the server can run, in one table -------------------------------
 
 
-def _make_preview(config: EngineConfig, slot: int) -> Engine:
-    from .preview import PreviewEngine
-
-    return PreviewEngine()
-
-
-def _make_klein(config: EngineConfig, slot: int) -> Engine:
-    from .flux2_klein import Flux2KleinEngine
-
-    return Flux2KleinEngine(config, slot)
-
-
 def _klein_slots(config: EngineConfig, workers: int) -> int:
     """One worker per device flux2-klein runs a pipeline on (torch counts GPUs for auto only)."""
-    if config.devices != ["auto"]:
-        return len(config.devices)
-    from .flux2_klein import devices_for
-
     return len(devices_for(config))
+
+
+@functools.cache
+def devices_for(config: EngineConfig) -> tuple[str, ...]:
+    """The devices flux2-klein runs a pipeline on, one worker slot each: those named, or for auto
+    every visible GPU whose memory plan fits (one is enough to start: the first device there is).
+    Worked out once per configuration: the worker count and every slot's pipeline use it."""
+    if config.devices != ["auto"]:
+        return tuple(config.devices)
+    from .machine import read_machine, visible_gpus
+    from .plan import model_sizes, plan
+
+    gpus = visible_gpus()
+    if len(gpus) > 1:
+        try:
+            sizes = model_sizes(config.model)
+            fitting = [g for g in gpus if plan(read_machine(g), sizes, **config.plan_options).fits]
+        except ValueError:
+            fitting = []
+        if fitting:
+            return tuple(fitting)
+    return ("auto",)
 
 
 def _klein_description(config: EngineConfig) -> str:
@@ -278,7 +297,7 @@ def _klein_description(config: EngineConfig) -> str:
 
 ENGINES: dict[str, EngineKind] = {
     "preview": EngineKind(
-        make=_make_preview,
+        module="preview",
         label=lambda _config: "preview (offline stand-in, not FLUX)",
         description=lambda _config: (
             "An offline stand-in drawn with Pillow: its images are not FLUX's."
@@ -286,7 +305,7 @@ ENGINES: dict[str, EngineKind] = {
         stand_in=True,
     ),
     "flux2-klein": EngineKind(
-        make=_make_klein,
+        module="flux2_klein",
         label=lambda config: f"flux2-klein ({config.model}, diffusers)",
         description=_klein_description,
         slots=_klein_slots,

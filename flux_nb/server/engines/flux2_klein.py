@@ -19,7 +19,6 @@ on itself. torch and diffusers are imported only when a pipeline is loaded or us
 
 from __future__ import annotations
 
-import functools
 import io
 import logging
 import os
@@ -39,9 +38,11 @@ from .base import (
     TORCHAO_PIP,
     WEBP_QUALITY,
     Cancelled,
+    Engine,
     EngineConfig,
     EngineError,
     EngineUnavailable,
+    devices_for,
     software_exif,
 )
 
@@ -165,41 +166,13 @@ def _keep(config: EngineConfig, device: str, slot: int, loaded: Loaded) -> Loade
     return loaded
 
 
-@functools.cache
-def devices_for(config: EngineConfig) -> tuple[str, ...]:
-    """The devices the engine runs a pipeline on, one worker slot each: those named, or for auto
-    every visible GPU whose memory plan fits (one is enough to start: the first device there is).
-    Worked out once per configuration: the worker count and every slot's pipeline use it."""
-    if config.devices != ["auto"]:
-        return tuple(config.devices)
-    from .machine import read_machine, visible_gpus
-    from .plan import model_sizes, plan
-
-    gpus = visible_gpus()
-    if len(gpus) > 1:
-        try:
-            sizes = model_sizes(config.model)
-            fitting = [
-                g for g in gpus if plan(read_machine(g), sizes, **_plan_options(config)).fits
-            ]
-        except ValueError:
-            fitting = []
-        if fitting:
-            return tuple(fitting)
-    return ("auto",)
-
-
-def _plan_options(config: EngineConfig) -> dict[str, Any]:
-    return {"dtype": config.dtype, "memory": config.memory, "quantize": dict(config.quantize)}
-
-
 def make_plan(config: EngineConfig, device: str) -> Any:
     """The memory plan for config on this machine's `device` (resolved already)."""
     from .machine import read_machine
     from .plan import model_sizes, plan
 
     try:
-        return plan(read_machine(device), model_sizes(config.model), **_plan_options(config))
+        return plan(read_machine(device), model_sizes(config.model), **config.plan_options)
     except ValueError as exc:
         raise EngineUnavailable(str(exc)) from None
 
@@ -394,6 +367,11 @@ def _is_out_of_memory(exc: BaseException) -> bool:
 
 
 # --- the engine --------------------------------------------------------------------------------
+
+
+def make_engine(config: EngineConfig, slot: int) -> Engine:
+    """The registry's factory (base.ENGINES): one engine per worker slot, on that slot's device."""
+    return Flux2KleinEngine(config, slot)
 
 
 class Flux2KleinEngine:

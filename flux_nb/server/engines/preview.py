@@ -15,7 +15,12 @@ from PIL import Image
 
 from ...recipe import Recipe
 from ._painter import ENGINE_NAME, SIZES, SOFTWARE, encode, paint, size_for
-from .base import Cancelled
+from .base import Cancelled, Engine, EngineConfig
+
+
+def make_engine(config: EngineConfig, slot: int) -> Engine:
+    """The registry's factory (base.ENGINES): one painter per worker thread, no options."""
+    return PreviewEngine()
 
 
 class PreviewEngine:
