@@ -712,6 +712,16 @@ class _Painter:
             joint="curve",
         )
 
+    def _mirrored_polys(self, colour, px, gy, s, facing, pts) -> None:
+        """The polygon at x and its twin at -x (left first): ears, legs."""
+        for sx in (-1, 1):
+            self._poly(colour, px, gy, s, facing, [(sx * x, y) for x, y in pts])
+
+    def _mirrored_lines(self, colour, px, gy, s, facing, pts, width) -> None:
+        """The line through x and its twin through -x (left first): arms."""
+        for sx in (-1, 1):
+            self._line(colour, px, gy, s, facing, [(sx * x, y) for x, y in pts], width)
+
     def _tail(self, colour, px, gy, s, facing, start, end, lift, thick, tip=None) -> None:
         """A tapering, curving tail from start to end (subject units), bulging upward by lift."""
         upper, lower = [], []
@@ -800,10 +810,7 @@ class _Painter:
         self._ell(body, px, gy, s, facing, 0, 0.3, 0.21, 0.3)
         self._ell(light, px, gy, s, facing, 0, 0.3, 0.1, 0.2)
         if wolf:
-            for sx in (-1, 1):
-                self._poly(
-                    body, px, gy, s, facing, [(sx * 0.15, 0.7), (sx * 0.15, 0.95), (sx * 0.03, 0.8)]
-                )
+            self._mirrored_polys(body, px, gy, s, facing, [(0.15, 0.7), (0.15, 0.95), (0.03, 0.8)])
         self._ell(body, px, gy, s, facing, 0, 0.68, 0.15, 0.14)
         if not wolf:
             for sx in (-1, 1):
@@ -855,31 +862,18 @@ class _Painter:
             self._poly(
                 light, px, gy, s, facing, [(-0.17, 0.4), (-0.08, 0.4), (-0.08, 0.72), (-0.17, 0.72)]
             )
-            for sx in (-1, 1):
-                self._poly(
-                    coat,
-                    px,
-                    gy,
-                    s,
-                    facing,
-                    [(sx * 0.015, 0.44), (sx * 0.1, 0.44), (sx * 0.1, 0.0), (sx * 0.02, 0.0)],
-                )
+            self._mirrored_polys(
+                coat, px, gy, s, facing, [(0.015, 0.44), (0.1, 0.44), (0.1, 0.0), (0.02, 0.0)]
+            )
             box = self._pts(px, gy, s, facing, [(-0.12, 0.76), (0.12, 0.38)])
             d.rounded_rectangle(
                 (min(box[0][0], box[1][0]), box[0][1], max(box[0][0], box[1][0]), box[1][1]),
                 s * 0.04,
                 fill=coat,
             )
-            for sx in (-1, 1):
-                self._line(
-                    coat,
-                    px,
-                    gy,
-                    s,
-                    facing,
-                    [(sx * 0.13, 0.72), (sx * 0.17, 0.5), (sx * 0.15, 0.42)],
-                    0.06,
-                )
+            self._mirrored_lines(
+                coat, px, gy, s, facing, [(0.13, 0.72), (0.17, 0.5), (0.15, 0.42)], 0.06
+            )
             self._ell(coat, px, gy, s, facing, 0, 0.87, 0.12, 0.12)
             self._ell(
                 self.pal.add("visor", (40, 52, 90)), px, gy, s, facing, 0.03, 0.87, 0.08, 0.065
@@ -898,25 +892,12 @@ class _Painter:
             return
         skin = self.pal.add("skin", self.s.lit((226, 180, 150)))
         hair = self.pal.add("hair", self.s.lit((70, 48, 36)))
-        for sx in (-1, 1):
-            self._poly(
-                dark,
-                px,
-                gy,
-                s,
-                facing,
-                [(sx * 0.01, 0.44), (sx * 0.075, 0.44), (sx * 0.07, 0.0), (sx * 0.015, 0.0)],
-            )
-        for sx in (-1, 1):
-            self._line(
-                coat,
-                px,
-                gy,
-                s,
-                facing,
-                [(sx * 0.1, 0.72), (sx * 0.13, 0.52), (sx * 0.12, 0.42)],
-                0.045,
-            )
+        self._mirrored_polys(
+            dark, px, gy, s, facing, [(0.01, 0.44), (0.075, 0.44), (0.07, 0.0), (0.015, 0.0)]
+        )
+        self._mirrored_lines(
+            coat, px, gy, s, facing, [(0.1, 0.72), (0.13, 0.52), (0.12, 0.42)], 0.045
+        )
         self._poly(
             coat, px, gy, s, facing, [(-0.1, 0.74), (0.1, 0.74), (0.13, 0.36), (-0.13, 0.36)]
         )
