@@ -6,7 +6,7 @@ flux-nb[local] installed, and, where CUDA is present, the full-size FLUX.2 Klein
     .venv-local/bin/python benchmarks/local_engine.py --rounds 5 --kernels 5
 
 Needs flux-nb[local] (`bash scripts/test.sh tests/local_engine` makes .venv-local). Downloads
-nothing: every pipeline has random weights (flux_nb/server/engines/flux2_klein_random.py).
+nothing: every pipeline has random weights (tests/local_engine/klein_random.py).
 
 - Overhead: the same recipes at ~1 MP, taken in turn through a notebook's Session (enqueue on the
   local server, events, download, file saved with its metadata) and as a direct call of the very
@@ -35,8 +35,10 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
+# common.py here; klein_random.py (the random-weights pipelines) with the tests that use it most
+for _folder in (HERE, HERE.parent / "tests" / "local_engine"):
+    if str(_folder) not in sys.path:
+        sys.path.insert(0, str(_folder))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # random weights only: nothing to fetch
 
 from common import Kernel, fmt, kernel_env, median, spread, workdir  # noqa: E402
@@ -192,8 +194,7 @@ def httpx_cli_import(runs: int) -> None:
 def architecture_check() -> None:
     """Count the full-size configuration's parameters on the meta device (no memory, no GPU)."""
     import torch
-
-    from flux_nb.server.engines.flux2_klein_random import KLEIN_4B, random_pipeline
+    from klein_random import KLEIN_4B, random_pipeline
 
     with torch.device("meta"):
         pipe = random_pipeline(KLEIN_4B, device="meta")
@@ -245,9 +246,9 @@ def quantized_overhead(rounds: int) -> None:
     """torchao int8 weight-only on the tiny pipeline on CPU, against it unquantized."""
     import numpy as np
     import torch
+    from klein_random import tiny_pipeline
 
     from flux_nb.server.engines.flux2_klein import _quantize
-    from flux_nb.server.engines.flux2_klein_random import tiny_pipeline
 
     try:
         import torchao  # noqa: F401
@@ -301,9 +302,10 @@ def cuda_figures(rounds: int) -> None:
         )
         return
 
+    from klein_random import klein_4b_pipeline
+
     from flux_nb.server.engines import EngineConfig
     from flux_nb.server.engines.flux2_klein import adopt_pipeline
-    from flux_nb.server.engines.flux2_klein_random import klein_4b_pipeline
 
     name = torch.cuda.get_device_name(0)
     free = torch.cuda.mem_get_info(0)[0] / 1e9
@@ -355,9 +357,9 @@ def placements_and_quantization(rounds: int, name: str) -> None:
     the text encoder and the transformer, on a fresh full-size random pipeline each: seconds per
     1024x1024 image at 4 steps, measured peak GPU memory and the plan's estimate of it."""
     import torch
+    from klein_random import klein_4b_pipeline
 
     from flux_nb.server.engines.flux2_klein import _quantize
-    from flux_nb.server.engines.flux2_klein_random import klein_4b_pipeline
     from flux_nb.server.engines.machine import read_machine
     from flux_nb.server.engines.plan import CUDA_CONTEXT_GB, GB, _Candidate, klein_4b_sizes, peaks
 
@@ -446,9 +448,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         import torch
+        from klein_random import tiny_pipeline
 
         from flux_nb.server.engines import EngineConfig
-        from flux_nb.server.engines.flux2_klein_random import tiny_pipeline
     except ImportError as exc:
         print(
             f"benchmarks/local_engine.py needs flux-nb[local] ({exc}): run it with"

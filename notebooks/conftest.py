@@ -28,6 +28,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import weakref
 from pathlib import Path
@@ -86,7 +87,8 @@ def tiny_klein_model() -> None:
     folder whose name nbval_sanitize.cfg knows (no weights can be downloaded where tests run)."""
     if os.environ.get("FLUX_NB_MODEL") or "FLUX_NB_MODEL" in KERNEL_ENV:
         return
-    from flux_nb.server.engines.flux2_klein_random import tiny_pipeline
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "local_engine"))
+    from klein_random import tiny_pipeline
 
     folder = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX + "klein-")) / "tiny-random-klein"
     tiny_pipeline().save_pretrained(folder)

@@ -373,3 +373,41 @@ def test_the_painters_hls_is_one_formula_on_every_python():
         assert all(abs(x - y) < 1e-9 for x, y in zip(back, colour, strict=True)), colour
         if sys.version_info >= (3, 11):
             assert (h, lum, s) == colorsys.rgb_to_hls(*colour)
+
+
+# --- the registry -------------------------------------------------------------------------------
+
+
+def test_each_engine_is_one_registry_entry_made_lazily() -> None:
+    """One table: what get_engine makes, how many workers run it, what the server calls it.
+    The flux2-klein entry counts named devices without importing torch or its own module."""
+    from flux_nb.server.engines import ENGINES, EngineConfig, engine_slots, get_engine
+
+    assert tuple(ENGINES) == ("preview", "flux2-klein")
+    preview = get_engine("preview")
+    assert isinstance(preview, PreviewEngine) and preview.preload() is None
+    assert engine_slots("preview", 3) == 3
+    klein = get_engine(EngineConfig("flux2-klein", device="cpu,cpu"), slot=1)
+    assert type(klein).__name__ == "Flux2KleinEngine" and klein.slot == 1
+    config = EngineConfig("preview")
+    assert config.is_stand_in and not config.serial and "not FLUX" in config.label
+    code = (
+        "import sys\n"
+        "from flux_nb.server.engines import EngineConfig, engine_slots\n"
+        "config = EngineConfig('flux2-klein', device='cpu,cpu')\n"
+        "assert engine_slots(config, 5) == 2 and config.serial and not config.is_stand_in\n"
+        "assert config.label == f'flux2-klein ({config.model}, diffusers)', config.label\n"
+        "heavy = {'torch', 'diffusers', 'flux_nb.server.engines.flux2_klein'} & set(sys.modules)\n"
+        "print(sorted(heavy))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_an_unknown_engine_is_one_line_naming_the_known_ones() -> None:
+    from flux_nb.server.engines import EngineConfig
+
+    with pytest.raises(ValueError) as caught:
+        EngineConfig("flux-dev")
+    assert str(caught.value) == "unknown engine 'flux-dev'; allowed: preview, flux2-klein"

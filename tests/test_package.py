@@ -89,7 +89,6 @@ TESTED_ELSEWHERE = {
     "flux_nb/server/engines/": "tests/test_engine.py",
     "flux_nb/server/engines/_painter/": "tests/test_engine.py",
     "flux_nb/server/engines/flux2_klein.py": "tests/local_engine/test_klein_server.py",
-    "flux_nb/server/engines/flux2_klein_random.py": "tests/local_engine/test_klein_setup.py",
 }
 
 

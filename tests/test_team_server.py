@@ -165,6 +165,29 @@ def test_a_removed_key_is_refused_without_a_restart_and_the_others_keep_working(
             assert wait_for(c, enqueue(c)[0])["status"] == "succeeded"
 
 
+def test_idle_streams_stat_the_keys_file_once_a_second_and_requests_at_once(
+    keys_file: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Open streams ask still_accepts every second: one stat a second for all of them, the hash
+    they already hold; a request still sees a removed key at once (name_of)."""
+    from types import SimpleNamespace
+
+    from flux_nb.server import keys
+
+    alice = add_key(keys_file, "alice", capsys)
+    now = [100.0]
+    monkeypatch.setattr(keys, "time", SimpleNamespace(monotonic=lambda: now[0], time=time.time))
+    ring = keys.KeyRing(keys_file=keys_file)
+    owner = keys.digest(alice)
+    assert ring.still_accepts(alice, owner, 1.0) and ring.name_of(alice, owner) == "alice"
+    assert cli(["keys", "remove", "alice", "--keys-file", str(keys_file)]) == 0
+    now[0] = 100.5  # the file was stat()ed by name_of at 100.0: not again yet
+    assert ring.still_accepts(alice, owner, 1.0)
+    now[0] = 101.5
+    assert not ring.still_accepts(alice, owner, 1.0)
+    assert ring.name_of(alice) is None
+
+
 def test_the_shared_api_key_still_works_beside_a_keys_file(
     make_server, keys_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

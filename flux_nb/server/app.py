@@ -163,9 +163,9 @@ class Runtime:
             return None
         path = url[len(base) :].partition("?")[0].partition("#")[0]
         if path.startswith(FILES_PREFIX) and FILE_NAME.fullmatch(path[len(FILES_PREFIX) :]):
-            found = self.results.get(path[len(FILES_PREFIX) :])
+            found = self.results.read(path[len(FILES_PREFIX) :])
             if found is not None:
-                return found.read_bytes() if isinstance(found, Path) else found
+                return found
         elif path.startswith(ASSETS_PREFIX):
             parts = path[len(ASSETS_PREFIX) :].split("/", 4)
             if len(parts) == 5 and parts[2] == "file":
@@ -177,9 +177,7 @@ class Runtime:
     def preload(self) -> None:
         """Load the engine's model now rather than at the first generation (EngineUnavailable)."""
         for slot in range(engine_slots(self.engine, 1)):  # each device's pipeline
-            engine = get_engine(self.engine, slot)
-            if hasattr(engine, "preload"):
-                engine.preload()
+            get_engine(self.engine, slot).preload()
 
     def close_streams(self) -> None:
         """End every SSE stream (before a server shutdown, so it need not wait for them)."""
@@ -492,10 +490,9 @@ def sync_image(rt: Runtime, row: Row, base: str, response_format: str) -> dict[s
         )
     if response_format != "b64_json":
         return {"url": view["result_url"]}
-    found = rt.results.get(row.file_name or "")
-    if found is None:
+    data = rt.results.read(row.file_name or "")
+    if data is None:
         raise ApiProblem(500, "unknown_error", "the server is closing")
-    data = found.read_bytes() if isinstance(found, Path) else found
     return {"b64_json": base64.b64encode(data).decode("ascii")}
 
 
@@ -559,7 +556,8 @@ async def get_file(request: Request) -> Response:
         raise not_found()
     media_type = row.content_type or "application/octet-stream"
     if rt.faults is not None and rt.faults.cut_download():
-        return CutFileResponse(found, media_type)
+        data = await anyio.to_thread.run_sync(rt.results.read, name)
+        return CutFileResponse(data or b"", media_type)
     if isinstance(found, Path):
         return FileResponse(found, media_type=media_type, headers=FILE_HEADERS)
     # run after the last byte is sent, in a thread: a download cut short keeps it in memory
@@ -570,12 +568,11 @@ async def get_file(request: Request) -> Response:
 class CutFileResponse(Response):
     """Fault: the full Content-Length, half the bytes, then the connection drops."""
 
-    def __init__(self, found: bytes | Path, media_type: str) -> None:
-        self.found, self.content_type = found, media_type
+    def __init__(self, data: bytes, media_type: str) -> None:
+        self.data, self.content_type = data, media_type
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        found = self.found
-        data = await anyio.Path(found).read_bytes() if isinstance(found, Path) else found
+        data = self.data
         headers = [
             (b"content-type", self.content_type.encode()),
             (b"content-length", str(len(data)).encode()),
@@ -604,7 +601,7 @@ def sse_message(event: Event, base: str, *, with_id: bool) -> ServerSentEvent:
     )
 
 
-async def next_event(sub: Subscription, keys: KeyRing, token: str) -> Event | None:
+async def next_event(sub: Subscription, keys: KeyRing, token: str, owner: str) -> Event | None:
     """The stream's next event, or None to end it: the server stops, or (with a keys file) the
     key was removed meanwhile, checked every KEY_RECHECK_SECONDS while the stream is idle."""
     if keys.path is None:
@@ -615,7 +612,7 @@ async def next_event(sub: Subscription, keys: KeyRing, token: str) -> Event | No
             done, _ = await asyncio.wait({getter}, timeout=KEY_RECHECK_SECONDS)
             if done:
                 return getter.result()
-            if keys.name_of(token) is None:
+            if not keys.still_accepts(token, owner, KEY_RECHECK_SECONDS):
                 log.info("an event stream ended: its key was removed")
                 return None
     finally:
@@ -645,7 +642,7 @@ async def events(request: Request) -> EventSourceResponse:
     """
     rt = runtime(request)
     owner = authorize(request, rt.keys).owner
-    token = bearer_token(request)
+    token = bearer_token(request)  # owner is its hash
     replay = rt.extras.replay_events
     sub, backlog = rt.hub.subscribe(owner, last_event_id(request) if replay else None)
     base = files_base(request)
@@ -664,7 +661,7 @@ async def events(request: Request) -> EventSourceResponse:
             sent = 0
             pending = iter(backlog)
             while cut_after is None or sent < cut_after:
-                event = next(pending, None) or await next_event(sub, rt.keys, token)
+                event = next(pending, None) or await next_event(sub, rt.keys, token, owner)
                 if event is None:
                     return
                 yield sse_message(event, base, with_id=replay)

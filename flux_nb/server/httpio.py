@@ -11,7 +11,6 @@ a traceback):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from .keys import KeyRing
+from .keys import KeyRing, digest
 
 log = logging.getLogger("flux_nb.server")
 
@@ -181,8 +180,9 @@ def authorize(request: Request, keys: KeyRing) -> Caller:
     Tokens are compared in constant time (or by hash) and never logged or echoed.
     """
     token = bearer_token(request)
+    owner = digest(token) if token else ANONYMOUS  # hashed once: the keys file is looked up by it
     if keys.required:
-        name = keys.name_of(token)
+        name = keys.name_of(token, owner if token else None)
         if name is None:
             client = request.client.host if request.client else "?"
             log.warning("refused a request from %s: %s", client, "wrong key" if token else "no key")
@@ -195,5 +195,4 @@ def authorize(request: Request, keys: KeyRing) -> Caller:
             )
     else:
         name = ANONYMOUS
-    owner = hashlib.sha256(token.encode()).hexdigest() if token else ANONYMOUS
     return Caller(owner, name)

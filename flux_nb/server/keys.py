@@ -115,7 +115,8 @@ def remove_key(path: Path, name: str) -> None:
 class KeyRing:
     """The keys a server accepts: a shared --api-key and/or a keys file, checked per request.
 
-    The file is stat()ed on each lookup (microseconds) and re-read when its identity, size or
+    The file is stat()ed on each request's lookup (microseconds), at most once a second for all
+    idle event streams together (still_accepts), and re-read when its identity, size or
     modification time changed. A file that goes missing or turns unreadable accepts no file key
     until it is fixed (fail closed); the reason is logged once.
     """
@@ -129,6 +130,7 @@ class KeyRing:
         self._stamp: tuple[int, ...] | None = None
         self._by_hash: dict[str, str] = {}
         self._problem: str | None = None
+        self._checked = -float("inf")  # time.monotonic() of the last stat (still_accepts)
         if self.path is not None:
             if not self.path.is_file():
                 raise KeysFileError(
@@ -141,14 +143,30 @@ class KeyRing:
     def required(self) -> bool:
         return self.api_key is not None or self.path is not None
 
-    def name_of(self, token: str) -> str | None:
-        """The name the token belongs to, or None when it is not a key this server accepts."""
+    def name_of(self, token: str, hashed: str | None = None) -> str | None:
+        """The name the token belongs to, or None when it is not a key this server accepts.
+        hashed: digest(token) when the caller has it already (authorize's owner), not redone."""
         if self.api_key is not None and hmac.compare_digest(token.encode(), self.api_key.encode()):
             return self.SHARED
         if self.path is None or not token:
             return None
         self._refresh()
-        hashed = digest(token)
+        return self._named(hashed or digest(token))
+
+    def still_accepts(self, token: str, hashed: str, every: float) -> bool:
+        """For an open event stream, asked while it idles: whether its key is still accepted.
+        The file is stat()ed at most once per `every` seconds for all streams together."""
+        if self.api_key is not None and hmac.compare_digest(token.encode(), self.api_key.encode()):
+            return True
+        if self.path is None or not token:
+            return False
+        with self._lock:
+            fresh = time.monotonic() - self._checked < every
+        if not fresh:
+            self._refresh()
+        return self._named(hashed) is not None
+
+    def _named(self, hashed: str) -> str | None:
         with self._lock:
             # A dict lookup by hash: timing tells nothing about a key, only about its hash.
             return self._by_hash.get(hashed)
@@ -163,6 +181,7 @@ class KeyRing:
         except OSError:
             stamp = None
         with self._lock:
+            self._checked = time.monotonic()
             if stamp is not None and stamp == self._stamp:
                 return
         try:

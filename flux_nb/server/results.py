@@ -102,6 +102,11 @@ class ResultFiles:
                 return self._dir / name
             return None
 
+    def read(self, name: str) -> bytes | None:
+        """The bytes, read back from the spill folder if they went there; None when unknown."""
+        found = self.get(name)
+        return found.read_bytes() if isinstance(found, Path) else found
+
     def discard(self, name: str) -> None:
         with self._lock:
             data = self._memory.pop(name, None)

@@ -19,7 +19,7 @@ import httpx
 
 from ..errors import InputImageError
 from ..recipe import Recipe
-from .engines import Cancelled, EngineConfig, EngineError, engine_slots, get_engine
+from .engines import Cancelled, Engine, EngineConfig, EngineError, engine_slots, get_engine
 from .fetch import fetch_client
 from .inputs import InputLimits, load_images
 from .results import ResultFiles
@@ -114,7 +114,7 @@ class WorkerPool:
             return self._http
 
     def _work(self, slot: int) -> None:
-        engine = None
+        engine: Engine | None = None
         while True:
             row = self._queue.get()
             if row is None:
@@ -129,7 +129,7 @@ class WorkerPool:
                 log.exception("generation %s crashed", row.id)
                 self._store.fail(row, f"the server failed: {one_line(exc)}")
 
-    def _run(self, row: Row, engine: Any) -> None:
+    def _run(self, row: Row, engine: Engine) -> None:
         store = self._store
         try:
             recipe, error = build_recipe(row.model, row.run_params), None

@@ -27,7 +27,7 @@ SMALL = 0.125
 @pytest.fixture(scope="session")
 def klein_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Flux2KleinPipeline, saved as a diffusers folder (~0.7 MB)."""
-    from flux_nb.server.engines.flux2_klein_random import tiny_pipeline
+    from klein_random import tiny_pipeline
 
     folder = tmp_path_factory.mktemp("klein-tiny")
     tiny_pipeline(seed=0).save_pretrained(folder)

@@ -5,6 +5,7 @@ float16 run whose latents overflow failing that generation in one line."""
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -16,6 +17,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from klein_random import KLEIN_4B, TINY, random_pipeline
 from PIL import Image
 
 from flux_nb.config import Settings
@@ -23,7 +25,6 @@ from flux_nb.recipe import MODEL_ID, Recipe
 from flux_nb.server import LocalServer
 from flux_nb.server.engines import EngineConfig, EngineError
 from flux_nb.server.engines.flux2_klein import Flux2KleinEngine, adopt_pipeline, load_pipeline
-from flux_nb.server.engines.flux2_klein_random import KLEIN_4B, TINY, random_pipeline
 from flux_nb.server.engines.plan import sizes_from_configs
 from flux_nb.sessions import Session
 
@@ -189,7 +190,20 @@ def test_float16_latents_that_turn_non_finite_fail_in_one_line() -> None:
         engine.render(recipe, [])
     message = str(failure.value)
     assert "non-finite" in message and "float16" in message and "--dtype float32" in message
+    assert "at step 1:" in message  # the first step's, read once after the run
     assert "\n" not in message
+
+
+def test_float16_latents_that_stay_finite_make_the_image() -> None:
+    config = EngineConfig("flux2-klein", model="tiny-finite-fp16", device="cpu", size_scale=SMALL)
+    adopt_pipeline(config, random_pipeline(TINY, dtype=torch.float16))
+    recipe = Recipe.build("a fox", seed=1, num_inference_steps=3, aspect_ratio="1:1")
+    steps: list[int] = []
+    data, content_type = Flux2KleinEngine(config).render(
+        recipe, [], on_step=lambda i, _n: steps.append(i)
+    )
+    assert content_type == "image/png" and steps == [1, 2, 3]
+    assert Image.open(io.BytesIO(data)).size == (128, 128)
 
 
 def test_without_torchao_quantizing_names_the_pip_line(monkeypatch, klein_folder: Path) -> None:

@@ -17,9 +17,9 @@ from flux_nb.server.engines.flux2_klein import (
     encode,
     pipeline_kwargs,
     resolve_device,
-    resolve_dtype,
     size_for,
 )
+from flux_nb.server.engines.plan import Machine, auto_dtype
 
 HEAVY = ("torch", "diffusers", "transformers", "accelerate", "safetensors")
 
@@ -105,11 +105,10 @@ def test_jpeg_high_quality_keeps_more_than_standard() -> None:
 def test_auto_device_and_dtype_on_this_cpu_machine() -> None:
     assert not torch.cuda.is_available()  # these machines have no GPU: the test says what it checks
     assert resolve_device("auto", torch) == "cpu"
-    assert resolve_dtype("auto", "cpu") == "float32"
-    assert resolve_dtype("auto", "cuda", (8, 0)) == "bfloat16"
-    assert resolve_dtype("auto", "cuda:1", (7, 5)) == "float16"  # a T4: no native bfloat16
-    assert resolve_dtype("auto", "mps") == "bfloat16"
-    assert resolve_dtype("float16", "cuda") == "float16"
+    assert auto_dtype(Machine("cpu", 0.0, 0.0)) == "float32"
+    assert auto_dtype(Machine("cuda", 0.0, 0.0, (8, 0))) == "bfloat16"
+    assert auto_dtype(Machine("cuda:1", 0.0, 0.0, (7, 5))) == "float16"  # a T4: no bfloat16
+    assert auto_dtype(Machine("mps", 0.0, 0.0)) == "bfloat16"
 
 
 def test_engine_config_refuses_bad_values_in_one_line() -> None:

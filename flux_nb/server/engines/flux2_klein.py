@@ -19,7 +19,6 @@ on itself. torch and diffusers are imported only when a pipeline is loaded or us
 
 from __future__ import annotations
 
-import functools
 import io
 import logging
 import os
@@ -39,9 +38,12 @@ from .base import (
     TORCHAO_PIP,
     WEBP_QUALITY,
     Cancelled,
+    Engine,
     EngineConfig,
     EngineError,
     EngineUnavailable,
+    devices_for,
+    software_exif,
 )
 
 ENGINE_NAME = "flux2-klein"
@@ -103,15 +105,6 @@ def pipeline_kwargs(
     return kwargs
 
 
-def _software_exif(software: str) -> bytes:
-    """EXIF naming the engine (Software), where JPEG and WebP readers look for it; none without."""
-    if not software:
-        return b""
-    exif = Image.Exif()
-    exif[0x0131] = software
-    return exif.tobytes()
-
-
 def encode(
     image: Image.Image, output_format: str, quality: str = "standard", software: str = ""
 ) -> tuple[bytes, str]:
@@ -128,12 +121,10 @@ def encode(
             "JPEG",
             quality=JPEG_QUALITY.get(quality, 85),
             subsampling=0 if quality == "high" else 2,
-            exif=_software_exif(software),  # no COM segment: readers take it for Fooocus JSON
+            exif=software_exif(software),
         )
     elif output_format == "webp":
-        image.save(
-            buf, "WEBP", quality=WEBP_QUALITY.get(quality, 80), exif=_software_exif(software)
-        )
+        image.save(buf, "WEBP", quality=WEBP_QUALITY.get(quality, 80), exif=software_exif(software))
     else:
         raise ValueError(f"output_format={output_format!r} is not one of png, jpg, webp")
     return buf.getvalue(), CONTENT_TYPES[output_format]
@@ -153,40 +144,26 @@ class Loaded:
     plan: Any = None  # plan.Plan; None for an adopted pipeline
 
 
-_pipelines: dict[tuple[str, str, str, str, tuple[tuple[str, str], ...], int], Loaded] = {}
+# (weights, device, memory, quantize, slot) -> {dtype: pipeline}; the first for dtype auto.
+_pipelines: dict[tuple[str, str, str, tuple[tuple[str, str], ...], int], dict[str, Loaded]] = {}
 _load_lock = threading.Lock()  # one load at a time: two loads of the same weights help no one
 
 
-def _key(config: EngineConfig, device: str, dtype: str, slot: int) -> tuple:
-    return (str(config.model), device, dtype, config.memory, config.quantize, slot)
+def _key(config: EngineConfig, device: str, slot: int) -> tuple:
+    return (str(config.model), device, config.memory, config.quantize, slot)
 
 
-@functools.cache
-def devices_for(config: EngineConfig) -> tuple[str, ...]:
-    """The devices the engine runs a pipeline on, one worker slot each: those named, or for auto
-    every visible GPU whose memory plan fits (one is enough to start: the first device there is).
-    Worked out once per configuration: the worker count and every slot's pipeline use it."""
-    if config.devices != ["auto"]:
-        return tuple(config.devices)
-    from .machine import read_machine, visible_gpus
-    from .plan import model_sizes, plan
-
-    gpus = visible_gpus()
-    if len(gpus) > 1:
-        try:
-            sizes = model_sizes(config.model)
-            fitting = [
-                g for g in gpus if plan(read_machine(g), sizes, **_plan_options(config)).fits
-            ]
-        except ValueError:
-            fitting = []
-        if fitting:
-            return tuple(fitting)
-    return ("auto",)
+def _cached(config: EngineConfig, device: str, slot: int) -> Loaded | None:
+    """The pipeline adopted or loaded before for this configuration and slot; locked."""
+    by_dtype = _pipelines.get(_key(config, device, slot), {})
+    if config.dtype == "auto":
+        return next(iter(by_dtype.values()), None)
+    return by_dtype.get(config.dtype)
 
 
-def _plan_options(config: EngineConfig) -> dict[str, Any]:
-    return {"dtype": config.dtype, "memory": config.memory, "quantize": dict(config.quantize)}
+def _keep(config: EngineConfig, device: str, slot: int, loaded: Loaded) -> Loaded:
+    _pipelines.setdefault(_key(config, device, slot), {})[loaded.dtype] = loaded
+    return loaded
 
 
 def make_plan(config: EngineConfig, device: str) -> Any:
@@ -195,7 +172,7 @@ def make_plan(config: EngineConfig, device: str) -> Any:
     from .plan import model_sizes, plan
 
     try:
-        return plan(read_machine(device), model_sizes(config.model), **_plan_options(config))
+        return plan(read_machine(device), model_sizes(config.model), **config.plan_options)
     except ValueError as exc:
         raise EngineUnavailable(str(exc)) from None
 
@@ -209,32 +186,17 @@ def load_pipeline(config: EngineConfig, slot: int = 0) -> Loaded:
     devices = devices_for(config)  # for auto on several GPUs: the ones the plan fits, by slot
     device = resolve_device(devices[slot % len(devices)], torch)
     with _load_lock:
-        for key, loaded in _pipelines.items():  # adopted, or loaded before for this slot
-            if (
-                key[0] == str(config.model)
-                and key[1] == device
-                and key[3:]
-                == (
-                    config.memory,
-                    config.quantize,
-                    slot,
-                )
-            ):
-                if config.dtype in ("auto", loaded.dtype):
-                    return loaded
+        cached = _cached(config, device, slot)
+        if cached is not None:
+            return cached
         decided = make_plan(config, device)
         if not decided.fits:
             raise EngineUnavailable(f"FLUX.2 Klein does not fit on {device}: {decided.why}.")
         print(f"flux-nb: flux2-klein plan: {decided.line}", file=sys.stderr, flush=True)
-        loaded = Loaded(
-            _from_pretrained(str(config.model), device, decided, torch),
-            device,
-            decided.dtype,
-            threading.Lock(),
-            decided,
+        pipe = _from_pretrained(str(config.model), device, decided, torch)
+        return _keep(
+            config, device, slot, Loaded(pipe, device, decided.dtype, threading.Lock(), decided)
         )
-        _pipelines[_key(config, device, decided.dtype, slot)] = loaded
-        return loaded
 
 
 def adopt_pipeline(config: EngineConfig, pipe: Any, slot: int = 0) -> Loaded:
@@ -247,9 +209,7 @@ def adopt_pipeline(config: EngineConfig, pipe: Any, slot: int = 0) -> Loaded:
     _quiet_guidance_warning()
     pipe.set_progress_bar_config(disable=True)
     with _load_lock:
-        loaded = Loaded(pipe, device, dtype, threading.Lock())
-        _pipelines[_key(config, device, dtype, slot)] = loaded
-        return loaded
+        return _keep(config, device, slot, Loaded(pipe, device, dtype, threading.Lock()))
 
 
 def _import_torch() -> Any:
@@ -284,22 +244,6 @@ def resolve_device(requested: str, torch: Any) -> str:
         f"device {requested!r} is not available here; available: {', '.join(available)} "
         "(or --device auto)."
     )
-
-
-def resolve_dtype(requested: str, device: str, capability: tuple[int, int] | None = None) -> str:
-    """auto -> the plan's rule (plan.auto_dtype): bfloat16 on a CUDA GPU of capability >= 8.0
-    (read from the device when not given) and on mps, float16 below, float32 on the CPU."""
-    if requested != "auto":
-        return requested
-    from .plan import Machine, auto_dtype
-
-    if capability is None and device.startswith("cuda"):
-        import torch
-
-        if torch.cuda.is_available():
-            major, minor = torch.cuda.get_device_capability(device)
-            capability = (major, minor)
-    return auto_dtype(Machine(device, 0.0, 0.0, capability))
 
 
 def _from_pretrained(model: str, device: str, decided: Any, torch: Any) -> Any:
@@ -425,6 +369,11 @@ def _is_out_of_memory(exc: BaseException) -> bool:
 # --- the engine --------------------------------------------------------------------------------
 
 
+def make_engine(config: EngineConfig, slot: int) -> Engine:
+    """The registry's factory (base.ENGINES): one engine per worker slot, on that slot's device."""
+    return Flux2KleinEngine(config, slot)
+
+
 class Flux2KleinEngine:
     """Renders a recipe with the shared pipeline of its configuration; see the module docstring."""
 
@@ -435,9 +384,9 @@ class Flux2KleinEngine:
         self.slot = slot  # which of config's devices (one pipeline and one worker each)
         self.software = f"flux-nb {config.label}"
 
-    def preload(self) -> Loaded:
+    def preload(self) -> None:
         """Load the pipeline now (flux-nb serve --preload) rather than at the first generation."""
-        return load_pipeline(self.config, self.slot)
+        load_pipeline(self.config, self.slot)
 
     def render(
         self,
@@ -456,15 +405,15 @@ class Flux2KleinEngine:
         loaded = load_pipeline(self.config, self.slot)
         kwargs = pipeline_kwargs(recipe, inputs, size_scale=self.config.size_scale)
 
+        watch = _FiniteWatch() if loaded.dtype == "float16" else None
+
         def step_end(pipe: Any, i: int, _t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             if stop():  # raising here ends the call at once; the pipeline stays usable
                 raise Cancelled(f"cancelled after step {i + 1}")
-            if loaded.dtype == "float16" and not _finite(tensors.get("latents")):
-                raise EngineError(
-                    f"the latents turned non-finite (NaN or inf) in float16 at step {i + 1}: "
-                    "this model overflows float16 here; pass --dtype float32 (or bfloat16 on a "
-                    "GPU of compute capability 8.0 or more)"
-                )
+            if watch is not None:  # one wait for the device, after the last step, not one a step
+                watch.see(tensors.get("latents"), i + 1)
+                if i + 1 == pipe.num_timesteps and watch.first_bad_step():
+                    raise _float16_overflow(watch.first_bad_step())
             if on_step is not None:
                 on_step(i + 1, pipe.num_timesteps)
             return tensors
@@ -507,12 +456,35 @@ class Flux2KleinEngine:
         return None
 
 
-def _finite(latents: Any) -> bool:
-    if latents is None:
-        return True
-    import torch
+def _float16_overflow(step: int) -> EngineError:
+    return EngineError(
+        f"the latents turned non-finite (NaN or inf) in float16 at step {step}: this model "
+        "overflows float16 here; pass --dtype float32 (or bfloat16 on a GPU of compute "
+        "capability 8.0 or more)"
+    )
 
-    return bool(torch.isfinite(latents).all())
+
+class _FiniteWatch:
+    """Whether float16 latents stayed finite, and the first step they did not: kept on the device
+    at each step (no wait for the GPU there) and read once, after the last step, before the
+    VAE decodes them."""
+
+    def __init__(self) -> None:
+        self._first_bad: Any = None  # a 0-d tensor on the latents' device: 0 while all finite
+
+    def see(self, latents: Any, step: int) -> None:
+        if latents is None:
+            return
+        import torch
+
+        if self._first_bad is None:
+            self._first_bad = torch.zeros((), dtype=torch.int64, device=latents.device)
+        bad = (self._first_bad == 0) & ~torch.isfinite(latents).all()
+        self._first_bad = torch.where(bad, step, self._first_bad)
+
+    def first_bad_step(self) -> int:
+        """The step whose latents first turned non-finite; 0 when none did (the one sync)."""
+        return 0 if self._first_bad is None else int(self._first_bad)
 
 
 def _free_memory(device: str) -> None:
@@ -538,6 +510,5 @@ __all__ = [
     "load_pipeline",
     "pipeline_kwargs",
     "resolve_device",
-    "resolve_dtype",
     "size_for",
 ]

@@ -1,6 +1,6 @@
 """The configurations of the two Flux2KleinPipeline architectures flux-nb knows without weights.
 
-TINY is the random test pipeline's (flux2_klein_random.tiny_pipeline); KLEIN_4B is the published
+TINY is the random test pipeline's (tests/local_engine/klein_random.py); KLEIN_4B is the published
 FLUX.2 Klein 4B (a 5 + 20 block transformer, 24 heads of 128, a Qwen3-4B text encoder, the
 32-channel FLUX.2 VAE). Plain dicts, no torch: the memory plan (plan.py) reads them too.
 """

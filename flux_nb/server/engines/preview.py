@@ -15,7 +15,12 @@ from PIL import Image
 
 from ...recipe import Recipe
 from ._painter import ENGINE_NAME, SIZES, SOFTWARE, encode, paint, size_for
-from .base import Cancelled
+from .base import Cancelled, Engine, EngineConfig
+
+
+def make_engine(config: EngineConfig, slot: int) -> Engine:
+    """The registry's factory (base.ENGINES): one painter per worker thread, no options."""
+    return PreviewEngine()
 
 
 class PreviewEngine:
@@ -45,6 +50,9 @@ class PreviewEngine:
         if should_stop is not None and should_stop():
             raise Cancelled(f"cancelled after step {total} of {total}")
         return encode(paint(recipe, inputs), recipe.output_format, recipe.output_quality)
+
+    def preload(self) -> None:
+        """Nothing to load: the painter draws with Pillow alone."""
 
     def image(self, recipe: Recipe, inputs: Sequence[Image.Image] = ()) -> Image.Image:
         """The picture before encoding: mode 'P' for standard-quality generations, else 'RGB'."""

@@ -7,17 +7,11 @@ import zlib
 
 from PIL import Image, PngImagePlugin
 
-from ..base import CONTENT_TYPES, JPEG_QUALITY, WEBP_QUALITY
+from ..base import CONTENT_TYPES, JPEG_QUALITY, WEBP_QUALITY, software_exif
 
 SOFTWARE = "flux-nb offline preview engine (not FLUX.2 Klein)"
 ENGINE_NAME = "preview"  # the PNG's flux_nb_engine text: the engine interface's name for it
-
-
-def _exif() -> Image.Exif:
-    exif = Image.Exif()
-    exif[0x010E] = SOFTWARE  # ImageDescription
-    exif[0x0131] = SOFTWARE  # Software
-    return exif
+EXIF = software_exif(SOFTWARE, description=True)  # JPEG and WebP: the label in EXIF
 
 
 def encode(image: Image.Image, output_format: str, quality: str = "standard") -> tuple[bytes, str]:
@@ -38,11 +32,11 @@ def encode(image: Image.Image, output_format: str, quality: str = "standard") ->
             "JPEG",
             quality=JPEG_QUALITY.get(quality, 85),
             subsampling=0 if quality == "high" else 2,
-            exif=_exif(),  # the engine's name in EXIF Software: no COM segment (metadata.py)
+            exif=EXIF,  # no COM segment (metadata.py)
         )
     elif output_format == "webp":
         rgb = image.convert("RGB") if image.mode != "RGB" else image
-        rgb.save(buf, "WEBP", quality=WEBP_QUALITY.get(quality, 80), method=0, exif=_exif())
+        rgb.save(buf, "WEBP", quality=WEBP_QUALITY.get(quality, 80), method=0, exif=EXIF)
     else:
         raise ValueError(f"output_format={output_format!r} is not one of png, jpg, webp")
     return buf.getvalue(), CONTENT_TYPES[output_format]

@@ -712,6 +712,16 @@ class _Painter:
             joint="curve",
         )
 
+    def _mirrored_polys(self, colour, px, gy, s, facing, pts) -> None:
+        """The polygon at x and its twin at -x (left first): ears, legs."""
+        for sx in (-1, 1):
+            self._poly(colour, px, gy, s, facing, [(sx * x, y) for x, y in pts])
+
+    def _mirrored_lines(self, colour, px, gy, s, facing, pts, width) -> None:
+        """The line through x and its twin through -x (left first): arms."""
+        for sx in (-1, 1):
+            self._line(colour, px, gy, s, facing, [(sx * x, y) for x, y in pts], width)
+
     def _tail(self, colour, px, gy, s, facing, start, end, lift, thick, tip=None) -> None:
         """A tapering, curving tail from start to end (subject units), bulging upward by lift."""
         upper, lower = [], []
@@ -800,10 +810,7 @@ class _Painter:
         self._ell(body, px, gy, s, facing, 0, 0.3, 0.21, 0.3)
         self._ell(light, px, gy, s, facing, 0, 0.3, 0.1, 0.2)
         if wolf:
-            for sx in (-1, 1):
-                self._poly(
-                    body, px, gy, s, facing, [(sx * 0.15, 0.7), (sx * 0.15, 0.95), (sx * 0.03, 0.8)]
-                )
+            self._mirrored_polys(body, px, gy, s, facing, [(0.15, 0.7), (0.15, 0.95), (0.03, 0.8)])
         self._ell(body, px, gy, s, facing, 0, 0.68, 0.15, 0.14)
         if not wolf:
             for sx in (-1, 1):
@@ -855,31 +862,18 @@ class _Painter:
             self._poly(
                 light, px, gy, s, facing, [(-0.17, 0.4), (-0.08, 0.4), (-0.08, 0.72), (-0.17, 0.72)]
             )
-            for sx in (-1, 1):
-                self._poly(
-                    coat,
-                    px,
-                    gy,
-                    s,
-                    facing,
-                    [(sx * 0.015, 0.44), (sx * 0.1, 0.44), (sx * 0.1, 0.0), (sx * 0.02, 0.0)],
-                )
+            self._mirrored_polys(
+                coat, px, gy, s, facing, [(0.015, 0.44), (0.1, 0.44), (0.1, 0.0), (0.02, 0.0)]
+            )
             box = self._pts(px, gy, s, facing, [(-0.12, 0.76), (0.12, 0.38)])
             d.rounded_rectangle(
                 (min(box[0][0], box[1][0]), box[0][1], max(box[0][0], box[1][0]), box[1][1]),
                 s * 0.04,
                 fill=coat,
             )
-            for sx in (-1, 1):
-                self._line(
-                    coat,
-                    px,
-                    gy,
-                    s,
-                    facing,
-                    [(sx * 0.13, 0.72), (sx * 0.17, 0.5), (sx * 0.15, 0.42)],
-                    0.06,
-                )
+            self._mirrored_lines(
+                coat, px, gy, s, facing, [(0.13, 0.72), (0.17, 0.5), (0.15, 0.42)], 0.06
+            )
             self._ell(coat, px, gy, s, facing, 0, 0.87, 0.12, 0.12)
             self._ell(
                 self.pal.add("visor", (40, 52, 90)), px, gy, s, facing, 0.03, 0.87, 0.08, 0.065
@@ -898,25 +892,12 @@ class _Painter:
             return
         skin = self.pal.add("skin", self.s.lit((226, 180, 150)))
         hair = self.pal.add("hair", self.s.lit((70, 48, 36)))
-        for sx in (-1, 1):
-            self._poly(
-                dark,
-                px,
-                gy,
-                s,
-                facing,
-                [(sx * 0.01, 0.44), (sx * 0.075, 0.44), (sx * 0.07, 0.0), (sx * 0.015, 0.0)],
-            )
-        for sx in (-1, 1):
-            self._line(
-                coat,
-                px,
-                gy,
-                s,
-                facing,
-                [(sx * 0.1, 0.72), (sx * 0.13, 0.52), (sx * 0.12, 0.42)],
-                0.045,
-            )
+        self._mirrored_polys(
+            dark, px, gy, s, facing, [(0.01, 0.44), (0.075, 0.44), (0.07, 0.0), (0.015, 0.0)]
+        )
+        self._mirrored_lines(
+            coat, px, gy, s, facing, [(0.1, 0.72), (0.13, 0.52), (0.12, 0.42)], 0.045
+        )
         self._poly(
             coat, px, gy, s, facing, [(-0.1, 0.74), (0.1, 0.74), (0.13, 0.36), (-0.13, 0.36)]
         )
@@ -984,6 +965,15 @@ class _Painter:
         d.rectangle((px - 0.06 * s, gy - 0.2 * s, px + 0.06 * s, gy), fill=dark)
         d.ellipse((px - 0.06 * s, gy - 0.26 * s, px + 0.06 * s, gy - 0.14 * s), fill=dark)
 
+    def trapezoid(
+        self, px: float, top: float, top_half: float, bottom: float, bottom_half: float, fill: int
+    ) -> None:
+        """A level trapezoid centred on px (hulls, baskets): its edges' y and half-widths."""
+        left, right = (px - top_half, top), (px + top_half, top)
+        self.d.polygon(
+            [left, right, (px + bottom_half, bottom), (px - bottom_half, bottom)], fill=fill
+        )
+
     def boat(self, px: float) -> None:
         sc, h = self.s, self.h
         top = self.waterline if self.waterline is not None else round(h * 0.62)
@@ -996,24 +986,8 @@ class _Painter:
         sail = self.pal.add("boat_sail", sc.lit((246, 244, 236)))
         dark = self.pal.add("boat_dark", sc.lit((60, 46, 40)))
         d = self.d
-        d.polygon(
-            [
-                (px - 0.36 * s, y + 0.02 * s),
-                (px + 0.36 * s, y + 0.02 * s),
-                (px + 0.3 * s, y + 0.12 * s),
-                (px - 0.3 * s, y + 0.12 * s),
-            ],
-            fill=self.pal["reflect"],
-        )
-        d.polygon(
-            [
-                (px - 0.5 * s, y - 0.16 * s),
-                (px + 0.5 * s, y - 0.16 * s),
-                (px + 0.36 * s, y),
-                (px - 0.36 * s, y),
-            ],
-            fill=hull,
-        )
+        self.trapezoid(px, y + 0.02 * s, 0.36 * s, y + 0.12 * s, 0.3 * s, self.pal["reflect"])
+        self.trapezoid(px, y - 0.16 * s, 0.5 * s, y, 0.36 * s, hull)
         d.line((px, y - 0.16 * s, px, y - 1.1 * s), fill=dark, width=max(2, round(s * 0.025)))
         d.polygon(
             [
@@ -1044,26 +1018,10 @@ class _Painter:
         b = self.pal.add("balloon2", sc.lit(colours[(self.lay.coat + 1) % 4]))
         dark = self.pal.add("boat_dark", sc.lit((60, 46, 40)))
         d = self.d
-        d.polygon(
-            [
-                (px - 0.33 * s, py + 0.1 * s),
-                (px + 0.33 * s, py + 0.1 * s),
-                (px + 0.08 * s, py + 0.55 * s),
-                (px - 0.08 * s, py + 0.55 * s),
-            ],
-            fill=a,
-        )
+        self.trapezoid(px, py + 0.1 * s, 0.33 * s, py + 0.55 * s, 0.08 * s, a)
         d.ellipse((px - 0.4 * s, py - 0.45 * s, px + 0.4 * s, py + 0.3 * s), fill=a)
         d.ellipse((px - 0.22 * s, py - 0.45 * s, px + 0.22 * s, py + 0.3 * s), fill=b)
-        d.polygon(
-            [
-                (px - 0.2 * s, py + 0.2 * s),
-                (px + 0.2 * s, py + 0.2 * s),
-                (px + 0.05 * s, py + 0.55 * s),
-                (px - 0.05 * s, py + 0.55 * s),
-            ],
-            fill=b,
-        )
+        self.trapezoid(px, py + 0.2 * s, 0.2 * s, py + 0.55 * s, 0.05 * s, b)
         d.ellipse((px - 0.06 * s, py - 0.45 * s, px + 0.06 * s, py + 0.3 * s), fill=a)
         for sx in (-1, 1):
             d.line(

@@ -5,6 +5,10 @@ image); `klein_4b_pipeline()` has the published FLUX.2 Klein 4B architecture (a 
 transformer, 24 heads of 128, a Qwen3-4B text encoder, the 32-channel FLUX.2 VAE) for timing a GPU
 without the weights. Both use a byte-level tokenizer made here (one token per UTF-8 byte, Qwen's
 chat markers added), since the real tokenizer files come with the weights. Needs flux-nb[local].
+
+Test and benchmark support, not part of the installed package: the tests here import it as
+`klein_random` (pytest puts this folder on sys.path), and benchmarks/local_engine.py and
+notebooks/conftest.py (the flux2-klein tutorial's tiny model) put this folder on sys.path first.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from diffusers import (
 )
 from transformers import Qwen2TokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
-from .klein_configs import KLEIN_4B, TINY
+from flux_nb.server.engines.klein_configs import KLEIN_4B, TINY
 
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>")
 # What Flux2KleinPipeline asks of the chat template: the user turn, the assistant prefix and, with
