@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import secrets
+import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from fault_helpers import FAST, TIMEOUTS, Api
+from helpers import SERVER_KEY
 
 from flux_nb.config import Settings
 from flux_nb.server import Faults, LocalServer
@@ -25,6 +29,31 @@ def local_server() -> Iterator[LocalServer]:
     """
     with LocalServer() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def keyed_server() -> Iterator[LocalServer]:
+    """A local server that wants helpers.SERVER_KEY as bearer key and takes visible time per step
+    (so a cancel has something to stop)."""
+    with LocalServer(api_key=SERVER_KEY, step_delay=0.03) as server:
+        yield server
+
+
+# Every httpx.Client builds an SSL context (~50 ms) unless given one: share one across the tests.
+TLS = ssl.create_default_context()
+
+
+@pytest.fixture
+def api(local_server: LocalServer, token: str) -> Iterator[httpx.Client]:
+    """A client of the shared local server with this test's own bearer token, so its rows and
+    events are its own."""
+    with httpx.Client(
+        base_url=local_server.url,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=httpx.Timeout(10.0),
+        verify=TLS,
+    ) as client:
+        yield client
 
 
 @pytest.fixture
@@ -64,7 +93,9 @@ def session(tmp_path) -> Iterator[Session]:
 
 @pytest.fixture
 def token(request) -> str:
-    return "tok-" + request.node.name[:40]
+    """A bearer token of this test's own: its name, for logs, and a random tail (servers shared
+    across tests keep rows and events per token)."""
+    return f"tok-{request.node.name[:40]}-{secrets.token_hex(4)}"
 
 
 @pytest.fixture
