@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
-from PIL import Image, ImageChops
+from PIL import Image
 
 from flux_nb import read_recipe
 from flux_nb.config import RetryPolicy, Timeouts
@@ -99,13 +99,6 @@ def assert_saved_once(session: Session, gens: list) -> None:
 
 def flux_recipe(path: Path) -> Recipe:
     return read_recipe(path)
-
-
-def pixels_equal(a: Image.Image, b: Image.Image) -> bool:
-    return (
-        a.size == b.size
-        and ImageChops.difference(a.convert("RGB"), b.convert("RGB")).getbbox() is None
-    )
 
 
 def recipe(seed: int = 1, **params) -> Recipe:

@@ -8,7 +8,8 @@ import types
 
 import ipywidgets
 import pytest
-from PIL import Image, ImageChops
+from helpers import pixels_equal
+from PIL import Image
 
 from flux_nb import card_html, cards
 from flux_nb.cards import (
@@ -45,13 +46,6 @@ def slow_session(tmp_path, slow_server):
     s = Session(base_url=slow_server.url, output_dir=tmp_path / "slow", announce=None)
     yield s
     s.close()
-
-
-def pixels_equal(a, b):
-    return (
-        a.size == b.size
-        and ImageChops.difference(a.convert("RGB"), b.convert("RGB")).getbbox() is None
-    )
 
 
 def text_of(widget):

@@ -11,6 +11,7 @@ import pytest
 from fault_helpers import FAST as FAULT_RETRY
 from fault_helpers import QUEUE, Api, wait_until
 from fault_helpers import recipe as fault_recipe
+from helpers import SERVER_KEY
 from PIL import Image
 from recording_server import RecordingServer
 
@@ -39,12 +40,6 @@ def slow_server():
 @pytest.fixture(scope="module")
 def progress_server():
     with LocalServer(step_delay=0.05, extras=LocalExtras(progress_events=True)) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def keyed_server():
-    with LocalServer(api_key="sk-test-right-key-123456") as srv:
         yield srv
 
 
@@ -240,7 +235,7 @@ def test_wrong_key_is_an_auth_error_that_never_shows_the_key(keyed_server):
         client.enqueue(recipe())
     assert "401" in str(info.value) and secret not in str(info.value)
     assert secret not in repr(client)
-    good = OxenClient(keyed_server.url, "sk-test-right-key-123456", retry=FAST)
+    good = OxenClient(keyed_server.url, SERVER_KEY, retry=FAST)
     assert good.enqueue(recipe())[0]["generation_id"]
     anonymous = OxenClient(keyed_server.url, None, retry=FAST)
     with pytest.raises(errors.AuthError, match="OXEN_API_KEY"):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers import pixels
 from PIL import Image, ImageDraw
 
 from flux_nb import errors, lineage, read_recipe
@@ -35,11 +36,6 @@ def chain(session):
     second = session.generate("the same fox at night", input_image=first, seed=2, **FAST).wait()
     third = session.generate("add a full moon", input_image=str(second.path), seed=3, **FAST).wait()
     return first, second, third
-
-
-def pixels(path) -> bytes:
-    with Image.open(path) as image:
-        return image.convert("RGB").tobytes()
 
 
 def photo(path: Path) -> Path:

@@ -21,8 +21,9 @@ import time
 
 import nbformat
 import pytest
+from helpers import pixels_equal
 from nbclient import NotebookClient
-from PIL import Image, ImageChops
+from PIL import Image
 
 from flux_nb import read_recipe
 from flux_nb.recipe import Recipe
@@ -191,14 +192,6 @@ def saved_previews(state: dict, model_id: str) -> list[bytes]:
     for child in model["state"].get("children", []):
         found.extend(saved_previews(state, child.removeprefix("IPY_MODEL_")))
     return found
-
-
-def pixels_equal(a: str, b: str) -> bool:
-    with Image.open(a) as x, Image.open(b) as y:
-        return (
-            x.size == y.size
-            and ImageChops.difference(x.convert("RGB"), y.convert("RGB")).getbbox() is None
-        )
 
 
 def test_load_ext_says_one_line_fast_with_the_resume_hint(kernel):
