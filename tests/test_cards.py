@@ -8,7 +8,7 @@ import types
 
 import ipywidgets
 import pytest
-from helpers import pixels_equal
+from helpers import data_uri, pixels_equal, png_bytes
 from PIL import Image
 
 from flux_nb import card_html, cards
@@ -307,9 +307,8 @@ def parse_line(text):
 
 
 def test_magic_line_remakes_the_recipe_exactly(tmp_path):
-    png = io.BytesIO()
-    Image.new("RGB", (32, 24), (200, 30, 30)).save(png, format="PNG")
-    uri = "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()
+    png = png_bytes((32, 24))
+    uri = data_uri(png)
     recipe = Recipe.build(
         "two lines\nof prompt",
         seed=4242,
@@ -327,7 +326,7 @@ def test_magic_line_remakes_the_recipe_exactly(tmp_path):
     )
     assert text.endswith("\ntwo lines\nof prompt")
     (saved,) = inputs.iterdir()
-    assert saved.suffix == ".png" and saved.read_bytes() == png.getvalue()
+    assert saved.suffix == ".png" and saved.read_bytes() == png
     assert parse_line(text) == recipe
 
 

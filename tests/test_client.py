@@ -1,6 +1,5 @@
 """The client against the real local server over loopback HTTP: every call and every error class."""
 
-import base64
 import gc
 import io
 import threading
@@ -11,7 +10,7 @@ import pytest
 from fault_helpers import FAST as FAULT_RETRY
 from fault_helpers import QUEUE, Api, wait_until
 from fault_helpers import recipe as fault_recipe
-from helpers import SERVER_KEY
+from helpers import SERVER_KEY, data_uri, png_bytes
 from PIL import Image
 from recording_server import RecordingServer
 
@@ -196,9 +195,7 @@ def test_cancel_answers_success_and_the_row_says_cancelled(slow_server):
 
 
 def test_sync_edit_with_data_uri(client):
-    buf = io.BytesIO()
-    Image.new("RGB", (64, 48), (200, 30, 30)).save(buf, format="PNG")
-    uri = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    uri = data_uri(png_bytes((64, 48)))
     edit = recipe(prompt="make it blue", input_image=[uri], aspect_ratio="1:1")
     answer = client.run_sync(edit)
     assert answer["model"] == client.model and answer["images"] == [{"url": answer["result_url"]}]
