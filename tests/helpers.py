@@ -17,6 +17,7 @@ from flux_nb.recipe import MODEL_ID
 
 QUEUE = "/api/ai/queue"
 TERMINAL = {"succeeded", "failed", "cancelled"}
+STATUSES = ("queued", "processing", "succeeded", "failed", "cancelled")
 # The bearer key of the conftest's keyed_server: tests check it never shows up anywhere.
 SERVER_KEY = "sk-secret-do-not-leak-4f1c9a"
 
@@ -75,3 +76,17 @@ def wait_for(
             return row
         assert time.monotonic() < deadline, row
         time.sleep(0.005)
+
+
+def every_row(client: httpx.Client, **params: object) -> list[dict]:
+    """Every row the caller can list, whatever its status (the plain list shows active ones only);
+    once each, the latest seen, though a row may move on between the requests."""
+    rows: dict[str, dict] = {}
+    for status in STATUSES:
+        response = client.get(QUEUE, params={"status": status, **params})
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        assert answer["count"] == len(answer["generations"])
+        for row in answer["generations"]:
+            rows[row["generation_id"]] = row
+    return list(rows.values())

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import ipywidgets as widgets
 import pytest
-from helpers import body, data_uri, png_bytes, wait_for
+from helpers import body, data_uri, every_row, png_bytes, wait_for
 from PIL import Image
 from recording_server import RecordingServer
 
@@ -39,7 +39,6 @@ from flux_nb.storage import OutputFolder
 FAST = RetryPolicy(attempts=3, backoff=0.01, max_backoff=0.05)
 QUEUE = "/api/ai/queue"
 TERMINAL = {"succeeded", "failed", "cancelled"}
-STATUSES = ("queued", "processing", "succeeded", "failed", "cancelled")
 
 
 def raw(url: str, request: bytes) -> tuple[int, bytes]:
@@ -70,18 +69,6 @@ def error_line_of(body: dict) -> str:
     assert body["status"] == "error" and body["status_message"] == error["type"], body
     assert error["title"], body
     return error.get("detail") or error["title"]
-
-
-def every_row(client: httpx.Client) -> list[dict]:
-    """All the caller's rows, whatever their status (the plain list shows active ones only);
-    once each, though a row may move on between the requests."""
-    rows: dict[str, dict] = {}
-    for status in STATUSES:
-        listing = client.get(QUEUE, params={"status": status})
-        assert listing.status_code == 200
-        for row in listing.json()["generations"]:
-            rows[row["generation_id"]] = row
-    return list(rows.values())
 
 
 def noise_png() -> bytes:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import data_uri, png_bytes, wait_for
+from helpers import data_uri, every_row, png_bytes, wait_for
 from httpx_sse import ServerSentEvent, connect_sse
 from PIL import Image
 
@@ -34,7 +34,6 @@ TIMEOUT = httpx.Timeout(10.0)
 TLS = ssl.create_default_context()
 TERMINAL = {"succeeded", "failed", "cancelled"}
 UUID = "0b0e6c1e-6f1a-4c1e-9c1e-0b0e6c1e6f1a"
-STATUSES = ("queued", "processing", "succeeded", "failed", "cancelled")
 # The generation object's own fields (oxen-api.md 3.3); the request parameters follow them.
 ROW_FIELDS = [
     "generation_id", "model_name", "prompt", "media_type", "status", "result_url", "error_message",
@@ -86,18 +85,6 @@ def problem(response: httpx.Response, status: int, error_type: str) -> str:
     assert body["status"] == "error" and body["status_message"] == error_type
     assert body["error"]["type"] == error_type and body["error"]["title"]
     return body["error"].get("detail") or body["error"]["title"]
-
-
-def everything(client: httpx.Client, **params: object) -> list[dict]:
-    """Every row the caller can list, whatever its status (the plain list shows active ones only);
-    once each, the latest seen, though a row may move on between the requests."""
-    rows: dict[str, dict] = {}
-    for status in STATUSES:
-        answer = client.get("/api/ai/queue", params={"status": status, **params}).json()
-        assert answer["count"] == len(answer["generations"])
-        for row in answer["generations"]:
-            rows[row["generation_id"]] = row
-    return list(rows.values())
 
 
 def download(url: str) -> httpx.Response:
@@ -179,7 +166,7 @@ def test_num_generations_out_of_range_is_refused_with_the_documented_text(
     response = api.post("/api/ai/queue", json=request(num_generations=n))
     detail = problem(response, 400, "invalid_params")
     assert detail == "num_generations must be an integer between 1 and 4"
-    assert everything(api) == []  # nothing was made
+    assert every_row(api) == []  # nothing was made
 
 
 def test_model_is_checked_at_enqueue(api: httpx.Client) -> None:
@@ -240,7 +227,7 @@ def test_malformed_requests_get_the_documented_400_envelope_at_once(
         "/api/ai/queue", content=content, headers={"Content-Type": "application/json"}
     )
     assert words in problem(response, 400, "invalid_params")
-    assert everything(api) == []  # nothing was made
+    assert every_row(api) == []  # nothing was made
 
 
 def test_unknown_field_error_suggests_the_right_name(api: httpx.Client) -> None:
@@ -263,7 +250,7 @@ def test_list_by_status_is_newest_first_and_filters_by_model(api: httpx.Client) 
     first, second = enqueue(api), enqueue(api, input_image=[long_uri])
     wait_for(api, first[0]), wait_for(api, second[0])  # the second fails: its picture is bad
     ours = first + second
-    listed = [g for g in everything(api) if g["generation_id"] in ours]
+    listed = [g for g in every_row(api) if g["generation_id"] in ours]
     assert [g["generation_id"] for g in listed] == first + second  # succeeded, then failed
     failed = api.get("/api/ai/queue", params={"status": "failed"}).json()
     assert failed["count"] == 1 and failed["generations"][0]["generation_id"] == second[0]
@@ -310,9 +297,9 @@ def test_targets_are_echoed_and_filter_the_list_by_repo_and_folder(api: httpx.Cl
     row = wait_for(api, aimed)
     wait_for(api, plain)
     assert {name: row[name] for name in targets} == targets
-    in_repo = everything(api, repo="renders", folder="foxes")
+    in_repo = every_row(api, repo="renders", folder="foxes")
     assert [g["generation_id"] for g in in_repo] == [aimed]
-    assert everything(api, repo="other") == []
+    assert every_row(api, repo="other") == []
 
 
 def test_rows_are_visible_only_to_their_owner(api: httpx.Client, local_server: LocalServer) -> None:
@@ -323,7 +310,7 @@ def test_rows_are_visible_only_to_their_owner(api: httpx.Client, local_server: L
         assert other.get(f"/api/ai/queue/{gid}").json() == NOT_FOUND
         assert other.delete(f"/api/ai/queue/{gid}").json() == NOT_FOUND
         assert wait_for(api, gid)["status"] == "succeeded"  # untouched by the other's DELETE
-        assert gid not in str(everything(other))
+        assert gid not in str(every_row(other))
 
 
 def test_unknown_generation_is_the_documented_404(api: httpx.Client) -> None:
@@ -494,7 +481,7 @@ def test_sync_edit_with_a_data_uri_input_answers_a_url_or_b64_json(api: httpx.Cl
     assert list(inline["images"][0]) == ["b64_json"]
     by_b64 = Image.open(io.BytesIO(base64.b64decode(inline["images"][0]["b64_json"])))
     assert by_b64.format == "PNG" and by_b64.tobytes() == by_url.tobytes()  # same seed
-    assert everything(api) == []  # sync calls are not queue rows
+    assert every_row(api) == []  # sync calls are not queue rows
 
 
 def test_sync_edit_takes_a_prompt_only_body_as_oxens_klein_page_sends(api: httpx.Client) -> None:
@@ -727,7 +714,7 @@ def test_fault_reset_drops_the_connection(fault_client: httpx.Client) -> None:
     with pytest.raises(httpx.RemoteProtocolError):
         fault_client.post("/api/ai/queue", json=request())
     set_faults(fault_client)
-    assert everything(fault_client) == []  # it was not acted on
+    assert every_row(fault_client) == []  # it was not acted on
     set_faults(fault_client, reset_rate=1.0)
     with pytest.raises(httpx.RemoteProtocolError):
         fault_client.get("/api/ai/queue")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import body, png_bytes, wait_for
+from helpers import STATUSES, body, png_bytes, wait_for
 from httpx_sse import connect_sse
 from recording_server import RecordingServer
 
@@ -30,7 +30,6 @@ from flux_nb.server.fetch import GuardedBackend, GuardedTransport, refusal
 
 QUEUE = "/api/ai/queue"
 TERMINAL = {"succeeded", "failed", "cancelled"}
-STATUSES = ("queued", "processing", "succeeded", "failed", "cancelled")
 DEADLINE = 30.0
 
 
