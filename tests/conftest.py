@@ -14,6 +14,7 @@ from helpers import SERVER_KEY
 
 from flux_nb.config import Settings
 from flux_nb.server import Faults, LocalServer
+from flux_nb.server.app import LocalExtras
 from flux_nb.sessions import Session
 
 # The readers' tests import sd-parsers and SD Prompt Reader, which live in .venv-readers only:
@@ -28,6 +29,20 @@ def local_server() -> Iterator[LocalServer]:
     Tests that share it keep apart by sending their own bearer token: events and rows are per token.
     """
     with LocalServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def slow_server() -> Iterator[LocalServer]:
+    """Each step takes visible time (50 ms): a cancel or a listener has something to catch."""
+    with LocalServer(step_delay=0.05) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def progress_server() -> Iterator[LocalServer]:
+    """slow_server that also sends the local-only progress events, as the embedded server does."""
+    with LocalServer(step_delay=0.05, extras=LocalExtras(progress_events=True)) as server:
         yield server
 
 

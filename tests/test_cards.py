@@ -25,25 +25,17 @@ from flux_nb.cards import (
 from flux_nb.inputs import to_input_url
 from flux_nb.magic import FluxMagics, _unquote
 from flux_nb.recipe import Recipe
-from flux_nb.server.app import LocalExtras
-from flux_nb.server.embedded import LocalServer
 from flux_nb.sessions import Session
 from flux_nb.widgets_compat import tooltip_of, widget_by_id
 
 pytestmark = pytest.mark.colab  # runs in Colab's package set too (.venv-colab)
 
 
-@pytest.fixture(scope="module")
-def slow_server():
-    """Takes visible time per step, so cancel has something to stop; sends the local-only progress
-    events (as the embedded server does) so the bar can follow steps."""
-    with LocalServer(step_delay=0.05, extras=LocalExtras(progress_events=True)) as server:
-        yield server
-
-
 @pytest.fixture
-def slow_session(tmp_path, slow_server):
-    s = Session(base_url=slow_server.url, output_dir=tmp_path / "slow", announce=None)
+def slow_session(tmp_path, progress_server):
+    """On a server whose steps take visible time (cancel has something to stop) and which sends
+    progress events, as the embedded server does, so the bar can follow steps."""
+    s = Session(base_url=progress_server.url, output_dir=tmp_path / "slow", announce=None)
     yield s
     s.close()
 

@@ -30,18 +30,6 @@ def server():
         yield srv
 
 
-@pytest.fixture(scope="module")
-def slow_server():
-    with LocalServer(step_delay=0.05) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def progress_server():
-    with LocalServer(step_delay=0.05, extras=LocalExtras(progress_events=True)) as srv:
-        yield srv
-
-
 @pytest.fixture
 def client(server):
     c = OxenClient(server.url, "any-token", retry=FAST)
