@@ -86,6 +86,15 @@ def make_server() -> Iterator[Callable[..., LocalServer]]:
         server.stop()
 
 
+@pytest.fixture
+def page(tmp_path: Path):
+    """A Colab-like front end on a real kernel, driven message by message (tests/widget_page.py)."""
+    from widget_page import started_page  # jupyter_client: only for the tests that ask
+
+    with started_page(tmp_path) as started:
+        yield started
+
+
 def pytest_configure(config):
     config.addinivalue_line(
         "markers",
