@@ -49,18 +49,19 @@ logging.getLogger("flux_nb").addHandler(logging.NullHandler())
 
 # The classes users hold, loaded when first asked for (Session's module needs httpx). Hidden from
 # mypy, which takes them from the TYPE_CHECKING imports above and so flags a misspelt name.
-_LAZY = {"Generation": "generation", "Session": "sessions", "Sweep": "sweeps"}
-
 if not TYPE_CHECKING:
 
     def __getattr__(name: str) -> Any:
-        if name in _LAZY:
-            import importlib
-
-            value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-            globals()[name] = value
-            return value
-        raise AttributeError(f"module 'flux_nb' has no attribute {name!r}")
+        if name == "Generation":
+            from .generation import Generation as found
+        elif name == "Session":
+            from .sessions import Session as found
+        elif name == "Sweep":
+            from .sweeps import Sweep as found
+        else:
+            raise AttributeError(f"module 'flux_nb' has no attribute {name!r}")
+        globals()[name] = found
+        return found
 
 
 def session(**kwargs: Any) -> Session:
