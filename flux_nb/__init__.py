@@ -12,7 +12,8 @@ talks to Oxen.ai's hosted API. Same code path either way.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import AsyncIterator, Iterable
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from .errors import (
     ApiError,
@@ -33,13 +34,37 @@ from .errors import (
 )
 from .recipe import MODEL_ID, Recipe
 
+if TYPE_CHECKING:  # what users hold; each module loads on first use (`import flux_nb` stays light)
+    from . import panel as _panel
+    from .generation import Generation
+    from .lineage import LineageView
+    from .sessions import Session
+    from .sweeps import Sweep
+
 __version__ = "0.1.0"
 
 # Background threads must never print into whichever cell happens to run: no lastResort handler.
 logging.getLogger("flux_nb").addHandler(logging.NullHandler())
 
 
-def session(**kwargs: Any):
+# The classes users hold, loaded when first asked for (Session's module needs httpx). Hidden from
+# mypy, which takes them from the TYPE_CHECKING imports above and so flags a misspelt name.
+if not TYPE_CHECKING:
+
+    def __getattr__(name: str) -> Any:
+        if name == "Generation":
+            from .generation import Generation as found
+        elif name == "Session":
+            from .sessions import Session as found
+        elif name == "Sweep":
+            from .sweeps import Sweep as found
+        else:
+            raise AttributeError(f"module 'flux_nb' has no attribute {name!r}")
+        globals()[name] = found
+        return found
+
+
+def session(**kwargs: Any) -> Session:
     """The kernel's Session (made on first use; keyword arguments make a new one)."""
     from .sessions import session as _session
 
@@ -55,7 +80,13 @@ def _live_cards() -> None:
         from . import cards  # noqa: F401
 
 
-def generate(prompt: str, n: int = 1, **params: Any):
+@overload
+def generate(prompt: str, n: Literal[1] = 1, **params: Any) -> Generation: ...
+@overload
+def generate(prompt: str, n: int, **params: Any) -> Generation | list[Generation]: ...
+
+
+def generate(prompt: str, n: int = 1, **params: Any) -> Generation | list[Generation]:
     """Start an image (n images: a list) in the background and return its Generation at once.
 
     Keywords are the API's field names: seed, aspect_ratio, output_quality, output_format,
@@ -64,7 +95,13 @@ def generate(prompt: str, n: int = 1, **params: Any):
     return session().generate(prompt, n, **params)
 
 
-async def agenerate(prompt: str, n: int = 1, **params: Any):
+@overload
+async def agenerate(prompt: str, n: Literal[1] = 1, **params: Any) -> Generation: ...
+@overload
+async def agenerate(prompt: str, n: int, **params: Any) -> Generation | list[Generation]: ...
+
+
+async def agenerate(prompt: str, n: int = 1, **params: Any) -> Generation | list[Generation]:
     """`await flux_nb.agenerate(...)`: generate() that returns the saved Generation (a list when
     n > 1) without blocking the event loop; raises as wait() does."""
     from .aio import agenerate as _agenerate
@@ -72,14 +109,14 @@ async def agenerate(prompt: str, n: int = 1, **params: Any):
     return await _agenerate(prompt, n, **params)
 
 
-def as_completed(gens: Any):
+def as_completed(gens: Iterable[Generation]) -> AsyncIterator[Generation]:
     """`async for g in flux_nb.as_completed(gens)`: each Generation as it ends."""
     from .aio import as_completed as _as_completed
 
     return _as_completed(gens)
 
 
-def reproduce(source: Any, lineage: bool = False, inputs: Any = ()):
+def reproduce(source: Any, lineage: bool = False, inputs: Iterable[Any] = ()) -> Generation:
     """Run again the recipe of a Generation, a saved image file or a generation id. A file
     with only another tool's A1111 `parameters` text works too (what is ignored is printed).
     Input images the recipe names by hash come from the output folder's .inputs/ (or the one
@@ -92,7 +129,7 @@ def reproduce(source: Any, lineage: bool = False, inputs: Any = ()):
     return session().reproduce(source, lineage=lineage, inputs=inputs)
 
 
-def lineage_of(source: Any):
+def lineage_of(source: Any) -> LineageView:
     """How a saved edit was made, step by step (parents first): a thumbnail strip and one line per
     step; `.steps` counts them and `.needed` lists uploaded images that are not here."""
     from .lineage import view
@@ -100,7 +137,7 @@ def lineage_of(source: Any):
     return view(session(), source)
 
 
-def sweep(prompt: str, **axes: Any):
+def sweep(prompt: str, **axes: Any) -> Sweep:
     """Start one image per combination of values and return the grid (a Sweep) at once.
 
     Lists are swept, by flag or API name: steps=[4, 8, 16], guidance=[1, 2, 4], seed=[1, 2];
@@ -116,7 +153,7 @@ def sweep(prompt: str, **axes: Any):
     return start(sess, plan(prompt, swept, sess.schema, **fixed))
 
 
-def resume():
+def resume() -> list[Generation]:
     """Collect generations that an earlier kernel sent and never saved."""
     return session().resume()
 
@@ -128,20 +165,20 @@ def read_recipe(path: Any) -> Recipe:
     return Recipe.from_dict(_read(path)["recipe"])
 
 
-def Panel(**kwargs: Any):  # noqa: N802 - a widget class to the user
+def Panel(**kwargs: Any) -> _panel.Panel:  # noqa: N802 - a widget class to the user
     """The widgets panel: every parameter, image upload, a live gallery with reproduce buttons."""
     from .panel import Panel as _Panel
 
     return _Panel(**kwargs)
 
 
-def load_ipython_extension(ipython) -> None:
+def load_ipython_extension(ipython: Any) -> None:
     from .magic import load_ipython_extension as _load
 
     _load(ipython)
 
 
-def unload_ipython_extension(ipython) -> None:
+def unload_ipython_extension(ipython: Any) -> None:
     from .magic import unload_ipython_extension as _unload
 
     _unload(ipython)
@@ -154,6 +191,7 @@ __all__ = [
     "CostLimitError",
     "CreditsError",
     "FluxError",
+    "Generation",
     "GenerationCancelled",
     "GenerationFailed",
     "InputImageError",
@@ -164,7 +202,9 @@ __all__ = [
     "RateLimitError",
     "Recipe",
     "ServerError",
+    "Session",
     "StorageError",
+    "Sweep",
     "ValidationError",
     "agenerate",
     "as_completed",

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import secrets
+import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from fault_helpers import FAST, TIMEOUTS, Api
+from helpers import SERVER_KEY
 
 from flux_nb.config import Settings
 from flux_nb.server import Faults, LocalServer
+from flux_nb.server.app import LocalExtras
 from flux_nb.sessions import Session
 
 # The readers' tests import sd-parsers and SD Prompt Reader, which live in .venv-readers only:
@@ -27,6 +32,45 @@ def local_server() -> Iterator[LocalServer]:
         yield server
 
 
+@pytest.fixture(scope="module")
+def slow_server() -> Iterator[LocalServer]:
+    """Each step takes visible time (50 ms): a cancel or a listener has something to catch."""
+    with LocalServer(step_delay=0.05) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def progress_server() -> Iterator[LocalServer]:
+    """slow_server that also sends the local-only progress events, as the embedded server does."""
+    with LocalServer(step_delay=0.05, extras=LocalExtras(progress_events=True)) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def keyed_server() -> Iterator[LocalServer]:
+    """A local server that wants helpers.SERVER_KEY as bearer key and takes visible time per step
+    (so a cancel has something to stop)."""
+    with LocalServer(api_key=SERVER_KEY, step_delay=0.03) as server:
+        yield server
+
+
+# Every httpx.Client builds an SSL context (~50 ms) unless given one: share one across the tests.
+TLS = ssl.create_default_context()
+
+
+@pytest.fixture
+def api(local_server: LocalServer, token: str) -> Iterator[httpx.Client]:
+    """A client of the shared local server with this test's own bearer token, so its rows and
+    events are its own."""
+    with httpx.Client(
+        base_url=local_server.url,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=httpx.Timeout(10.0),
+        verify=TLS,
+    ) as client:
+        yield client
+
+
 @pytest.fixture
 def make_server() -> Iterator[Callable[..., LocalServer]]:
     """Start a LocalServer with its own options (api_key, step_delay, faults, ...) for one test."""
@@ -40,6 +84,15 @@ def make_server() -> Iterator[Callable[..., LocalServer]]:
     yield make
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def page(tmp_path: Path):
+    """A Colab-like front end on a real kernel, driven message by message (tests/widget_page.py)."""
+    from widget_page import started_page  # jupyter_client: only for the tests that ask
+
+    with started_page(tmp_path) as started:
+        yield started
 
 
 def pytest_configure(config):
@@ -64,7 +117,9 @@ def session(tmp_path) -> Iterator[Session]:
 
 @pytest.fixture
 def token(request) -> str:
-    return "tok-" + request.node.name[:40]
+    """A bearer token of this test's own: its name, for logs, and a random tail (servers shared
+    across tests keep rows and events per token)."""
+    return f"tok-{request.node.name[:40]}-{secrets.token_hex(4)}"
 
 
 @pytest.fixture

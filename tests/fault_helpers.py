@@ -9,7 +9,8 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
-from PIL import Image, ImageChops
+from helpers import every_row
+from PIL import Image
 
 from flux_nb import read_recipe
 from flux_nb.config import RetryPolicy, Timeouts
@@ -43,15 +44,8 @@ class Api:
         return self.http.get("/_faults").json()["injected"]
 
     def rows(self) -> list[dict]:
-        """Every row, in any status (the list shows only active ones unless asked per status);
-        once each, though a row may move on from one status to the next between the requests."""
-        rows: dict[str, dict] = {}
-        for status in ("queued", "processing", "succeeded", "failed", "cancelled"):
-            response = self.http.get(QUEUE, params={"status": status})
-            assert response.status_code == 200, response.text
-            for row in response.json()["generations"]:
-                rows[row["generation_id"]] = row
-        return list(rows.values())
+        """Every row, in any status, once each (helpers.every_row)."""
+        return every_row(self.http)
 
     def seeds(self) -> Counter:
         return Counter(row["seed"] for row in self.rows())
@@ -99,13 +93,6 @@ def assert_saved_once(session: Session, gens: list) -> None:
 
 def flux_recipe(path: Path) -> Recipe:
     return read_recipe(path)
-
-
-def pixels_equal(a: Image.Image, b: Image.Image) -> bool:
-    return (
-        a.size == b.size
-        and ImageChops.difference(a.convert("RGB"), b.convert("RGB")).getbbox() is None
-    )
 
 
 def recipe(seed: int = 1, **params) -> Recipe:

@@ -8,7 +8,8 @@ import types
 
 import ipywidgets
 import pytest
-from PIL import Image, ImageChops
+from helpers import data_uri, pixels_equal, png_bytes
+from PIL import Image
 
 from flux_nb import card_html, cards
 from flux_nb.cards import (
@@ -24,34 +25,19 @@ from flux_nb.cards import (
 from flux_nb.inputs import to_input_url
 from flux_nb.magic import FluxMagics, _unquote
 from flux_nb.recipe import Recipe
-from flux_nb.server.app import LocalExtras
-from flux_nb.server.embedded import LocalServer
 from flux_nb.sessions import Session
 from flux_nb.widgets_compat import tooltip_of, widget_by_id
 
 pytestmark = pytest.mark.colab  # runs in Colab's package set too (.venv-colab)
 
 
-@pytest.fixture(scope="module")
-def slow_server():
-    """Takes visible time per step, so cancel has something to stop; sends the local-only progress
-    events (as the embedded server does) so the bar can follow steps."""
-    with LocalServer(step_delay=0.05, extras=LocalExtras(progress_events=True)) as server:
-        yield server
-
-
 @pytest.fixture
-def slow_session(tmp_path, slow_server):
-    s = Session(base_url=slow_server.url, output_dir=tmp_path / "slow", announce=None)
+def slow_session(tmp_path, progress_server):
+    """On a server whose steps take visible time (cancel has something to stop) and which sends
+    progress events, as the embedded server does, so the bar can follow steps."""
+    s = Session(base_url=progress_server.url, output_dir=tmp_path / "slow", announce=None)
     yield s
     s.close()
-
-
-def pixels_equal(a, b):
-    return (
-        a.size == b.size
-        and ImageChops.difference(a.convert("RGB"), b.convert("RGB")).getbbox() is None
-    )
 
 
 def text_of(widget):
@@ -313,9 +299,8 @@ def parse_line(text):
 
 
 def test_magic_line_remakes_the_recipe_exactly(tmp_path):
-    png = io.BytesIO()
-    Image.new("RGB", (32, 24), (200, 30, 30)).save(png, format="PNG")
-    uri = "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()
+    png = png_bytes((32, 24))
+    uri = data_uri(png)
     recipe = Recipe.build(
         "two lines\nof prompt",
         seed=4242,
@@ -333,7 +318,7 @@ def test_magic_line_remakes_the_recipe_exactly(tmp_path):
     )
     assert text.endswith("\ntwo lines\nof prompt")
     (saved,) = inputs.iterdir()
-    assert saved.suffix == ".png" and saved.read_bytes() == png.getvalue()
+    assert saved.suffix == ".png" and saved.read_bytes() == png
     assert parse_line(text) == recipe
 
 

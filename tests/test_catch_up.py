@@ -11,21 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from pathlib import Path
 
 import pytest
-from widget_page import ColabPage, started_page
+from widget_page import ColabPage
 
 COLAB = (
     "import sys, types; sys.modules.setdefault('google.colab', types.ModuleType('google.colab'))"
 )
 FOX = "%%flux --seed 3 --steps 6 --name fox\na red fox in snow"
-
-
-@pytest.fixture
-def page(tmp_path: Path):
-    with started_page(tmp_path) as started:
-        yield started
 
 
 def _settled_while_idle(page: ColabPage) -> None:

@@ -1,6 +1,5 @@
 """The client against the real local server over loopback HTTP: every call and every error class."""
 
-import base64
 import gc
 import io
 import threading
@@ -11,6 +10,7 @@ import pytest
 from fault_helpers import FAST as FAULT_RETRY
 from fault_helpers import QUEUE, Api, wait_until
 from fault_helpers import recipe as fault_recipe
+from helpers import SERVER_KEY, data_uri, png_bytes
 from PIL import Image
 from recording_server import RecordingServer
 
@@ -27,24 +27,6 @@ FAST = RetryPolicy(attempts=3, backoff=0.01, max_backoff=0.05)
 @pytest.fixture(scope="module")
 def server():
     with LocalServer(step_delay=0.0) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def slow_server():
-    with LocalServer(step_delay=0.05) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def progress_server():
-    with LocalServer(step_delay=0.05, extras=LocalExtras(progress_events=True)) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def keyed_server():
-    with LocalServer(api_key="sk-test-right-key-123456") as srv:
         yield srv
 
 
@@ -201,9 +183,7 @@ def test_cancel_answers_success_and_the_row_says_cancelled(slow_server):
 
 
 def test_sync_edit_with_data_uri(client):
-    buf = io.BytesIO()
-    Image.new("RGB", (64, 48), (200, 30, 30)).save(buf, format="PNG")
-    uri = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    uri = data_uri(png_bytes((64, 48)))
     edit = recipe(prompt="make it blue", input_image=[uri], aspect_ratio="1:1")
     answer = client.run_sync(edit)
     assert answer["model"] == client.model and answer["images"] == [{"url": answer["result_url"]}]
@@ -240,7 +220,7 @@ def test_wrong_key_is_an_auth_error_that_never_shows_the_key(keyed_server):
         client.enqueue(recipe())
     assert "401" in str(info.value) and secret not in str(info.value)
     assert secret not in repr(client)
-    good = OxenClient(keyed_server.url, "sk-test-right-key-123456", retry=FAST)
+    good = OxenClient(keyed_server.url, SERVER_KEY, retry=FAST)
     assert good.enqueue(recipe())[0]["generation_id"]
     anonymous = OxenClient(keyed_server.url, None, retry=FAST)
     with pytest.raises(errors.AuthError, match="OXEN_API_KEY"):

@@ -5,19 +5,12 @@ import threading
 import time
 
 import pytest
-from PIL import ImageChops
+from helpers import pixels_equal
 
 import flux_nb
 from flux_nb import errors, runner
 from flux_nb.config import Settings
 from flux_nb.sessions import Session
-
-
-def pixels_equal(a, b):
-    return (
-        a.size == b.size
-        and ImageChops.difference(a.convert("RGB"), b.convert("RGB")).getbbox() is None
-    )
 
 
 def test_generate_returns_at_once_then_saves_with_recipe(session):

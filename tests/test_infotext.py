@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers import png_bytes
 from PIL import Image, PngImagePlugin
 
 from flux_nb.errors import FluxError
@@ -153,9 +154,7 @@ def test_a_foreign_jpeg_with_exif_user_comment_is_reproduced(session, tmp_path, 
 
 def test_a_file_with_neither_says_so_in_one_line(session, tmp_path):
     path = tmp_path / "plain.png"
-    buf = io.BytesIO()
-    Image.new("RGB", (8, 8)).save(buf, "PNG")
-    path.write_bytes(buf.getvalue())
+    path.write_bytes(png_bytes((8, 8), 0))
     with pytest.raises(FluxError, match="carries no flux-nb recipe") as caught:
         session.reproduce(str(path))
     assert "\n" not in str(caught.value)

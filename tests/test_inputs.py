@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers import pixels
 from PIL import Image, ImageDraw
 
 from flux_nb import errors
@@ -34,11 +35,6 @@ def picture(path: Path, colour: str = "white", fmt: str | None = None) -> Path:
 
 def uri_of(path: Path, mime: str = "image/png") -> str:
     return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode()
-
-
-def pixels(path) -> bytes:
-    with Image.open(path) as image:
-        return image.convert("RGB").tobytes()
 
 
 class Recorded:

@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 from typing import Any
 
 import ipywidgets
-import pytest
-from widget_page import started_page
 
 # Every widget in the kernel, its whole state as ipywidgets itself would send it (bytes hashed).
 KERNEL_STATE = """
@@ -57,12 +54,6 @@ def _plain(state: dict[str, Any]) -> dict[str, Any]:
         else v
         for k, v in state.items()
     }
-
-
-@pytest.fixture
-def page(tmp_path: Path):
-    with started_page(tmp_path) as started:
-        yield started
 
 
 def test_a_page_that_starts_from_the_defaults_draws_the_kernels_card(page):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers import pixels, png_bytes
 from PIL import Image, ImageDraw
 
 from flux_nb import errors, lineage, read_recipe
@@ -35,11 +36,6 @@ def chain(session):
     second = session.generate("the same fox at night", input_image=first, seed=2, **FAST).wait()
     third = session.generate("add a full moon", input_image=str(second.path), seed=3, **FAST).wait()
     return first, second, third
-
-
-def pixels(path) -> bytes:
-    with Image.open(path) as image:
-        return image.convert("RGB").tobytes()
 
 
 def photo(path: Path) -> Path:
@@ -186,11 +182,7 @@ def test_a_record_is_cut_at_sixteen_steps_and_then_says_its_oldest_input_is_need
 
 
 def photo_bytes(i: int) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    Image.new("RGB", (64, 64), (i * 10, 0, 0)).save(buf, format="PNG")
-    return buf.getvalue()
+    return png_bytes((64, 64), (i * 10, 0, 0))
 
 
 def test_a_damaged_record_is_ignored_and_the_image_still_reproduces(chain, session, tmp_path):

@@ -1,7 +1,9 @@
 """%load_ext flux_nb, %%flux and %flux in a real kernel, driven cell by cell through nbclient.
 
-One kernel for the module (the embedded local server inside it); its output folder and working
-directory are temporary; no key and no base URL reach it, so nothing leaves the machine.
+One kernel for the module (the embedded local server inside it); no key and no base URL reach it,
+so nothing leaves the machine. Each test starts from its own state in that kernel (a fresh session
+on its own output folder, no key, the magic's settings at their defaults), so the tests pass in any
+order (`pytest --random-order tests/test_magic.py`).
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ import time
 
 import nbformat
 import pytest
+from helpers import pixels_equal
 from nbclient import NotebookClient
-from PIL import Image, ImageChops
+from PIL import Image
 
 from flux_nb import read_recipe
 from flux_nb.recipe import Recipe
@@ -90,11 +93,8 @@ class Kernel:
         kc.shell_channel.send(kc.session.msg("comm_msg", content))
 
 
-@pytest.fixture(scope="module")
-def kernel(tmp_path_factory):
-    work = tmp_path_factory.mktemp("notebook")
-    out = work / "outputs"
-    out.mkdir()
+def left_from_yesterday(out) -> None:
+    """An output folder whose journal holds one image an earlier (gone) kernel sent, never saved."""
     entry = {
         "t": time.time(),
         "op": "submit",
@@ -103,6 +103,29 @@ def kernel(tmp_path_factory):
         "recipe": PENDING_RECIPE.to_dict(),
     }
     (out / ".flux_nb_journal.jsonl").write_text(json.dumps(entry) + "\n")
+
+
+# Before each test: no key, no fake Colab, the magic's settings at their defaults, and a fresh
+# session of its own on a fresh output folder (which `%flux backend local` uses too).
+RESET = """
+import os, sys
+os.environ.pop('OXEN_API_KEY', None)
+os.environ['FLUX_NB_OUTPUT_DIR'] = {out!r}
+sys.modules.pop('google.colab', None)
+from flux_nb.sessions import Session as _Session, set_session as _set_session
+_set_session(_Session('local', announce=None))
+%config FluxMagics.thumbnail_size = 320
+%config FluxMagics.default_options = ''
+%config FluxMagics.max_cell_cost = 1.0
+"""
+
+
+@pytest.fixture(scope="module")
+def shared_kernel(tmp_path_factory):
+    work = tmp_path_factory.mktemp("notebook")
+    out = work / "outputs"
+    out.mkdir()
+    left_from_yesterday(out)
     k = Kernel(work)
     k.out = out
     with contextlib.ExitStack() as stack:
@@ -119,6 +142,17 @@ def kernel(tmp_path_factory):
             "_load_ms = (time.perf_counter() - _t) * 1000"
         )
         yield k
+
+
+@pytest.fixture
+def kernel(shared_kernel, tmp_path_factory):
+    """The module's kernel, in this test's own state; `kernel.out` is this test's output folder,
+    where an earlier kernel left one image to resume."""
+    out = tmp_path_factory.mktemp("outputs")
+    left_from_yesterday(out)
+    assert_clean(shared_kernel.run(RESET.format(out=str(out))))
+    shared_kernel.out = out
+    return shared_kernel
 
 
 def assert_clean(cell):
@@ -158,14 +192,6 @@ def saved_previews(state: dict, model_id: str) -> list[bytes]:
     for child in model["state"].get("children", []):
         found.extend(saved_previews(state, child.removeprefix("IPY_MODEL_")))
     return found
-
-
-def pixels_equal(a: str, b: str) -> bool:
-    with Image.open(a) as x, Image.open(b) as y:
-        return (
-            x.size == y.size
-            and ImageChops.difference(x.convert("RGB"), y.convert("RGB")).getbbox() is None
-        )
 
 
 def test_load_ext_says_one_line_fast_with_the_resume_hint(kernel):
@@ -456,6 +482,9 @@ def test_bare_generation_shows_card_png_and_stable_text(kernel):
 
 
 def test_line_subcommands(kernel):
+    assert_clean(kernel.run("%%flux --seed 76 --steps 2\na tiny moon"))
+    assert_clean(kernel.run("%%flux --seed 77 --steps 2 --name shown\na tiny planet"))
+    assert_clean(kernel.run("shown.wait(30)"))
     status = kernel.run("%flux status")
     assert_clean(status)
     assert status.outputs[0].text.startswith("flux: local backend at http://127.0.0.1:")

@@ -12,7 +12,8 @@ import warnings
 
 import ipywidgets
 import pytest
-from PIL import Image, ImageChops
+from helpers import SERVER_KEY, pixels_equal, png_bytes
+from PIL import Image
 
 from flux_nb.cards import Card, card_width, wait_settled
 from flux_nb.config import Settings
@@ -25,26 +26,12 @@ from flux_nb.widgets_compat import IPYWIDGETS_MAJOR, tooltip_of, uploaded_files
 
 pytestmark = pytest.mark.colab  # runs in Colab's package set too (.venv-colab)
 
-SECRET = "sk-secret-do-not-leak-4f1c9a"
+SECRET = SERVER_KEY  # the conftest's keyed_server wants it
 
 
 @pytest.fixture
 def panel(session):
     return Panel(session=session, history=False)
-
-
-@pytest.fixture(scope="module")
-def keyed_server():
-    """A local server that wants a bearer key and takes visible time per step."""
-    with LocalServer(api_key=SECRET, step_delay=0.03) as server:
-        yield server
-
-
-def pixels_equal(a, b):
-    return (
-        a.size == b.size
-        and ImageChops.difference(a.convert("RGB"), b.convert("RGB")).getbbox() is None
-    )
 
 
 def finish(panel, timeout=10):
@@ -63,12 +50,6 @@ def button(box, label):
         if found is not None:
             return found
     return None
-
-
-def png_bytes(color=(200, 40, 40), size=(64, 48)):
-    buf = io.BytesIO()
-    Image.new("RGB", size, color).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def pick_file(upload, name, data, kind="image/png"):
@@ -298,7 +279,7 @@ def test_out_of_range_values_are_refused_in_the_panel(panel):
 
 
 def test_uploaded_images_go_into_the_recipe_and_can_be_removed(panel):
-    data = png_bytes()
+    data = png_bytes((64, 48), (200, 40, 40))
     pick_file(panel.upload, "cat.png", data)
     assert [i.name for i in panel.inputs] == ["cat.png"]
     assert (
@@ -331,7 +312,7 @@ def test_uploaded_images_go_into_the_recipe_and_can_be_removed(panel):
 
 
 def test_a_typed_path_is_read_by_the_kernel_and_a_url_is_passed_on(panel, tmp_path):
-    data = png_bytes((20, 90, 200))
+    data = png_bytes((64, 48), (20, 90, 200))
     (tmp_path / "big photo.png").write_bytes(data)
     panel.input_path.value = str(tmp_path / "big photo.png")
     panel.add_path_button.click()
@@ -402,7 +383,9 @@ def test_history_from_the_output_folder(session, tmp_path):
     made = [
         session.generate("old harbour", seed=s, num_inference_steps=2).wait(10) for s in (11, 12)
     ]
-    (session.output.path / "stranger.png").write_bytes(png_bytes())  # no recipe: left out
+    (session.output.path / "stranger.png").write_bytes(
+        png_bytes((64, 48), (200, 40, 40))
+    )  # no recipe: left out
     later = Session(
         "local", output_dir=session.output.path, settings=Settings(step_delay=0.0), announce=None
     )
@@ -480,7 +463,7 @@ def test_the_api_key_never_reaches_widget_state(keyed_server, tmp_path):
         panel = Panel(session=s)
         panel.prompt.value = "a key under a doormat"
         panel.steps.value = 2
-        pick_file(panel.upload, "door.png", png_bytes())
+        pick_file(panel.upload, "door.png", png_bytes((64, 48), (200, 40, 40)))
         panel.generate_button.click()
         finish(panel)
         gen = panel.cards[0].gen

@@ -25,9 +25,9 @@ from fault_helpers import (
     flux_recipe,
     folder,
     journal_ops,
-    pixels_equal,
     recipe,
 )
+from helpers import pixels_equal
 from PIL import Image
 
 from flux_nb.client import OxenClient

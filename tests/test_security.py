@@ -8,20 +8,18 @@ more encodings of '../', input-image caps, and the bodies that used to crash the
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import logging
 import pickle
 import secrets
 import socket
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import ipywidgets as widgets
 import pytest
+from helpers import body, data_uri, every_row, png_bytes, wait_for
 from PIL import Image
 from recording_server import RecordingServer
 
@@ -41,11 +39,6 @@ from flux_nb.storage import OutputFolder
 FAST = RetryPolicy(attempts=3, backoff=0.01, max_backoff=0.05)
 QUEUE = "/api/ai/queue"
 TERMINAL = {"succeeded", "failed", "cancelled"}
-STATUSES = ("queued", "processing", "succeeded", "failed", "cancelled")
-
-
-def body(**params: object) -> dict[str, object]:
-    return {"model": MODEL_ID, "prompt": "a red fox", "num_inference_steps": 2, **params}
 
 
 def raw(url: str, request: bytes) -> tuple[int, bytes]:
@@ -58,16 +51,6 @@ def raw(url: str, request: bytes) -> tuple[int, bytes]:
             data += chunk
     head, _, rest = data.partition(b"\r\n\r\n")
     return int(head.split()[1]), rest
-
-
-def wait_for(client: httpx.Client, gid: str) -> dict:
-    deadline = time.monotonic() + 60
-    while True:
-        row = client.get(f"{QUEUE}/{gid}").json()
-        if row["status"] in TERMINAL:
-            return row
-        assert time.monotonic() < deadline, row
-        time.sleep(0.005)
 
 
 def error_line(response: httpx.Response) -> str:
@@ -88,42 +71,10 @@ def error_line_of(body: dict) -> str:
     return error.get("detail") or error["title"]
 
 
-def every_row(client: httpx.Client) -> list[dict]:
-    """All the caller's rows, whatever their status (the plain list shows active ones only);
-    once each, though a row may move on between the requests."""
-    rows: dict[str, dict] = {}
-    for status in STATUSES:
-        listing = client.get(QUEUE, params={"status": status})
-        assert listing.status_code == 200
-        for row in listing.json()["generations"]:
-            rows[row["generation_id"]] = row
-    return list(rows.values())
-
-
-def png(size: tuple[int, int] = (32, 24), mode: str = "RGB") -> bytes:
-    buffer = io.BytesIO()
-    Image.new(mode, size).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
 def noise_png() -> bytes:
     buffer = io.BytesIO()
     Image.frombytes("RGB", (64, 64), secrets.token_bytes(64 * 64 * 3)).save(buffer, "PNG")
     return buffer.getvalue()
-
-
-def data_uri(data: bytes, mime: str = "image/png") -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
-
-
-@pytest.fixture
-def api(local_server: LocalServer) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=local_server.url,
-        headers={"Authorization": "Bearer tok-" + secrets.token_hex(6)},
-        timeout=10,
-    ) as client:
-        yield client
 
 
 # --- the API key ----------------------------------------------------------------------------------
@@ -312,19 +263,21 @@ def test_a_hostile_generation_id_cannot_steer_where_the_client_saves(tmp_path) -
     folder = OutputFolder(tmp_path / "out")
     recipe = Recipe.build("x", seed=1, num_inference_steps=1)
     for evil in ("../../../escaped", "/etc/passwd-x", "..\\..\\escaped", "a/../../b"):
-        path = folder.save(png(), recipe, evil, {})
+        path = folder.save(png_bytes(color=0), recipe, evil, {})
         assert path.parent == folder.path and path.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
 def test_input_images_are_capped_by_bytes_count_and_pixels(make_server) -> None:
     server = make_server(limits=Limits(inputs=InputLimits(max_bytes=20_000, max_images=2)))
-    big = data_uri(png((400, 400), "RGB") + b"\0" * 30_000)
-    bomb = data_uri(png((8000, 8000), "1"))  # 64 megapixels in a few kilobytes
+    big = data_uri(png_bytes((400, 400), 0) + b"\0" * 30_000)
+    bomb = data_uri(png_bytes((8000, 8000), 0, "1"))  # 64 megapixels in a few kilobytes
     with httpx.Client(base_url=server.url, timeout=10) as client:
-        fine = client.post(QUEUE, json=body(input_image=[data_uri(png())])).json()
+        fine = client.post(QUEUE, json=body(input_image=[data_uri(png_bytes(color=0))])).json()
         too_big = client.post(QUEUE, json=body(input_image=[big])).json()
-        too_many = client.post(QUEUE, json=body(input_image=[data_uri(png())] * 3)).json()
+        too_many = client.post(
+            QUEUE, json=body(input_image=[data_uri(png_bytes(color=0))] * 3)
+        ).json()
         rows = [
             wait_for(client, r["generations"][0]["generation_id"])
             for r in (fine, too_big, too_many)

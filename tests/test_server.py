@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers import data_uri, every_row, png_bytes, wait_for
 from httpx_sse import ServerSentEvent, connect_sse
 from PIL import Image
 
@@ -33,7 +34,6 @@ TIMEOUT = httpx.Timeout(10.0)
 TLS = ssl.create_default_context()
 TERMINAL = {"succeeded", "failed", "cancelled"}
 UUID = "0b0e6c1e-6f1a-4c1e-9c1e-0b0e6c1e6f1a"
-STATUSES = ("queued", "processing", "succeeded", "failed", "cancelled")
 # The generation object's own fields (oxen-api.md 3.3); the request parameters follow them.
 ROW_FIELDS = [
     "generation_id", "model_name", "prompt", "media_type", "status", "result_url", "error_message",
@@ -66,17 +66,6 @@ def enqueue(client: httpx.Client, **params: object) -> list[str]:
     return [g["generation_id"] for g in generations]
 
 
-def wait_for(client: httpx.Client, generation_id: str, until: set[str] = TERMINAL) -> dict:
-    """Poll the generation (what the API docs do) until its status is in `until`."""
-    deadline = time.monotonic() + 60
-    while True:
-        row = client.get(f"/api/ai/queue/{generation_id}").json()
-        if row["status"] in until:
-            return row
-        assert time.monotonic() < deadline, row
-        time.sleep(0.002)
-
-
 def next_event(events: Iterator[ServerSentEvent], name: str | None = None, gid: str | None = None):
     """The next event with that name (and generation id);
     the client's read timeout bounds the wait."""
@@ -98,30 +87,6 @@ def problem(response: httpx.Response, status: int, error_type: str) -> str:
     return body["error"].get("detail") or body["error"]["title"]
 
 
-def everything(client: httpx.Client, **params: object) -> list[dict]:
-    """Every row the caller can list, whatever its status (the plain list shows active ones only);
-    once each, the latest seen, though a row may move on between the requests."""
-    rows: dict[str, dict] = {}
-    for status in STATUSES:
-        answer = client.get("/api/ai/queue", params={"status": status, **params}).json()
-        assert answer["count"] == len(answer["generations"])
-        for row in answer["generations"]:
-            rows[row["generation_id"]] = row
-    return list(rows.values())
-
-
-def png_bytes(
-    size: tuple[int, int] = (32, 24), color: tuple[int, int, int] = (200, 30, 30)
-) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", size, color).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def data_uri(data: bytes, mime: str = "image/png") -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
-
-
 def download(url: str) -> httpx.Response:
     """GET a result URL without a token, as a browser or a CDN client would."""
     with httpx.Client(timeout=TIMEOUT, verify=TLS) as client:
@@ -138,21 +103,6 @@ def raw_get(url: str, path: str) -> tuple[int, bytes]:
             data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
     return int(head.split()[1]), body
-
-
-@pytest.fixture
-def token() -> str:
-    return "tok-" + secrets.token_hex(8)
-
-
-@pytest.fixture
-def api(local_server: LocalServer, token: str) -> Iterator[httpx.Client]:
-    """A client of the shared server with its own bearer token,
-    so its rows and events are its own."""
-    with httpx.Client(
-        base_url=local_server.url, headers=auth(token), timeout=TIMEOUT, verify=TLS
-    ) as client:
-        yield client
 
 
 # --- queue ----------------------------------------------------------------------------------------
@@ -216,7 +166,7 @@ def test_num_generations_out_of_range_is_refused_with_the_documented_text(
     response = api.post("/api/ai/queue", json=request(num_generations=n))
     detail = problem(response, 400, "invalid_params")
     assert detail == "num_generations must be an integer between 1 and 4"
-    assert everything(api) == []  # nothing was made
+    assert every_row(api) == []  # nothing was made
 
 
 def test_model_is_checked_at_enqueue(api: httpx.Client) -> None:
@@ -277,7 +227,7 @@ def test_malformed_requests_get_the_documented_400_envelope_at_once(
         "/api/ai/queue", content=content, headers={"Content-Type": "application/json"}
     )
     assert words in problem(response, 400, "invalid_params")
-    assert everything(api) == []  # nothing was made
+    assert every_row(api) == []  # nothing was made
 
 
 def test_unknown_field_error_suggests_the_right_name(api: httpx.Client) -> None:
@@ -300,7 +250,7 @@ def test_list_by_status_is_newest_first_and_filters_by_model(api: httpx.Client) 
     first, second = enqueue(api), enqueue(api, input_image=[long_uri])
     wait_for(api, first[0]), wait_for(api, second[0])  # the second fails: its picture is bad
     ours = first + second
-    listed = [g for g in everything(api) if g["generation_id"] in ours]
+    listed = [g for g in every_row(api) if g["generation_id"] in ours]
     assert [g["generation_id"] for g in listed] == first + second  # succeeded, then failed
     failed = api.get("/api/ai/queue", params={"status": "failed"}).json()
     assert failed["count"] == 1 and failed["generations"][0]["generation_id"] == second[0]
@@ -347,9 +297,9 @@ def test_targets_are_echoed_and_filter_the_list_by_repo_and_folder(api: httpx.Cl
     row = wait_for(api, aimed)
     wait_for(api, plain)
     assert {name: row[name] for name in targets} == targets
-    in_repo = everything(api, repo="renders", folder="foxes")
+    in_repo = every_row(api, repo="renders", folder="foxes")
     assert [g["generation_id"] for g in in_repo] == [aimed]
-    assert everything(api, repo="other") == []
+    assert every_row(api, repo="other") == []
 
 
 def test_rows_are_visible_only_to_their_owner(api: httpx.Client, local_server: LocalServer) -> None:
@@ -360,7 +310,7 @@ def test_rows_are_visible_only_to_their_owner(api: httpx.Client, local_server: L
         assert other.get(f"/api/ai/queue/{gid}").json() == NOT_FOUND
         assert other.delete(f"/api/ai/queue/{gid}").json() == NOT_FOUND
         assert wait_for(api, gid)["status"] == "succeeded"  # untouched by the other's DELETE
-        assert gid not in str(everything(other))
+        assert gid not in str(every_row(other))
 
 
 def test_unknown_generation_is_the_documented_404(api: httpx.Client) -> None:
@@ -531,7 +481,7 @@ def test_sync_edit_with_a_data_uri_input_answers_a_url_or_b64_json(api: httpx.Cl
     assert list(inline["images"][0]) == ["b64_json"]
     by_b64 = Image.open(io.BytesIO(base64.b64decode(inline["images"][0]["b64_json"])))
     assert by_b64.format == "PNG" and by_b64.tobytes() == by_url.tobytes()  # same seed
-    assert everything(api) == []  # sync calls are not queue rows
+    assert every_row(api) == []  # sync calls are not queue rows
 
 
 def test_sync_edit_takes_a_prompt_only_body_as_oxens_klein_page_sends(api: httpx.Client) -> None:
@@ -707,7 +657,8 @@ def test_api_key_is_required_when_set(make_server) -> None:
 
 
 @pytest.fixture
-def faulty(make_server) -> Iterator[httpx.Client]:
+def fault_client(make_server) -> Iterator[httpx.Client]:
+    """A plain client (no token) of a fresh server with fault injection on, seed 1."""
     server = make_server(faults=Faults(seed=1))
     with httpx.Client(base_url=server.url, timeout=TIMEOUT, verify=TLS) as client:
         yield client
@@ -722,90 +673,92 @@ def injected(client: httpx.Client) -> dict[str, int]:
     return client.get("/_faults").json()["injected"]
 
 
-def test_fault_error_rate_is_503_with_retry_after_and_seeded(faulty: httpx.Client) -> None:
-    set_faults(faulty, error_rate=1.0)
-    response = faulty.get("/api/ai/queue")
+def test_fault_error_rate_is_503_with_retry_after_and_seeded(fault_client: httpx.Client) -> None:
+    set_faults(fault_client, error_rate=1.0)
+    response = fault_client.get("/api/ai/queue")
     assert "HTTP 503" in problem(response, 503, "unknown_error")
     assert response.headers["retry-after"] == "0"
-    assert faulty.get("/").status_code == 200  # only /api/ai/* is hit
+    assert fault_client.get("/").status_code == 200  # only /api/ai/* is hit
 
     def run() -> list[int]:
-        set_faults(faulty, error_rate=0.5, seed=3)
-        return [faulty.get("/api/ai/queue").status_code for _ in range(20)]
+        set_faults(fault_client, error_rate=0.5, seed=3)
+        return [fault_client.get("/api/ai/queue").status_code for _ in range(20)]
 
     first = run()
     assert first == run() and {200, 503} == set(first)
-    assert injected(faulty)["error"] == first.count(503)
+    assert injected(fault_client)["error"] == first.count(503)
 
 
-def test_fault_status_queue_forces_answers_in_order(faulty: httpx.Client) -> None:
+def test_fault_status_queue_forces_answers_in_order(fault_client: httpx.Client) -> None:
     set_faults(
-        faulty,
+        fault_client,
         status_queue=[
             {"status": 429, "path": "/api/ai/queue", "retry_after": 1},
             {"status": 402, "path": "/api/ai/queue", "method": "POST"},
             {"status": 500, "path": "/api/ai/queue", "method": "POST"},
         ],
     )
-    assert faulty.get("/api/ai/models/x").status_code == 404  # another path: untouched
-    first = faulty.post("/api/ai/queue", json=request())
+    assert fault_client.get("/api/ai/models/x").status_code == 404  # another path: untouched
+    first = fault_client.post("/api/ai/queue", json=request())
     assert first.status_code == 429 and first.headers["retry-after"] == "1"
-    assert faulty.get("/api/ai/queue").status_code == 200  # the others wait for a POST
-    credits = faulty.post("/api/ai/queue", json=request())
+    assert fault_client.get("/api/ai/queue").status_code == 200  # the others wait for a POST
+    credits = fault_client.post("/api/ai/queue", json=request())
     assert "insufficient_credits" in problem(credits, 402, "unknown_error")
-    assert faulty.post("/api/ai/queue", json=request()).status_code == 500
-    assert faulty.post("/api/ai/queue", json=request()).status_code == 200
-    assert injected(faulty)["status"] == 3
+    assert fault_client.post("/api/ai/queue", json=request()).status_code == 500
+    assert fault_client.post("/api/ai/queue", json=request()).status_code == 200
+    assert injected(fault_client)["status"] == 3
 
 
-def test_fault_reset_drops_the_connection(faulty: httpx.Client) -> None:
-    set_faults(faulty, reset_rate=1.0)
+def test_fault_reset_drops_the_connection(fault_client: httpx.Client) -> None:
+    set_faults(fault_client, reset_rate=1.0)
     with pytest.raises(httpx.RemoteProtocolError):
-        faulty.post("/api/ai/queue", json=request())
-    set_faults(faulty)
-    assert everything(faulty) == []  # it was not acted on
-    set_faults(faulty, reset_rate=1.0)
+        fault_client.post("/api/ai/queue", json=request())
+    set_faults(fault_client)
+    assert every_row(fault_client) == []  # it was not acted on
+    set_faults(fault_client, reset_rate=1.0)
     with pytest.raises(httpx.RemoteProtocolError):
-        faulty.get("/api/ai/queue")
-    assert injected(faulty)["reset"] == 1
+        fault_client.get("/api/ai/queue")
+    assert injected(fault_client)["reset"] == 1
 
 
-def test_fault_download_cut_keeps_the_full_length(faulty: httpx.Client) -> None:
-    (gid,) = enqueue(faulty)
-    url = wait_for(faulty, gid)["result_url"]
-    set_faults(faulty, download_cut_rate=1.0)
-    with faulty.stream("GET", url) as response:
+def test_fault_download_cut_keeps_the_full_length(fault_client: httpx.Client) -> None:
+    (gid,) = enqueue(fault_client)
+    url = wait_for(fault_client, gid)["result_url"]
+    set_faults(fault_client, download_cut_rate=1.0)
+    with fault_client.stream("GET", url) as response:
         length = int(response.headers["content-length"])
         with pytest.raises(httpx.RemoteProtocolError):
             response.read()
-    assert length > 0 and injected(faulty)["download_cut"] == 1
+    assert length > 0 and injected(fault_client)["download_cut"] == 1
 
 
-def test_fault_sse_cut_after_ends_each_stream(faulty: httpx.Client) -> None:
-    set_faults(faulty, sse_cut_after=2)
+def test_fault_sse_cut_after_ends_each_stream(fault_client: httpx.Client) -> None:
+    set_faults(fault_client, sse_cut_after=2)
     for _ in range(2):
-        with connect_sse(faulty, "GET", "/api/events") as source:
-            enqueue(faulty, num_generations=3)
+        with connect_sse(fault_client, "GET", "/api/events") as source:
+            enqueue(fault_client, num_generations=3)
             assert len(list(source.iter_sse())) == 2  # the stream ends by itself
-    assert injected(faulty)["sse_cut"] == 2
+    assert injected(fault_client)["sse_cut"] == 2
 
 
-def test_fault_sse_silent_keeps_the_stream_open_and_quiet(faulty: httpx.Client) -> None:
-    set_faults(faulty, sse_silent=True)
-    with connect_sse(faulty, "GET", "/api/events", timeout=httpx.Timeout(5, read=0.3)) as source:
+def test_fault_sse_silent_keeps_the_stream_open_and_quiet(fault_client: httpx.Client) -> None:
+    set_faults(fault_client, sse_silent=True)
+    with connect_sse(
+        fault_client, "GET", "/api/events", timeout=httpx.Timeout(5, read=0.3)
+    ) as source:
         assert source.response.status_code == 200
-        (gid,) = enqueue(faulty)
-        assert wait_for(faulty, gid)["status"] == "succeeded"
+        (gid,) = enqueue(fault_client)
+        assert wait_for(fault_client, gid)["status"] == "succeeded"
         with pytest.raises(httpx.ReadTimeout):  # it completed while we listened, yet nothing comes
             next(source.iter_sse())
-    assert injected(faulty)["sse_silent"] == 1
+    assert injected(fault_client)["sse_silent"] == 1
 
 
-def test_faults_endpoint(faulty: httpx.Client, api: httpx.Client) -> None:
-    bad = faulty.post("/_faults", json={"error_rat": 1})
+def test_faults_endpoint(fault_client: httpx.Client, api: httpx.Client) -> None:
+    bad = fault_client.post("/_faults", json={"error_rat": 1})
     assert "error_rat" in problem(bad, 400, "invalid_params")
-    assert faulty.post("/_faults", json={"error_rate": 2}).status_code == 400
-    assert faulty.get("/_faults").json()["faults"]["seed"] == 1
+    assert fault_client.post("/_faults", json={"error_rate": 2}).status_code == 400
+    assert fault_client.get("/_faults").json()["faults"]["seed"] == 1
     assert api.get("/_faults").status_code == 404  # a server without faults has no such route
 
 

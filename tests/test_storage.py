@@ -16,6 +16,7 @@ from fault_helpers import (
     folder,
     journal_ops,
 )
+from helpers import png_bytes
 from PIL import Image
 
 from flux_nb import errors
@@ -142,16 +143,10 @@ def test_the_output_folder_holds_one_image_file_per_generation(local_server, ope
 
 def test_an_image_whose_metadata_refuses_the_recipe_is_saved_with_a_sidecar(tmp_path):
     """Never lose an image over metadata: the bytes are kept as made, the recipe beside them."""
-    import io
-
-    from PIL import Image
-
     import flux_nb
     from flux_nb.storage import OutputFolder
 
-    buf = io.BytesIO()
-    Image.new("RGB", (32, 16), (10, 200, 30)).save(buf, format="PNG")
-    truncated_png = buf.getvalue()[:-12]  # no IEND chunk: embedding refuses it
+    truncated_png = png_bytes((32, 16), (10, 200, 30))[:-12]  # no IEND chunk: embedding refuses it
     recipe = Recipe.build("a green field", seed=3)
     path = OutputFolder(tmp_path).save(truncated_png, recipe, "abc123", {"backend": "local"})
     assert path.read_bytes() == truncated_png

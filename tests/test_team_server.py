@@ -5,7 +5,6 @@ private network. Against the real local server over loopback HTTP, and the real 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import socket
@@ -21,23 +20,17 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers import STATUSES, body, png_bytes, wait_for
 from httpx_sse import connect_sse
-from PIL import Image
 from recording_server import RecordingServer
 
 from flux_nb.cli import main as cli
-from flux_nb.recipe import MODEL_ID
 from flux_nb.server import Limits, LocalServer
 from flux_nb.server.fetch import GuardedBackend, GuardedTransport, refusal
 
 QUEUE = "/api/ai/queue"
 TERMINAL = {"succeeded", "failed", "cancelled"}
-STATUSES = ("queued", "processing", "succeeded", "failed", "cancelled")
 DEADLINE = 30.0
-
-
-def body(**params: object) -> dict[str, object]:
-    return {"model": MODEL_ID, "prompt": "a red fox", "num_inference_steps": 2, **params}
 
 
 def add_key(path: Path, name: str, capsys: pytest.CaptureFixture[str]) -> str:
@@ -56,16 +49,6 @@ def enqueue(api: httpx.Client, **params: object) -> list[str]:
     return [g["generation_id"] for g in answer.json()["generations"]]
 
 
-def wait_for(api: httpx.Client, gid: str) -> dict:
-    deadline = time.monotonic() + DEADLINE
-    while True:
-        row = api.get(f"{QUEUE}/{gid}").json()
-        if row["status"] in TERMINAL:
-            return row
-        assert time.monotonic() < deadline, row
-        time.sleep(0.01)
-
-
 def every_id(api: httpx.Client) -> set[str]:
     """Every generation id the caller's list shows, whatever the status."""
     found: set[str] = set()
@@ -74,12 +57,6 @@ def every_id(api: httpx.Client) -> set[str]:
         assert listing.status_code == 200
         found |= {g["generation_id"] for g in listing.json()["generations"]}
     return found
-
-
-def png(size: tuple[int, int] = (16, 16)) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", size, (10, 200, 30)).save(out, "PNG")
-    return out.getvalue()
 
 
 @pytest.fixture
@@ -339,7 +316,7 @@ class HeldPicture:
             def do_GET(self) -> None:  # noqa: N802
                 owner.asked.release()
                 owner.release.wait(DEADLINE)
-                data = png()
+                data = png_bytes((16, 16), (10, 200, 30))
                 self.send_response(200)
                 self.send_header("Content-Type", "image/png")
                 self.send_header("Content-Length", str(len(data)))
