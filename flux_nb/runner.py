@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from . import errors
@@ -41,7 +42,7 @@ from .client import (
     mentions_credits,
     result_url,
 )
-from .generation import Generation
+from .generation import Generation, Send
 from .journal import Journal
 from .recipe import Recipe
 from .status import (
@@ -135,6 +136,8 @@ class Runner:
         # Checks that read the network run here, before each enqueue, never on a cell's path:
         # the session's re-check against the live schema; each submit's own (its cell's cost).
         self.before_send: Callable[[Generation], None] | None = None
+        # Where a handle's reproduce() and vary() send: the session's submit (set by it).
+        self.send: Send = self.submit
 
     def __repr__(self) -> str:
         stream = "trusted" if self._trusted(time.monotonic()) else "up" if self._sse_up else "down"
@@ -659,16 +662,23 @@ class Runner:
         _make_previews(gen, data)
         gen.data_length = len(data)
         try:
-            gen.path = self.output.save(data, gen.recipe, _sent_id(gen), self.file_extra(gen))
+            self.save(gen, data)
         except errors.StorageError as exc:
             gen.save_error, gen._unsaved = exc, data  # no file holds them: kept until save()
-        else:
-            gen._embedded = True  # with the recipe, id and time: saved_bytes takes them out
-            gen.data_length = _stripped_length(gen.path)
-            self.journal.record(
-                {"op": "saved", "key": gen.key, "id": gen.id, "path": str(gen.path)}
-            )
         self._terminal(gen, SUCCEEDED, None, journal=False)
+
+    def save(self, gen: Generation, data: bytes, folder: OutputFolder | None = None) -> Path:
+        """Write a result's file (its recipe and file_extra embedded) into the output folder, or
+        `folder`; into ours, the handle reads from that file from then on and the journal notes
+        it saved. Raises StorageError."""
+        target = self.output if folder is None else folder
+        path = target.save(data, gen.recipe, gen.id or gen.key, self.file_extra(gen))
+        if folder is None:
+            gen.path, gen.save_error, gen._unsaved = path, None, None
+            gen._embedded = True  # with the recipe, id and time: saved_bytes takes them out
+            gen.data_length = _stripped_length(path)
+            self.journal.saved(gen.key, gen.id, path)
+        return path
 
     def _send_cancel(self, gen: Generation) -> None:
         """DELETE the generation (once), then read its row until it says so: no event follows a

@@ -156,6 +156,7 @@ class Session:
         self._origins: dict[str, Any] = {}  # input hash -> how that image was made (lineage.py)
         self.runner = Runner(self.client, self.output, self.journal, backend=self.backend)
         self.runner.engine = self.engine
+        self.runner.send = self.submit  # reproduce() and vary() of its handles come back here
         self._schema: dict[str, Any] = bundled_schema()
         self._price = None
         # The model object is read once, by whichever of the schema check and the price asks
@@ -513,9 +514,7 @@ class Session:
             gid = entry.get("id")
             saved = self.output.find(str(gid)) if gid else None
             if saved is not None:
-                self.journal.record(
-                    {"op": "saved", "key": entry["key"], "id": gid, "path": str(saved)}
-                )
+                self.journal.saved(entry["key"], gid, saved)
                 gens.append(self.runner.load(saved))
                 continue
             if not here:
@@ -542,7 +541,7 @@ class Session:
                     f"{str(entry['key'])[:8]} ({recipe.prompt[:30]!r}): {missing}"
                 )
                 continue
-            self.journal.record({"op": "resumed", "key": entry["key"], "id": gid})
+            self.journal.resumed(entry["key"], gid)
             from .lineage import parse
 
             gens.append(self.runner.adopt(recipe, entry["key"], gid, parse(entry.get("lineage"))))
