@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from . import errors
-from .client import OxenClient, schema_of
+from .catalog import Catalog
+from .client import OxenClient
 from .config import HOSTED_BASE_URL, ApiKey, RetryPolicy, Settings, Timeouts, normalize_base_url
 from .generation import Generation
 from .journal import Journal
-from .recipe import Recipe, bundled_schema
+from .pricing import Price
+from .recipe import Recipe
 from .runner import Runner
 from .status import FAILED, SUCCEEDED
 from .storage import OutputFolder
@@ -157,20 +159,10 @@ class Session:
         self.runner = Runner(self.client, self.output, self.journal, backend=self.backend)
         self.runner.engine = self.engine
         self.runner.send = self.submit  # reproduce() and vary() of its handles come back here
-        self._schema: dict[str, Any] = bundled_schema()
-        self._price = None
-        # The model object is read once, by whichever of the schema check and the price asks
-        # first; the other waits on the lock instead of sending a second GET.
-        self._model_lock = threading.Lock()
-        self._model: dict[str, Any] | None = None
-        # Read in the background from the start, so no cell waits for the network: the bundled
-        # schema validates meanwhile, and the live one re-checks each recipe before its enqueue.
-        self._model_read = threading.Event()
-        if self.backend == "local":  # the local server serves the bundled copy
-            self._model_read.set()
-        else:
-            self._read_model_soon()
-            self.runner.before_send = self._check_live
+        # The model's schema and price, read in the background from the start (catalog.py).
+        self.catalog = Catalog(self.client, local=self.backend == "local")
+        if self.backend != "local":  # the live schema re-checks each recipe before its enqueue
+            self.runner.before_send = lambda gen: self.catalog.check(gen.recipe)
         if announce is not None:
             announce(self.describe())
 
@@ -210,60 +202,18 @@ class Session:
     def schema(self) -> dict[str, Any]:
         """The model's request_schema: read from the backend when the session starts, the
         bundled copy until then (never waits)."""
-        return self._schema
+        return self.catalog.schema
 
     @property
-    def price(self):
+    def price(self) -> Price:
         """What an image costs here (pricing.Price): free on the local backend, else read once
         from the model object's pricing; unknown (and asked again next time) when unreadable."""
-        from .pricing import Price, price_from_model
+        return self.catalog.price
 
-        if self._price is None:
-            if self.backend == "local":
-                self._price = Price.local()
-            else:
-                try:
-                    self._price = price_from_model(self._model_object())
-                except errors.FluxError as exc:
-                    return Price.unknown(f"the model object could not be read: {exc.message}")
-        return self._price
-
-    def _model_object(self) -> dict[str, Any]:
-        """GET the model object once; a failed read is asked again next time."""
-        with self._model_lock:
-            if self._model is None:
-                self._model = self.client.model_info()
-            return self._model
-
-    def price_now(self):
+    def price_now(self) -> Price | None:
         """The price when it is known without a network round trip; None while the model object
         is being read (a failed read is started again, and asked for again next time)."""
-        if self._price is None and self.backend != "local" and self._model is None:
-            if self._model_read.is_set():
-                self._read_model_soon()
-            return None
-        return self.price
-
-    def _read_model_soon(self) -> None:
-        self._model_read.clear()
-        threading.Thread(target=self._read_model, daemon=True, name="flux-nb-schema").start()
-
-    def _read_model(self) -> None:
-        try:
-            self._schema = schema_of(self._model_object())
-        except (errors.FluxError, RuntimeError):  # RuntimeError: the session closed meanwhile
-            pass  # keep the bundled copy: validation still happens before anything is sent
-        finally:
-            self._model_read.set()
-
-    def _check_live(self, gen: Generation) -> None:
-        """Runner thread, before a generation's enqueue: its recipe against the live schema
-        (read in the background; the bundled copy already passed it). Raises ValidationError."""
-        from .recipe import validate
-
-        timeouts = self.client.timeouts
-        self._model_read.wait(timeouts.connect + timeouts.read)  # then the bundled check stands
-        validate(gen.recipe.params(), self._schema)
+        return self.catalog.price_now()
 
     def recipes(self, prompt: str, n: int = 1, **params: Any) -> list[Recipe]:
         """Validated recipes for n images. With a seed and n > 1, seeds run seed, seed+1, ..."""

@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, ...]] = [
         "inputs",
         "infotext",
     ),  # the HTTP API, the journal, input images, A1111 text
-    ("storage",),  # the output folder
+    ("storage", "catalog"),  # the output folder; the model's schema and price, read once
     ("display",),  # how a Generation shows itself without widgets (text, PNG)
     ("generation",),  # the user's handle
     ("lineage", "sweeps"),  # chains of edits, grids of variations
