@@ -25,11 +25,15 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import FluxError, InputImageError
 from .inputs import INPUTS_DIR, InputStore, ref_of, short, split_data_uri
 from .status import SUCCEEDED
+
+if TYPE_CHECKING:
+    from .generation import Generation
+    from .recipe import Recipe
 
 MAX_DEPTH = 16
 FIELD = "lineage"  # the metadata field beside the recipe
@@ -187,6 +191,67 @@ def parse(text: Any) -> dict[str, Any] | None:
 
 def dumps(record: dict[str, Any]) -> str:
     return json.dumps(record, sort_keys=True, separators=(",", ":"))
+
+
+# -- where a session's input images came from ------------------------------------------------------
+
+
+class Origins:
+    """How each input image a session sends was made, by hash: noted as inputs are turned into
+    URLs (a Generation's recipe, a file's name) and as a chain is made again; an image that is a
+    result of the session, used by its bytes, is found in its history. Gives each recipe its
+    lineage record before it is sent."""
+
+    def __init__(self, store: InputStore, history: Callable[[], Sequence[Generation]]):
+        self._store = store
+        self._history = history
+        self._known: dict[str, Origin] = {}
+
+    def note(self, key: str, origin: Origin) -> None:
+        """Remember how the image with this hash was made (see build)."""
+        self._known[key] = origin
+
+    def forget(self) -> None:
+        """Forget what was noted (results of the session are still found in its history)."""
+        self._known.clear()
+
+    def note_sources(self, sources: Sequence[Any], urls: Sequence[str]) -> None:
+        """Note what each input was as it is turned into a URL: a Generation's recipe,
+        a file's name."""
+        from .generation import Generation
+
+        for source, url in zip(sources, urls, strict=True):
+            data = uri_bytes(url)
+            if data is None:
+                continue
+            key = digest(data)
+            if isinstance(source, Generation) and source.status == SUCCEEDED:
+                self._known[key] = made_by(source.recipe, source.lineage, source.id)
+            elif isinstance(source, (str, Path)) and key not in self._known and url != str(source):
+                # a file by path (a URL or data: URI given as text came back as itself)
+                if in_file(data) is None:
+                    self._known[key] = uploaded(data, Path(str(source)).name)
+
+    def of(self, key: str, data: bytes) -> Origin | None:
+        """How the image with this hash (and these bytes) was made, if this session knows."""
+        if key in self._known:
+            return self._known[key]
+        for gen in reversed(self._history()):  # a result of the session, used by its bytes
+            if gen.data_length == len(data) and result_digest(gen) == key:
+                return made_by(gen.recipe, gen.lineage, gen.id)
+        return None
+
+    def record(self, recipe: Recipe) -> dict[str, Any] | None:
+        """The lineage record of a recipe about to be sent: for each data: input, the flux-nb
+        recipe that made it (and so on up), or the note that it was uploaded (kept in .inputs/)."""
+        from .inputs import is_ref
+
+        if not any(u.startswith("data:") or is_ref(u) for u in recipe.input_image):
+            return None
+        store = self._store
+        return build(
+            recipe.input_image, self.of, lambda u: store.read(u) if is_ref(u) else uri_bytes(u)
+        )
 
 
 # -- uploaded images on disk -----------------------------------------------------------------------

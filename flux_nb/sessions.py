@@ -16,10 +16,11 @@ from .client import OxenClient
 from .config import ApiKey, RetryPolicy, Settings, Timeouts
 from .generation import Generation
 from .journal import Journal
+from .lineage import Origins
 from .pricing import Price
 from .recipe import Recipe
 from .runner import Runner
-from .status import FAILED, SUCCEEDED
+from .status import FAILED
 from .storage import OutputFolder
 
 JOURNAL_NAME = ".flux_nb_journal.jsonl"
@@ -70,8 +71,8 @@ class Session:
             self.base_url, self._choice.key, timeouts=timeouts, retry=retry, http=http
         )
         self.resume_notes: list[str] = []  # why some journalled work could not be resumed here
-        self._origins: dict[str, Any] = {}  # input hash -> how that image was made (lineage.py)
         self.runner = Runner(self.client, self.output, self.journal, backend=self.backend)
+        self.origins = Origins(self.output.inputs, lambda: self.runner.history)  # lineage.py
         self.runner.engine = self.engine
         self.runner.send = self.submit  # reproduce() and vary() of its handles come back here
         # The model's schema and price, read in the background from the start (catalog.py).
@@ -129,7 +130,7 @@ class Session:
             if not isinstance(sources, (list, tuple)):
                 sources = [sources]
             urls = [to_input_url(s) for s in sources]
-            self._note_sources(sources, urls)
+            self.origins.note_sources(sources, urls)
             params["input_image"] = [
                 self.output.inputs.keep(u) for u in urls
             ]  # by hash from here on
@@ -170,50 +171,11 @@ class Session:
     def lineage_record(self, recipe: Recipe) -> dict[str, Any] | None:
         """The lineage record of a recipe about to be sent: for each data: input, the flux-nb
         recipe that made it (and so on up), or the note that it was uploaded (kept in .inputs/)."""
-        from . import lineage
-        from .inputs import is_ref
-
-        if not any(u.startswith("data:") or is_ref(u) for u in recipe.input_image):
-            return None
-        store = self.output.inputs
-        return lineage.build(
-            recipe.input_image,
-            self._origin,
-            lambda u: store.read(u) if is_ref(u) else lineage.uri_bytes(u),
-        )
+        return self.origins.record(recipe)
 
     def note_origin(self, key: str, origin: Any) -> None:
         """Remember how the image with this hash was made (see lineage.build)."""
-        self._origins[key] = origin
-
-    def _origin(self, key: str, data: bytes) -> Any:
-        from . import lineage
-
-        if key in self._origins:
-            return self._origins[key]
-        for gen in reversed(self.history):  # a result of this session, used as input by its bytes
-            if gen.data_length == len(data) and lineage.result_digest(gen) == key:
-                return lineage.made_by(gen.recipe, gen.lineage, gen.id)
-        return None
-
-    def _note_sources(self, sources: list[Any], urls: list[str]) -> None:
-        """Note what each input was as it is turned into a URL: a Generation's recipe,
-        a file's name."""
-        from . import lineage
-
-        for source, url in zip(sources, urls, strict=True):
-            data = lineage.uri_bytes(url)
-            if data is None:
-                continue
-            key = lineage.digest(data)
-            if isinstance(source, Generation) and source.status == SUCCEEDED:
-                self._origins[key] = lineage.made_by(source.recipe, source.lineage, source.id)
-            elif (
-                isinstance(source, (str, Path)) and key not in self._origins and url != str(source)
-            ):
-                # a file by path (a URL or data: URI given as text came back as itself)
-                if lineage.in_file(data) is None:
-                    self._origins[key] = lineage.uploaded(data, Path(str(source)).name)
+        self.origins.note(key, origin)
 
     def run(self, prompt: str, **params: Any) -> Generation:
         """Generate one image and wait for it: for scripts."""
