@@ -19,8 +19,8 @@ from .journal import Journal
 from .lineage import Origins
 from .pricing import Price
 from .recipe import Recipe
+from .recovery import collect, unfinished
 from .runner import Runner
-from .status import FAILED
 from .storage import OutputFolder
 
 JOURNAL_NAME = ".flux_nb_journal.jsonl"
@@ -283,17 +283,7 @@ class Session:
         """Journalled generations not yet saved whose kernel is gone, and this kernel's own that
         failed before their end was journalled (a download that kept failing, an enqueue whose
         fate could not be read): work of another live kernel sharing this folder is left to it."""
-        failed = {g.key for g in self.history if g.status == FAILED}
-        live = {g.key for g in self.history if g.status != FAILED}
-        return [
-            e
-            for e in self.journal.pending()
-            if (e.get("key") in failed and e.get("key") not in live)
-            or (
-                e.get("key") not in failed | live
-                and not self.journal.is_alive(e.get("writer"), e.get("pid"))
-            )
-        ]
+        return unfinished(self.journal, self.history)
 
     def resume(self) -> list[Generation]:
         """Collect what earlier (now gone) kernels sent and never saved, each from the server it
@@ -304,60 +294,7 @@ class Session:
         sent to another hosted server is left for a session pointed at it (see resume_notes).
         An image already on disk (the kernel died between writing and journalling it) is loaded."""
         self.output.sweep_partials()
-        self.resume_notes = []
-        entries = self.journal_pending()
-        taken = {g.id for g in self.history if g.id} | {
-            str(e["id"]) for e in entries if e.get("id")
-        }
-        gens = []
-        for entry in entries:
-            try:
-                recipe = Recipe.from_dict(entry["recipe"])
-            except (errors.FluxError, KeyError, TypeError):
-                continue
-            try:  # an older journal's data: inputs are stored and named by hash from here on
-                recipe = self.output.inputs.intern(recipe)
-            except errors.InputImageError as exc:  # named by a hash whose bytes are gone
-                missing: str | None = exc.message
-            else:
-                missing = None
-            local = entry.get("backend", "local") == "local"
-            server = entry.get("server")
-            here = server == self.base_url if server else local == (self.backend == "local")
-            gid = entry.get("id")
-            saved = self.output.find(str(gid)) if gid else None
-            if saved is not None:
-                self.journal.saved(entry["key"], gid, saved)
-                gens.append(self.runner.load(saved))
-                continue
-            if not here:
-                if local and self.backend == "local":
-                    gid = None  # its server died with its kernel: make it again, same seed
-                else:
-                    self.resume_notes.append(
-                        f"{str(entry['key'])[:8]} ({recipe.prompt[:30]!r}) was sent to "
-                        f"{server or entry.get('backend')}; this session uses {self.base_url}: "
-                        "resume it from a session pointed at that server."
-                    )
-                    continue
-            elif not gid:
-                found = [
-                    r
-                    for r in self.client.find_enqueued(recipe, entry.get("t", 0))
-                    if str(r["generation_id"]) not in taken
-                ]
-                gid = str(found[0]["generation_id"]) if found else None  # the oldest untaken one
-                if gid:
-                    taken.add(gid)
-            if missing is not None and not gid:  # it would have to be sent again, and cannot be
-                self.resume_notes.append(
-                    f"{str(entry['key'])[:8]} ({recipe.prompt[:30]!r}): {missing}"
-                )
-                continue
-            self.journal.resumed(entry["key"], gid)
-            from .lineage import parse
-
-            gens.append(self.runner.adopt(recipe, entry["key"], gid, parse(entry.get("lineage"))))
+        gens, self.resume_notes = collect(self.runner, self.journal_pending())
         return gens
 
     def saved_images(self) -> list[Path]:

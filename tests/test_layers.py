@@ -33,7 +33,9 @@ LAYERS: list[tuple[str, ...]] = [
     ("lineage", "sweeps"),  # chains of edits, grids of variations
     ("runner",),  # enqueue, event stream, polls, downloads
     ("server",),  # the local loopback server
-    ("backends",),  # which server makes the images (the embedded one started here)
+    # which server makes the images (the embedded one started here); collecting what a gone
+    # kernel sent and never saved
+    ("backends", "recovery"),
     ("sessions",),  # one per kernel: backend, runner, output folder, history
     ("aio",),  # the async twins
     ("card_html", "settled_output", "catch_up", "lean_widgets"),  # views and their syncing
