@@ -25,7 +25,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import FluxError, InputImageError
 from .inputs import INPUTS_DIR, InputStore, ref_of, short, split_data_uri
@@ -34,6 +34,7 @@ from .status import SUCCEEDED
 if TYPE_CHECKING:
     from .generation import Generation
     from .recipe import Recipe
+    from .storage import OutputFolder
 
 MAX_DEPTH = 16
 FIELD = "lineage"  # the metadata field beside the recipe
@@ -41,6 +42,29 @@ FIELD = "lineage"  # the metadata field beside the recipe
 Origin = tuple[
     dict[str, Any], dict[str, Any]
 ]  # (the step that made an image, that step's ancestors)
+
+
+class Chains(Protocol):
+    """What reading a chain asks of a session (sessions.Session is one): its results, its
+    output folder, and how it reads the recipe of a file another tool made."""
+
+    @property
+    def history(self) -> list[Generation]: ...
+
+    @property
+    def output(self) -> OutputFolder: ...
+
+    def recipe_of(self, source: Any) -> Recipe: ...
+
+
+class Remakes(Chains, Protocol):
+    """What making a chain again asks of a session, besides reading it: where the origins of
+    its inputs are noted, and the one way to send."""
+
+    @property
+    def origins(self) -> Origins: ...
+
+    def submit(self, recipes: Iterable[Recipe]) -> list[Generation]: ...
 
 
 # -- hashes ----------------------------------------------------------------------------------------
@@ -66,7 +90,7 @@ _result_digests: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary
 _digest_lock = threading.Lock()
 
 
-def result_digest(gen: Any) -> str | None:
+def result_digest(gen: Generation) -> str | None:
     """The hash of a finished Generation's downloaded bytes (what using it as an input sends)."""
     if gen.status != SUCCEEDED:
         return None
@@ -352,7 +376,7 @@ def read_chain(path: Path) -> Chain:
     return chain
 
 
-def source_chain(session: Any, source: Any) -> tuple[Chain, Path | None]:
+def source_chain(session: Chains, source: Any) -> tuple[Chain, Path | None]:
     """The chain of a Generation, a saved file or a generation id of this session."""
     from .generation import Generation
 
@@ -427,13 +451,13 @@ def missing_line(chain: Chain, missing: list[str], folder: Path) -> str:
 
 
 def remake(
-    session: Any,
+    session: Remakes,
     source: Any,
     inputs: Iterable[Any] = (),
     *,
-    on_step: Callable[[Any], None] | None = None,
-    before_send: Callable[[list[Any]], None] | None = None,
-):
+    on_step: Callable[[Generation], None] | None = None,
+    before_send: Callable[[list[Recipe]], None] | None = None,
+) -> Generation:
     """Make a file's whole chain again, parents first, each parent's new bytes the input of its
     child; returns the last Generation (still running). Every input that is needed is found and
     every recipe checked (then before_send(recipes) may refuse, e.g. over a cost limit) before
@@ -452,9 +476,9 @@ def remake(
     if before_send is not None:
         before_send(recipes)
     for key, info in chain.uploads.items():
-        session.note_origin(key, uploaded(have[key] or b"", info.get("name")))
+        session.origins.note(key, uploaded(have[key] or b"", info.get("name")))
     made: dict[str, bytes] = {k: v for k, v in have.items() if v is not None}
-    gen = None
+    gen: Generation | None = None
     for number, step in enumerate(chain.steps, 1):
         urls = [_as_url(i, made) for i in step.inputs]
         data = {k: v for k, v in step.recipe.items() if k != "input_image"}
@@ -474,6 +498,7 @@ def remake(
                 f" not finish: {exc.message}; nothing after it was sent."
             ) from None
         made[step.key] = gen.saved_bytes()[0]
+    assert gen is not None  # a chain ends with the file itself: one step at least
     return gen
 
 
@@ -541,7 +566,7 @@ class LineageView:
         return buf.getvalue()
 
 
-def view(session: Any, source: Any) -> LineageView:
+def view(session: Chains, source: Any) -> LineageView:
     """The chain of a file (or Generation) for people: thumbnails where the images are here."""
     chain, path = source_chain(session, source)
     folders = [session.output.path] + ([path.parent] if path else [])
@@ -603,7 +628,7 @@ def _thumb(data: bytes | None) -> bytes | None:
         return None
 
 
-def _gen_bytes(session: Any, generation_id: str | None) -> bytes | None:
+def _gen_bytes(session: Chains, generation_id: str | None) -> bytes | None:
     for gen in reversed(session.history):
         if generation_id and gen.id == generation_id and gen.status == SUCCEEDED:
             return gen.data

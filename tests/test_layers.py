@@ -126,6 +126,29 @@ def test_imports_go_only_downward() -> None:
     assert not wrong, "imports that go up or sideways:\n" + "\n".join(wrong)
 
 
+def session_parameters_without_a_type() -> list[str]:
+    """Functions below sessions.py that take a session typed Any (or not at all): such a
+    parameter leans on the Session without an import the layer check could see."""
+    found = []
+    for path in all_files():
+        name = unit(dotted(path))
+        if LEVEL.get(name, len(LAYERS)) >= LEVEL["sessions"]:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                args = node.args
+                for arg in [*args.posonlyargs, *args.args, *args.kwonlyargs]:
+                    note = ast.unparse(arg.annotation) if arg.annotation else "Any"
+                    if arg.arg in ("session", "sess") and note in ("Any", "typing.Any"):
+                        found.append(f"{dotted(path)}.{node.name}({arg.arg}: {note})")
+    return found
+
+
+def test_a_lower_layer_says_what_it_needs_of_a_session() -> None:
+    """lineage and sweeps take a session: a Protocol of their own names what they use of it."""
+    assert session_parameters_without_a_type() == []
+
+
 def find_circle(edges: dict[str, set[str]]) -> list[str] | None:
     """One import circle (as a path that comes back to its start), or None."""
     done: set[str] = set()
