@@ -43,7 +43,7 @@ from .client import (
     result_url,
 )
 from .generation import Generation, Send
-from .journal import Journal
+from .journal import Journal, Sent
 from .recipe import Recipe
 from .status import (
     ACTIVE,
@@ -167,19 +167,10 @@ class Runner:
         for track in tracks:
             track.check = check
         gens = [t.gen for t in tracks]
-        server = self.client.base_url
-        self.journal.record(
-            *(
-                {
-                    "op": "submit",
-                    "key": g.key,
-                    "backend": self.backend,
-                    "server": server,
-                    "recipe": g.recipe.to_dict(),
-                    **({"lineage": g.lineage} if g.lineage else {}),
-                }
-                for g in gens
-            )
+        self.journal.submitted(
+            (Sent(g.key, g.recipe.to_dict(), g.lineage) for g in gens),
+            backend=self.backend,
+            server=self.client.base_url,
         )
         if self.journal.broken:
             # Work a restarted kernel could not find would be paid for and lost: send nothing.
@@ -330,7 +321,7 @@ class Runner:
             if rows is None:
                 return
             gen.id = str(rows[0]["generation_id"])
-        self.journal.record({"op": "enqueued", "key": gen.key, "id": gen.id})
+        self.journal.enqueued(gen.key, gen.id)
         # "queued" today; older docs showed "processing" here: both are taken as they come.
         answered = normalize(rows[0].get("status"))
         self._progress(gen, status=answered if answered in ACTIVE else QUEUED)
@@ -708,14 +699,7 @@ class Runner:
             if gen.id is not None:
                 self._pending.pop(gen.id, None)
         if journal:
-            self.journal.record(
-                {
-                    "op": status,
-                    "key": gen.key,
-                    "id": gen.id,
-                    "reason": error.message if error else "",
-                }
-            )
+            self.journal.ended(gen.key, gen.id, status, error.message if error else "")
         gen._finish(status, error)
 
 
