@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from decimal import Decimal
 
 import pytest
@@ -33,6 +34,7 @@ def test_a_remote_backend_reads_the_model_object_once_for_schema_and_price(local
     with PricedServer(
         local_server.url, {"method": "per_image", "cost_per_image": "0.03"}
     ) as server:
+        server.model = copy.deepcopy(server.model)  # the bundled schema is one shared object
         server.model["request_schema"]["properties"]["seed"]["maximum"] = 99
         client = OxenClient(server.url, ApiKey("k"))
         try:
