@@ -1,4 +1,7 @@
-"""One session per kernel: picks the backend, owns the runner, the output folder and the history."""
+"""One session per kernel, the object users hold: it owns the runner, the output folder and the
+history, and is the one way work is sent (submit). Its other jobs each have a module of their own:
+which server (backends.py), the model's schema and price (catalog.py), where input images came
+from (lineage.Origins), and collecting what a gone kernel left (recovery.py)."""
 
 from __future__ import annotations
 
