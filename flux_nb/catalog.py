@@ -41,6 +41,11 @@ class Catalog:
         (never waits)."""
         return self._schema
 
+    @schema.setter
+    def schema(self, schema: dict[str, Any]) -> None:
+        """Use this schema, as a read of the model object would."""
+        self._schema = schema
+
     @property
     def price(self) -> Price:
         """What an image costs here: free on the local backend, else read once from the model

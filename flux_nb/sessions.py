@@ -110,6 +110,16 @@ class Session:
         return self.catalog.schema
 
     @property
+    def _schema(self) -> dict[str, Any]:
+        """The catalog's schema under its old name here: tests/test_panel.py sets it as a live
+        read would (session.catalog.schema = ... says the same)."""
+        return self.catalog.schema
+
+    @_schema.setter
+    def _schema(self, schema: dict[str, Any]) -> None:
+        self.catalog.schema = schema
+
+    @property
     def price(self) -> Price:
         """What an image costs here (pricing.Price): free on the local backend, else read once
         from the model object's pricing; unknown (and asked again next time) when unreadable."""
