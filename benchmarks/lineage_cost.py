@@ -64,7 +64,7 @@ def main() -> None:
                 g.wait()
             base = fillers[0]  # the oldest: every later result is hashed before it is found
             recipe = Recipe.build("an edit", input_image=[to_input_url(base)], seed=1, **FAST)
-            s._origins.clear()  # as for an input given by its URL (the panel), not by its handle
+            s.origins.forget()  # as for an input given by its URL (the panel), not by its handle
             first = median_ms(lambda: s.lineage_record(recipe), 1)
             again = median_ms(lambda: s.lineage_record(recipe), args.n)
             print(

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import display, errors, recent
-from .journal import Journal
 from .recipe import Recipe
 from .status import ACTIVE, CANCELLED, ENDED_BADLY, FAILED, SUBMITTING, SUCCEEDED, Status
 from .storage import OutputFolder
@@ -32,21 +31,20 @@ if TYPE_CHECKING:
 log = logging.getLogger("flux_nb.generation")
 
 
+# Where new work goes: the session's submit (recipes, each one's lineage), the one way to send.
+Send = Callable[[list[Recipe], list[dict[str, Any] | None]], list["Generation"]]
+
+
 class Backend(Protocol):
     """What a Generation asks of the runner that made it."""
 
     backend: str
     engine: str | None
-    output: OutputFolder
-    journal: Journal
+    send: Send  # reproduce() and vary() go through it, as every other submission does
 
     def cancel(self, gen: Generation) -> None: ...
 
-    def submit(
-        self, recipes: list[Recipe], lineages: list[dict[str, Any] | None] | None = None
-    ) -> list[Generation]: ...
-
-    def file_extra(self, gen: Generation) -> dict[str, str]: ...
+    def save(self, gen: Generation, data: bytes, folder: OutputFolder | None = None) -> Path: ...
 
     def stream_note(self) -> str | None: ...
 
@@ -173,14 +171,11 @@ class Generation:
         """The same recipe, seed included, again: the same pixels on a deterministic backend.
         Input images named by hash come from the output folder's store (inputs.MissingInput
         says which one is not there and how to give it again)."""
-        return self._runner.submit(
-            [self._runner.output.inputs.intern(self.recipe)], [self.lineage]
-        )[0]
+        return self._runner.send([self.recipe], [self.lineage])[0]
 
     def vary(self, seed: int | None = None) -> Generation:
         """The same recipe with a new seed."""
-        recipe = self._runner.output.inputs.intern(self.recipe.with_seed(seed))
-        return self._runner.submit([recipe], [self.lineage])[0]
+        return self._runner.send([self.recipe.with_seed(seed)], [self.lineage])[0]
 
     @property
     def reason(self) -> str:
@@ -243,20 +238,11 @@ class Generation:
         """True when it was saved and its file is no longer there (moved or deleted)."""
         return self._unsaved is None and self.path is not None and not self.path.exists()
 
-    def save(self, folder: Any = None) -> Any:
+    def save(self, folder: str | Path | None = None) -> Path:
         """Save again after a StorageError (or into another folder); returns the path."""
         self.wait()
-        target = OutputFolder(folder) if folder is not None else self._runner.output
         data, _ = self.saved_bytes()
-        path = target.save(data, self.recipe, self.id or self.key, self._runner.file_extra(self))
-        if folder is None:
-            self.path, self.save_error, self._unsaved = path, None, None
-            self._embedded = True
-            self.data_length = len(self.saved_bytes()[0])  # what it sends from now on
-            self._runner.journal.record(
-                {"op": "saved", "key": self.key, "id": self.id, "path": str(path)}
-            )
-        return path
+        return self._runner.save(self, data, OutputFolder(folder) if folder is not None else None)
 
     def thumbnail(self, max_side: int = 320) -> bytes:
         """A small picture of the result for previews, deterministic for the same image: a JPEG

@@ -2,8 +2,10 @@
 so a restarted kernel can collect what was paid for.
 
 One JSON object a line: `submit` (before the enqueue call, with the recipe, the server it goes to
-and the writer's id), `enqueued` (with the generation id), then one terminal line (`saved`,
-`failed`, `cancelled`). Never holds the API key.
+and the writer's id), `enqueued` (with the generation id), `resumed` (a later kernel collects it),
+then one terminal line (`saved`, `failed`, `cancelled`). Each has its own method here (submitted,
+enqueued, resumed, saved, ended), so every writer spells a record the same way; `record` appends
+raw entries (journals written by older versions are read the same). Never holds the API key.
 
 Several kernels may share one output folder (two notebooks in one directory). Each journal
 writer holds an exclusive lock on a file of its own under `.flux_nb_live/` for as long as its
@@ -14,11 +16,13 @@ held), and takes only the former.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
@@ -28,11 +32,20 @@ except ImportError:  # Windows: fall back on "is that process id still running"
     fcntl = None  # type: ignore[assignment]
 
 from . import processes
-from .status import CANCELLED, FAILED
+from .status import CANCELLED, FAILED, Status
 
 # The runner journals an ended generation under its status's name; a saved one as "saved".
 TERMINAL_OPS = frozenset({"saved", FAILED, CANCELLED})
 LIVE_DIR = ".flux_nb_live"
+
+
+@dataclasses.dataclass(frozen=True)
+class Sent:
+    """One generation about to be sent, as its `submit` record keeps it."""
+
+    key: str
+    recipe: dict[str, Any]  # Recipe.to_dict(): what a restarted kernel sends again
+    lineage: dict[str, Any] | None = None  # how its input images were made (lineage.py)
 
 
 class Journal:
@@ -97,9 +110,44 @@ class Journal:
                 except OSError:
                     pass
 
+    # -- the records, one method each -------------------------------------------------------------
+
+    def submitted(self, sent: Iterable[Sent], *, backend: str, server: str) -> None:
+        """Before their enqueue: each generation's key, recipe (and lineage), the backend and
+        server they go to; one write for all. Check .broken after: nothing may be sent then."""
+        self.record(
+            *(
+                {
+                    "op": "submit",
+                    "key": s.key,
+                    "backend": backend,
+                    "server": server,
+                    "recipe": s.recipe,
+                    **({"lineage": s.lineage} if s.lineage else {}),
+                }
+                for s in sent
+            )
+        )
+
+    def enqueued(self, key: str, generation_id: str) -> None:
+        """The server took it, under this id."""
+        self.record({"op": "enqueued", "key": key, "id": generation_id})
+
+    def resumed(self, key: str, generation_id: str | None) -> None:
+        """This kernel collects it now (by id; None: it is sent again)."""
+        self.record({"op": "resumed", "key": key, "id": generation_id})
+
+    def saved(self, key: str, generation_id: str | None, path: Path | str) -> None:
+        """Its image is in this file: nothing is left to collect."""
+        self.record({"op": "saved", "key": key, "id": generation_id, "path": str(path)})
+
+    def ended(self, key: str, generation_id: str | None, status: Status, reason: str = "") -> None:
+        """It ended without an image (failed or cancelled), and why."""
+        self.record({"op": status, "key": key, "id": generation_id, "reason": reason})
+
     def record(self, *entries: dict[str, Any]) -> None:
-        """Append entries in one write; the caller carries on when the disk refuses
-        (noted in .broken)."""
+        """Append raw entries in one write (the methods above say which records there are); the
+        caller carries on when the disk refuses (noted in .broken)."""
         if not entries:
             return
         now = time.time()

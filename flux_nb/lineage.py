@@ -25,11 +25,16 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import FluxError, InputImageError
 from .inputs import INPUTS_DIR, InputStore, give_again, ref_of, short, split_data_uri
 from .status import SUCCEEDED
+
+if TYPE_CHECKING:
+    from .generation import Generation
+    from .recipe import Recipe
+    from .storage import OutputFolder
 
 MAX_DEPTH = 16
 FIELD = "lineage"  # the metadata field beside the recipe
@@ -37,6 +42,29 @@ FIELD = "lineage"  # the metadata field beside the recipe
 Origin = tuple[
     dict[str, Any], dict[str, Any]
 ]  # (the step that made an image, that step's ancestors)
+
+
+class Chains(Protocol):
+    """What reading a chain asks of a session (sessions.Session is one): its results, its
+    output folder, and how it reads the recipe of a file another tool made."""
+
+    @property
+    def history(self) -> list[Generation]: ...
+
+    @property
+    def output(self) -> OutputFolder: ...
+
+    def recipe_of(self, source: Any) -> Recipe: ...
+
+
+class Remakes(Chains, Protocol):
+    """What making a chain again asks of a session, besides reading it: where the origins of
+    its inputs are noted, and the one way to send."""
+
+    @property
+    def origins(self) -> Origins: ...
+
+    def submit(self, recipes: Iterable[Recipe]) -> list[Generation]: ...
 
 
 # -- hashes ----------------------------------------------------------------------------------------
@@ -62,7 +90,7 @@ _result_digests: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary
 _digest_lock = threading.Lock()
 
 
-def result_digest(gen: Any) -> str | None:
+def result_digest(gen: Generation) -> str | None:
     """The hash of a finished Generation's downloaded bytes (what using it as an input sends)."""
     if gen.status != SUCCEEDED:
         return None
@@ -189,6 +217,67 @@ def dumps(record: dict[str, Any]) -> str:
     return json.dumps(record, sort_keys=True, separators=(",", ":"))
 
 
+# -- where a session's input images came from ------------------------------------------------------
+
+
+class Origins:
+    """How each input image a session sends was made, by hash: noted as inputs are turned into
+    URLs (a Generation's recipe, a file's name) and as a chain is made again; an image that is a
+    result of the session, used by its bytes, is found in its history. Gives each recipe its
+    lineage record before it is sent."""
+
+    def __init__(self, store: InputStore, history: Callable[[], Sequence[Generation]]):
+        self._store = store
+        self._history = history
+        self._known: dict[str, Origin] = {}
+
+    def note(self, key: str, origin: Origin) -> None:
+        """Remember how the image with this hash was made (see build)."""
+        self._known[key] = origin
+
+    def forget(self) -> None:
+        """Forget what was noted (results of the session are still found in its history)."""
+        self._known.clear()
+
+    def note_sources(self, sources: Sequence[Any], urls: Sequence[str]) -> None:
+        """Note what each input was as it is turned into a URL: a Generation's recipe,
+        a file's name."""
+        from .generation import Generation
+
+        for source, url in zip(sources, urls, strict=True):
+            data = uri_bytes(url)
+            if data is None:
+                continue
+            key = digest(data)
+            if isinstance(source, Generation) and source.status == SUCCEEDED:
+                self._known[key] = made_by(source.recipe, source.lineage, source.id)
+            elif isinstance(source, (str, Path)) and key not in self._known and url != str(source):
+                # a file by path (a URL or data: URI given as text came back as itself)
+                if in_file(data) is None:
+                    self._known[key] = uploaded(data, Path(str(source)).name)
+
+    def of(self, key: str, data: bytes) -> Origin | None:
+        """How the image with this hash (and these bytes) was made, if this session knows."""
+        if key in self._known:
+            return self._known[key]
+        for gen in reversed(self._history()):  # a result of the session, used by its bytes
+            if gen.data_length == len(data) and result_digest(gen) == key:
+                return made_by(gen.recipe, gen.lineage, gen.id)
+        return None
+
+    def record(self, recipe: Recipe) -> dict[str, Any] | None:
+        """The lineage record of a recipe about to be sent: for each data: input, the flux-nb
+        recipe that made it (and so on up), or the note that it was uploaded (kept in .inputs/)."""
+        from .inputs import is_ref
+
+        if not any(u.startswith("data:") or is_ref(u) for u in recipe.input_image):
+            return None
+        store = self._store
+        return build(
+            recipe.input_image, self.of, lambda u: store.read(u) if is_ref(u) else uri_bytes(u)
+        )
+
+
 # -- uploaded images on disk -----------------------------------------------------------------------
 
 
@@ -287,7 +376,7 @@ def read_chain(path: Path) -> Chain:
     return chain
 
 
-def source_chain(session: Any, source: Any) -> tuple[Chain, Path | None]:
+def source_chain(session: Chains, source: Any) -> tuple[Chain, Path | None]:
     """The chain of a Generation, a saved file or a generation id of this session."""
     from .generation import Generation
 
@@ -360,13 +449,13 @@ def missing_line(chain: Chain, missing: list[str], folder: Path) -> str:
 
 
 def remake(
-    session: Any,
+    session: Remakes,
     source: Any,
     inputs: Iterable[Any] = (),
     *,
-    on_step: Callable[[Any], None] | None = None,
-    before_send: Callable[[list[Any]], None] | None = None,
-):
+    on_step: Callable[[Generation], None] | None = None,
+    before_send: Callable[[list[Recipe]], None] | None = None,
+) -> Generation:
     """Make a file's whole chain again, parents first, each parent's new bytes the input of its
     child; returns the last Generation (still running). Every input that is needed is found and
     every recipe checked (then before_send(recipes) may refuse, e.g. over a cost limit) before
@@ -385,9 +474,9 @@ def remake(
     if before_send is not None:
         before_send(recipes)
     for key, info in chain.uploads.items():
-        session.note_origin(key, uploaded(have[key] or b"", info.get("name")))
+        session.origins.note(key, uploaded(have[key] or b"", info.get("name")))
     made: dict[str, bytes] = {k: v for k, v in have.items() if v is not None}
-    gen = None
+    gen: Generation | None = None
     for number, step in enumerate(chain.steps, 1):
         urls = [_as_url(i, made) for i in step.inputs]
         data = {k: v for k, v in step.recipe.items() if k != "input_image"}
@@ -407,6 +496,7 @@ def remake(
                 f" not finish: {exc.message}; nothing after it was sent."
             ) from None
         made[step.key] = gen.saved_bytes()[0]
+    assert gen is not None  # a chain ends with the file itself: one step at least
     return gen
 
 
@@ -474,7 +564,7 @@ class LineageView:
         return palette_png(canvas)
 
 
-def view(session: Any, source: Any) -> LineageView:
+def view(session: Chains, source: Any) -> LineageView:
     """The chain of a file (or Generation) for people: thumbnails where the images are here."""
     chain, path = source_chain(session, source)
     folders = [session.output.path] + ([path.parent] if path else [])
@@ -536,7 +626,7 @@ def _thumb(data: bytes | None) -> bytes | None:
         return None
 
 
-def _gen_bytes(session: Any, generation_id: str | None) -> bytes | None:
+def _gen_bytes(session: Chains, generation_id: str | None) -> bytes | None:
     for gen in reversed(session.history):
         if generation_id and gen.id == generation_id and gen.status == SUCCEEDED:
             return gen.data

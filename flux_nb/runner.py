@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from . import errors
@@ -41,8 +42,8 @@ from .client import (
     mentions_credits,
     result_url,
 )
-from .generation import Generation
-from .journal import Journal
+from .generation import Generation, Send
+from .journal import Journal, Sent
 from .recipe import Recipe
 from .status import (
     ACTIVE,
@@ -135,6 +136,8 @@ class Runner:
         # Checks that read the network run here, before each enqueue, never on a cell's path:
         # the session's re-check against the live schema; each submit's own (its cell's cost).
         self.before_send: Callable[[Generation], None] | None = None
+        # Where a handle's reproduce() and vary() send: the session's submit (set by it).
+        self.send: Send = self.submit
 
     def __repr__(self) -> str:
         stream = "trusted" if self._trusted(time.monotonic()) else "up" if self._sse_up else "down"
@@ -164,19 +167,10 @@ class Runner:
         for track in tracks:
             track.check = check
         gens = [t.gen for t in tracks]
-        server = self.client.base_url
-        self.journal.record(
-            *(
-                {
-                    "op": "submit",
-                    "key": g.key,
-                    "backend": self.backend,
-                    "server": server,
-                    "recipe": g.recipe.to_dict(),
-                    **({"lineage": g.lineage} if g.lineage else {}),
-                }
-                for g in gens
-            )
+        self.journal.submitted(
+            (Sent(g.key, g.recipe.to_dict(), g.lineage) for g in gens),
+            backend=self.backend,
+            server=self.client.base_url,
         )
         if self.journal.broken:
             # Work a restarted kernel could not find would be paid for and lost: send nothing.
@@ -327,7 +321,7 @@ class Runner:
             if rows is None:
                 return
             gen.id = str(rows[0]["generation_id"])
-        self.journal.record({"op": "enqueued", "key": gen.key, "id": gen.id})
+        self.journal.enqueued(gen.key, gen.id)
         # "queued" today; older docs showed "processing" here: both are taken as they come.
         answered = normalize(rows[0].get("status"))
         self._progress(gen, status=answered if answered in ACTIVE else QUEUED)
@@ -659,16 +653,23 @@ class Runner:
         _make_previews(gen, data)
         gen.data_length = len(data)
         try:
-            gen.path = self.output.save(data, gen.recipe, _sent_id(gen), self.file_extra(gen))
+            self.save(gen, data)
         except errors.StorageError as exc:
             gen.save_error, gen._unsaved = exc, data  # no file holds them: kept until save()
-        else:
-            gen._embedded = True  # with the recipe, id and time: saved_bytes takes them out
-            gen.data_length = _stripped_length(gen.path)
-            self.journal.record(
-                {"op": "saved", "key": gen.key, "id": gen.id, "path": str(gen.path)}
-            )
         self._terminal(gen, SUCCEEDED, None, journal=False)
+
+    def save(self, gen: Generation, data: bytes, folder: OutputFolder | None = None) -> Path:
+        """Write a result's file (its recipe and file_extra embedded) into the output folder, or
+        `folder`; into ours, the handle reads from that file from then on and the journal notes
+        it saved. Raises StorageError."""
+        target = self.output if folder is None else folder
+        path = target.save(data, gen.recipe, gen.id or gen.key, self.file_extra(gen))
+        if folder is None:
+            gen.path, gen.save_error, gen._unsaved = path, None, None
+            gen._embedded = True  # with the recipe, id and time: saved_bytes takes them out
+            gen.data_length = _stripped_length(path)
+            self.journal.saved(gen.key, gen.id, path)
+        return path
 
     def _send_cancel(self, gen: Generation) -> None:
         """DELETE the generation (once), then read its row until it says so: no event follows a
@@ -698,14 +699,7 @@ class Runner:
             if gen.id is not None:
                 self._pending.pop(gen.id, None)
         if journal:
-            self.journal.record(
-                {
-                    "op": status,
-                    "key": gen.key,
-                    "id": gen.id,
-                    "reason": error.message if error else "",
-                }
-            )
+            self.journal.ended(gen.key, gen.id, status, error.message if error else "")
         gen._finish(status, error)
 
 

@@ -1,8 +1,10 @@
-"""One session per kernel: picks the backend, owns the runner, the output folder and the history."""
+"""One session per kernel, the object users hold: it owns the runner, the output folder and the
+history, and is the one way work is sent (submit). Its other jobs each have a module of their own:
+which server (backends.py), the model's schema and price (catalog.py), where input images came
+from (lineage.Origins), and collecting what a gone kernel left (recovery.py)."""
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -10,93 +12,21 @@ from pathlib import Path
 from typing import Any
 
 from . import errors
-from .client import OxenClient, schema_of
-from .config import (
-    HOSTED_BASE_URL,
-    ApiKey,
-    RetryPolicy,
-    Settings,
-    Timeouts,
-    ipython_shell,
-    normalize_base_url,
-)
+from .backends import announce_once, choose
+from .backends import local_engine as local_engine  # magic.py's %flux backend local reads it here
+from .catalog import Catalog
+from .client import OxenClient
+from .config import ApiKey, RetryPolicy, Settings, Timeouts
 from .generation import Generation
 from .journal import Journal
-from .recipe import Recipe, bundled_schema
+from .lineage import Origins
+from .pricing import Price
+from .recipe import Recipe
+from .recovery import collect, unfinished
 from .runner import Runner
-from .status import FAILED, SUCCEEDED
 from .storage import OutputFolder
 
 JOURNAL_NAME = ".flux_nb_journal.jsonl"
-_embedded: dict[tuple[float, Any], Any] = {}
-_embedded_lock = threading.Lock()
-
-
-def embedded_server(step_delay: float, engine: Any = "preview"):
-    """The process's local Oxen-compatible server for this step delay and engine (a name or an
-    EngineConfig), started on first use on a free loopback port and shared by every session that
-    asks for the same."""
-    from .server.engines import EngineConfig
-
-    config = EngineConfig.of(engine)
-    key = (step_delay, config)
-    with _embedded_lock:
-        if key not in _embedded:
-            from .server.app import Limits, LocalExtras
-            from .server.embedded import LocalServer
-            from .server.results import EMBEDDED_BUDGET
-
-            # Progress events are local-only: cards draw a progress bar from them,
-            # nothing needs them.
-            extras = LocalExtras(progress_events=True)
-            # Its one client keeps what it downloads: a result leaves memory once fetched.
-            limits = Limits(results_in_memory_bytes=EMBEDDED_BUDGET, spill_downloaded=True)
-            # The kernel's own server, on loopback, for one person: it fetches input URLs on
-            # this machine's network as the person could (a shared `flux-nb serve` refuses them).
-            _embedded[key] = LocalServer(
-                step_delay=step_delay,
-                engine=config,
-                extras=extras,
-                limits=limits,
-                allow_private_urls=True,
-            ).start()
-        return _embedded[key]
-
-
-def local_engine(
-    engine: Any = None, model: str | None = None, settings: Settings | None = None, **options: Any
-) -> Any:
-    """The embedded server's EngineConfig: the arguments (options: device, dtype, offload), else
-    FLUX_NB_ENGINE and FLUX_NB_MODEL. A ValidationError names what is wrong or missing."""
-    from .server.engines import EngineConfig, EngineError
-
-    settings = settings or Settings.from_env()
-    try:
-        if isinstance(engine, EngineConfig):
-            config = engine
-        else:
-            name = engine or settings.engine
-            if name == "flux2-klein":
-                model = model or settings.model
-            config = EngineConfig(name, model=model, **options)
-        config.check_available()  # missing libraries: the pip line now, not at the first image
-    except (ValueError, TypeError, EngineError) as exc:
-        raise errors.ValidationError(f"local engine: {exc}", field="engine") from None
-    return config
-
-
-_announced: set[str] = set()
-
-
-def announce_once(line: str, extra: str = "") -> None:
-    """Say the backend line once per process (kernel): on stdout in IPython, where it is the
-    cell's output; on stderr in a plain script, whose stdout is its own. `extra` (a hint to act
-    on, appended) makes it said again."""
-    if line in _announced and not extra:
-        return
-    _announced.add(line)
-    in_ipython = ipython_shell() is not None
-    print(f"{line} {extra}" if extra else line, file=sys.stdout if in_ipython else sys.stderr)
 
 
 class Session:
@@ -124,59 +54,34 @@ class Session:
         model: str | None = None,
     ):
         settings = settings or Settings.from_env()
-        key = ApiKey(api_key) if isinstance(api_key, str) else (api_key or settings.api_key)
-        if backend not in (None, "local", "hosted"):
-            raise errors.ValidationError(
-                f"backend={backend!r} is not valid (allowed: local, hosted).", field="backend"
-            )
-        if backend is None:
-            backend = (
-                "local"
-                if (key is None and base_url is None and settings.base_url is None)
-                else "hosted"
-            )
-        self.server = None
-        self.engine: str | None = None  # the local engine's label; None when another server draws
-        if backend == "local":
-            config = local_engine(engine, model, settings)
-            self.server = embedded_server(
-                settings.step_delay if step_delay is None else step_delay, config
-            )
-            url, key, self.backend = self.server.url, None, "local"
-            self.engine = self.server.runtime.engine_label
-        else:
-            url = normalize_base_url(base_url or settings.base_url or HOSTED_BASE_URL)
-            self.backend = "hosted" if url == HOSTED_BASE_URL else "custom"
-            if key is None and self.backend == "hosted":
-                raise errors.AuthError(
-                    "The hosted API needs a key and none is set.",
-                    hint=(
-                        "Set OXEN_API_KEY, or run %flux backend hosted to type it"
-                        " (it is not stored)."
-                    ),
-                )
-        self.base_url = url
+        self._choice = choose(
+            backend,
+            settings,
+            api_key=api_key,
+            base_url=base_url,
+            step_delay=step_delay,
+            engine=engine,
+            model=model,
+        )
+        self.backend, self.base_url = self._choice.backend, self._choice.url
+        self.server = self._choice.server  # the embedded LocalServer, when local
+        self.engine = (
+            self._choice.engine
+        )  # the local engine's label; None when another server draws
         self.output = OutputFolder(output_dir or settings.output_dir)
         self.journal = Journal(self.output.path / JOURNAL_NAME)
-        self.client = OxenClient(url, key, timeouts=timeouts, retry=retry, http=http)
+        self.client = OxenClient(
+            self.base_url, self._choice.key, timeouts=timeouts, retry=retry, http=http
+        )
         self.resume_notes: list[str] = []  # why some journalled work could not be resumed here
-        self._origins: dict[str, Any] = {}  # input hash -> how that image was made (lineage.py)
         self.runner = Runner(self.client, self.output, self.journal, backend=self.backend)
+        self.origins = Origins(self.output.inputs, lambda: self.runner.history)  # lineage.py
         self.runner.engine = self.engine
-        self._schema: dict[str, Any] = bundled_schema()
-        self._price = None
-        # The model object is read once, by whichever of the schema check and the price asks
-        # first; the other waits on the lock instead of sending a second GET.
-        self._model_lock = threading.Lock()
-        self._model: dict[str, Any] | None = None
-        # Read in the background from the start, so no cell waits for the network: the bundled
-        # schema validates meanwhile, and the live one re-checks each recipe before its enqueue.
-        self._model_read = threading.Event()
-        if self.backend == "local":  # the local server serves the bundled copy
-            self._model_read.set()
-        else:
-            self._read_model_soon()
-            self.runner.before_send = self._check_live
+        self.runner.send = self.submit  # reproduce() and vary() of its handles come back here
+        # The model's schema and price, read in the background from the start (catalog.py).
+        self.catalog = Catalog(self.client, local=self.backend == "local")
+        if self.backend != "local":  # the live schema re-checks each recipe before its enqueue
+            self.runner.before_send = lambda gen: self.catalog.check(gen.recipe)
         if announce is not None:
             announce(self.describe())
 
@@ -185,21 +90,7 @@ class Session:
 
     def describe(self) -> str:
         """One line: which backend makes the images, and how to switch."""
-        if self.server is not None and not self.server.runtime.engine.is_stand_in:
-            return (
-                f"flux-nb: images come from FLUX.2 Klein on this machine, {self.engine}, through"
-                f" the local server at {self.base_url} (the model loads at the first image)."
-            )
-        if self.backend == "local":
-            return (
-                f"flux-nb: no OXEN_API_KEY, so images come from the local offline stand-in at"
-                f" {self.base_url}"
-                " (a preview engine, not FLUX.2 Klein). Set OXEN_API_KEY or run %flux backend"
-                " hosted for the real model."
-            )
-        if self.backend == "hosted":
-            return f"flux-nb: using Oxen.ai's hosted FLUX.2 Klein 4B at {self.base_url}."
-        return f"flux-nb: using the Oxen-compatible server at {self.base_url}."
+        return self._choice.describe()
 
     @property
     def history(self) -> list[Generation]:
@@ -216,60 +107,28 @@ class Session:
     def schema(self) -> dict[str, Any]:
         """The model's request_schema: read from the backend when the session starts, the
         bundled copy until then (never waits)."""
-        return self._schema
+        return self.catalog.schema
 
     @property
-    def price(self):
+    def _schema(self) -> dict[str, Any]:
+        """The catalog's schema under its old name here: tests/test_panel.py sets it as a live
+        read would (session.catalog.schema = ... says the same)."""
+        return self.catalog.schema
+
+    @_schema.setter
+    def _schema(self, schema: dict[str, Any]) -> None:
+        self.catalog.schema = schema
+
+    @property
+    def price(self) -> Price:
         """What an image costs here (pricing.Price): free on the local backend, else read once
         from the model object's pricing; unknown (and asked again next time) when unreadable."""
-        from .pricing import Price, price_from_model
+        return self.catalog.price
 
-        if self._price is None:
-            if self.backend == "local":
-                self._price = Price.local()
-            else:
-                try:
-                    self._price = price_from_model(self._model_object())
-                except errors.FluxError as exc:
-                    return Price.unknown(f"the model object could not be read: {exc.message}")
-        return self._price
-
-    def _model_object(self) -> dict[str, Any]:
-        """GET the model object once; a failed read is asked again next time."""
-        with self._model_lock:
-            if self._model is None:
-                self._model = self.client.model_info()
-            return self._model
-
-    def price_now(self):
+    def price_now(self) -> Price | None:
         """The price when it is known without a network round trip; None while the model object
         is being read (a failed read is started again, and asked for again next time)."""
-        if self._price is None and self.backend != "local" and self._model is None:
-            if self._model_read.is_set():
-                self._read_model_soon()
-            return None
-        return self.price
-
-    def _read_model_soon(self) -> None:
-        self._model_read.clear()
-        threading.Thread(target=self._read_model, daemon=True, name="flux-nb-schema").start()
-
-    def _read_model(self) -> None:
-        try:
-            self._schema = schema_of(self._model_object())
-        except (errors.FluxError, RuntimeError):  # RuntimeError: the session closed meanwhile
-            pass  # keep the bundled copy: validation still happens before anything is sent
-        finally:
-            self._model_read.set()
-
-    def _check_live(self, gen: Generation) -> None:
-        """Runner thread, before a generation's enqueue: its recipe against the live schema
-        (read in the background; the bundled copy already passed it). Raises ValidationError."""
-        from .recipe import validate
-
-        timeouts = self.client.timeouts
-        self._model_read.wait(timeouts.connect + timeouts.read)  # then the bundled check stands
-        validate(gen.recipe.params(), self._schema)
+        return self.catalog.price_now()
 
     def recipes(self, prompt: str, n: int = 1, **params: Any) -> list[Recipe]:
         """Validated recipes for n images. With a seed and n > 1, seeds run seed, seed+1, ..."""
@@ -284,7 +143,7 @@ class Session:
             if not isinstance(sources, (list, tuple)):
                 sources = [sources]
             urls = [to_input_url(s) for s in sources]
-            self._note_sources(sources, urls)
+            self.origins.note_sources(sources, urls)
             params["input_image"] = [
                 self.output.inputs.keep(u) for u in urls
             ]  # by hash from here on
@@ -325,50 +184,11 @@ class Session:
     def lineage_record(self, recipe: Recipe) -> dict[str, Any] | None:
         """The lineage record of a recipe about to be sent: for each data: input, the flux-nb
         recipe that made it (and so on up), or the note that it was uploaded (kept in .inputs/)."""
-        from . import lineage
-        from .inputs import is_ref
-
-        if not any(u.startswith("data:") or is_ref(u) for u in recipe.input_image):
-            return None
-        store = self.output.inputs
-        return lineage.build(
-            recipe.input_image,
-            self._origin,
-            lambda u: store.read(u) if is_ref(u) else lineage.uri_bytes(u),
-        )
+        return self.origins.record(recipe)
 
     def note_origin(self, key: str, origin: Any) -> None:
         """Remember how the image with this hash was made (see lineage.build)."""
-        self._origins[key] = origin
-
-    def _origin(self, key: str, data: bytes) -> Any:
-        from . import lineage
-
-        if key in self._origins:
-            return self._origins[key]
-        for gen in reversed(self.history):  # a result of this session, used as input by its bytes
-            if gen.data_length == len(data) and lineage.result_digest(gen) == key:
-                return lineage.made_by(gen.recipe, gen.lineage, gen.id)
-        return None
-
-    def _note_sources(self, sources: list[Any], urls: list[str]) -> None:
-        """Note what each input was as it is turned into a URL: a Generation's recipe,
-        a file's name."""
-        from . import lineage
-
-        for source, url in zip(sources, urls, strict=True):
-            data = lineage.uri_bytes(url)
-            if data is None:
-                continue
-            key = lineage.digest(data)
-            if isinstance(source, Generation) and source.status == SUCCEEDED:
-                self._origins[key] = lineage.made_by(source.recipe, source.lineage, source.id)
-            elif (
-                isinstance(source, (str, Path)) and key not in self._origins and url != str(source)
-            ):
-                # a file by path (a URL or data: URI given as text came back as itself)
-                if lineage.in_file(data) is None:
-                    self._origins[key] = lineage.uploaded(data, Path(str(source)).name)
+        self.origins.note(key, origin)
 
     def run(self, prompt: str, **params: Any) -> Generation:
         """Generate one image and wait for it: for scripts."""
@@ -476,17 +296,7 @@ class Session:
         """Journalled generations not yet saved whose kernel is gone, and this kernel's own that
         failed before their end was journalled (a download that kept failing, an enqueue whose
         fate could not be read): work of another live kernel sharing this folder is left to it."""
-        failed = {g.key for g in self.history if g.status == FAILED}
-        live = {g.key for g in self.history if g.status != FAILED}
-        return [
-            e
-            for e in self.journal.pending()
-            if (e.get("key") in failed and e.get("key") not in live)
-            or (
-                e.get("key") not in failed | live
-                and not self.journal.is_alive(e.get("writer"), e.get("pid"))
-            )
-        ]
+        return unfinished(self.journal, self.history)
 
     def resume(self) -> list[Generation]:
         """Collect what earlier (now gone) kernels sent and never saved, each from the server it
@@ -497,62 +307,7 @@ class Session:
         sent to another hosted server is left for a session pointed at it (see resume_notes).
         An image already on disk (the kernel died between writing and journalling it) is loaded."""
         self.output.sweep_partials()
-        self.resume_notes = []
-        entries = self.journal_pending()
-        taken = {g.id for g in self.history if g.id} | {
-            str(e["id"]) for e in entries if e.get("id")
-        }
-        gens = []
-        for entry in entries:
-            try:
-                recipe = Recipe.from_dict(entry["recipe"])
-            except (errors.FluxError, KeyError, TypeError):
-                continue
-            try:  # an older journal's data: inputs are stored and named by hash from here on
-                recipe = self.output.inputs.intern(recipe)
-            except errors.InputImageError as exc:  # named by a hash whose bytes are gone
-                missing: str | None = exc.message
-            else:
-                missing = None
-            local = entry.get("backend", "local") == "local"
-            server = entry.get("server")
-            here = server == self.base_url if server else local == (self.backend == "local")
-            gid = entry.get("id")
-            saved = self.output.find(str(gid)) if gid else None
-            if saved is not None:
-                self.journal.record(
-                    {"op": "saved", "key": entry["key"], "id": gid, "path": str(saved)}
-                )
-                gens.append(self.runner.load(saved))
-                continue
-            if not here:
-                if local and self.backend == "local":
-                    gid = None  # its server died with its kernel: make it again, same seed
-                else:
-                    self.resume_notes.append(
-                        f"{str(entry['key'])[:8]} ({recipe.prompt[:30]!r}) was sent to "
-                        f"{server or entry.get('backend')}; this session uses {self.base_url}: "
-                        "resume it from a session pointed at that server."
-                    )
-                    continue
-            elif not gid:
-                found = [
-                    r
-                    for r in self.client.find_enqueued(recipe, entry.get("t", 0))
-                    if str(r["generation_id"]) not in taken
-                ]
-                gid = str(found[0]["generation_id"]) if found else None  # the oldest untaken one
-                if gid:
-                    taken.add(gid)
-            if missing is not None and not gid:  # it would have to be sent again, and cannot be
-                self.resume_notes.append(
-                    f"{str(entry['key'])[:8]} ({recipe.prompt[:30]!r}): {missing}"
-                )
-                continue
-            self.journal.record({"op": "resumed", "key": entry["key"], "id": gid})
-            from .lineage import parse
-
-            gens.append(self.runner.adopt(recipe, entry["key"], gid, parse(entry.get("lineage"))))
+        gens, self.resume_notes = collect(self.runner, self.journal_pending())
         return gens
 
     def saved_images(self) -> list[Path]:

@@ -17,9 +17,9 @@ import dataclasses
 import difflib
 import itertools
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import FluxError, ValidationError
 from .options import FLAG_NAMES  # the magic's flag names (and a) for each parameter
@@ -406,13 +406,22 @@ class Sweep:
         return sweep_bundle(self)
 
 
-def start(session: Any, plan: Plan, check: Any = None) -> Sweep:
+class Submits(Protocol):
+    """What a sweep asks of a session (sessions.Session is one): the one way to send, with a
+    check before each enqueue."""
+
+    def submit(
+        self, recipes: Iterable[Recipe], *, check: Callable[[], None] | None = None
+    ) -> list[Generation]: ...
+
+
+def start(session: Submits, plan: Plan, check: Callable[[], None] | None = None) -> Sweep:
     """Send every cell of the plan (each its own enqueue) and return the Sweep at once; check()
     runs before each enqueue (Runner.submit)."""
     return Sweep(plan, session.submit(plan.recipes, check=check))
 
 
-def _size(gen: Any) -> tuple[int, int]:
+def _size(gen: Generation) -> tuple[int, int]:
     """A finished image's size from its file's header (no pixels decoded), else from the image."""
     if gen.path is not None:
         from PIL import Image

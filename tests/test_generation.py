@@ -230,3 +230,63 @@ def test_the_embedded_server_keeps_a_result_in_memory_only_until_it_is_downloade
     while not isinstance(results.get(f"{gen.id}.png"), Path):
         assert time.monotonic() < deadline, "the downloaded result stayed in the server's memory"
         time.sleep(0.01)
+
+
+# -- one way to send: a handle's reproduce() and vary() go through Session.submit ------------------
+
+
+def test_reproduce_and_vary_are_sent_through_the_sessions_submit(tmp_path):
+    """Session.submit is where input images are stored by hash and lineage is worked out: what a
+    handle sends again goes through it too, not straight to the runner."""
+    sent: list[list[int]] = []
+
+    class Counting(Session):
+        def submit(self, recipes, lineages=None, check=None):
+            recipes = list(recipes)
+            sent.append([r.seed for r in recipes])
+            return super().submit(recipes, lineages, check)
+
+    s = Counting("local", output_dir=tmp_path / "out", settings=Settings(), announce=None)
+    try:
+        first = s.generate("a lantern", seed=5, num_inference_steps=2).wait(10)
+        again, other = first.reproduce().wait(10), first.vary(9).wait(10)
+        assert sent == [[5], [5], [9]]
+        assert (again.seed, other.seed) == (5, 9) and s.history == [first, again, other]
+    finally:
+        s.close()
+
+
+def test_reproduce_of_an_edit_keeps_its_lineage_and_its_input_by_hash(session):
+    base = session.generate("a field", seed=3, num_inference_steps=2).wait(10)
+    edit = session.generate("the field at night", seed=4, input_image=base).wait(10)
+    again = edit.reproduce().wait(10)
+    assert again.recipe == edit.recipe and again.recipe.input_image[0].startswith("sha256:")
+    assert again.lineage == edit.lineage and again.lineage is not None
+    assert pixels_equal(again.image, edit.image)
+
+
+def test_saving_again_into_the_output_folder_journals_it_saved(tmp_path):
+    """After a StorageError, gen.save() writes the file and the journal's `saved` record, so
+    resume() does not collect the image a second time."""
+    out = tmp_path / "out"
+    s = Session("local", output_dir=out, settings=Settings(step_delay=0.05), announce=None)
+    try:
+        gen = s.generate("a harbour", num_inference_steps=10)
+        deadline = time.monotonic() + 10
+        while gen.status == "submitting":  # journalled as enqueued: the folder is not needed now
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        out.rename(tmp_path / "moved")
+        out.write_text("now a file, not a folder")
+        gen.wait(10)
+        assert gen.path is None and gen.save_error is not None
+        out.unlink()
+        (tmp_path / "moved").rename(out)
+        path = gen.save()
+        assert path.parent == out and gen.path == path and gen.save_error is None
+        assert flux_nb.read_recipe(path) == gen.recipe and gen.saved_bytes()[0] == gen.data
+        saved = [e for e in s.journal.entries() if e["op"] == "saved"]
+        assert [(e["key"], e["id"], e["path"]) for e in saved] == [(gen.key, gen.id, str(path))]
+        assert s.journal_pending() == []
+    finally:
+        s.close()

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from flux_nb.config import RetryPolicy, Settings
-from flux_nb.journal import Journal
+from flux_nb.journal import Journal, Sent
 from flux_nb.recipe import Recipe
 from flux_nb.sessions import JOURNAL_NAME, Session
 
@@ -164,3 +164,59 @@ def test_a_torn_journal_line_does_not_swallow_the_next_record(tmp_path) -> None:
         fh.write(b'{"t": 1, "op": "enqu')  # a write cut short by a full disk or a crash
     journal.record({"op": "submit", "key": "b", "recipe": {}})
     assert [e["key"] for e in journal.entries()] == ["a", "b"]
+
+
+# -- one method per record, the lines on disk as before ------------------------------------------
+
+
+def test_each_record_method_writes_the_line_older_versions_wrote(tmp_path) -> None:
+    """The files on disk keep their format: a journal written now is read by an older flux-nb,
+    and one an older flux-nb wrote is resumed now."""
+    journal = Journal(tmp_path / JOURNAL_NAME)
+    recipe = Recipe.build("typed records", seed=21).to_dict()
+    lineage = {"inputs": ["sha256:" + "0" * 64], "steps": {}}
+    journal.submitted(
+        [Sent("a", recipe), Sent("b", recipe, lineage), Sent("c", recipe), Sent("d", recipe)],
+        backend="custom",
+        server="http://127.0.0.1:1",
+    )
+    journal.enqueued("a", "id-a")
+    journal.saved("a", "id-a", tmp_path / "a.png")
+    journal.ended("b", None, "failed", "HTTP 422: bad seed")
+    journal.ended("c", "id-c", "cancelled")
+    journal.resumed("d", None)
+    lines = [json.loads(line) for line in journal.path.read_text().splitlines()]
+    assert all(e.pop("writer") == journal.writer and e.pop("t") and e.pop("pid") for e in lines)
+    base = {"op": "submit", "backend": "custom", "server": "http://127.0.0.1:1", "recipe": recipe}
+    assert lines == [
+        {**base, "key": "a"},
+        {**base, "key": "b", "lineage": lineage},
+        {**base, "key": "c"},
+        {**base, "key": "d"},
+        {"op": "enqueued", "key": "a", "id": "id-a"},
+        {"op": "saved", "key": "a", "id": "id-a", "path": str(tmp_path / "a.png")},
+        {"op": "failed", "key": "b", "id": None, "reason": "HTTP 422: bad seed"},
+        {"op": "cancelled", "key": "c", "id": "id-c", "reason": ""},
+        {"op": "resumed", "key": "d", "id": None},
+    ]
+    (left,) = journal.pending()
+    assert left["key"] == "d" and left["recipe"] == recipe and "id" not in left
+
+
+def test_a_journal_an_older_version_wrote_is_resumed(local_server, tmp_path) -> None:
+    """Lines as flux-nb wrote them before the journal had a method per record (no writer, no
+    pid: its kernel is gone): the work is sent again here and saved."""
+    out = tmp_path / "out"
+    out.mkdir()
+    recipe = Recipe.build("from an old journal", seed=22, num_inference_steps=2).to_dict()
+    line = {"t": 1, "op": "submit", "key": "old", "backend": "custom", "recipe": recipe}
+    (out / JOURNAL_NAME).write_text(json.dumps(line) + "\n")
+    session = session_on(local_server, out, token="tok-old-journal")
+    try:
+        (gen,) = session.resume()
+        assert gen.wait(10).key == "old" and gen.path is not None and gen.path.exists()
+        ops = [(e["op"], e["key"]) for e in session.journal.entries()]
+        assert ops[1:] == [("resumed", "old"), ("enqueued", "old"), ("saved", "old")]
+        assert session.journal_pending() == []
+    finally:
+        session.close()

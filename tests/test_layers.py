@@ -27,12 +27,15 @@ LAYERS: list[tuple[str, ...]] = [
         "inputs",
         "infotext",
     ),  # the HTTP API, the journal, input images, A1111 text
-    ("storage",),  # the output folder
+    ("storage", "catalog"),  # the output folder; the model's schema and price, read once
     ("display",),  # how a Generation shows itself without widgets (text, PNG)
     ("generation",),  # the user's handle
     ("lineage", "sweeps"),  # chains of edits, grids of variations
     ("runner",),  # enqueue, event stream, polls, downloads
     ("server",),  # the local loopback server
+    # which server makes the images (the embedded one started here); collecting what a gone
+    # kernel sent and never saved
+    ("backends", "recovery"),
     ("sessions",),  # one per kernel: backend, runner, output folder, history
     ("aio",),  # the async twins
     ("card_html", "settled_output", "catch_up", "lean_widgets"),  # views and their syncing
@@ -121,6 +124,29 @@ def test_imports_go_only_downward() -> None:
         if LEVEL.get(target, len(LAYERS)) >= LEVEL.get(module, -1)
     ]
     assert not wrong, "imports that go up or sideways:\n" + "\n".join(wrong)
+
+
+def session_parameters_without_a_type() -> list[str]:
+    """Functions below sessions.py that take a session typed Any (or not at all): such a
+    parameter leans on the Session without an import the layer check could see."""
+    found = []
+    for path in all_files():
+        name = unit(dotted(path))
+        if LEVEL.get(name, len(LAYERS)) >= LEVEL["sessions"]:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                args = node.args
+                for arg in [*args.posonlyargs, *args.args, *args.kwonlyargs]:
+                    note = ast.unparse(arg.annotation) if arg.annotation else "Any"
+                    if arg.arg in ("session", "sess") and note in ("Any", "typing.Any"):
+                        found.append(f"{dotted(path)}.{node.name}({arg.arg}: {note})")
+    return found
+
+
+def test_a_lower_layer_says_what_it_needs_of_a_session() -> None:
+    """lineage and sweeps take a session: a Protocol of their own names what they use of it."""
+    assert session_parameters_without_a_type() == []
 
 
 def find_circle(edges: dict[str, set[str]]) -> list[str] | None:

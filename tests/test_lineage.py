@@ -380,3 +380,31 @@ def test_a_file_from_another_tool_reproduces_with_lineage_as_its_one_step(sessio
     Image.new("RGB", (64, 64), "gray").save(path, pnginfo=info)
     gen = session.reproduce(path, lineage=True).wait()
     assert (gen.prompt, gen.seed, len(session.history)) == ("a barn in fog", 77, 1)
+
+
+# -- Origins: where a session's input images came from -------------------------------------------
+
+
+def test_origins_know_a_result_by_its_bytes_a_file_by_its_name_and_forget_only_what_was_noted(
+    session, tmp_path
+):
+    origins = session.origins
+    made = session.generate("a red fox in snow", seed=1, **FAST).wait()
+    url = to_input_url(made)  # its bytes only, as the panel passes it: found in the history
+    key = lineage.digest(lineage.uri_bytes(url))
+    step, _ = origins.of(key, lineage.uri_bytes(url))
+    assert step == {"recipe": lineage.as_step(made.recipe.to_dict()), "generation_id": made.id}
+
+    upload = photo(tmp_path / "holiday.png")
+    upload_url = to_input_url(upload)
+    origins.note_sources([str(upload)], [upload_url])
+    upload_key = lineage.digest(lineage.uri_bytes(upload_url))
+    assert origins.of(upload_key, b"")[0]["upload"]["name"] == "holiday.png"
+
+    edit = session.recipes("the fox at night", input_image=[made, str(upload)], seed=2, **FAST)[0]
+    record = origins.record(edit)
+    assert record["inputs"] == [key, upload_key] and set(record["steps"]) == {key, upload_key}
+
+    origins.forget()
+    assert origins.of(upload_key, b"") is None  # noted only: gone
+    assert origins.of(key, lineage.uri_bytes(url)) is not None  # still a result of the session
