@@ -27,7 +27,8 @@ The %%flux magic and the panel share it:
         card.cancel_button     "Cancel": enabled while the generation runs
         card.file_link         HTML "Open": the full-size file, a link once it is saved
         card.buttons           HBox, one row: the four buttons, extra_buttons, then file_link
-        card.settled           threading.Event, set once the card shows the final state
+        card.settled           set once the card shows the final state (is_set/wait/set of a
+                               threading.Event, without an Event per card: _Flag)
         card.refresh()         show the generation's state now (any thread)
     on_new(new_gen) runs on the kernel's thread when Rerun/Vary made a Generation: the owner shows
     its card (the magic adds it to the same grid, the panel puts it in its gallery).
@@ -321,7 +322,7 @@ class Card(BundleDisplay, _VBox):  # type: ignore[misc,valid-type]  # a tracked 
         self.on_new = on_new
         self.thumbnail_size = thumbnail_size
         gen.want_thumbnail(thumbnail_size)  # made by the runner once the image is downloaded
-        self.settled = threading.Event()
+        self.settled = _Flag()
         self._lock = threading.Lock()
         self._notice: widgets.HTML | None = None
         self._copy_box: widgets.Textarea | None = None
@@ -380,10 +381,10 @@ class Card(BundleDisplay, _VBox):  # type: ignore[misc,valid-type]  # a tracked 
         self.add_class("flux-nb-card")  # stable hooks for people's CSS and the browser test
         self.status.add_class("flux-nb-status")
         self.placeholder.add_class("flux-nb-placeholder")
-        self.reproduce_button.on_click(lambda _: self._spawn(self.gen.reproduce))
-        self.vary_button.on_click(lambda _: self._spawn(self.gen.vary))
-        self.copy_button.on_click(lambda _: self._copy())
-        self.cancel_button.on_click(lambda _: self.gen.cancel())
+        self.reproduce_button.on_click(self._rerun)  # methods, not closures: a long session
+        self.vary_button.on_click(self._vary)  # keeps every card, and a closure with its cell
+        self.copy_button.on_click(self._copy_clicked)  # weighs three bound methods
+        self.cancel_button.on_click(self._cancel)
         if not gen.done:
             _ticker.add(self)
         gen.on_change(self._render)
@@ -514,6 +515,18 @@ class Card(BundleDisplay, _VBox):  # type: ignore[misc,valid-type]  # a tracked 
 
     # -- buttons: short, delegate to the Generation ------------------------------------------------
 
+    def _rerun(self, _button: Any) -> None:
+        self._spawn(self.gen.reproduce)
+
+    def _vary(self, _button: Any) -> None:
+        self._spawn(self.gen.vary)
+
+    def _copy_clicked(self, _button: Any) -> None:
+        self._copy()
+
+    def _cancel(self, _button: Any) -> None:
+        self.gen.cancel()
+
     def _spawn(self, make: Callable[[], Any]) -> None:
         from .errors import FluxError
 
@@ -569,6 +582,30 @@ def _in_execute_request(shell) -> bool:
     if kernel is None:
         return True  # terminal IPython: set_next_input pre-fills the next prompt
     return catch_up.in_execute_request(kernel)
+
+
+class _Flag:
+    """What a card needs of a threading.Event (set, is_set, wait), on one condition shared by
+    every card: an Event is some 700 bytes (a Condition and its deque), kept for each card a
+    long session shows. Waiters are few (wait_settled), so waking them all on each set is cheap."""
+
+    __slots__ = ("_set",)
+    _changed = threading.Condition()
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        with self._changed:
+            self._set = True
+            self._changed.notify_all()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        with self._changed:
+            return self._changed.wait_for(self.is_set, timeout)
 
 
 class _Durations:

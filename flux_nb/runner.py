@@ -70,9 +70,9 @@ SILENT_POLL_MAX = 5.0
 UNMATCHED_EVENT_TTL = 300.0
 
 
-@dataclasses.dataclass(eq=False)
+@dataclasses.dataclass(eq=False, slots=True)
 class _Tracked:
-    """The runner's bookkeeping for one generation."""
+    """The runner's bookkeeping for one generation (slots: one is kept per handle made)."""
 
     gen: Generation
     claimed: bool = False  # someone is finishing it: no result is handled twice
