@@ -317,7 +317,6 @@ class Card(BundleDisplay, _VBox):  # type: ignore[misc,valid-type]  # a tracked 
         extra_buttons: Sequence[widgets.Button] = (),
         thumbnail_size: int = 320,
     ):
-        shared = _shared()
         self.gen = gen
         self.on_new = on_new
         self.thumbnail_size = thumbnail_size
@@ -326,13 +325,34 @@ class Card(BundleDisplay, _VBox):  # type: ignore[misc,valid-type]  # a tracked 
         self._lock = threading.Lock()
         self._notice: widgets.HTML | None = None
         self._copy_box: widgets.Textarea | None = None
-        self.progress: widgets.FloatProgress | None = None  # made while running, closed after
         self._shown_status, self._shown_at = gen.status, time.monotonic()
         catch_up.hook(_shell())
-        self.placeholder: widgets.HTML | None = _HTML(
+        # Made in the order they open (a saved notebook lists the models in it), then the card.
+        placeholder = self._make_media(gen)
+        self._make_lines(gen)
+        self.buttons = self._make_buttons(gen, extra_buttons)
+        super().__init__(layout=_card_layout(thumbnail_size))
+        self._arrange()
+        self.add_class("flux-nb-card")  # stable hooks for people's CSS and the browser test
+        self.status.add_class("flux-nb-status")
+        placeholder.add_class("flux-nb-placeholder")
+        self.reproduce_button.on_click(self._rerun)  # methods, not closures: a long session
+        self.vary_button.on_click(self._vary)  # keeps every card, and a closure with its cell
+        self.copy_button.on_click(self._copy_clicked)  # weighs three bound methods
+        self.cancel_button.on_click(self._cancel)
+        if not gen.done:
+            _ticker.add(self)
+        gen.on_change(self._render)
+
+    def _make_media(self, gen) -> widgets.HTML:
+        """The placeholder (returned), the empty preview, and the bar while the generation runs."""
+        shared = _shared()
+        placeholder = _HTML(
             card_html.placeholder(gen), layout=shared["media"], style=shared["html_style"]
         )
+        self.placeholder: widgets.HTML | None = placeholder
         self.preview = _Image(format="png", layout=shared["image"])
+        self.progress: widgets.FloatProgress | None = None  # made while running, closed after
         if not gen.done:
             fraction, bar_style = card_html.progress(gen, _durations.typical())
             self.progress = _Progress(
@@ -343,6 +363,10 @@ class Card(BundleDisplay, _VBox):  # type: ignore[misc,valid-type]  # a tracked 
                 layout=shared["bar"],
                 style=shared["progress_style"],
             )
+        return placeholder
+
+    def _make_lines(self, gen) -> None:
+        shared = _shared()
         self.status = _HTML(
             card_html.status(gen, status_line(gen)),
             layout=shared["line"],
@@ -351,6 +375,9 @@ class Card(BundleDisplay, _VBox):  # type: ignore[misc,valid-type]  # a tracked 
         self.caption = _HTML(
             card_html.caption(gen, caption(gen)), layout=shared["line"], style=shared["html_style"]
         )
+
+    def _make_buttons(self, gen, extra: Sequence[widgets.Button]) -> widgets.HBox:
+        """The row: Rerun, Vary, Copy, Cancel, the caller's extra buttons, then the Open link."""
         self.reproduce_button = card_button(
             "Rerun", "Reproduce: run the same recipe and seed again (the same image)", "repeat"
         )
@@ -362,32 +389,12 @@ class Card(BundleDisplay, _VBox):  # type: ignore[misc,valid-type]  # a tracked 
         )
         self.cancel_button = card_button("Cancel", "Cancel: stop this generation", "stop")
         self.cancel_button.disabled = gen.done
+        shared = _shared()
         self.file_link = _HTML(
             card_html.file_button(None, "Open"), layout=shared["file"], style=shared["file_style"]
         )
-        self.buttons = lean(widgets.HBox)(
-            [
-                self.reproduce_button,
-                self.vary_button,
-                self.copy_button,
-                self.cancel_button,
-                *extra_buttons,
-                self.file_link,
-            ],
-            layout=shared["row"],
-        )
-        super().__init__(layout=_card_layout(thumbnail_size))
-        self._arrange()
-        self.add_class("flux-nb-card")  # stable hooks for people's CSS and the browser test
-        self.status.add_class("flux-nb-status")
-        self.placeholder.add_class("flux-nb-placeholder")
-        self.reproduce_button.on_click(self._rerun)  # methods, not closures: a long session
-        self.vary_button.on_click(self._vary)  # keeps every card, and a closure with its cell
-        self.copy_button.on_click(self._copy_clicked)  # weighs three bound methods
-        self.cancel_button.on_click(self._cancel)
-        if not gen.done:
-            _ticker.add(self)
-        gen.on_change(self._render)
+        row = [self.reproduce_button, self.vary_button, self.copy_button, self.cancel_button]
+        return lean(widgets.HBox)([*row, *extra, self.file_link], layout=shared["row"])
 
     def __repr__(self) -> str:
         return f"<Card {self.gen!r}>"
