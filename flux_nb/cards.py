@@ -131,6 +131,8 @@ def sweep_final_bundle(sweep: Any, view: widgets.Widget) -> dict[str, Any]:
     return {**sweep_mimebundle(sweep, widget=False), WIDGET_VIEW: _view_ref(view)}
 
 
+# The contact sheet of an -n N output. Its natural home is sheet.py beside draw_sheet (the sweep's
+# sheet), which another module owns: left here until the layers are regrouped (issue 24).
 SHEET_TILE = 160  # px high: the images of an -n N output, side by side in its saved picture
 SHEET_COLUMNS = 4
 SHEET_MOST = 16  # -n 256 saves a sheet of the first 16, not a 256-image picture in the notebook
@@ -172,6 +174,8 @@ _in_kernel = display.in_kernel
 
 
 # -- the recipe as a %%flux cell ------------------------------------------------------------------
+# No widget: it belongs with the options that spell it (options.py), which another module owns;
+# left here until the layers are regrouped (issue 24).
 
 
 def magic_line(recipe: Recipe, inputs_dir: str | Path | None = None) -> str:
