@@ -289,7 +289,14 @@ def figures(process: dict | None, kernel: dict | None, images: int) -> list[Row]
                 per(kept),
                 per(dropped),
                 "KB",
-                f"<= {thumb_kb + TARGET_KB:.0f} (thumbnail {thumb_kb:.1f} KB + 16)",
+                "",
+            ),
+            (  # what the cards and handles themselves keep: the first row less its neighbour
+                "kernel: KB per image that cards and handles keep (the row above, less beside)",
+                per(kept) - per(dropped),
+                None,
+                "KB",
+                f"<= {thumb_kb + TARGET_KB:.1f} (thumbnail {thumb_kb:.1f} KB + 16)",
             ),
             (
                 f"kernel with cards: KB per image of one -n {kernel['grid']} photo-like grid",
