@@ -73,7 +73,9 @@ def status(gen, text: str, problem: str | None = None) -> str:
         return line(esc(text), text, ERROR_COLOR)
     if gen.status == SUCCEEDED:
         head = f"done in {gen.elapsed:.1f} s"
-        inner = f'<span style="color:{SUCCESS_COLOR}">✓</span> {esc(head)}'
+        # ✓ as a character reference: the line stays one byte a character in the kernel (a
+        # long session keeps every card's), where one ✓ makes Python store two a character
+        inner = f'<span style="color:{SUCCESS_COLOR}">&#10003;</span> {esc(head)}'
         tip = head
         if gen.path:
             inner += f" · {esc(Path(gen.path).name)}"

@@ -27,7 +27,8 @@ The %%flux magic and the panel share it:
         card.cancel_button     "Cancel": enabled while the generation runs
         card.file_link         HTML "Open": the full-size file, a link once it is saved
         card.buttons           HBox, one row: the four buttons, extra_buttons, then file_link
-        card.settled           threading.Event, set once the card shows the final state
+        card.settled           set once the card shows the final state (is_set/wait/set of a
+                               threading.Event, without an Event per card: _Flag)
         card.refresh()         show the generation's state now (any thread)
     on_new(new_gen) runs on the kernel's thread when Rerun/Vary made a Generation: the owner shows
     its card (the magic adds it to the same grid, the panel puts it in its gallery).
@@ -131,6 +132,8 @@ def sweep_final_bundle(sweep: Any, view: widgets.Widget) -> dict[str, Any]:
     return {**sweep_mimebundle(sweep, widget=False), WIDGET_VIEW: _view_ref(view)}
 
 
+# The contact sheet of an -n N output. Its natural home is sheet.py beside draw_sheet (the sweep's
+# sheet), which another module owns: left here until the layers are regrouped (issue 24).
 SHEET_TILE = 160  # px high: the images of an -n N output, side by side in its saved picture
 SHEET_COLUMNS = 4
 SHEET_MOST = 16  # -n 256 saves a sheet of the first 16, not a 256-image picture in the notebook
@@ -171,6 +174,8 @@ _in_kernel = display.in_kernel
 
 
 # -- the recipe as a %%flux cell ------------------------------------------------------------------
+# No widget: it belongs with the options that spell it (options.py), which another module owns;
+# left here until the layers are regrouped (issue 24).
 
 
 def magic_line(recipe: Recipe, inputs_dir: str | Path | None = None) -> str:
@@ -316,22 +321,42 @@ class Card(BundleDisplay, _VBox):  # type: ignore[misc,valid-type]  # a tracked 
         extra_buttons: Sequence[widgets.Button] = (),
         thumbnail_size: int = 320,
     ):
-        shared = _shared()
         self.gen = gen
         self.on_new = on_new
         self.thumbnail_size = thumbnail_size
         gen.want_thumbnail(thumbnail_size)  # made by the runner once the image is downloaded
-        self.settled = threading.Event()
+        self.settled = _Flag()
         self._lock = threading.Lock()
         self._notice: widgets.HTML | None = None
         self._copy_box: widgets.Textarea | None = None
-        self.progress: widgets.FloatProgress | None = None  # made while running, closed after
         self._shown_status, self._shown_at = gen.status, time.monotonic()
         catch_up.hook(_shell())
-        self.placeholder: widgets.HTML | None = _HTML(
+        # Made in the order they open (a saved notebook lists the models in it), then the card.
+        placeholder = self._make_media(gen)
+        self._make_lines(gen)
+        self.buttons = self._make_buttons(gen, extra_buttons)
+        super().__init__(layout=_card_layout(thumbnail_size))
+        self._arrange()
+        self.add_class("flux-nb-card")  # stable hooks for people's CSS and the browser test
+        self.status.add_class("flux-nb-status")
+        placeholder.add_class("flux-nb-placeholder")
+        self.reproduce_button.on_click(self._rerun)  # methods, not closures: a long session
+        self.vary_button.on_click(self._vary)  # keeps every card, and a closure with its cell
+        self.copy_button.on_click(self._copy_clicked)  # weighs three bound methods
+        self.cancel_button.on_click(self._cancel)
+        if not gen.done:
+            _ticker.add(self)
+        gen.on_change(self._render)
+
+    def _make_media(self, gen) -> widgets.HTML:
+        """The placeholder (returned), the empty preview, and the bar while the generation runs."""
+        shared = _shared()
+        placeholder = _HTML(
             card_html.placeholder(gen), layout=shared["media"], style=shared["html_style"]
         )
+        self.placeholder: widgets.HTML | None = placeholder
         self.preview = _Image(format="png", layout=shared["image"])
+        self.progress: widgets.FloatProgress | None = None  # made while running, closed after
         if not gen.done:
             fraction, bar_style = card_html.progress(gen, _durations.typical())
             self.progress = _Progress(
@@ -342,6 +367,10 @@ class Card(BundleDisplay, _VBox):  # type: ignore[misc,valid-type]  # a tracked 
                 layout=shared["bar"],
                 style=shared["progress_style"],
             )
+        return placeholder
+
+    def _make_lines(self, gen) -> None:
+        shared = _shared()
         self.status = _HTML(
             card_html.status(gen, status_line(gen)),
             layout=shared["line"],
@@ -350,6 +379,9 @@ class Card(BundleDisplay, _VBox):  # type: ignore[misc,valid-type]  # a tracked 
         self.caption = _HTML(
             card_html.caption(gen, caption(gen)), layout=shared["line"], style=shared["html_style"]
         )
+
+    def _make_buttons(self, gen, extra: Sequence[widgets.Button]) -> widgets.HBox:
+        """The row: Rerun, Vary, Copy, Cancel, the caller's extra buttons, then the Open link."""
         self.reproduce_button = card_button(
             "Rerun", "Reproduce: run the same recipe and seed again (the same image)", "repeat"
         )
@@ -361,32 +393,12 @@ class Card(BundleDisplay, _VBox):  # type: ignore[misc,valid-type]  # a tracked 
         )
         self.cancel_button = card_button("Cancel", "Cancel: stop this generation", "stop")
         self.cancel_button.disabled = gen.done
+        shared = _shared()
         self.file_link = _HTML(
             card_html.file_button(None, "Open"), layout=shared["file"], style=shared["file_style"]
         )
-        self.buttons = lean(widgets.HBox)(
-            [
-                self.reproduce_button,
-                self.vary_button,
-                self.copy_button,
-                self.cancel_button,
-                *extra_buttons,
-                self.file_link,
-            ],
-            layout=shared["row"],
-        )
-        super().__init__(layout=_card_layout(thumbnail_size))
-        self._arrange()
-        self.add_class("flux-nb-card")  # stable hooks for people's CSS and the browser test
-        self.status.add_class("flux-nb-status")
-        self.placeholder.add_class("flux-nb-placeholder")
-        self.reproduce_button.on_click(lambda _: self._spawn(self.gen.reproduce))
-        self.vary_button.on_click(lambda _: self._spawn(self.gen.vary))
-        self.copy_button.on_click(lambda _: self._copy())
-        self.cancel_button.on_click(lambda _: self.gen.cancel())
-        if not gen.done:
-            _ticker.add(self)
-        gen.on_change(self._render)
+        row = [self.reproduce_button, self.vary_button, self.copy_button, self.cancel_button]
+        return lean(widgets.HBox)([*row, *extra, self.file_link], layout=shared["row"])
 
     def __repr__(self) -> str:
         return f"<Card {self.gen!r}>"
@@ -514,6 +526,18 @@ class Card(BundleDisplay, _VBox):  # type: ignore[misc,valid-type]  # a tracked 
 
     # -- buttons: short, delegate to the Generation ------------------------------------------------
 
+    def _rerun(self, _button: Any) -> None:
+        self._spawn(self.gen.reproduce)
+
+    def _vary(self, _button: Any) -> None:
+        self._spawn(self.gen.vary)
+
+    def _copy_clicked(self, _button: Any) -> None:
+        self._copy()
+
+    def _cancel(self, _button: Any) -> None:
+        self.gen.cancel()
+
     def _spawn(self, make: Callable[[], Any]) -> None:
         from .errors import FluxError
 
@@ -561,6 +585,30 @@ def _in_execute_request(shell) -> bool:
     if kernel is None:
         return True  # terminal IPython: set_next_input pre-fills the next prompt
     return catch_up.in_execute_request(kernel)
+
+
+class _Flag:
+    """What a card needs of a threading.Event (set, is_set, wait), on one condition shared by
+    every card: an Event is some 700 bytes (a Condition and its deque), kept for each card a
+    long session shows. Waiters are few (wait_settled), so waking them all on each set is cheap."""
+
+    __slots__ = ("_set",)
+    _changed = threading.Condition()
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        with self._changed:
+            self._set = True
+            self._changed.notify_all()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        with self._changed:
+            return self._changed.wait_for(self.is_set, timeout)
 
 
 class _Durations:

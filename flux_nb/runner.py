@@ -71,9 +71,9 @@ SILENT_POLL_MAX = 5.0
 UNMATCHED_EVENT_TTL = 300.0
 
 
-@dataclasses.dataclass(eq=False)
+@dataclasses.dataclass(eq=False, slots=True)
 class _Tracked:
-    """The runner's bookkeeping for one generation."""
+    """The runner's bookkeeping for one generation (slots: one is kept per handle made)."""
 
     gen: Generation
     claimed: bool = False  # someone is finishing it: no result is handled twice
@@ -132,7 +132,9 @@ class Runner:
         self._silent_since: float | None = None
         self._answered_silently = False  # a stream opened (200) during this silence
         self._last_event_id: str | None = None
+        # Counted from the pool's threads, the listener and the poller: changed under _stats_lock.
         self.stats = {"events": 0, "polls": 0, "enqueues": 0, "downloads": 0, "sse_connects": 0}
+        self._stats_lock = threading.Lock()
         # Checks that read the network run here, before each enqueue, never on a cell's path:
         # the session's re-check against the live schema; each submit's own (its cell's cost).
         self.before_send: Callable[[Generation], None] | None = None
@@ -147,6 +149,12 @@ class Runner:
     def silence_allowed(self) -> float:
         """Seconds without a byte after which the stream is no longer trusted (and reconnected)."""
         return self.sse_read_timeout or self.client.timeouts.sse_read
+
+    def _count(self, what: str) -> None:
+        """One more of `what` in stats: `+=` on a dict item is a read and a write, and two
+        threads between them would lose one."""
+        with self._stats_lock:
+            self.stats[what] += 1
 
     # -- public -----------------------------------------------------------------------------------
 
@@ -359,35 +367,16 @@ class Runner:
             return None
         for _ in range(max(1, self.client.retry.attempts)):
             try:
-                self.stats["enqueues"] += 1
+                self._count("enqueues")
                 return self.client.enqueue(sent)
             except AmbiguousSend as exc:
                 log.debug("%s; looking for it in the queue", exc)
-                try:
-                    candidates = self.client.find_enqueued(gen.recipe, sent_at)
-                except errors.FluxError as check:
-                    self._terminal(
-                        gen,
-                        FAILED,
-                        errors.NetworkError(
-                            "The connection broke while enqueueing"
-                            " and the queue could not be read to see"
-                            f" whether the server took it ({check.message})",
-                            hint=(
-                                "Run flux_nb.resume() later:"
-                                " it finds the generation if the server has it."
-                            ),
-                        ),
-                        journal=False,
-                    )
-                    return None
-                known = {g.id for g in list(self.history) if g.id}
-                found = [r for r in candidates if str(r["generation_id"]) not in known]
-                if found:
-                    return found[-1:]  # the oldest row of this recipe that no handle has: ours
+                found = self._find_sent(gen, sent_at)
             except errors.FluxError as exc:
                 self._terminal(gen, FAILED, exc)
                 return None
+            if found is None or found:
+                return found  # ended, or the row the server made of it
         self._terminal(
             gen,
             FAILED,
@@ -397,6 +386,28 @@ class Runner:
             ),
         )
         return None
+
+    def _find_sent(self, gen: Generation, sent_at: float) -> list[dict[str, Any]] | None:
+        """After an ambiguous send: the row the server made of it, [] when it holds none (send
+        again); None once the generation is ended because the queue could not be read."""
+        try:
+            candidates = self.client.find_enqueued(gen.recipe, sent_at)
+        except errors.FluxError as check:
+            self._terminal(
+                gen,
+                FAILED,
+                errors.NetworkError(
+                    "The connection broke while enqueueing and the queue could not be read to see"
+                    f" whether the server took it ({check.message})",
+                    hint="Run flux_nb.resume() later:"
+                    " it finds the generation if the server has it.",
+                ),
+                journal=False,
+            )
+            return None
+        known = {g.id for g in list(self.history) if g.id}
+        found = [r for r in candidates if str(r["generation_id"]) not in known]
+        return found[-1:]  # the oldest row of this recipe that no handle has: ours
 
     def _register(self, gen: Generation, poll_now: bool = False) -> None:
         track = self._tracks[gen.key]
@@ -457,7 +468,7 @@ class Runner:
         if self._tracks[gen.key].claimed or gen.id is None:
             return
         try:
-            self.stats["polls"] += 1
+            self._count("polls")
             row = self.client.get_generation(gen.id)
         except errors.NotFoundError as exc:
             self._terminal(gen, FAILED, exc)
@@ -483,7 +494,7 @@ class Runner:
                     backoff = 0.5
                     if event.id:
                         self._last_event_id = event.id
-                    self.stats["events"] += 1
+                    self._count("events")
                     self._on_event(event)
                     if self._stopping.is_set():
                         return
@@ -510,7 +521,7 @@ class Runner:
     def _stream_opened(self) -> None:
         """After every (re)connect, check each pending generation once: events may have been
         missed. The new stream is not trusted until it delivers something."""
-        self.stats["sse_connects"] += 1
+        self._count("sse_connects")
         with self._wake:
             self._sse_up = True
             self._heard_at = None
@@ -626,7 +637,7 @@ class Runner:
         """Download, check, embed the recipe and save; the handle keeps the bytes only when
         the save failed (a storage error)."""
         try:
-            self.stats["downloads"] += 1
+            self._count("downloads")
             data = self.client.download(_result_url(gen))
             _check_image(data)
         except errors.FluxError as exc:

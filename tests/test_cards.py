@@ -26,7 +26,7 @@ from flux_nb.inputs import to_input_url
 from flux_nb.magic import FluxMagics, _unquote
 from flux_nb.recipe import Recipe
 from flux_nb.sessions import Session
-from flux_nb.widgets_compat import tooltip_of, widget_by_id
+from flux_nb.widgets_compat import IPYWIDGETS_MAJOR, tooltip_of, widget_by_id
 
 pytestmark = pytest.mark.colab  # runs in Colab's package set too (.venv-colab)
 
@@ -177,6 +177,53 @@ def test_a_card_for_a_finished_generation_is_complete_at_once(session):
     gen = session.generate("a lighthouse", seed=9, num_inference_steps=2).wait(20)
     card = Card(gen)
     assert card.settled.is_set() and bytes(card.preview.value) == gen.thumbnail()
+
+
+def _open_models() -> set:
+    from ipywidgets.widgets import widget as module
+
+    return set(module._instances if hasattr(module, "_instances") else module.Widget.widgets)
+
+
+# What a finished card keeps open for the kernel's life: itself, the picture, the status and
+# caption lines, the row of four buttons and the Open link. A long session keeps every card it
+# showed, so a model more per card is memory more per image (benchmarks/long_session.py).
+FINISHED_CARD_MODELS = 10
+
+
+def test_a_finished_card_keeps_ten_widget_models_open(session):
+    gen = session.generate("a lighthouse", seed=9, num_inference_steps=2).wait(20)
+    card_stack([gen])  # the first makes the layouts and styles every card shares
+    before = _open_models()
+    card = Card(gen)
+    assert card.settled.is_set()
+    assert len(_open_models() - before) == FINISHED_CARD_MODELS
+    before = _open_models()
+    card_stack([gen])
+    assert len(_open_models() - before) == FINISHED_CARD_MODELS + 1  # and its grid
+
+
+def test_a_finished_card_retains_a_few_kilobytes_beside_its_thumbnail(session):
+    """Measured with tracemalloc: cards of a finished generation made, then the bytes still
+    held with them kept (the thumbnail is the generation's, shared by every card)."""
+    import gc
+    import tracemalloc
+
+    gen = session.generate("a lighthouse", seed=9, num_inference_steps=2).wait(20)
+    Card(gen)  # the first: shared layouts and styles, the thumbnail, the classes' caches
+    gc.collect()
+    tracemalloc.start()
+    try:
+        start = tracemalloc.get_traced_memory()[0]
+        kept = [Card(gen) for _ in range(20)]
+        gc.collect()
+        per_card = (tracemalloc.get_traced_memory()[0] - start) / len(kept)
+    finally:
+        tracemalloc.stop()
+    # Measured: 24 KB with ipywidgets 8 (35 KB before lean widgets shared their per-instance
+    # objects), 36 KB with ipywidgets 7, whose comms are heavier (47 KB before).
+    bound = 28 if IPYWIDGETS_MAJOR >= 8 else 40
+    assert per_card < bound * 1024, f"{per_card:.0f} bytes retained per finished card"
 
 
 def test_reproduce_and_new_seed_buttons_make_new_generations(session):

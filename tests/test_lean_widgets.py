@@ -75,3 +75,43 @@ def test_a_page_that_starts_from_the_defaults_draws_the_kernels_card(page):
         sent_keys += len(sent)
     full_keys = sum(len(state) for i, state in kernel.items() if i in page.truth)
     assert sent_keys < full_keys / 2  # most of every model is its defaults, and stays unsent
+
+
+def _message(data: dict[str, Any]) -> dict[str, Any]:
+    return {"content": {"data": data}, "buffers": []}
+
+
+def test_a_lean_widget_works_as_ipywidgets_own_without_its_per_instance_objects():
+    """No observer of `comm` and no CallbackDispatchers of its own, one list of synced names per
+    class; still registered, and what the page sends (an edit, a click) still arrives."""
+    from ipywidgets.widgets import widget as module
+
+    from flux_nb.lean_widgets import lean
+
+    registry = module._instances if hasattr(module, "_instances") else module.Widget.widgets
+    html, button = lean(ipywidgets.HTML)("before"), lean(ipywidgets.Button)(description="Go")
+    assert html.keys == ipywidgets.HTML().keys and html.keys is lean(ipywidgets.HTML)().keys
+    for widget in (html, button):
+        assert widget._trait_notifiers == {} and registry[widget.model_id] is widget
+        assert not any(isinstance(v, module.CallbackDispatcher) for v in vars(widget).values()), (
+            "a HasTraits dispatcher per widget"
+        )
+    html._handle_msg(
+        _message({"method": "update", "state": {"value": "after"}, "buffer_paths": []})
+    )
+    assert html.value == "after"
+    clicks: list[Any] = []
+    button.on_click(clicks.append)
+    button._handle_msg(_message({"method": "custom", "content": {"event": "click"}}))
+    button.click()
+    assert clicks == [button, button]
+    button.on_click(clicks.append, remove=True)
+    button.click()
+    assert len(clicks) == 2
+    custom: list[Any] = []
+    html.on_msg(lambda widget, content, buffers: custom.append(content))
+    html._handle_msg(_message({"method": "custom", "content": {"hello": 1}}))
+    assert custom == [{"hello": 1}]
+    model_id = html.model_id
+    html.close()
+    assert html.comm is None and model_id not in registry

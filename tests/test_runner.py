@@ -333,3 +333,22 @@ def test_the_embedded_server_gets_two_io_threads_a_remote_api_eight(
     # The embedded server answers from this process: more threads only contend with the kernel.
     assert session.runner._pool._max_workers == 2
     assert open_session(local_server, "tok-io-threads").runner._pool._max_workers == 8
+
+
+def test_the_runners_counters_change_only_while_it_holds_their_lock(session) -> None:
+    """stats changes from the pool's threads, the listener and the poller: every change is made
+    holding the runner's lock. (A lost update needs two threads between one's read and its
+    write, which no test brings about at will: this checks the lock is held instead.)"""
+    runner = session.runner
+    held: list[bool] = []
+
+    class Watched(dict):
+        def __setitem__(self, key, value) -> None:
+            held.append(runner._stats_lock.locked())
+            super().__setitem__(key, value)
+
+    runner.stats = Watched(runner.stats)
+    for gen in session.generate("a lighthouse at dusk", n=3, num_inference_steps=2):
+        gen.wait(60)
+    assert runner.stats["enqueues"] == 3 and runner.stats["downloads"] == 3
+    assert held and all(held), held
