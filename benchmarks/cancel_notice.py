@@ -22,9 +22,9 @@ import time
 
 import httpx
 
-from flux_nb.config import Settings
-from flux_nb.server.embedded import LocalServer
-from flux_nb.sessions import Session
+from flux_nb.core._config import Settings
+from flux_nb.jobs._sessions import Session
+from flux_nb.server._embedded import LocalServer
 
 TOKEN = "tok-bench-cancel"
 

@@ -13,8 +13,8 @@ import statistics
 import tempfile
 import time
 
-from flux_nb.config import Settings
-from flux_nb.sessions import Session
+from flux_nb.core._config import Settings
+from flux_nb.jobs._sessions import Session
 
 
 def main() -> None:

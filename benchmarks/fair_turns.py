@@ -15,7 +15,7 @@ import time
 
 import httpx
 
-from flux_nb.recipe import MODEL_ID
+from flux_nb.core._recipe import MODEL_ID
 from flux_nb.server import LocalServer
 
 SWEEP = 256

@@ -12,7 +12,7 @@ import tempfile
 import timeit
 from pathlib import Path
 
-from flux_nb.server.keys import KeyRing, add_key, digest
+from flux_nb.server._keys import KeyRing, add_key, digest
 
 CHECKS = 20_000
 

@@ -31,7 +31,7 @@ PROMPT = "a lighthouse on a cliff at dusk, waves below"
 SETUP = """
 import json, time
 import flux_nb
-from flux_nb.cards import wait_settled
+from flux_nb.notebook._cards import wait_settled
 _bench_cells = []
 _bench_t0 = time.perf_counter()
 def _bench_pre(info):

@@ -59,8 +59,8 @@ def _instrumented_server(**options):
 
 
 def _session(url: str, output: Path):
-    from flux_nb.config import Settings
-    from flux_nb.sessions import Session
+    from flux_nb.core._config import Settings
+    from flux_nb.jobs._sessions import Session
 
     # Settings() rather than the environment: no OXEN_API_KEY ever reaches the benchmark's server.
     return Session(base_url=url, output_dir=output, settings=Settings(), announce=None)
@@ -86,8 +86,8 @@ def _preview_samples(
 ) -> tuple[list[float], dict[str, list[float]], int]:
     """n generations one at a time (as a person at a notebook makes them), each with a Card:
     emit -> Image.value set, in ms, with the stages in between."""
-    from flux_nb import thumbnail
-    from flux_nb.cards import Card
+    from flux_nb.files import _thumbnail as thumbnail
+    from flux_nb.notebook._cards import Card
 
     thumbnails = thumbnail.thumbnails
     stages: dict[str, list[float]] = {k: [] for k in STAGES}
@@ -198,8 +198,8 @@ def poll_baseline(samples: int, log, interval: float = 0.5, lanes: int = 2) -> F
     import ipywidgets as widgets
     from PIL import Image
 
-    from flux_nb.recipe import MODEL_ID
-    from flux_nb.thumbnail import make_thumbnail
+    from flux_nb.core._recipe import MODEL_ID
+    from flux_nb.files._thumbnail import make_thumbnail
 
     fig = Figure(
         "poll_baseline_notice_ms_mean",

@@ -18,12 +18,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from flux_nb.config import Settings
-from flux_nb.inputs import to_input_url
-from flux_nb.lineage import FIELD
-from flux_nb.metadata import read_recipe
-from flux_nb.recipe import Recipe
-from flux_nb.sessions import Session
+from flux_nb.core._config import Settings
+from flux_nb.core._recipe import Recipe
+from flux_nb.files._inputs import to_input_url
+from flux_nb.files._metadata import read_recipe
+from flux_nb.jobs._lineage import FIELD
+from flux_nb.jobs._sessions import Session
 
 FAST = {"num_inference_steps": 4, "aspect_ratio": "1:1"}
 

@@ -73,10 +73,10 @@ def row(figure: str, value: str, target: str = "", note: str = "") -> None:
 
 def overhead(config, rounds: int, where: str) -> None:
     """Session.run (the whole served path) against a direct call of the same pipeline object."""
-    from flux_nb.config import Settings
-    from flux_nb.recipe import Recipe
-    from flux_nb.server.engines.flux2_klein import load_pipeline, pipeline_kwargs
-    from flux_nb.sessions import Session
+    from flux_nb.core._config import Settings
+    from flux_nb.core._recipe import Recipe
+    from flux_nb.jobs._sessions import Session
+    from flux_nb.server.engines._flux2_klein import load_pipeline, pipeline_kwargs
 
     loaded = load_pipeline(config)  # the server's own pipeline (loaded or adopted before)
     with tempfile.TemporaryDirectory(prefix="flux-nb-bench-klein-") as out:
@@ -224,7 +224,7 @@ MACHINES = (  # (name, Machine arguments): the GPUs people have
 
 
 def plan_table() -> list[str]:
-    from flux_nb.server.engines.plan import Machine, plan
+    from flux_nb.server.engines._plan import Machine, plan
 
     lines = []
     head = f"{'machine':<28} {'fits':<5} {'placement':<18} {'dtype':<9} {'text enc.':<9} "
@@ -248,7 +248,7 @@ def quantized_overhead(rounds: int) -> None:
     import torch
     from klein_random import tiny_pipeline
 
-    from flux_nb.server.engines.flux2_klein import _quantize
+    from flux_nb.server.engines._flux2_klein import _quantize
 
     try:
         import torchao  # noqa: F401
@@ -305,7 +305,7 @@ def cuda_figures(rounds: int) -> None:
     from klein_random import klein_4b_pipeline
 
     from flux_nb.server.engines import EngineConfig
-    from flux_nb.server.engines.flux2_klein import adopt_pipeline
+    from flux_nb.server.engines._flux2_klein import adopt_pipeline
 
     name = torch.cuda.get_device_name(0)
     free = torch.cuda.mem_get_info(0)[0] / 1e9
@@ -359,9 +359,9 @@ def placements_and_quantization(rounds: int, name: str) -> None:
     import torch
     from klein_random import klein_4b_pipeline
 
-    from flux_nb.server.engines.flux2_klein import _quantize
-    from flux_nb.server.engines.machine import read_machine
-    from flux_nb.server.engines.plan import CUDA_CONTEXT_GB, GB, _Candidate, klein_4b_sizes, peaks
+    from flux_nb.server.engines._flux2_klein import _quantize
+    from flux_nb.server.engines._machine import read_machine
+    from flux_nb.server.engines._plan import CUDA_CONTEXT_GB, GB, _Candidate, klein_4b_sizes, peaks
 
     machine = read_machine("cuda")
     dtype = "bfloat16" if torch.cuda.get_device_capability(0) >= (8, 0) else "float16"

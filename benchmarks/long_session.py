@@ -85,8 +85,8 @@ def _child(images: int, keep: bool) -> None:
     """Run in a fresh process: print one JSON line per checkpoint {"n": .., "rss": ..}."""
     import tempfile
 
-    from flux_nb.config import Settings
-    from flux_nb.sessions import Session
+    from flux_nb.core._config import Settings
+    from flux_nb.jobs._sessions import Session
 
     with tempfile.TemporaryDirectory(prefix="flux-nb-bench-long-") as out:
         sess = Session("local", output_dir=out, step_delay=0.0, settings=Settings(), announce=None)
@@ -128,7 +128,7 @@ def _image_timing(gens: list, samples: int = 30) -> dict[str, float]:
     the files of as many others (interleaved, so both meet the same load)."""
     import statistics
 
-    from flux_nb.thumbnail import decode
+    from flux_nb.files._thumbnail import decode
 
     image_ms, decode_ms = [], []
     for i in range(samples):
@@ -172,7 +172,7 @@ def run_process(images: int) -> dict[str, dict]:
 KERNEL_SETUP = """
 import gc, json, os
 %load_ext flux_nb
-from flux_nb.cards import wait_settled
+from flux_nb.notebook._cards import wait_settled
 def _bench_rss():
     gc.collect()
     try:
@@ -195,7 +195,7 @@ def _bench_thumbs():
 def _bench_drop():
     import ipywidgets as w
     import flux_nb
-    from flux_nb.cards import resend_settled
+    from flux_nb.notebook._cards import resend_settled
     resend_settled()
     runner = flux_nb.session().runner
     runner.history.clear()

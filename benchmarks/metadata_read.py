@@ -25,9 +25,9 @@ from pathlib import Path
 from PIL import Image
 
 import flux_nb
-from flux_nb import metadata
-from flux_nb.infotext import format_parameters
-from flux_nb.recipe import Recipe
+from flux_nb.core._recipe import Recipe
+from flux_nb.files import _metadata as metadata
+from flux_nb.files._infotext import format_parameters
 
 EXTRA = {"generation_id": "gen-bench", "backend": "local", "created": "2026-11-30T00:00:00Z"}
 

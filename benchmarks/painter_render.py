@@ -14,7 +14,7 @@ import time
 
 from PIL import Image
 
-from flux_nb.recipe import Recipe
+from flux_nb.core._recipe import Recipe
 from flux_nb.server.engines import get_engine
 
 CASES = {

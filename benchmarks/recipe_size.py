@@ -21,10 +21,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from flux_nb.config import Settings
-from flux_nb.infotext import format_parameters
-from flux_nb.metadata import embed_recipe, read_recipe
-from flux_nb.sessions import JOURNAL_NAME, Session
+from flux_nb.core._config import Settings
+from flux_nb.files._infotext import format_parameters
+from flux_nb.files._metadata import embed_recipe, read_recipe
+from flux_nb.jobs._sessions import JOURNAL_NAME, Session
 
 FAST = {"num_inference_steps": 4, "aspect_ratio": "1:1"}
 
@@ -47,7 +47,7 @@ def timings(data: bytes, n: int) -> str:
     import statistics
     import time
 
-    from flux_nb.inputs import InputStore
+    from flux_nb.files._inputs import InputStore
 
     uri = "data:image/png;base64," + base64.b64encode(data).decode()
     first, again, sent = [], [], []

@@ -49,7 +49,7 @@ def one_run(n: int, clients: int, per_enqueue: int = 1) -> dict[str, float]:
     import httpx
     from httpx_sse import connect_sse
 
-    from flux_nb.recipe import MODEL_ID
+    from flux_nb.core._recipe import MODEL_ID
 
     proc, url = _start_server()
     try:

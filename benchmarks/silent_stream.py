@@ -39,9 +39,9 @@ from stream_proxy import StreamProxy  # noqa: E402
 
 def measure(mode: str, rounds: int, n: int = 3, steps: int = 1, step_delay: float = 0.02) -> dict:
     import flux_nb
-    from flux_nb.config import Settings
+    from flux_nb.core._config import Settings
+    from flux_nb.jobs._sessions import Session
     from flux_nb.server import LocalServer
-    from flux_nb.sessions import Session
 
     counts: Counter = Counter()
     server = LocalServer(step_delay=step_delay, workers=n)

@@ -15,7 +15,7 @@ import logging
 from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-from .errors import (
+from .core._errors import (
     ApiError,
     AuthError,
     BadRequestError,
@@ -32,14 +32,14 @@ from .errors import (
     StorageError,
     ValidationError,
 )
-from .recipe import MODEL_ID, Recipe
+from .core._recipe import MODEL_ID, Recipe
 
 if TYPE_CHECKING:  # what users hold; each module loads on first use (`import flux_nb` stays light)
-    from . import panel as _panel
-    from .generation import Generation
-    from .lineage import LineageView
-    from .sessions import Session
-    from .sweeps import Sweep
+    from .jobs._generation import Generation
+    from .jobs._lineage import LineageView
+    from .jobs._sessions import Session
+    from .jobs._sweeps import Sweep
+    from .notebook import _panel
 
 __version__ = "0.1.0"
 
@@ -53,11 +53,11 @@ if not TYPE_CHECKING:
 
     def __getattr__(name: str) -> Any:
         if name == "Generation":
-            from .generation import Generation as found
+            from .jobs._generation import Generation as found
         elif name == "Session":
-            from .sessions import Session as found
+            from .jobs._sessions import Session as found
         elif name == "Sweep":
-            from .sweeps import Sweep as found
+            from .jobs._sweeps import Sweep as found
         else:
             raise AttributeError(f"module 'flux_nb' has no attribute {name!r}")
         globals()[name] = found
@@ -66,7 +66,7 @@ if not TYPE_CHECKING:
 
 def session(**kwargs: Any) -> Session:
     """The kernel's Session (made on first use; keyword arguments make a new one)."""
-    from .sessions import session as _session
+    from .jobs._sessions import session as _session
 
     _live_cards()
     return _session(**kwargs)
@@ -74,10 +74,10 @@ def session(**kwargs: Any) -> Session:
 
 def _live_cards() -> None:
     """In a kernel, Generations display as live cards: the view layer registers them on import."""
-    from .display import in_kernel
+    from .jobs._display import in_kernel
 
     if in_kernel():
-        from . import cards  # noqa: F401
+        from .notebook import _cards as cards  # noqa: F401
 
 
 @overload
@@ -104,14 +104,14 @@ async def agenerate(prompt: str, n: int, **params: Any) -> Generation | list[Gen
 async def agenerate(prompt: str, n: int = 1, **params: Any) -> Generation | list[Generation]:
     """`await flux_nb.agenerate(...)`: generate() that returns the saved Generation (a list when
     n > 1) without blocking the event loop; raises as wait() does."""
-    from .aio import agenerate as _agenerate
+    from .jobs._aio import agenerate as _agenerate
 
     return await _agenerate(prompt, n, **params)
 
 
 def as_completed(gens: Iterable[Generation]) -> AsyncIterator[Generation]:
     """`async for g in flux_nb.as_completed(gens)`: each Generation as it ends."""
-    from .aio import as_completed as _as_completed
+    from .jobs._aio import as_completed as _as_completed
 
     return _as_completed(gens)
 
@@ -132,7 +132,7 @@ def reproduce(source: Any, lineage: bool = False, inputs: Iterable[Any] = ()) ->
 def lineage_of(source: Any) -> LineageView:
     """How a saved edit was made, step by step (parents first): a thumbnail strip and one line per
     step; `.steps` counts them and `.needed` lists uploaded images that are not here."""
-    from .lineage import view
+    from .jobs._lineage import view
 
     return view(session(), source)
 
@@ -146,7 +146,7 @@ def sweep(prompt: str, **axes: Any) -> Sweep:
     The first axis runs along the columns. sweep[row, col] is a Generation; .save(path) writes
     the labelled contact sheet once every cell is done.
     """
-    from .sweeps import plan, split_axes, start
+    from .jobs._sweeps import plan, split_axes, start
 
     sess = session()
     swept, fixed = split_axes(axes, sess.schema)
@@ -160,26 +160,26 @@ def resume() -> list[Generation]:
 
 def read_recipe(path: Any) -> Recipe:
     """The recipe embedded in an image file saved by flux-nb."""
-    from .metadata import read_recipe as _read
+    from .files._metadata import read_recipe as _read
 
     return Recipe.from_dict(_read(path)["recipe"])
 
 
 def Panel(**kwargs: Any) -> _panel.Panel:  # noqa: N802 - a widget class to the user
     """The widgets panel: every parameter, image upload, a live gallery with reproduce buttons."""
-    from .panel import Panel as _Panel
+    from .notebook._panel import Panel as _Panel
 
     return _Panel(**kwargs)
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    from .magic import load_ipython_extension as _load
+    from .notebook._magic import load_ipython_extension as _load
 
     _load(ipython)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
-    from .magic import unload_ipython_extension as _unload
+    from .notebook._magic import unload_ipython_extension as _unload
 
     _unload(ipython)
 

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from .options import CLI, for_surface
+from .core._options import CLI, for_surface
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -210,7 +210,7 @@ def _engine_config(args: argparse.Namespace):
                 "for --engine flux2-klein"
             )
         return EngineConfig(args.engine, model=args.model, device=args.device, dtype=args.dtype)
-    from .server.engines.plan import parse_quantize
+    from .server.engines._plan import parse_quantize
 
     return EngineConfig(
         args.engine,
@@ -223,7 +223,7 @@ def _engine_config(args: argparse.Namespace):
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .server.embedded import bind_socket, make_server, url_of
+    from .server._embedded import bind_socket, make_server, url_of
     from .server.engines import EngineError
 
     problem = _serve_args_problem(args)
@@ -310,8 +310,8 @@ def _serve_args_problem(args: argparse.Namespace) -> str:
 
 def _serve_app(args: argparse.Namespace) -> Starlette:
     """The server's app from the options; ValueError or EngineError saying which is wrong."""
-    from .server.app import Limits, LocalExtras, create_app
-    from .server.faults import Faults
+    from .server._app import Limits, LocalExtras, create_app
+    from .server._faults import Faults
 
     try:
         faults = Faults.from_dict(json.loads(args.faults)) if args.faults is not None else None
@@ -393,9 +393,9 @@ def _add_generate(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from .errors import FluxError
-    from .recipe import OPTION_PARAMETERS
-    from .sessions import Session
+    from .core._errors import FluxError
+    from .core._recipe import OPTION_PARAMETERS
+    from .jobs._sessions import Session
 
     params = {k: v for k in OPTION_PARAMETERS if (v := getattr(args, k)) is not None}
     if args.image:
@@ -431,7 +431,7 @@ def _add_keys(subparsers: argparse._SubParsersAction) -> None:
 def _keys(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .server.keys import KeysFileError, add_key, read_entries, remove_key
+    from .server._keys import KeysFileError, add_key, read_entries, remove_key
 
     path = Path(args.keys_file)
     if args.action != "list" and not args.name:
@@ -489,8 +489,8 @@ def _add_plan(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from .server.engines.machine import parse_capability, read_machine
-    from .server.engines.plan import model_sizes, parse_quantize, plan
+    from .server.engines._machine import parse_capability, read_machine
+    from .server.engines._plan import model_sizes, parse_quantize, plan
 
     try:
         if args.device not in ("auto", "cuda", "mps", "cpu") and not args.device.startswith(

@@ -10,7 +10,7 @@
 - A cell gets 2 minutes (nbval's default is 2000 s), unless --nbval-cell-timeout says otherwise.
 - Display updates are applied as nbclient applies them when it saves a notebook: nbval ignores
   update_display_data, but a %%flux cell's output is updated in place once its images exist (by
-  a later cell: flux_nb/settled_output.py). An output with a display_id is therefore compared at
+  a later cell: flux_nb/notebook/_settled_output.py). An output with a display_id is therefore compared at
   the notebook's last cell, holding every update the later cells sent, as the stored file does.
 - Each notebook's kernel is this Python (--nbval-current-env) working in a fresh temporary folder
   (so `flux_outputs/` starts empty, the panel's history is empty and nothing is written beside

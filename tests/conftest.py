@@ -12,10 +12,10 @@ import pytest
 from fault_helpers import FAST, TIMEOUTS, Api
 from helpers import SERVER_KEY
 
-from flux_nb.config import Settings
+from flux_nb.core._config import Settings
+from flux_nb.jobs._sessions import Session
 from flux_nb.server import Faults, LocalServer
-from flux_nb.server.app import LocalExtras
-from flux_nb.sessions import Session
+from flux_nb.server._app import LocalExtras
 
 # The readers' tests import sd-parsers and SD Prompt Reader, which live in .venv-readers only:
 # `bash scripts/test.sh tests/readers` runs them there (with --confcutdir, so not this file).

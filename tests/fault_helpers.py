@@ -13,11 +13,11 @@ from helpers import every_row
 from PIL import Image
 
 from flux_nb import read_recipe
-from flux_nb.config import RetryPolicy, Timeouts
-from flux_nb.journal import LIVE_DIR, Journal
-from flux_nb.recipe import Recipe
+from flux_nb.core._config import RetryPolicy, Timeouts
+from flux_nb.core._recipe import Recipe
+from flux_nb.files._journal import LIVE_DIR, Journal
+from flux_nb.jobs._sessions import JOURNAL_NAME, Session
 from flux_nb.server import LocalServer
-from flux_nb.sessions import JOURNAL_NAME, Session
 
 FAST = RetryPolicy(attempts=5, backoff=0.01, max_backoff=0.05, rate_limit_attempts=5)
 TIMEOUTS = Timeouts(connect=2, read=5, write=5, pool=5, download=5, sse_read=5)

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 from PIL import Image, ImageChops
 
-from flux_nb.recipe import MODEL_ID
+from flux_nb.core._recipe import MODEL_ID
 
 QUEUE = "/api/ai/queue"
 TERMINAL = {"succeeded", "failed", "cancelled"}

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from flux_nb.recipe import MODEL_ID, bundled_schema
+from flux_nb.core._recipe import MODEL_ID, bundled_schema
 
 
 def hosted_model(pricing: dict[str, Any] | None) -> dict[str, Any]:

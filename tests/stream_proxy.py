@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from flux_nb.server.embedded import bind_socket, url_of
+from flux_nb.server._embedded import bind_socket, url_of
 
 HOP_HEADERS = {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"host"}
 

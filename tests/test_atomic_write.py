@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flux_nb.atomic_write import PARTIAL, write_atomically
+from flux_nb.core._atomic_write import PARTIAL, write_atomically
 
 
 def test_the_file_appears_whole_and_no_partial_file_stays(tmp_path):

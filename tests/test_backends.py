@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from flux_nb import errors
-from flux_nb.backends import choose
-from flux_nb.config import HOSTED_BASE_URL, Settings
+from flux_nb.core import _errors as errors
+from flux_nb.core._config import HOSTED_BASE_URL, Settings
+from flux_nb.jobs._backends import choose
 
 
 def test_no_key_and_no_url_chooses_the_shared_embedded_server() -> None:

@@ -11,8 +11,12 @@ import pytest
 from helpers import data_uri, pixels_equal, png_bytes
 from PIL import Image
 
-from flux_nb import card_html, cards
-from flux_nb.cards import (
+from flux_nb.core._recipe import Recipe
+from flux_nb.files._inputs import to_input_url
+from flux_nb.jobs._sessions import Session
+from flux_nb.notebook import _card_html as card_html
+from flux_nb.notebook import _cards as cards
+from flux_nb.notebook._cards import (
     Card,
     card_grid,
     card_stack,
@@ -22,11 +26,8 @@ from flux_nb.cards import (
     magic_line,
     wait_settled,
 )
-from flux_nb.inputs import to_input_url
-from flux_nb.magic import FluxMagics, _unquote
-from flux_nb.recipe import Recipe
-from flux_nb.sessions import Session
-from flux_nb.widgets_compat import IPYWIDGETS_MAJOR, tooltip_of, widget_by_id
+from flux_nb.notebook._magic import FluxMagics, _unquote
+from flux_nb.notebook._widgets_compat import IPYWIDGETS_MAJOR, tooltip_of, widget_by_id
 
 pytestmark = pytest.mark.colab  # runs in Colab's package set too (.venv-colab)
 
@@ -100,7 +101,7 @@ def test_a_finished_card_closes_what_it_no_longer_shows(session):
 
 
 def test_the_card_shows_a_thumbnail_the_runner_made_from_one_decode_before_the_save(slow_session):
-    from flux_nb.thumbnail import make_thumbnail
+    from flux_nb.files._thumbnail import make_thumbnail
 
     gen = slow_session.generate(
         "a heron at dawn", seed=8, num_inference_steps=3, output_quality="high"
@@ -119,7 +120,7 @@ def test_the_card_shows_a_thumbnail_the_runner_made_from_one_decode_before_the_s
     assert Image.open(io.BytesIO(bytes(card.preview.value))).format == "JPEG"
     assert list(card.children) == [card.preview, card.status, card.caption, card.buttons]
     # The download's thread made both sizes from one decode; the card's render decoded nothing.
-    from flux_nb import recent
+    from flux_nb.files import _recent as recent
 
     assert recent.images.get(gen.key) is None and gen._thumb is None
     assert all(recent.thumbnails.get((gen.key, side)) for side in (128, 320))

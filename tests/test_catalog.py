@@ -8,11 +8,11 @@ from decimal import Decimal
 import pytest
 from priced_server import PricedServer
 
-from flux_nb import errors
-from flux_nb.catalog import Catalog
-from flux_nb.client import OxenClient
-from flux_nb.config import ApiKey
-from flux_nb.recipe import Recipe, bundled_schema
+from flux_nb.api._catalog import Catalog
+from flux_nb.api._client import OxenClient
+from flux_nb.core import _errors as errors
+from flux_nb.core._config import ApiKey
+from flux_nb.core._recipe import Recipe, bundled_schema
 
 
 def model_reads(server: PricedServer) -> int:

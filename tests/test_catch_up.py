@@ -92,7 +92,7 @@ def test_outside_colab_nothing_is_sent_again(page):
 
 
 def test_colabs_kernel_is_known_by_its_module_or_its_launcher(monkeypatch):
-    from flux_nb import catch_up
+    from flux_nb.notebook import _catch_up as catch_up
 
     monkeypatch.delitem(sys.modules, "google.colab", raising=False)
     monkeypatch.setattr("sys.argv", ["/usr/lib/python3/site-packages/ipykernel_launcher.py"])

@@ -70,7 +70,7 @@ def test_generate_help_names_the_cell_magic_as_written(capsys):
 
 def test_serve_help_says_how_much_it_keeps_in_memory():
     from flux_nb import cli
-    from flux_nb.server.results import MEMORY_BUDGET
+    from flux_nb.server._results import MEMORY_BUDGET
 
     assert cli.RESULTS_IN_MEMORY_MB * 2**20 == MEMORY_BUDGET
     shown = subprocess.run(
@@ -85,7 +85,7 @@ def test_serve_has_a_flag_for_each_local_extra_and_passes_each_on():
     import dataclasses
 
     from flux_nb import cli
-    from flux_nb.server.app import LocalExtras
+    from flux_nb.server._app import LocalExtras
 
     assert list(cli.LOCAL_EXTRAS) == [f.name for f in dataclasses.fields(LocalExtras)]
     parser = cli.build_parser()

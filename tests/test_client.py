@@ -14,12 +14,12 @@ from helpers import SERVER_KEY, data_uri, png_bytes
 from PIL import Image
 from recording_server import RecordingServer
 
-from flux_nb import errors
-from flux_nb.client import AmbiguousSend, OxenClient, result_url
-from flux_nb.config import RetryPolicy, Timeouts
-from flux_nb.recipe import Recipe
+from flux_nb.api._client import AmbiguousSend, OxenClient, result_url
+from flux_nb.core import _errors as errors
+from flux_nb.core._config import RetryPolicy, Timeouts
+from flux_nb.core._recipe import Recipe
 from flux_nb.server import Faults, LocalServer
-from flux_nb.server.app import LocalExtras
+from flux_nb.server._app import LocalExtras
 
 FAST = RetryPolicy(attempts=3, backoff=0.01, max_backoff=0.05)
 

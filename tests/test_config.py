@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from flux_nb.config import (
+from flux_nb.core._config import (
     HOSTED_BASE_URL,
     ApiKey,
     RetryPolicy,

@@ -4,9 +4,9 @@ for, with the schema's range, choices and default, and the option table's label 
 import ipywidgets
 import pytest
 
-from flux_nb.controls import NOT_CARRIED, make_controls, parameters
-from flux_nb.recipe import PARAMETERS, bundled_schema
-from flux_nb.widgets_compat import tooltip_of
+from flux_nb.core._recipe import PARAMETERS, bundled_schema
+from flux_nb.notebook._controls import NOT_CARRIED, make_controls, parameters
+from flux_nb.notebook._widgets_compat import tooltip_of
 
 pytestmark = pytest.mark.colab  # runs in Colab's package set too (.venv-colab)
 

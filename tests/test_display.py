@@ -9,11 +9,11 @@ import sys
 
 from PIL import Image
 
-from flux_nb import display
+from flux_nb.jobs import _display as display
 
 WIDGET_FREE = r"""
 import json, sys, tempfile
-from flux_nb.sessions import Session
+from flux_nb.jobs._sessions import Session
 from flux_nb import display
 with tempfile.TemporaryDirectory() as out:
     s = Session(output_dir=out, announce=None)
@@ -26,8 +26,8 @@ with tempfile.TemporaryDirectory() as out:
     finally:
         s.close()
 print(json.dumps({"keys": sorted(bundle), "forced": sorted(forced), "text": bundle["text/plain"],
-                  "loaded": sorted(m for m in ("ipywidgets", "flux_nb.cards", "flux_nb.panel",
-                                               "flux_nb.magic") if m in sys.modules)}))
+                  "loaded": sorted(m for m in ("ipywidgets", "flux_nb.notebook._cards", "flux_nb.notebook._panel",
+                                               "flux_nb.notebook._magic") if m in sys.modules)}))
 """
 
 
@@ -44,7 +44,7 @@ def test_a_generation_displays_as_text_and_png_without_any_view_loaded() -> None
 
 
 def test_the_view_layer_registers_the_live_card(session) -> None:
-    from flux_nb import cards  # noqa: F401  (importing it registers the card)
+    from flux_nb.notebook import _cards as cards  # noqa: F401  (importing it registers the card)
 
     gen = session.generate("a lighthouse", seed=5, num_inference_steps=2, aspect_ratio="1:1").wait(
         30

@@ -14,9 +14,9 @@ import time
 import pytest
 from PIL import Image, ImageChops, ImageDraw, ImageOps, ImageStat
 
-from flux_nb.recipe import Recipe
+from flux_nb.core._recipe import Recipe
 from flux_nb.server.engines import Cancelled
-from flux_nb.server.engines.preview import SIZES, SOFTWARE, PreviewEngine
+from flux_nb.server.engines._preview import SIZES, SOFTWARE, PreviewEngine
 
 ENGINE = PreviewEngine()
 PROMPT = "a red fox in a snowy forest"
@@ -63,8 +63,8 @@ def photo(tint: tuple[int, int, int], size=(640, 480)) -> Image.Image:
 DIGEST_SCRIPT = """
 import hashlib, sys
 from PIL import Image, ImageDraw
-from flux_nb.recipe import Recipe
-from flux_nb.server.engines.preview import PreviewEngine
+from flux_nb.core._recipe import Recipe
+from flux_nb.server.engines._preview import PreviewEngine
 e = PreviewEngine()
 cases = [
     (Recipe.build("a cat watching the sunset over the ocean", seed=11, output_format=fmt), [])
@@ -397,7 +397,7 @@ def test_each_engine_is_one_registry_entry_made_lazily() -> None:
         "config = EngineConfig('flux2-klein', device='cpu,cpu')\n"
         "assert engine_slots(config, 5) == 2 and config.serial and not config.is_stand_in\n"
         "assert config.label == f'flux2-klein ({config.model}, diffusers)', config.label\n"
-        "heavy = {'torch', 'diffusers', 'flux_nb.server.engines.flux2_klein'} & set(sys.modules)\n"
+        "heavy = {'torch', 'diffusers', 'flux_nb.server.engines._flux2_klein'} & set(sys.modules)\n"
         "print(sorted(heavy))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

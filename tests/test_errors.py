@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flux_nb import errors
+from flux_nb.core import _errors as errors
 
 
 def test_every_public_error_is_a_flux_error():

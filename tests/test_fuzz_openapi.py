@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 
 from flux_nb.cli import main as cli
-from flux_nb.recipe import MODEL_ID
+from flux_nb.core._recipe import MODEL_ID
 
 OPENAPI = Path(__file__).parent / "fixtures" / "oxen-hub-openapi-0.243.1.json"
 # The implemented operations: the queue (enqueue, list, get, cancel), the two sync image routes,

@@ -8,9 +8,10 @@ import pytest
 from helpers import pixels_equal
 
 import flux_nb
-from flux_nb import errors, runner
-from flux_nb.config import Settings
-from flux_nb.sessions import Session
+from flux_nb.core import _errors as errors
+from flux_nb.core._config import Settings
+from flux_nb.jobs import _runner as runner
+from flux_nb.jobs._sessions import Session
 
 
 def test_generate_returns_at_once_then_saves_with_recipe(session):
@@ -159,7 +160,7 @@ def test_a_finished_generation_retains_a_few_kilobytes_not_its_image(session):
     import gc
     import tracemalloc
 
-    from flux_nb import recent
+    from flux_nb.files import _recent as recent
 
     session.generate("warm-up", num_inference_steps=1).wait(15)
     n = 24
@@ -193,7 +194,7 @@ def test_image_and_thumbnail_are_read_from_the_file_when_asked(session):
     assert gen._unsaved is None and gen._thumb is None  # nothing of the picture on the handle
     # the file less what flux-nb embedded (its recipe, id, time): the same pixels send the
     # same bytes every time, whenever and wherever they were saved
-    from flux_nb.metadata import strip_recipe
+    from flux_nb.files._metadata import strip_recipe
 
     assert gen.data == strip_recipe(gen.path.read_bytes()) != gen.path.read_bytes()
     assert gen.data_length == len(gen.data)
@@ -204,7 +205,7 @@ def test_image_and_thumbnail_are_read_from_the_file_when_asked(session):
 
 
 def test_a_generation_whose_file_is_gone_says_so_and_reproduce_still_works(session):
-    from flux_nb import recent
+    from flux_nb.files import _recent as recent
 
     gen = session.generate("a windmill", seed=12, num_inference_steps=2).wait(10)
     gen.path.unlink()
@@ -221,7 +222,7 @@ def test_a_generation_whose_file_is_gone_says_so_and_reproduce_still_works(sessi
 def test_the_embedded_server_keeps_a_result_in_memory_only_until_it_is_downloaded(session):
     from pathlib import Path
 
-    from flux_nb.server.results import EMBEDDED_BUDGET
+    from flux_nb.server._results import EMBEDDED_BUDGET
 
     gen = session.generate("a tide pool", num_inference_steps=2).wait(10)
     results = session.server.runtime.results

@@ -12,15 +12,15 @@ import pytest
 from helpers import png_bytes
 from PIL import Image, PngImagePlugin
 
-from flux_nb.errors import FluxError
-from flux_nb.infotext import (
+from flux_nb.core._errors import FluxError
+from flux_nb.core._recipe import MODEL_ID, Recipe
+from flux_nb.files._infotext import (
     format_parameters,
     nearest_aspect,
     parse_parameters,
     recipe_from_parameters,
 )
-from flux_nb.metadata import embed_recipe, read_parameters, read_recipe, strip_recipe
-from flux_nb.recipe import MODEL_ID, Recipe
+from flux_nb.files._metadata import embed_recipe, read_parameters, read_recipe, strip_recipe
 
 FOREIGN = (
     "masterpiece, a red fox in snow, (detailed:1.2)\n"
@@ -252,7 +252,7 @@ def test_a_little_endian_exif_gets_big_endian_text_and_keeps_its_tags(tmp_path):
 
 
 def test_a_sweeps_contact_sheet_carries_its_first_cells_parameters(session, tmp_path):
-    from flux_nb.sweeps import parse_axis, plan, start
+    from flux_nb.jobs._sweeps import parse_axis, plan, start
 
     schema = session.schema
     grid = start(

@@ -16,12 +16,12 @@ import pytest
 from helpers import pixels
 from PIL import Image, ImageDraw
 
-from flux_nb import errors
-from flux_nb.config import Settings
-from flux_nb.inputs import INPUTS_DIR, InputStore, MissingInput, is_ref, ref_of, to_input_url
-from flux_nb.metadata import embed_recipe, read_recipe
-from flux_nb.recipe import Recipe
-from flux_nb.sessions import JOURNAL_NAME, Session
+from flux_nb.core import _errors as errors
+from flux_nb.core._config import Settings
+from flux_nb.core._recipe import Recipe
+from flux_nb.files._inputs import INPUTS_DIR, InputStore, MissingInput, is_ref, ref_of, to_input_url
+from flux_nb.files._metadata import embed_recipe, read_recipe
+from flux_nb.jobs._sessions import JOURNAL_NAME, Session
 
 FAST = {"num_inference_steps": 4, "aspect_ratio": "1:1"}
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from flux_nb.config import RetryPolicy, Settings
-from flux_nb.journal import Journal, Sent
-from flux_nb.recipe import Recipe
-from flux_nb.sessions import JOURNAL_NAME, Session
+from flux_nb.core._config import RetryPolicy, Settings
+from flux_nb.core._recipe import Recipe
+from flux_nb.files._journal import Journal, Sent
+from flux_nb.jobs._sessions import JOURNAL_NAME, Session
 
 FAST = RetryPolicy(attempts=3, backoff=0.01, max_backoff=0.05)
 
@@ -64,7 +64,7 @@ def test_a_live_kernel_keeps_its_work_and_a_closed_one_gives_it_up(make_server, 
 CHILD = textwrap.dedent(
     """
     import sys, time
-    from flux_nb.journal import Journal
+    from flux_nb.files._journal import Journal
     journal = Journal(sys.argv[1])
     journal.record({"op": "submit", "key": "child-key", "backend": "custom", "server": sys.argv[2],
                     "recipe": {"prompt": "from the child", "seed": 5}})

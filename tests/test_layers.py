@@ -49,7 +49,7 @@ LEVEL = {name: i for i, names in enumerate(LAYERS) for name in names}
 
 
 def dotted(path: Path) -> str:
-    """flux_nb.generation, flux_nb.server.app; flux_nb.server for its __init__.py."""
+    """flux_nb.jobs._generation, flux_nb.server._app; flux_nb.server for its __init__.py."""
     parts = ("flux_nb", *path.relative_to(PACKAGE).with_suffix("").parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
@@ -186,13 +186,13 @@ def test_a_circle_is_found() -> None:
 @pytest.mark.parametrize(
     ("source", "expected"),
     [
-        ("from .generation import Generation", {"flux_nb.generation"}),
-        ("def f():\n    from .cards import card_stack", {"flux_nb.cards"}),
-        ("if TYPE_CHECKING:\n    from .runner import Runner", {"flux_nb.runner"}),
-        ("from . import errors, display", {"flux_nb.errors", "flux_nb.display"}),
+        ("from .generation import Generation", {"flux_nb.jobs._generation"}),
+        ("def f():\n    from .cards import card_stack", {"flux_nb.notebook._cards"}),
+        ("if TYPE_CHECKING:\n    from .runner import Runner", {"flux_nb.jobs._runner"}),
+        ("from . import errors, display", {"flux_nb.core._errors", "flux_nb.jobs._display"}),
         ("import flux_nb", {"flux_nb"}),
         ("from flux_nb import __version__", {"flux_nb"}),
-        ("from ..recipe import Recipe", {"flux_nb.recipe"}),
+        ("from ..recipe import Recipe", {"flux_nb.core._recipe"}),
         ("import importlib\nimport httpx", set()),
     ],
 )

@@ -86,7 +86,7 @@ def test_a_lean_widget_works_as_ipywidgets_own_without_its_per_instance_objects(
     class; still registered, and what the page sends (an edit, a click) still arrives."""
     from ipywidgets.widgets import widget as module
 
-    from flux_nb.lean_widgets import lean
+    from flux_nb.notebook._lean_widgets import lean
 
     registry = module._instances if hasattr(module, "_instances") else module.Widget.widgets
     html, button = lean(ipywidgets.HTML)("before"), lean(ipywidgets.Button)(description="Go")

@@ -3,7 +3,7 @@ FreeType a Pillow release bundles (tests/test_sheet.py pins a whole sheet)."""
 
 from __future__ import annotations
 
-from flux_nb import lettering
+from flux_nb.core import _lettering as lettering
 
 
 def test_text_is_drawn_by_the_bitmap_font_whatever_the_characters():

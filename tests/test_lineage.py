@@ -19,12 +19,14 @@ import pytest
 from helpers import pixels, png_bytes
 from PIL import Image, ImageDraw
 
-from flux_nb import errors, lineage, read_recipe
-from flux_nb.config import Settings
-from flux_nb.inputs import to_input_url
-from flux_nb.metadata import embed_recipe
-from flux_nb.metadata import read_recipe as read_metadata
-from flux_nb.sessions import JOURNAL_NAME, Session
+from flux_nb import read_recipe
+from flux_nb.core import _errors as errors
+from flux_nb.core._config import Settings
+from flux_nb.files._inputs import to_input_url
+from flux_nb.files._metadata import embed_recipe
+from flux_nb.files._metadata import read_recipe as read_metadata
+from flux_nb.jobs import _lineage as lineage
+from flux_nb.jobs._sessions import JOURNAL_NAME, Session
 
 FAST = {"num_inference_steps": 4, "aspect_ratio": "1:1"}
 

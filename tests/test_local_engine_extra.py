@@ -10,11 +10,12 @@ import sys
 
 import pytest
 
-from flux_nb import cli, errors
-from flux_nb.config import Settings
+from flux_nb import cli
+from flux_nb.core import _errors as errors
+from flux_nb.core._config import Settings
+from flux_nb.jobs._sessions import Session
 from flux_nb.server import create_app, engines
 from flux_nb.server.engines import EngineUnavailable
-from flux_nb.sessions import Session
 
 PIP_LINE = "pip install 'flux-nb[local]'"
 

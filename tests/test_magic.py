@@ -26,7 +26,7 @@ from nbclient import NotebookClient
 from PIL import Image
 
 from flux_nb import read_recipe
-from flux_nb.recipe import Recipe
+from flux_nb.core._recipe import Recipe
 
 pytestmark = pytest.mark.colab  # runs in Colab's package set too (.venv-colab)
 
@@ -36,8 +36,8 @@ STEP_DELAY = 0.02
 
 SETUP = """
 import hashlib, json, time
-from flux_nb.widgets_compat import widget_by_id
-from flux_nb.cards import cards_in, magic_line, wait_settled
+from flux_nb.notebook._widgets_compat import widget_by_id
+from flux_nb.notebook._cards import cards_in, magic_line, wait_settled
 _cell_times = []
 _t0 = time.perf_counter()
 def _pre(info):
@@ -112,7 +112,7 @@ import os, sys
 os.environ.pop('OXEN_API_KEY', None)
 os.environ['FLUX_NB_OUTPUT_DIR'] = {out!r}
 sys.modules.pop('google.colab', None)
-from flux_nb.sessions import Session as _Session, set_session as _set_session
+from flux_nb.jobs._sessions import Session as _Session, set_session as _set_session
 _set_session(_Session('local', announce=None))
 %config FluxMagics.thumbnail_size = 320
 %config FluxMagics.default_options = ''
@@ -218,7 +218,7 @@ def test_a_plain_script_keeps_its_stdout_clean(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("OXEN_API_KEY", "FLUX_NB_BASE_URL")}
     env["FLUX_NB_OUTPUT_DIR"] = str(tmp_path)
     script = (
-        "from flux_nb.sessions import Session\n"
+        "from flux_nb.jobs._sessions import Session\n"
         "a, b = Session(), Session()  # two sessions, one process: the line is said once\n"
         "print('mine'); a.close(); b.close()"
     )
@@ -672,7 +672,7 @@ def test_cost_is_checked_before_spending_on_a_paid_backend(kernel, local_server,
     ) as server:
         assert_clean(
             kernel.run(
-                "from flux_nb.sessions import Session, set_session\n"
+                "from flux_nb.jobs._sessions import Session, set_session\n"
                 f"_local = set_session(Session(base_url={server.url!r}, api_key='k-pricing',"
                 f" output_dir={str(tmp_path)!r}, announce=None))"
             )
@@ -789,7 +789,7 @@ def test_reproduce_lineage_names_a_missing_photo_in_one_line_and_takes_it_with_i
     last.write_bytes(open(kernel.value("str(ph2.path)"), "rb").read())
     assert_clean(
         kernel.run(
-            "from flux_nb.sessions import Session, set_session\n"
+            "from flux_nb.jobs._sessions import Session, set_session\n"
             f"_before = set_session(Session('local', output_dir={str(far / 'out')!r},"
             f" announce=None))"
         )
@@ -827,8 +827,8 @@ def test_reproduce_lineage_checks_the_cost_of_every_step_before_sending(
 ):
     from priced_server import PricedServer
 
-    from flux_nb.config import Settings
-    from flux_nb.sessions import Session
+    from flux_nb.core._config import Settings
+    from flux_nb.jobs._sessions import Session
 
     maker = Session(
         "local", output_dir=tmp_path / "made", settings=Settings(step_delay=0.0), announce=None
@@ -845,7 +845,7 @@ def test_reproduce_lineage_checks_the_cost_of_every_step_before_sending(
     ) as server:
         assert_clean(
             kernel.run(
-                "from flux_nb.sessions import Session, set_session\n"
+                "from flux_nb.jobs._sessions import Session, set_session\n"
                 f"_local = set_session(Session(base_url={server.url!r}, api_key='k-lineage-cost',"
                 f" output_dir={str(tmp_path / 'paid')!r}, announce=None))\n"
                 "%config FluxMagics.max_cell_cost = 0.03"

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from PIL import Image, PngImagePlugin
 
-from flux_nb.errors import FluxError
-from flux_nb.metadata import (
+from flux_nb.core._errors import FluxError
+from flux_nb.core._recipe import Recipe
+from flux_nb.files._metadata import (
     RECIPE_KEY,
     NoRoom,
     embed_recipe,
@@ -26,7 +27,6 @@ from flux_nb.metadata import (
     sniff_format,
     strip_recipe,
 )
-from flux_nb.recipe import Recipe
 
 EXTRA = {"generation_id": "gen-123", "backend": "local", "engine": "preview (offline stand-in)"}
 NO_RECIPE = "carries no flux-nb recipe: it was not saved by flux-nb, or its metadata was stripped."
@@ -415,7 +415,7 @@ def _big_recipe() -> Recipe:
 
 
 def test_a_jpeg_recipe_over_one_segment_goes_beside_the_image(tmp_path):
-    from flux_nb.storage import OutputFolder
+    from flux_nb.files._storage import OutputFolder
 
     data = _jpeg_with_exif()
     recipe = _big_recipe()

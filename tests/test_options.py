@@ -4,12 +4,12 @@ import shlex
 
 from IPython.core.magic_arguments import parse_argstring
 
-from flux_nb import options
-from flux_nb.cards import magic_line
 from flux_nb.cli import build_parser
-from flux_nb.magic import OPTIONS as MAGIC_SUMMARY
-from flux_nb.magic import FluxMagics
-from flux_nb.recipe import OPTION_PARAMETERS, Recipe
+from flux_nb.core import _options as options
+from flux_nb.core._recipe import OPTION_PARAMETERS, Recipe
+from flux_nb.notebook._cards import magic_line
+from flux_nb.notebook._magic import OPTIONS as MAGIC_SUMMARY
+from flux_nb.notebook._magic import FluxMagics
 
 
 def test_the_recipe_options_are_exactly_the_recipe_parameters():

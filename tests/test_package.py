@@ -63,7 +63,7 @@ def test_the_session_class_loads_httpx_only_when_asked_for():
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
-    assert done.stdout.split() == ["False", "True", "flux_nb.sessions"]
+    assert done.stdout.split() == ["False", "True", "flux_nb.jobs._sessions"]
 
 
 def test_every_public_function_says_what_it_returns():
@@ -209,13 +209,13 @@ def test_every_package_folder_goes_into_the_wheel():
 # Tests mirror the package: tests/test_<module>.py for every module with behaviour of its own,
 # or an entry here saying which file tests it and why that one.
 TESTED_ELSEWHERE = {
-    "flux_nb/card_html.py": "tests/test_cards.py",  # the HTML is what a card shows; no other user
+    "flux_nb/notebook/_card_html.py": "tests/test_cards.py",  # the HTML is what a card shows; no other user
     # The local server is one unit that plays the API's part: tested through HTTP as a whole,
     # against Oxen's documented contract, and its engines through the engine interface.
     "flux_nb/server/": "tests/test_server.py",
     "flux_nb/server/engines/": "tests/test_engine.py",
     "flux_nb/server/engines/_painter/": "tests/test_engine.py",
-    "flux_nb/server/engines/flux2_klein.py": "tests/local_engine/test_klein_server.py",
+    "flux_nb/server/engines/_flux2_klein.py": "tests/local_engine/test_klein_server.py",
 }
 
 

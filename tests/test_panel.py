@@ -15,14 +15,14 @@ import pytest
 from helpers import SERVER_KEY, pixels_equal, png_bytes
 from PIL import Image
 
-from flux_nb.cards import Card, card_width, wait_settled
-from flux_nb.config import Settings
-from flux_nb.inputs import ref_of
-from flux_nb.panel import THUMBNAIL_SIZE, Panel
-from flux_nb.recipe import SEED_MAX, bundled_schema
-from flux_nb.server.embedded import LocalServer
-from flux_nb.sessions import Session
-from flux_nb.widgets_compat import IPYWIDGETS_MAJOR, tooltip_of, uploaded_files
+from flux_nb.core._config import Settings
+from flux_nb.core._recipe import SEED_MAX, bundled_schema
+from flux_nb.files._inputs import ref_of
+from flux_nb.jobs._sessions import Session
+from flux_nb.notebook._cards import Card, card_width, wait_settled
+from flux_nb.notebook._panel import THUMBNAIL_SIZE, Panel
+from flux_nb.notebook._widgets_compat import IPYWIDGETS_MAJOR, tooltip_of, uploaded_files
+from flux_nb.server._embedded import LocalServer
 
 pytestmark = pytest.mark.colab  # runs in Colab's package set too (.venv-colab)
 

@@ -10,8 +10,8 @@ import sys
 import pytest
 
 from flux_nb import cli
-from flux_nb.server.engines import base
-from flux_nb.server.engines.plan import (
+from flux_nb.server.engines import _base as base
+from flux_nb.server.engines._plan import (
     HEADROOM,
     MEMORY_CHOICES,
     QUANTIZE_CHOICES,
@@ -157,7 +157,7 @@ def test_a_cuda_plan_without_a_gpu_asks_for_one_described() -> None:
 
 
 def test_a_saved_folders_config_is_read(tmp_path) -> None:
-    from flux_nb.server.engines.klein_configs import TINY
+    from flux_nb.server.engines._klein_configs import TINY
 
     for part, config in TINY.items():
         (tmp_path / part).mkdir()

@@ -7,12 +7,12 @@ from decimal import Decimal
 import pytest
 from priced_server import PricedServer, hosted_model
 
-from flux_nb.config import RetryPolicy
-from flux_nb.errors import CostLimitError
-from flux_nb.panel import Panel
-from flux_nb.pricing import Price, check_cell, money, price_from_model
-from flux_nb.recipe import Recipe
-from flux_nb.sessions import Session
+from flux_nb.api._pricing import Price, check_cell, money, price_from_model
+from flux_nb.core._config import RetryPolicy
+from flux_nb.core._errors import CostLimitError
+from flux_nb.core._recipe import Recipe
+from flux_nb.jobs._sessions import Session
+from flux_nb.notebook._panel import Panel
 
 PER_IMAGE = {"method": "per_image", "cost_per_image": "0.02"}
 

@@ -10,11 +10,11 @@ import time
 
 import pytest
 
-from flux_nb import journal as journal_module
-from flux_nb import processes
-from flux_nb.atomic_write import PARTIAL
-from flux_nb.journal import Journal
-from flux_nb.storage import OutputFolder
+from flux_nb.core import _processes as processes
+from flux_nb.core._atomic_write import PARTIAL
+from flux_nb.files import _journal as journal_module
+from flux_nb.files._journal import Journal
+from flux_nb.files._storage import OutputFolder
 
 
 def test_this_process_lives_and_a_finished_child_does_not() -> None:

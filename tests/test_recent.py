@@ -1,6 +1,6 @@
 """The small cache of pictures read back from files: bounded by bytes, newest kept."""
 
-from flux_nb.recent import Recent
+from flux_nb.files._recent import Recent
 
 
 def test_the_oldest_go_past_the_budget_and_a_read_makes_one_newest():

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from flux_nb.errors import ValidationError
-from flux_nb.recipe import MODEL_ID, Recipe, bundled_schema, validate
+from flux_nb.core._errors import ValidationError
+from flux_nb.core._recipe import MODEL_ID, Recipe, bundled_schema, validate
 
 
 def test_defaults_follow_the_contract():

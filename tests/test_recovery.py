@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from flux_nb.config import Settings
-from flux_nb.journal import Journal, Sent
-from flux_nb.recipe import Recipe
-from flux_nb.recovery import collect, unfinished
-from flux_nb.sessions import JOURNAL_NAME, Session
+from flux_nb.core._config import Settings
+from flux_nb.core._recipe import Recipe
+from flux_nb.files._journal import Journal, Sent
+from flux_nb.jobs._recovery import collect, unfinished
+from flux_nb.jobs._sessions import JOURNAL_NAME, Session
 
 
 def test_an_image_on_disk_is_loaded_and_work_for_another_server_is_left_with_a_note(

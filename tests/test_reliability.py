@@ -30,13 +30,13 @@ from fault_helpers import (
 from helpers import pixels_equal
 from PIL import Image
 
-from flux_nb.client import OxenClient
-from flux_nb.config import Settings
-from flux_nb.journal import Journal
-from flux_nb.recipe import Recipe
+from flux_nb.api._client import OxenClient
+from flux_nb.core._config import Settings
+from flux_nb.core._recipe import Recipe
+from flux_nb.files._journal import Journal
+from flux_nb.jobs._sessions import JOURNAL_NAME, Session
 from flux_nb.server import LocalServer
-from flux_nb.server.app import LocalExtras
-from flux_nb.sessions import JOURNAL_NAME, Session
+from flux_nb.server._app import LocalExtras
 
 # --- restart safety -------------------------------------------------------------------------------
 
@@ -93,8 +93,8 @@ def test_resume_gives_identical_recipes_one_row_each(local_server, open_session,
 CHILD = textwrap.dedent(
     """
     import os, sys, threading, time
-    from flux_nb.config import RetryPolicy
-    from flux_nb.sessions import JOURNAL_NAME, Session
+    from flux_nb.core._config import RetryPolicy
+    from flux_nb.jobs._sessions import JOURNAL_NAME, Session
 
     kind, _, nth = os.environ["KILL_AT"].partition(":")
     nth = int(nth or 1)
@@ -354,7 +354,7 @@ def test_killing_a_kernel_on_the_local_backend_reruns_the_recipe_with_the_same_p
 
 def test_flux_nb_resume_uses_the_current_session(local_server, open_session, tmp_path) -> None:
     import flux_nb
-    from flux_nb.sessions import set_session
+    from flux_nb.jobs._sessions import set_session
 
     token = "tok-module-resume"
     out = tmp_path / "out"

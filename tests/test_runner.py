@@ -22,9 +22,10 @@ from fault_helpers import (
 )
 from recording_server import RecordingServer
 
-from flux_nb import errors, runner
-from flux_nb.cards import Card, generation_mimebundle, status_line
-from flux_nb.config import Timeouts
+from flux_nb.core import _errors as errors
+from flux_nb.core._config import Timeouts
+from flux_nb.jobs import _runner as runner
+from flux_nb.notebook._cards import Card, generation_mimebundle, status_line
 from flux_nb.server import Faults
 
 # --- the runner: enqueues that break off, never a duplicate ---------------------------------------
@@ -279,7 +280,7 @@ def test_a_generation_cancelled_on_the_server_says_so_and_why(
     """A cancel made elsewhere sends no event (as on the hosted stream): the safety polls notice
     it. Their real bound is 30 s (test_safety_polls_notice_a_cancel_made_elsewhere_within_30_s);
     here they are made fast so the test need not wait that long."""
-    from flux_nb import runner
+    from flux_nb.jobs import _runner as runner
 
     monkeypatch.setattr(runner, "SAFETY_POLL_FIRST", 0.2)
     monkeypatch.setattr(runner, "SAFETY_POLL_MAX", 0.4)
@@ -303,7 +304,7 @@ def test_a_generation_cancelled_on_the_server_says_so_and_why(
 def test_safety_polls_notice_a_cancel_made_elsewhere_within_30_s() -> None:
     """No event follows a cancel: while a generation is active, its row is read at least every
     30 s (10, 20, then 30 s apart) with the stream up, and faster with it down."""
-    from flux_nb import runner as runner_module
+    from flux_nb.jobs import _runner as runner_module
 
     runner = runner_module.Runner.__new__(runner_module.Runner)
     runner._sse_up = True

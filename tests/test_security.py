@@ -23,18 +23,18 @@ from helpers import body, data_uri, every_row, png_bytes, wait_for
 from PIL import Image
 from recording_server import RecordingServer
 
-from flux_nb import errors
-from flux_nb.cards import Card, generation_mimebundle, status_line
-from flux_nb.client import OxenClient
-from flux_nb.config import ApiKey, RetryPolicy, Settings
-from flux_nb.journal import LIVE_DIR
-from flux_nb.metadata import read_recipe
-from flux_nb.recipe import MODEL_ID, Recipe
+from flux_nb.api._client import OxenClient
+from flux_nb.core import _errors as errors
+from flux_nb.core._config import ApiKey, RetryPolicy, Settings
+from flux_nb.core._recipe import MODEL_ID, Recipe
+from flux_nb.files._journal import LIVE_DIR
+from flux_nb.files._metadata import read_recipe
+from flux_nb.files._storage import OutputFolder
+from flux_nb.jobs._sessions import JOURNAL_NAME, Session
+from flux_nb.notebook._cards import Card, generation_mimebundle, status_line
 from flux_nb.server import Faults, Limits, LocalServer
-from flux_nb.server.app import LocalExtras
-from flux_nb.server.inputs import InputLimits
-from flux_nb.sessions import JOURNAL_NAME, Session
-from flux_nb.storage import OutputFolder
+from flux_nb.server._app import LocalExtras
+from flux_nb.server._inputs import InputLimits
 
 FAST = RetryPolicy(attempts=3, backoff=0.01, max_backoff=0.05)
 QUEUE = "/api/ai/queue"
@@ -415,9 +415,9 @@ def test_odd_paths_queries_and_headers_get_json_4xx(local_server: LocalServer) -
 def test_a_failure_message_that_quotes_the_key_is_redacted(make_server, tmp_path):
     """A server may quote a request's values, the key among them,
     in a generation's error_message."""
-    from flux_nb.config import Settings
-    from flux_nb.recipe import Recipe
-    from flux_nb.sessions import Session
+    from flux_nb.core._config import Settings
+    from flux_nb.core._recipe import Recipe
+    from flux_nb.jobs._sessions import Session
 
     key = "sk-echoed-in-failure-0123456789"
     server = make_server(api_key=key)
@@ -440,7 +440,7 @@ def test_https_is_verified_even_though_plain_http_skips_loading_certificates():
 
     import httpx
 
-    from flux_nb.client import OxenClient
+    from flux_nb.api._client import OxenClient
 
     client = OxenClient("https://hub.oxen.ai", "sk-x", retry=RetryPolicy(attempts=1))
     with pytest.raises(errors.NetworkError):

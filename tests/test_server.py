@@ -24,9 +24,10 @@ from helpers import data_uri, every_row, png_bytes, wait_for
 from httpx_sse import ServerSentEvent, connect_sse
 from PIL import Image
 
-from flux_nb.recipe import MODEL_ID, bundled_schema
-from flux_nb.server import Faults, Limits, LocalServer, create_app, embedded
-from flux_nb.server.app import LocalExtras
+from flux_nb.core._recipe import MODEL_ID, bundled_schema
+from flux_nb.server import Faults, Limits, LocalServer, create_app
+from flux_nb.server import _embedded as embedded
+from flux_nb.server._app import LocalExtras
 from flux_nb.server.engines import get_engine
 
 TIMEOUT = httpx.Timeout(10.0)
@@ -383,7 +384,7 @@ def test_an_event_that_fires_while_nobody_listens_is_lost(api: httpx.Client) -> 
 
 
 def test_keep_alive_comments_hold_an_idle_stream_open(make_server, monkeypatch) -> None:
-    from flux_nb.server import app as server_app
+    from flux_nb.server import _app as server_app
 
     monkeypatch.setattr(server_app, "PING_SECONDS", 0.05)
     server = make_server()
@@ -912,7 +913,7 @@ def test_progress_events_are_at_most_one_per_interval_first_at_step_0_none_after
     tests/local_engine/test_klein_server.py)."""
     from types import SimpleNamespace
 
-    from flux_nb.server import store as store_module
+    from flux_nb.server import _store as store_module
 
     now = [500.0]
     monkeypatch.setattr(

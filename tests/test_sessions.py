@@ -9,9 +9,9 @@ from decimal import Decimal
 import pytest
 from priced_server import PricedServer
 
-from flux_nb import errors
-from flux_nb.config import ApiKey, Settings
-from flux_nb.sessions import Session
+from flux_nb.core import _errors as errors
+from flux_nb.core._config import ApiKey, Settings
+from flux_nb.jobs._sessions import Session
 
 
 def test_no_key_and_no_url_is_the_embedded_local_server(tmp_path):

@@ -217,7 +217,7 @@ def test_after_a_cell_only_made_bundles_are_sent_and_wait_sends_the_rest(monkeyp
     does not wait for it: the next cell (or %flux wait, which does wait) sends it."""
     import types
 
-    from flux_nb import settled_output
+    from flux_nb.notebook import _settled_output as settled_output
 
     sent, made = [], []
     monkeypatch.setattr(
@@ -252,7 +252,7 @@ def test_a_bundle_sent_from_a_cell_is_let_go_and_never_made_or_sent_again(monkey
     in base64) must not stay with it once sent (issue 25)."""
     import types
 
-    from flux_nb import settled_output
+    from flux_nb.notebook import _settled_output as settled_output
 
     sent, made = [], []
     monkeypatch.setattr(

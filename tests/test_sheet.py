@@ -6,7 +6,7 @@ import hashlib
 
 from PIL import Image
 
-from flux_nb import sheet as sheet_module
+from flux_nb.files import _sheet as sheet_module
 
 PINNED_SHEET_SIZE = (327, 255)
 PINNED_SHEET = "6972025890a3c09cd079a65f766c633a03855467200d0c3201f5336c5ccea23e"

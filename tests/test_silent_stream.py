@@ -13,11 +13,13 @@ import pytest
 from fault_helpers import TIMEOUTS, assert_saved_once, wait_until
 from stream_proxy import StreamProxy
 
-from flux_nb import card_html, cards, sessions
-from flux_nb import runner as runner_module
-from flux_nb.config import Timeouts
-from flux_nb.magic import FluxMagics
-from flux_nb.server import app as server_app
+from flux_nb.core._config import Timeouts
+from flux_nb.jobs import _runner as runner_module
+from flux_nb.jobs import _sessions as sessions
+from flux_nb.notebook import _card_html as card_html
+from flux_nb.notebook import _cards as cards
+from flux_nb.notebook._magic import FluxMagics
+from flux_nb.server import _app as server_app
 
 NOTICED_WITHIN = 5.0  # the figure: a quick generation shows within 5 s of its submit
 

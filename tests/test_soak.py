@@ -14,10 +14,10 @@ from collections import Counter
 import httpx
 from PIL import Image
 
-from flux_nb.config import RetryPolicy, Settings, Timeouts
-from flux_nb.journal import LIVE_DIR, Journal
+from flux_nb.core._config import RetryPolicy, Settings, Timeouts
+from flux_nb.files._journal import LIVE_DIR, Journal
+from flux_nb.jobs._sessions import JOURNAL_NAME, Session
 from flux_nb.server import Faults
-from flux_nb.sessions import JOURNAL_NAME, Session
 
 WAVES = 3  # submitted while the previous wave is still in flight
 PER_WAVE = 160

@@ -6,7 +6,7 @@ import typing
 
 import pytest
 
-from flux_nb import status
+from flux_nb.core import _status as status
 
 
 def test_every_status_is_either_active_or_terminal_never_both():

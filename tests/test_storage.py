@@ -19,11 +19,11 @@ from fault_helpers import (
 from helpers import png_bytes
 from PIL import Image
 
-from flux_nb import errors
-from flux_nb.cards import Card, generation_mimebundle, magic_line
-from flux_nb.journal import LIVE_DIR
-from flux_nb.recipe import Recipe
-from flux_nb.sessions import JOURNAL_NAME
+from flux_nb.core import _errors as errors
+from flux_nb.core._recipe import Recipe
+from flux_nb.files._journal import LIVE_DIR
+from flux_nb.jobs._sessions import JOURNAL_NAME
+from flux_nb.notebook._cards import Card, generation_mimebundle, magic_line
 
 # --- the output folder: not writable, disk full ---------------------------------------------------
 
@@ -144,7 +144,7 @@ def test_the_output_folder_holds_one_image_file_per_generation(local_server, ope
 def test_an_image_whose_metadata_refuses_the_recipe_is_saved_with_a_sidecar(tmp_path):
     """Never lose an image over metadata: the bytes are kept as made, the recipe beside them."""
     import flux_nb
-    from flux_nb.storage import OutputFolder
+    from flux_nb.files._storage import OutputFolder
 
     truncated_png = png_bytes((32, 16), (10, 200, 30))[:-12]  # no IEND chunk: embedding refuses it
     recipe = Recipe.build("a green field", seed=3)

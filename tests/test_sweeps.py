@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from PIL import Image, ImageChops
 
-from flux_nb import sheet as sheet_module
-from flux_nb.errors import ValidationError
-from flux_nb.recipe import bundled_schema
-from flux_nb.sweeps import (
+from flux_nb.core._errors import ValidationError
+from flux_nb.core._recipe import bundled_schema
+from flux_nb.files import _sheet as sheet_module
+from flux_nb.jobs._sweeps import (
     MAX_CELLS,
     Sweep,
     fill_prompt,
@@ -233,7 +233,7 @@ def test_sheet_of_one_axis_has_no_row_labels(session):
 def test_save_refuses_an_unwritable_place_in_one_line(session, tmp_path):
     grid = start(session, plan("a {cat|dog}", [], SCHEMA, seed=3, num_inference_steps=2))
     (tmp_path / "file").write_text("x")
-    from flux_nb.errors import StorageError
+    from flux_nb.core._errors import StorageError
 
     with pytest.raises(StorageError, match="Could not save the sheet"):
         grid.save(tmp_path / "file" / "sheet.png", tile=32, timeout=30)

@@ -26,7 +26,7 @@ from recording_server import RecordingServer
 
 from flux_nb.cli import main as cli
 from flux_nb.server import Limits, LocalServer
-from flux_nb.server.fetch import GuardedBackend, GuardedTransport, refusal
+from flux_nb.server._fetch import GuardedBackend, GuardedTransport, refusal
 
 QUEUE = "/api/ai/queue"
 TERMINAL = {"succeeded", "failed", "cancelled"}
@@ -149,7 +149,7 @@ def test_idle_streams_stat_the_keys_file_once_a_second_and_requests_at_once(
     they already hold; a request still sees a removed key at once (name_of)."""
     from types import SimpleNamespace
 
-    from flux_nb.server import keys
+    from flux_nb.server import _keys as keys
 
     alice = add_key(keys_file, "alice", capsys)
     now = [100.0]

@@ -6,7 +6,7 @@ import io
 import pytest
 from PIL import Image, ImageChops, ImageFilter, ImageStat
 
-from flux_nb.thumbnail import (
+from flux_nb.files._thumbnail import (
     PHOTO_BYTES_PER_PIXEL,
     PHOTO_LEAST_QUALITY,
     PHOTO_QUALITY,

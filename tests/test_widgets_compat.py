@@ -13,10 +13,11 @@ from pathlib import Path
 import ipywidgets
 import pytest
 
-from flux_nb import card_html, widgets_compat
-from flux_nb.cards import Card, _shared
-from flux_nb.panel import Panel
-from flux_nb.widgets_compat import (
+from flux_nb.notebook import _card_html as card_html
+from flux_nb.notebook import _widgets_compat as widgets_compat
+from flux_nb.notebook._cards import Card, _shared
+from flux_nb.notebook._panel import Panel
+from flux_nb.notebook._widgets_compat import (
     IPYWIDGETS_MAJOR,
     clear_upload,
     make,

@@ -12,8 +12,8 @@ Or from a shell: `flux-nb serve --port 8765`.
 
 from __future__ import annotations
 
-from .app import Limits, create_app
-from .embedded import LocalServer
-from .faults import Faults, ForcedStatus
+from ._app import Limits, create_app
+from ._embedded import LocalServer
+from ._faults import Faults, ForcedStatus
 
 __all__ = ["Faults", "ForcedStatus", "Limits", "LocalServer", "create_app"]

@@ -9,8 +9,8 @@ import httpx
 import pytest
 from fake_oxen import KEY, FakeOxen
 
-from flux_nb.config import RetryPolicy
-from flux_nb.sessions import Session
+from flux_nb.core._config import RetryPolicy
+from flux_nb.jobs._sessions import Session
 
 # Retries fast, so that tests of recovery do not wait out real backoffs (429 tests use the default).
 QUICK = RetryPolicy(attempts=3, backoff=0.01, max_backoff=0.05)

@@ -20,10 +20,11 @@ from docs_shapes import MODEL_ID, load
 from fake_oxen import API, API_HOST, CDN_HOST, KEY, envelope
 from PIL import Image
 
-from flux_nb import errors, runner
-from flux_nb.client import OxenClient
-from flux_nb.config import RetryPolicy
-from flux_nb.recipe import Recipe
+from flux_nb.api._client import OxenClient
+from flux_nb.core import _errors as errors
+from flux_nb.core._config import RetryPolicy
+from flux_nb.core._recipe import Recipe
+from flux_nb.jobs import _runner as runner
 
 HERE = Path(__file__).parent
 QUICK = RetryPolicy(attempts=3, backoff=0.01, max_backoff=0.05)
@@ -220,7 +221,7 @@ DEAD_KERNEL = """
 import json, os, sys
 import httpx
 from fake_oxen import FakeOxen, KEY
-from flux_nb.sessions import Session
+from flux_nb.jobs._sessions import Session
 
 fake = FakeOxen()
 fake.hold_enqueue()

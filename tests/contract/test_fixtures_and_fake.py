@@ -22,7 +22,7 @@ from docs_shapes import (
 )
 from fake_oxen import API, CDN_HOST, KEY, FakeOxen
 
-from flux_nb.recipe import bundled_schema
+from flux_nb.core._recipe import bundled_schema
 
 LIFECYCLE = ["queued", "processing", "succeeded_image", "failed", "cancelled"]
 
@@ -60,7 +60,7 @@ def test_sse_fixtures_are_one_completed_frame_each_with_no_id_line():
 
 
 def test_the_bundled_schema_agrees_with_the_documented_request_schema():
-    """flux_nb/schema/*.json is our offline copy of §6.3: same parameters, types, enums, defaults
+    """flux_nb/core/schema/*.json is our offline copy of §6.3: same parameters, types, enums, defaults
     and ranges wherever the docs state them."""
     documented, bundled = load("model.json")["request_schema"], bundled_schema()
     assert bundled["required"] == documented["required"]

@@ -22,7 +22,7 @@ import time
 import pytest
 from docs_shapes import FIXTURES
 
-from flux_nb.server.embedded import LocalServer
+from flux_nb.server._embedded import LocalServer
 
 KEY = "sk-klein-page-examples"
 HOST = "https://hub.oxen.ai"

@@ -15,9 +15,9 @@ import pytest
 from conftest import QUICK
 from fake_oxen import KEY
 
-from flux_nb import errors
-from flux_nb.pricing import deferred_check
-from flux_nb.sessions import Session
+from flux_nb.api._pricing import deferred_check
+from flux_nb.core import _errors as errors
+from flux_nb.jobs._sessions import Session
 
 WAIT = 30.0  # generous: only a broken build waits this long
 
@@ -125,7 +125,7 @@ def shell(held):
     """IPython (no kernel) with %load_ext flux_nb, its session the held one."""
     from IPython.core.interactiveshell import InteractiveShell
 
-    from flux_nb.sessions import set_session
+    from flux_nb.jobs._sessions import set_session
 
     _, sess = held
     before = set_session(sess)

@@ -30,7 +30,7 @@ from docs_shapes import (
 )
 from PIL import Image
 
-from flux_nb.server.embedded import LocalServer
+from flux_nb.server._embedded import LocalServer
 
 KEY = "sk-contract-standin-key"
 PROMPT = "a lighthouse on a cliff at dusk"

@@ -14,11 +14,11 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import httpx  # noqa: E402
 import pytest  # noqa: E402
 
-from flux_nb.config import Settings  # noqa: E402
+from flux_nb.core._config import Settings  # noqa: E402
+from flux_nb.jobs._sessions import Session  # noqa: E402
 from flux_nb.server import LocalServer  # noqa: E402
-from flux_nb.server.app import LocalExtras  # noqa: E402
+from flux_nb.server._app import LocalExtras  # noqa: E402
 from flux_nb.server.engines import EngineConfig  # noqa: E402
-from flux_nb.sessions import Session  # noqa: E402
 
 # Small pictures for most tests (16:9 is 160x96); full_size_server serves the real ~1 MP sizes.
 SMALL = 0.125

@@ -24,7 +24,7 @@ from diffusers import (
 )
 from transformers import Qwen2TokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
-from flux_nb.server.engines.klein_configs import KLEIN_4B, TINY
+from flux_nb.server.engines._klein_configs import KLEIN_4B, TINY
 
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>")
 # What Flux2KleinPipeline asks of the chat template: the user turn, the assistant prefix and, with

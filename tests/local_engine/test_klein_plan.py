@@ -20,13 +20,13 @@ import torch
 from klein_random import KLEIN_4B, TINY, random_pipeline
 from PIL import Image
 
-from flux_nb.config import Settings
-from flux_nb.recipe import MODEL_ID, Recipe
+from flux_nb.core._config import Settings
+from flux_nb.core._recipe import MODEL_ID, Recipe
+from flux_nb.jobs._sessions import Session
 from flux_nb.server import LocalServer
 from flux_nb.server.engines import EngineConfig, EngineError
-from flux_nb.server.engines.flux2_klein import Flux2KleinEngine, adopt_pipeline, load_pipeline
-from flux_nb.server.engines.plan import sizes_from_configs
-from flux_nb.sessions import Session
+from flux_nb.server.engines._flux2_klein import Flux2KleinEngine, adopt_pipeline, load_pipeline
+from flux_nb.server.engines._plan import sizes_from_configs
 
 SMALL = 0.125  # as conftest's: small pictures
 
@@ -208,7 +208,7 @@ def test_float16_latents_that_stay_finite_make_the_image() -> None:
 
 def test_without_torchao_quantizing_names_the_pip_line(monkeypatch, klein_folder: Path) -> None:
     from flux_nb.server.engines import EngineUnavailable
-    from flux_nb.server.engines.flux2_klein import _quantize
+    from flux_nb.server.engines._flux2_klein import _quantize
 
     monkeypatch.setitem(sys.modules, "torchao", None)  # as if it were not installed
     monkeypatch.setitem(sys.modules, "torchao.quantization", None)

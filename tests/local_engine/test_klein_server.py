@@ -16,9 +16,10 @@ import torch
 from httpx_sse import connect_sse
 from PIL import Image
 
-from flux_nb.metadata import read_recipe
-from flux_nb.recipe import MODEL_ID
-from flux_nb.server import LocalServer, store
+from flux_nb.core._recipe import MODEL_ID
+from flux_nb.files._metadata import read_recipe
+from flux_nb.server import LocalServer
+from flux_nb.server import _store as store
 
 PROMPT = "a lighthouse on a cliff at dusk"
 
@@ -150,7 +151,7 @@ def progress_of_one_generation(server: LocalServer, api: httpx.Client, steps: in
 def slow_steps(klein_config):
     """Each transformer call of the server's pipeline takes at least 0.15 s more, so the test, not
     the machine, decides how far apart the steps are."""
-    from flux_nb.server.engines.flux2_klein import load_pipeline
+    from flux_nb.server.engines._flux2_klein import load_pipeline
 
     hook = load_pipeline(klein_config).pipe.transformer.register_forward_pre_hook(
         lambda *_: time.sleep(0.15)
@@ -188,7 +189,7 @@ def test_cancel_stops_at_the_next_step_keeps_no_image_and_the_pipeline_still_wor
 ):
     """Steps slowed to 0.15 s (slow_steps): on a fast machine the tiny pipeline's 50 steps would
     otherwise end before the DELETE arrives, and the test would say nothing about cancelling."""
-    from flux_nb.server.engines.flux2_klein import load_pipeline
+    from flux_nb.server.engines._flux2_klein import load_pipeline
 
     # The server's own pipeline (one per weights, device and dtype in the process): count its
     # transformer calls, one per step.
@@ -257,7 +258,7 @@ def test_an_input_image_out_of_range_fails_that_generation_only(api: httpx.Clien
 
 
 def test_out_of_memory_fails_that_generation_in_one_line_and_the_engine_goes_on(klein_config):
-    from flux_nb.recipe import Recipe
+    from flux_nb.core._recipe import Recipe
     from flux_nb.server.engines import EngineError, get_engine
 
     engine = get_engine(klein_config)
@@ -299,8 +300,8 @@ def test_the_server_names_the_engine_and_model(api: httpx.Client, klein_folder):
 def test_session_line_panel_header_card_and_file_metadata_name_the_engine(
     klein_session, klein_folder
 ):
-    from flux_nb.cards import Card
-    from flux_nb.panel import _header_html
+    from flux_nb.notebook._cards import Card
+    from flux_nb.notebook._panel import _header_html
 
     label = f"flux2-klein ({klein_folder}, diffusers)"
     line = klein_session.describe()

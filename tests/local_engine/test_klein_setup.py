@@ -12,9 +12,9 @@ import time
 import httpx
 import pytest
 
-from flux_nb.recipe import MODEL_ID
+from flux_nb.core._recipe import MODEL_ID
 from flux_nb.server.engines import EngineConfig, EngineUnavailable
-from flux_nb.server.engines.flux2_klein import load_pipeline
+from flux_nb.server.engines._flux2_klein import load_pipeline
 
 
 def failed_message(make_server, config: EngineConfig) -> str:
@@ -107,7 +107,7 @@ def test_percent_flux_backend_local_switches_to_the_klein_engine(klein_folder, t
     from IPython.core.error import UsageError
     from IPython.core.interactiveshell import InteractiveShell
 
-    from flux_nb import sessions
+    from flux_nb.jobs import _sessions as sessions
 
     shell = InteractiveShell.instance()
     old = sessions.set_session(None)

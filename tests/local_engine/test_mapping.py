@@ -10,16 +10,16 @@ import pytest
 import torch
 from PIL import Image
 
-from flux_nb.recipe import Recipe
+from flux_nb.core._recipe import Recipe
 from flux_nb.server.engines import EngineConfig
-from flux_nb.server.engines.flux2_klein import (
+from flux_nb.server.engines._flux2_klein import (
     SIZES,
     encode,
     pipeline_kwargs,
     resolve_device,
     size_for,
 )
-from flux_nb.server.engines.plan import Machine, auto_dtype
+from flux_nb.server.engines._plan import Machine, auto_dtype
 
 HEAVY = ("torch", "diffusers", "transformers", "accelerate", "safetensors")
 

@@ -26,8 +26,8 @@ def main(out: Path) -> None:
     os.environ["FLUX_NB_OUTPUT_DIR"] = str(out / "flux_outputs")
     os.environ["FLUX_NB_STEP_DELAY"] = "0"
     import flux_nb
-    from flux_nb.metadata import read_parameters, sidecar_path
-    from flux_nb.storage import OutputFolder
+    from flux_nb.files._metadata import read_parameters, sidecar_path
+    from flux_nb.files._storage import OutputFolder
 
     files = []
 
@@ -82,7 +82,7 @@ def main(out: Path) -> None:
 def first_jpeg(gen) -> bytes:
     """A JPEG as the server sends it (no recipe yet): the generation's pixels, encoded by the
     offline engine's encoder."""
-    from flux_nb.server.engines.preview import encode
+    from flux_nb.server.engines._preview import encode
 
     return encode(gen.image, "jpg")[0]
 

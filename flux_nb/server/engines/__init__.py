@@ -20,7 +20,7 @@ model's configuration. Nothing here imports torch or diffusers.
 
 from __future__ import annotations
 
-from .base import (
+from ._base import (
     DEVICES,
     DTYPES,
     ENGINE_NAMES,

@@ -7,7 +7,7 @@ import zlib
 
 from PIL import Image, PngImagePlugin
 
-from ..base import CONTENT_TYPES, JPEG_QUALITY, WEBP_QUALITY, software_exif
+from .._base import CONTENT_TYPES, JPEG_QUALITY, WEBP_QUALITY, software_exif
 
 SOFTWARE = "flux-nb offline preview engine (not FLUX.2 Klein)"
 ENGINE_NAME = "preview"  # the PNG's flux_nb_engine text: the engine interface's name for it

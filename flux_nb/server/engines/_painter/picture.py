@@ -13,8 +13,8 @@ from functools import lru_cache
 
 from PIL import Image, ImageDraw
 
-from .... import lettering
-from ....recipe import Recipe
+from ....core import _lettering as lettering
+from ....core._recipe import Recipe
 from .edit import restyle
 from .palette import SKY, SKY_N, mix
 from .scene import Scene, rng_for
