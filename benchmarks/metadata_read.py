@@ -12,8 +12,10 @@ reads from the page cache, in milliseconds.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import io
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -32,6 +34,14 @@ from flux_nb.files._infotext import format_parameters
 EXTRA = {"generation_id": "gen-bench", "backend": "local", "created": "2026-11-30T00:00:00Z"}
 
 
+def today(flat: str) -> str:
+    """Where the flat module `flat` (errors, recipe, ...) lives now: flux_nb.core._errors."""
+    for room in ("core", "files", "api", "jobs", "notebook"):
+        if importlib.util.find_spec(f"flux_nb.{room}._{flat}") is not None:
+            return f"flux_nb.{room}._{flat}"
+    raise ModuleNotFoundError(f"flux_nb has no module {flat} any more")
+
+
 def module_at(commit: str) -> types.ModuleType:
     """flux_nb/metadata.py as it was at `commit`, importable beside today's package."""
     root = Path(flux_nb.__file__).parent.parent
@@ -41,6 +51,8 @@ def module_at(commit: str) -> types.ModuleType:
         text=True,
         check=True,
     ).stdout
+    # That commit's flat layout: its `from .errors import ...` names today's private modules.
+    source = re.sub(r"from \.(\w+) import", lambda m: f"from {today(m[1])} import", source)
     module = types.ModuleType("flux_nb._metadata_before")
     module.__package__ = "flux_nb"
     exec(compile(source, f"{commit}:flux_nb/metadata.py", "exec"), module.__dict__)

@@ -26,8 +26,9 @@ with tempfile.TemporaryDirectory() as out:
     finally:
         s.close()
 print(json.dumps({"keys": sorted(bundle), "forced": sorted(forced), "text": bundle["text/plain"],
-                  "loaded": sorted(m for m in ("ipywidgets", "flux_nb.notebook._cards", "flux_nb.notebook._panel",
-                                               "flux_nb.notebook._magic") if m in sys.modules)}))
+                  "loaded": sorted(m for m in ("ipywidgets", "flux_nb.notebook._cards",
+                                               "flux_nb.notebook._panel", "flux_nb.notebook._magic")
+                                   if m in sys.modules)}))
 """
 
 

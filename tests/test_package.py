@@ -188,7 +188,7 @@ def test_the_schema_is_package_data():
     package = ROOT / "flux_nb"
     for pattern in patterns:
         assert list(package.glob(pattern)), f"{pattern} matches no file"
-    assert "schema/*.json" in patterns and config["include-package-data"] is True
+    assert "core/schema/*.json" in patterns and config["include-package-data"] is True
 
 
 def test_every_package_folder_goes_into_the_wheel():
@@ -206,10 +206,12 @@ def test_every_package_folder_goes_into_the_wheel():
     assert sorted(folders - found) == []
 
 
-# Tests mirror the package: tests/test_<module>.py for every module with behaviour of its own,
-# or an entry here saying which file tests it and why that one.
+# Tests mirror the package: tests/test_<module>.py for every module of a room (flux_nb/jobs/
+# _runner.py -> tests/test_runner.py) and of the top (cli.py), or an entry here saying which file
+# tests it and why that one.
 TESTED_ELSEWHERE = {
-    "flux_nb/notebook/_card_html.py": "tests/test_cards.py",  # the HTML is what a card shows; no other user
+    # the HTML is what a card shows; no other user
+    "flux_nb/notebook/_card_html.py": "tests/test_cards.py",
     # The local server is one unit that plays the API's part: tested through HTTP as a whole,
     # against Oxen's documented contract, and its engines through the engine interface.
     "flux_nb/server/": "tests/test_server.py",
@@ -223,8 +225,9 @@ def _tested_in(module: Path) -> Path:
     rel = module.relative_to(ROOT).as_posix()
     if rel in TESTED_ELSEWHERE:
         return ROOT / TESTED_ELSEWHERE[rel]
-    if rel.count("/") == 1:  # a top-level module
-        return ROOT / "tests" / f"test_{module.stem}.py"
+    room = rel.split("/")[1]
+    if rel.count("/") == 1 or (rel.count("/") == 2 and room != "server"):  # the top or a room
+        return ROOT / "tests" / f"test_{module.stem.removeprefix('_')}.py"
     return ROOT / TESTED_ELSEWHERE[rel.rsplit("/", 1)[0] + "/"]
 
 

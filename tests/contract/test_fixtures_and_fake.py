@@ -60,8 +60,8 @@ def test_sse_fixtures_are_one_completed_frame_each_with_no_id_line():
 
 
 def test_the_bundled_schema_agrees_with_the_documented_request_schema():
-    """flux_nb/core/schema/*.json is our offline copy of §6.3: same parameters, types, enums, defaults
-    and ranges wherever the docs state them."""
+    """flux_nb/core/schema/*.json is our offline copy of §6.3: same parameters, types, enums,
+    defaults and ranges wherever the docs state them."""
     documented, bundled = load("model.json")["request_schema"], bundled_schema()
     assert bundled["required"] == documented["required"]
     assert set(bundled["properties"]) == set(documented["properties"]) == set(request_params())
