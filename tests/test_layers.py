@@ -155,7 +155,7 @@ def test_the_folder_shows_the_rooms() -> None:
     every module in a room is private (its room's face is flux_nb's exports)."""
     entries = {p.name for p in PACKAGE.iterdir() if p.name != "__pycache__"}
     rooms = {room for room in ROOM_NAMES if (PACKAGE / room).is_dir()}
-    assert entries == rooms | {"__init__.py", "__main__.py", "cli.py"}
+    assert entries == rooms | {"__init__.py", "__main__.py", "cli.py", "py.typed"}
     assert rooms == {"core", "files", "api", "server", "jobs", "notebook"}
     public = [
         str(p.relative_to(PACKAGE))
