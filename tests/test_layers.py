@@ -35,7 +35,13 @@ ROOMS: list[tuple[str, list[tuple[str, ...]]]] = [
             ("storage",),  # the output folder
         ],
     ),
-    ("api", [("client", "pricing")]),  # the HTTP API and prices
+    (
+        "api",
+        [
+            ("client", "pricing"),  # the HTTP API and prices
+            ("catalog",),  # the model's schema and price, read once
+        ],
+    ),
     ("server", [("*",)]),  # the local loopback server
     (
         "jobs",
@@ -44,6 +50,9 @@ ROOMS: list[tuple[str, list[tuple[str, ...]]]] = [
             ("generation",),  # the user's handle
             ("lineage", "sweeps"),  # chains of edits, grids of variations
             ("runner",),  # enqueue, event stream, polls, downloads
+            # which server makes the images (the embedded one started here); collecting what a
+            # gone kernel sent and never saved
+            ("backends", "recovery"),
             ("sessions",),  # one per kernel: backend, runner, output folder, history
             ("aio",),  # the async twins
         ],
@@ -195,6 +204,28 @@ def test_a_room_face_imports_nothing() -> None:
     faces = {room: targets for (room, m), targets in graph().items() if m == "__init__"}
     assert set(faces) == {"core", "files", "api", "jobs", "notebook"}
     assert not any(faces.values()), faces
+
+
+def session_parameters_without_a_type() -> list[str]:
+    """Functions below the session that take a session typed Any (or not at all): such a
+    parameter leans on the Session without an import the layer check could see."""
+    found = []
+    for path in all_files():
+        if level(unit(dotted(path))) >= level(("jobs", "sessions")):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                args = node.args
+                for arg in [*args.posonlyargs, *args.args, *args.kwonlyargs]:
+                    note = ast.unparse(arg.annotation) if arg.annotation else "Any"
+                    if arg.arg in ("session", "sess") and note in ("Any", "typing.Any"):
+                        found.append(f"{dotted(path)}.{node.name}({arg.arg}: {note})")
+    return found
+
+
+def test_a_lower_layer_says_what_it_needs_of_a_session() -> None:
+    """lineage and sweeps take a session: a Protocol of their own names what they use of it."""
+    assert session_parameters_without_a_type() == []
 
 
 def test_only_the_notebook_room_uses_ipython_and_ipywidgets() -> None:
