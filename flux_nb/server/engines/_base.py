@@ -297,7 +297,7 @@ def _klein_description(config: EngineConfig) -> str:
 
 ENGINES: dict[str, EngineKind] = {
     "preview": EngineKind(
-        module="preview",
+        module="_preview",
         label=lambda _config: "preview (offline stand-in, not FLUX)",
         description=lambda _config: (
             "An offline stand-in drawn with Pillow: its images are not FLUX's."
@@ -305,7 +305,7 @@ ENGINES: dict[str, EngineKind] = {
         stand_in=True,
     ),
     "flux2-klein": EngineKind(
-        module="flux2_klein",
+        module="_flux2_klein",
         label=lambda config: f"flux2-klein ({config.model}, diffusers)",
         description=_klein_description,
         slots=_klein_slots,
