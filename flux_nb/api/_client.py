@@ -27,7 +27,7 @@ from ..core._config import HOSTED_BASE_URL, ApiKey, RetryPolicy, Timeouts, norma
 from ..core._recipe import MODEL_ID, Recipe
 from ..core._status import TERMINAL
 
-log = logging.getLogger("flux_nb.api._client")
+log = logging.getLogger("flux_nb.client")
 
 QUEUE = "/api/ai/queue"
 EVENTS = "/api/events"

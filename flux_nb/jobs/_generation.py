@@ -1,13 +1,13 @@
 """The user's handle on one image being made:
 status, wait(), cancel(), image, path, reproduce(), vary().
 
-A Generation holds what people read (status, progress, error, path) and the callbacks of
-what shows it. A finished one keeps what identifies it, not its picture: the bytes, `image` and
-thumbnails are read from its file when asked, with a small cache of the last few (recent.py), so a
-session of thousands of images stays small. Only bytes no file holds (a save that failed) stay.
-The runner (runner.py) moves it on through `_update` and `_finish`; whatever the
-runner needs to schedule it (polls, claims, cancels sent) is the runner's own record, not here.
-The handle reaches its runner only through `Backend`, the few calls listed below.
+A Generation holds what people read (status, progress, error, path) and the callbacks of what shows
+it. A finished one keeps what identifies it, not its picture: the bytes, `image` and thumbnails are
+read from its file when asked, with a small cache of the last few (files/_recent.py), so a session
+of thousands of images stays small. Only bytes no file holds (a save that failed) stay. The runner
+(_runner.py) moves it on through `_update` and `_finish`; whatever the runner needs to schedule it
+(polls, claims, cancels sent) is the runner's own record, not here. The handle reaches its runner
+only through `Backend`, the few calls listed below.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from . import _display as display
 if TYPE_CHECKING:
     from PIL import Image
 
-log = logging.getLogger("flux_nb.jobs._generation")
+log = logging.getLogger("flux_nb.generation")
 
 
 # Where new work goes: the session's submit (recipes, each one's lineage), the one way to send.
@@ -65,7 +65,7 @@ class Generation:
     ):
         self.recipe = recipe
         self.lineage = (
-            lineage  # how its input images were made (lineage.py), kept beside the recipe
+            lineage  # how its input images were made (_lineage.py), kept beside the recipe
         )
         self.key = key or uuid.uuid4().hex
         self.id: str | None = None
@@ -209,8 +209,8 @@ class Generation:
             return None
 
     def saved_bytes(self) -> tuple[bytes, str]:
-        """The image's bytes (waits for them) and a label naming it: what inputs.py sends when
-        this generation is an input image. Read from its file, less what flux-nb embedded there
+        """The image's bytes (waits for them) and a label naming it: what files/_inputs.py sends
+        when this generation is an input image. Read from its file, less what flux-nb embedded there
         (recipe, id, time: strip_recipe), so the same pixels send the same bytes every time."""
         self.wait()
         label = f"generation {self.id}"

@@ -58,7 +58,7 @@ from ..files._journal import Journal, Sent
 from ..files._storage import OutputFolder
 from ._generation import Generation, Send
 
-log = logging.getLogger("flux_nb.jobs._runner")
+log = logging.getLogger("flux_nb.runner")  # named by its job, not its file: users set its level
 
 SAFETY_POLL_FIRST = 10.0
 SAFETY_POLL_MAX = 30.0  # a cancel made elsewhere has no event: noticed within this many seconds

@@ -1,7 +1,7 @@
 """The widgets panel: every model parameter as a control, input images, and a live gallery.
 
 The panel is a view. Generate reads the controls into one call of Session.generate, and each
-Generation is drawn with the magic's Card (cards.py), so both show results the same way. Runner
+Generation is drawn with the magic's Card (_cards.py), so both show results the same way. Runner
 callbacks (background threads) only set widget state; nothing here calls display() or HTTP.
 
     panel = flux_nb.Panel()          # the kernel's session, with the output folder's history
@@ -34,14 +34,14 @@ from ._cards import Card, card_button, card_grid, card_width
 from ._controls import Control, label_for, make_controls, parameters
 from ._widgets_compat import clear_upload, make, uploaded_files
 
-log = logging.getLogger("flux_nb.notebook._panel")
+log = logging.getLogger("flux_nb.panel")
 
 HISTORY_LIMIT = 12  # images from the output folder shown on open (each costs a thumbnail)
 MAX_IMAGES = 4  # the "Images" control: how many one click of Generate makes
 THUMBNAIL_SIZE = 336  # gallery previews: three cards (six buttons a row) in the panel's 1100 px
 INPUT_THUMBNAIL_SIZE = 96
 LABEL_WIDTH = "92px"
-# The parameters with controls of their own; every other one is made from the schema (controls.py).
+# The parameters with controls of their own; every other one is made from the schema (_controls.py).
 OWN_CONTROLS = ("prompt", "input_image", "seed")
 # The attributes code and tests drive the schema's controls by: panel.steps.value = 8 (and the
 # number box beside a slider as steps_box). Any parameter's control is in panel.controls too.
@@ -69,7 +69,7 @@ class InputImage:
 class Panel(widgets.VBox):
     """Prompt, a control for each model parameter, input images, Generate/Cancel and a gallery.
 
-    The parameters' controls are made from the model's request schema (controls.py), so one the
+    The parameters' controls are made from the model's request schema (_controls.py), so one the
     schema adds shows up here with no code: `controls` maps each parameter to its Control. The
     widgets are attributes too (prompt, aspect_ratio, quality, format, steps and steps_box,
     guidance and guidance_box, seed, seed_lock, count, generate_button, cancel_button, upload,

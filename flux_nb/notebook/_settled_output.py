@@ -30,7 +30,7 @@ from typing import Any
 
 from ..core._config import kernel_shell
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("flux_nb.settled_output")
 
 
 class _Output:
