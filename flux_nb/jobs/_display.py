@@ -1,15 +1,15 @@
 """How a Generation (or a sweep) shows itself without widgets: text/plain and a picture (its
 thumbnail: image/jpeg for a photograph, image/png for flat art; a sweep's contact sheet: PNG).
 
-This sits below the handle and knows nothing of ipywidgets. The view layer (cards.py) adds the
-live card by registering a maker here when it is imported; in a kernel, a display then carries
+This sits below the handle and knows nothing of ipywidgets. The view layer (notebook/_cards.py) adds
+the live card by registering a maker here when it is imported; in a kernel, a display then carries
 the card's widget view too. Nothing here imports upward.
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..core._config import in_kernel
@@ -22,7 +22,8 @@ _widget_makers: dict[str, Callable[[Any], Any]] = {}
 
 
 def register_widget(kind: str, make: Callable[[Any], Any]) -> None:
-    """Let displays of `kind` carry a live widget made by `make(obj)` (set by cards.py)."""
+    """Let displays of `kind` carry a live widget made by `make(obj)` (set by
+    notebook/_cards.py)."""
     _widget_makers[kind] = make
 
 
@@ -79,3 +80,39 @@ def _with_widget(
     if widget and make is not None:
         bundle[WIDGET_VIEW] = view_ref(make(obj))
     return bundle
+
+
+# The picture an -n N output settles to: its images' thumbnails on one contact sheet.
+SHEET_TILE = 160  # px high: the images of an -n N output, side by side in its saved picture
+SHEET_COLUMNS = 4
+SHEET_MOST = 16  # -n 256 saves a sheet of the first 16, not a 256-image picture in the notebook
+
+
+def stack_picture(gens: Sequence[Any]) -> bytes | None:
+    """One image's thumbnail; for several, a contact sheet (PNG) of their thumbnails (seeds on
+    top, why one failed in its place); None when no image was made."""
+    if not any(g.status == SUCCEEDED for g in gens):
+        return None
+    if len(gens) == 1:
+        return gens[0].thumbnail()
+    import io
+
+    from PIL import Image
+
+    from ..files._sheet import draw_sheet
+    from ..files._thumbnail import palette_png
+
+    shown = gens[:SHEET_MOST]
+    cols = min(len(shown), SHEET_COLUMNS)
+    tiles: list[Any] = [
+        Image.open(io.BytesIO(g.thumbnail())) if g.status == SUCCEEDED else g.status for g in shown
+    ]
+    tiles += [""] * (-len(tiles) % cols)
+    rows = [tiles[i : i + cols] for i in range(0, len(tiles), cols)]
+    labels = [f"seed {g.seed}" for g in shown[:cols]] if len(rows) == 1 else [""] * cols
+    shared = {(g.prompt, g.recipe.summary().split(" · ", 1)[1]) for g in gens}  # all but the seed
+    title = "\n".join(shared.pop()) if len(shared) == 1 else f"{len(gens)} images"
+    if len(gens) > len(shown):
+        title += f" · the first {len(shown)} of {len(gens)}"
+    sheet = draw_sheet(rows, labels, [], title, SHEET_TILE)
+    return palette_png(sheet)  # encoded as thumbnails are: made on a runner thread, so kept cheap

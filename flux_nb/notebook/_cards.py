@@ -33,16 +33,16 @@ The %%flux magic and the panel share it:
     on_new(new_gen) runs on the kernel's thread when Rerun/Vary made a Generation: the owner shows
     its card (the magic adds it to the same grid, the panel puts it in its gallery).
     Layouts and styles (the card's own too) are shared between cards: assign new ones, never mutate.
-    Every colour is a JupyterLab theme variable (card_html.py), so light and dark themes both read.
+    Every colour is a JupyterLab theme variable (_card_html.py), so light and dark themes both read.
     Where updates sent while no cell runs are not drawn (Colab), the next cell of any kind sends
-    the card's missed state again (catch_up.py); elsewhere nothing is sent twice.
+    the card's missed state again (_catch_up.py); elsewhere nothing is sent twice.
 
     card_grid(cards) -> GridBox            several cards side by side, wrapping
     card_stack(gens, ...) -> CardStack     a grid of cards that grows a card per Rerun/Vary click
     magic_line(recipe) -> str              the `%%flux ...` line + "\\n"
                                            + prompt that remakes a recipe
     generation_mimebundle(gen)             widget view + thumbnail (jpeg/png) + text/plain
-    stack_final_bundle(gens, view)         what a %%flux output settles to (settled_output.py)
+    stack_final_bundle(gens, view)         what a %%flux output settles to (_settled_output.py)
     sweep_view(sweep, ...) -> SweepView    a sweep's cards in its grid, axis values on the edges
     sweep_mimebundle(sweep)                widget view + image/png contact sheet (once done) + text
     sweep_final_bundle(sweep, view)        what a sweep cell's output settles to
@@ -120,9 +120,9 @@ def generation_mimebundle(gen, widget: bool | None = None) -> dict[str, Any]:
 
 def stack_final_bundle(gens: Sequence[Any], view: widgets.Widget) -> dict[str, Any]:
     """What a %%flux cell's output settles to once its generations ended: the final text, the
-    thumbnail (a contact sheet of several), and the same live view (settled_output.py sends it)."""
+    thumbnail (a contact sheet of several), and the same live view (_settled_output.py sends it)."""
     bundle: dict[str, Any] = {"text/plain": "\n".join(_plain(g) for g in gens)}
-    picture = _pictures(gens)
+    picture = display.stack_picture(gens)
     if picture:
         bundle.update(display.picture(picture))
     bundle[WIDGET_VIEW] = _view_ref(view)
@@ -134,50 +134,13 @@ def sweep_final_bundle(sweep: Any, view: widgets.Widget) -> dict[str, Any]:
     return {**sweep_mimebundle(sweep, widget=False), WIDGET_VIEW: _view_ref(view)}
 
 
-# The contact sheet of an -n N output. Its natural home is sheet.py beside draw_sheet (the sweep's
-# sheet), which another module owns: left here until the layers are regrouped (issue 24).
-SHEET_TILE = 160  # px high: the images of an -n N output, side by side in its saved picture
-SHEET_COLUMNS = 4
-SHEET_MOST = 16  # -n 256 saves a sheet of the first 16, not a 256-image picture in the notebook
-
-
-def _pictures(gens: Sequence[Any]) -> bytes | None:
-    """One image's thumbnail; for several, a contact sheet (PNG) of their thumbnails (seeds on
-    top, why one failed in its place); None when no image was made."""
-    if not any(g.status == SUCCEEDED for g in gens):
-        return None
-    if len(gens) == 1:
-        return gens[0].thumbnail()
-    import io
-
-    from PIL import Image
-
-    from ..files._sheet import draw_sheet
-    from ..files._thumbnail import palette_png
-
-    shown = gens[:SHEET_MOST]
-    cols = min(len(shown), SHEET_COLUMNS)
-    tiles: list[Any] = [
-        Image.open(io.BytesIO(g.thumbnail())) if g.status == SUCCEEDED else g.status for g in shown
-    ]
-    tiles += [""] * (-len(tiles) % cols)
-    rows = [tiles[i : i + cols] for i in range(0, len(tiles), cols)]
-    labels = [f"seed {g.seed}" for g in shown[:cols]] if len(rows) == 1 else [""] * cols
-    shared = {(g.prompt, g.recipe.summary().split(" · ", 1)[1]) for g in gens}  # all but the seed
-    title = "\n".join(shared.pop()) if len(shared) == 1 else f"{len(gens)} images"
-    if len(gens) > len(shown):
-        title += f" · the first {len(shown)} of {len(gens)}"
-    sheet = draw_sheet(rows, labels, [], title, SHEET_TILE)
-    return palette_png(sheet)  # encoded as thumbnails are: made on a runner thread, so kept cheap
-
-
 _view_ref = display.view_ref
 _in_kernel = display.in_kernel
 
 
 # -- the recipe as a %%flux cell ------------------------------------------------------------------
-# No widget: it belongs with the options that spell it (options.py), which another module owns;
-# left here until the layers are regrouped (issue 24).
+# No widget, but it reads the session's input store (jobs), so it sits with the card's copy button
+# and %flux reproduce that use it, not with the options that spell it (core/_options.py).
 
 
 def magic_line(recipe: Recipe, inputs_dir: str | Path | None = None) -> str:
@@ -283,9 +246,9 @@ def _card_layout(thumbnail_size: int) -> widgets.Layout:
     )
 
 
-# A card's widgets open with only their non-default state (lean_widgets.py: a smaller saved
+# A card's widgets open with only their non-default state (_lean_widgets.py: a smaller saved
 # notebook), and note what they send while no cell runs, for the front ends that drop it (Colab):
-# the next cell sends it again (catch_up.py).
+# the next cell sends it again (_catch_up.py).
 _HTML, _Image, _Progress, _Button, _Textarea, _VBox = (
     catch_up.tracked(lean(c))
     for c in (
@@ -889,7 +852,7 @@ _unsent = _Unsent()
 _durations = _Durations()
 
 # The live views, for displays made below this layer (Generation and Sweep show themselves
-# through display.py): registered once, when the view layer is imported.
+# through jobs/_display.py): registered once, when the view layer is imported.
 display.register_widget("generation", lambda gen: card_stack([gen]))
 display.register_widget("sweep", lambda sweep: sweep_view(sweep))
 
