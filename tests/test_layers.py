@@ -206,6 +206,12 @@ def test_a_room_face_imports_nothing() -> None:
     assert not any(faces.values()), faces
 
 
+def test_the_server_stands_on_core_alone() -> None:
+    """The local server plays the API's part: it shares the recipe and the error tree with the
+    client, never the client's files, requests or jobs."""
+    assert {room for room, _ in graph()[("server", "server")]} == {"core"}
+
+
 def session_parameters_without_a_type() -> list[str]:
     """Functions below the session that take a session typed Any (or not at all): such a
     parameter leans on the Session without an import the layer check could see."""
