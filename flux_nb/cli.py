@@ -378,7 +378,7 @@ def _add_generate(subparsers: argparse._SubParsersAction) -> None:
         "OXEN_API_KEY they come from the local offline stand-in (not FLUX).",
     )
     p.add_argument("prompt", nargs="+", help="the text of the image to make")
-    for option in for_surface(CLI):  # the same options as %%flux (options.py)
+    for option in for_surface(CLI):  # the same options as %%flux (core/_options.py)
         flags, kwargs = option.argument(CLI)
         p.add_argument(*flags, **kwargs)
     p.add_argument(

@@ -1,4 +1,4 @@
-"""atomic_write.py: a file appears whole or not at all, and nothing partial is left behind."""
+"""core/_atomic_write.py: a file appears whole or not at all, and nothing partial is left behind."""
 
 from __future__ import annotations
 

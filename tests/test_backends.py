@@ -1,4 +1,5 @@
-"""backends.py: which server a session's work goes to, chosen from the arguments and settings."""
+"""jobs/_backends.py: which server a session's work goes to, chosen from the arguments and
+settings."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""catalog.py: the model's schema and price, read once from the model object off the cell's path."""
+"""api/_catalog.py: the model's schema and price, read once from the model object off the cell's
+path."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""config.py: what the environment says, the key holder, timeouts and the retry policy."""
+"""core/_config.py: what the environment says, the key holder, timeouts and the retry policy."""
 
 from __future__ import annotations
 

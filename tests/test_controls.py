@@ -1,5 +1,5 @@
-"""Panel controls made from a request schema (controls.py): the widget each schema entry calls
-for, with the schema's range, choices and default, and the option table's label and help."""
+"""Panel controls made from a request schema (notebook/_controls.py): the widget each schema entry
+calls for, with the schema's range, choices and default, and the option table's label and help."""
 
 import ipywidgets
 import pytest

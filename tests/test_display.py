@@ -1,5 +1,5 @@
-"""display.py: a Generation shows itself as text and PNG with no widget library loaded; the
-live card joins in only once the view layer (cards.py) has registered it."""
+"""jobs/_display.py: a Generation shows itself as text and PNG with no widget library loaded; the
+live card joins in only once the view layer (notebook/_cards.py) has registered it."""
 
 import base64
 import io

@@ -1,4 +1,4 @@
-"""errors.py: one tree, each message one line that ends in what to do next."""
+"""core/_errors.py: one tree, each message one line that ends in what to do next."""
 
 from __future__ import annotations
 

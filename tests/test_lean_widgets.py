@@ -1,6 +1,6 @@
-"""A card's widget models are sent with only what differs from the defaults (lean_widgets.py), so
-a saved notebook holds small models, and a page that starts each model from the defaults, as
-every ipywidgets front end does, draws exactly the kernel's card."""
+"""A card's widget models are sent with only what differs from the defaults
+(notebook/_lean_widgets.py), so a saved notebook holds small models, and a page that starts each
+model from the defaults, as every ipywidgets front end does, draws exactly the kernel's card."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""lettering.py: text drawn by the bitmap font, so pictures with text do not change with the
+"""core/_lettering.py: text drawn by the bitmap font, so pictures with text do not change with the
 FreeType a Pillow release bundles (tests/test_sheet.py pins a whole sheet)."""
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The option table (options.py): %%flux, `flux-nb generate` and the copied line agree with it."""
+"""The option table (core/_options.py): %%flux, `flux-nb generate` and the copied line agree with
+it."""
 
 import shlex
 

@@ -1,5 +1,5 @@
-"""processes.py: one liveness check for the journal and the output folder, which never signals a
-process on Windows (os.kill there terminates it)."""
+"""core/_processes.py: one liveness check for the journal and the output folder, which never signals
+a process on Windows (os.kill there terminates it)."""
 
 from __future__ import annotations
 

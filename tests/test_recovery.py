@@ -1,4 +1,4 @@
-"""recovery.py: what a gone kernel left in the journal, taken up by another one."""
+"""jobs/_recovery.py: what a gone kernel left in the journal, taken up by another one."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""runner.py against the real local server with injected faults (server/faults.py), over
+"""jobs/_runner.py against the real local server with injected faults (server/faults.py), over
 loopback HTTP: enqueues that break off (never a duplicate), cut and silent event streams,
 downloads that fail, generations failed or cancelled on the server. No patched functions."""
 

@@ -1,4 +1,4 @@
-"""sessions.py: which backend a Session picks, what it says about it, the recipes it makes and
+"""jobs/_sessions.py: which backend a Session picks, what it says about it, the recipes it makes and
 the model object it reads once. The handle's own behaviour is in test_generation.py."""
 
 from __future__ import annotations

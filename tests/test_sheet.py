@@ -1,4 +1,4 @@
-"""sheet.py: the contact sheet's geometry and drawing, with no widgets and no server."""
+"""files/_sheet.py: the contact sheet's geometry and drawing, with no widgets and no server."""
 
 from __future__ import annotations
 

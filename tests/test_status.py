@@ -1,4 +1,5 @@
-"""status.py: one set of status names, which of them end a generation, and the API's spellings."""
+"""core/_status.py: one set of status names, which of them end a generation, and the API's
+spellings."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""storage.py: the output folder when it cannot be written, when the disk is full, and when the
-metadata refuses the recipe: nothing sent that cannot be kept, no image lost, no partial file."""
+"""files/_storage.py: the output folder when it cannot be written, when the disk is full, and when
+the metadata refuses the recipe: nothing sent that cannot be kept, no image lost, no partial
+file."""
 
 from __future__ import annotations
 

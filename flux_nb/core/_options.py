@@ -1,8 +1,8 @@
 """The option table: every flag of a `%%flux` line and of `flux-nb generate`, written once.
 
-The magic's arguments (magic.py), the CLI's `generate` arguments (cli.py), the one-line option
-summary of the magic's errors, the sweep's flag names (sweeps.py) and the "copy recipe" line
-(cards.magic_line) are all made from OPTIONS. Imports nothing: `flux-nb --help` stays instant.
+The magic's arguments (notebook/_magic.py), the CLI's `generate` arguments (cli.py), the one-line
+option summary of the magic's errors, the sweep's flag names (jobs/_sweeps.py) and the "copy recipe"
+line (cards.magic_line) are all made from OPTIONS. Imports nothing: `flux-nb --help` stays instant.
 
     OPTIONS                 every Option, in the order the help and the copied line show them
     RECIPE_OPTIONS          the ones that set a recipe parameter (seed ... format)
@@ -36,7 +36,8 @@ class Option:
     recipe: bool = False  # sets a recipe parameter of the same name as dest
     surfaces: tuple[str, ...] = (MAGIC, CLI)
     cli_help: str | None = None  # where the CLI takes less than the magic (no notebook variables)
-    label: str | None = None  # the panel's name for a recipe option's control (controls.py)
+    # the panel's name for a recipe option's control (notebook/_controls.py)
+    label: str | None = None
 
     def argument(self, surface: str) -> tuple[tuple[str, ...], dict[str, Any]]:
         """The positional and keyword arguments of argparse's add_argument for this option."""

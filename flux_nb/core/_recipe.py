@@ -213,7 +213,8 @@ class Recipe:
     @property
     def input_digests(self) -> tuple[str, ...]:
         """Short hashes of the input images, for captions and comparisons: an image named by
-        content hash (`sha256:<hex>`, see inputs.py) shows its own, a URL the hash of its text."""
+        content hash (`sha256:<hex>`, see files/_inputs.py) shows its own, a URL the hash of its
+        text."""
         return tuple(
             s[7:19] if s.startswith("sha256:") else hashlib.sha256(s.encode()).hexdigest()[:12]
             for s in self.input_image

@@ -45,7 +45,7 @@ class Sent:
 
     key: str
     recipe: dict[str, Any]  # Recipe.to_dict(): what a restarted kernel sends again
-    lineage: dict[str, Any] | None = None  # how its input images were made (lineage.py)
+    lineage: dict[str, Any] | None = None  # how its input images were made (jobs/_lineage.py)
 
 
 class Journal:

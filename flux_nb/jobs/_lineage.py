@@ -8,11 +8,11 @@ The recipe is what is sent to the API and stays as it is; the lineage record sit
      "steps": {"sha256:<hex>": {"recipe": {...}, "generation_id": "..."},   made by flux-nb
                "sha256:<hex>": {"upload": {"name": "photo.jpg", "bytes": 52311}}}}   not: needed
 
-A step's recipe names its own inputs by hash as well, as the recipe itself does (inputs.py), so
-every image is held once, however deep the chain (http(s) inputs stay URLs). Chains deeper than
-MAX_DEPTH are cut there: their oldest inputs are then needed like uploads. Input images are kept
-in the output folder's store, `<output>/.inputs/` (inputs.InputStore), where a remake looks for
-them, as it does among the files it is given.
+A step's recipe names its own inputs by hash as well, as the recipe itself does (files/_inputs.py),
+so every image is held once, however deep the chain (http(s) inputs stay URLs). Chains deeper than
+MAX_DEPTH are cut there: their oldest inputs are then needed like uploads. Input images are kept in
+the output folder's store, `<output>/.inputs/` (inputs.InputStore), where a remake looks for them,
+as it does among the files it is given.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class Remakes(Chains, Protocol):
 # -- hashes ----------------------------------------------------------------------------------------
 
 
-# Lineage names images as recipes do (inputs.py): 'sha256:<64 hex digits>', shown cut to 12.
+# Lineage names images as recipes do (files/_inputs.py): 'sha256:<64 hex digits>', shown cut to 12.
 digest = ref_of
 
 

@@ -1,7 +1,7 @@
 """One session per kernel, the object users hold: it owns the runner, the output folder and the
 history, and is the one way work is sent (submit). Its other jobs each have a module of their own:
-which server (backends.py), the model's schema and price (catalog.py), where input images came
-from (lineage.Origins), and collecting what a gone kernel left (recovery.py)."""
+which server (_backends.py), the model's schema and price (api/_catalog.py), where input images came
+from (lineage.Origins), and collecting what a gone kernel left (_recovery.py)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,9 @@ from ..core._recipe import Recipe
 from ..files._journal import Journal
 from ..files._storage import OutputFolder
 from ._backends import announce_once, choose
-from ._backends import local_engine as local_engine  # magic.py's %flux backend local reads it here
+
+# notebook/_magic.py's %flux backend local reads it here
+from ._backends import local_engine as local_engine
 from ._generation import Generation
 from ._lineage import Origins
 from ._recovery import collect, unfinished
@@ -75,10 +77,10 @@ class Session:
         )
         self.resume_notes: list[str] = []  # why some journalled work could not be resumed here
         self.runner = Runner(self.client, self.output, self.journal, backend=self.backend)
-        self.origins = Origins(self.output.inputs, lambda: self.runner.history)  # lineage.py
+        self.origins = Origins(self.output.inputs, lambda: self.runner.history)  # _lineage.py
         self.runner.engine = self.engine
         self.runner.send = self.submit  # reproduce() and vary() of its handles come back here
-        # The model's schema and price, read in the background from the start (catalog.py).
+        # The model's schema and price, read in the background from the start (api/_catalog.py).
         self.catalog = Catalog(self.client, local=self.backend == "local")
         if self.backend != "local":  # the live schema re-checks each recipe before its enqueue
             self.runner.before_send = lambda gen: self.catalog.check(gen.recipe)

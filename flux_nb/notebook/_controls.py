@@ -1,7 +1,7 @@
 """Panel controls made from the model's request schema: one widget per parameter, by its type.
 
 The schema says each parameter's type, choices, range, default and description; the option table
-that the magic and the CLI share (options.py) gives the known ones their short labels. So a
+that the magic and the CLI share (core/_options.py) gives the known ones their short labels. So a
 parameter the schema adds gets a control with no code here:
 
     enum                                       Dropdown

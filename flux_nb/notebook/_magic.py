@@ -1,6 +1,6 @@
 """The %%flux cell magic and the %flux line magic.
 
-They parse, call flux_nb's Python API once, and show cards (cards.py): everything here can be
+They parse, call flux_nb's Python API once, and show cards (_cards.py): everything here can be
 done with flux_nb.generate(...). Errors come out as one UsageError line: IPython prints
 "UsageError: <message>" without a traceback and the cell counts as failed, so Run All stops there.
 """
@@ -37,7 +37,8 @@ SUBCOMMANDS = (
 
 
 def _option_arguments(func):
-    """The %%flux options of the table (options.py), as magic_arguments decorations in order."""
+    """The %%flux options of the table (core/_options.py), as magic_arguments decorations in
+    order."""
     for option in reversed(options.for_surface(options.MAGIC)):
         flags, kwargs = option.argument(options.MAGIC)
         func = argument(*flags, **kwargs)(func)
@@ -173,7 +174,7 @@ class FluxMagics(Magics):
 
     def _show(self, gens: list) -> None:
         """The cards, as an output that settles to the final text and picture
-        (settled_output.py)."""
+        (_settled_output.py)."""
         from ._cards import card_stack, stack_final_bundle
         from ._settled_output import show
 

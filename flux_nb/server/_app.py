@@ -633,12 +633,12 @@ def last_event_id(request: Request) -> int | None:
 
 async def events(request: Request) -> EventSourceResponse:
     """GET /api/events: the caller's events as SSE (with replay_events on, after a replay of what
-    it missed: events.py).
+    it missed: _events.py).
 
     The stream is registered before the response starts: once a client has the headers, it gets
     every later event. It ends when the client leaves or the server stops (the hub sends None).
     It starts with one `: keep-alive` (the hosted stream's first comes after 15 s idle): a client
-    trusts a stream once bytes arrive, and polls until then (runner.py).
+    trusts a stream once bytes arrive, and polls until then (jobs/_runner.py).
     """
     rt = runtime(request)
     owner = authorize(request, rt.keys).owner
@@ -731,8 +731,8 @@ def create_app(
     extras: LocalExtras | None = None,
 ) -> Starlette:
     """The local server as an ASGI app. With api_key (one shared key) and/or keys_file (a key per
-    person: keys.py), /api/ai/* and /api/events need a bearer token it accepts; input_image
-    URLs on private networks are refused unless allow_private_urls (fetch.py); step_delay
+    person: _keys.py), /api/ai/* and /api/events need a bearer token it accepts; input_image
+    URLs on private networks are refused unless allow_private_urls (_fetch.py); step_delay
     (seconds per engine step) makes progress and cancel visible; faults turns on fault injection
     and /_faults; limits overrides the size caps; files_url makes result URLs
     point at another origin (a CDN in front of this server's /api/files/, say); extras turns on

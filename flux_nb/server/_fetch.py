@@ -145,7 +145,7 @@ class GuardedTransport(httpx.HTTPTransport):
     def __init__(self, backend: GuardedBackend | None = None, **options: Any) -> None:
         super().__init__(**options)
         pool = getattr(self, "_pool", None)
-        assert isinstance(pool, httpcore.ConnectionPool), "httpx changed: update fetch.py"
+        assert isinstance(pool, httpcore.ConnectionPool), "httpx changed: update _fetch.py"
         self._pool = httpcore.ConnectionPool(
             ssl_context=pool._ssl_context,
             max_connections=pool._max_connections,

@@ -248,7 +248,7 @@ class Store:
         if not row.listed:
             pass  # a sync call: answered on its own request, never on the queue's event stream
         elif status == SUCCEEDED:
-            # Relative here; each stream makes it absolute with its own base URL (see app.py).
+            # Relative here; each stream makes it absolute with its own base URL (see _app.py).
             data: dict[str, Any] = {
                 "generation_id": row.id,
                 "status": status,

@@ -1,6 +1,6 @@
 """A fixed pool of worker threads that run generations: validate, fetch inputs, render, store.
 
-Rows are taken in fair turns across owners, sync calls (/api/ai/images/*) first (turns.py).
+Rows are taken in fair turns across owners, sync calls (/api/ai/images/*) first (_turns.py).
 No thread per generation: `workers` threads, started on the
 first submit, each with its own engine instance (so engines need not be thread-safe). An engine
 that shares one model (EngineConfig.serial) gets one worker per device it runs a pipeline on:

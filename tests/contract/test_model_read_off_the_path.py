@@ -1,6 +1,6 @@
 """No network round trip on a cell's path: a hosted session reads the model object in the
 background from its start; cells validate against the bundled schema meanwhile, and the live
-schema and the price are checked before each enqueue instead (sessions.py, pricing.py).
+schema and the price are checked before each enqueue instead (jobs/_sessions.py, api/_pricing.py).
 
 The model request is held by the transport until the test releases it, so "the cell did not
 wait" is shown by the cell returning while the request is still held, whatever the latency."""

@@ -14,7 +14,7 @@ it, its label, whether it runs one at a time, the options it takes); an EngineCo
 (name plus the options of the engines that load a model). The preview engine is made once per
 worker thread, so its render need not be thread-safe; the flux2-klein engine shares one pipeline
 per device and runs one generation at a time on each (`serial`), so the server gives it one
-worker per device (engine_slots). Its memory plan (plan.py, machine.py) is arithmetic on the
+worker per device (engine_slots). Its memory plan (_plan.py, _machine.py) is arithmetic on the
 model's configuration. Nothing here imports torch or diffusers.
 """
 

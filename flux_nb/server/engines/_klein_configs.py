@@ -2,7 +2,7 @@
 
 TINY is the random test pipeline's (tests/local_engine/klein_random.py); KLEIN_4B is the published
 FLUX.2 Klein 4B (a 5 + 20 block transformer, 24 heads of 128, a Qwen3-4B text encoder, the
-32-channel FLUX.2 VAE). Plain dicts, no torch: the memory plan (plan.py) reads them too.
+32-channel FLUX.2 VAE). Plain dicts, no torch: the memory plan (_plan.py) reads them too.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Sizes come from the model's configuration (parameter counts computed from the tr
 Qwen3 text encoder's and the VAE's config; FLUX.2 Klein 4B's are built in), never from weights.
 Activations are counted at ~1 MP (1024x1024, 4,096 image tokens) with the 512-token prompt the
 pipeline always pads to. The figures are estimates: `benchmarks/local_engine.py` measures the
-real peaks on a GPU. Pure arithmetic, no torch: the machine is described by a Machine (machine.py
+real peaks on a GPU. Pure arithmetic, no torch: the machine is described by a Machine (_machine.py
 reads this one).
 
 Placements, fastest first: gpu (everything on the device), model-offload (each part moved to the

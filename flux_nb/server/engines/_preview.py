@@ -1,6 +1,6 @@
 """The offline preview engine: a fast, deterministic stand-in for FLUX.2 Klein, drawn with Pillow.
 
-A thin adapter: the engine interface (base.py, the package docstring: steps reported through
+A thin adapter: the engine interface (_base.py, the package docstring: steps reported through
 on_step, step_delay, Cancelled when should_stop turns true) around the painter (_painter/, whose
 docstring is the one place its inputs, outputs and determinism are written). Its pictures are
 labelled as an offline stand-in, in a tag on the picture and in the file's metadata.

@@ -1,7 +1,8 @@
 """The preview engine's painter: a recipe in, a flat poster-style landscape out, drawn with Pillow.
 
-This package is private to the preview engine (preview.py, which puts it behind the engine
-interface of base.py: steps, cancelling, progress). Nothing else imports it. Its whole contract:
+This package is private to the preview engine (server/engines/_preview.py, which puts it behind the
+engine interface of server/engines/_base.py: steps, cancelling, progress). Nothing else imports it.
+Its whole contract:
 
 Takes
     recipe  a validated flux_nb Recipe. prompt picks the mood, colours and the subject it

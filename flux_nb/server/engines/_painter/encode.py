@@ -32,7 +32,7 @@ def encode(image: Image.Image, output_format: str, quality: str = "standard") ->
             "JPEG",
             quality=JPEG_QUALITY.get(quality, 85),
             subsampling=0 if quality == "high" else 2,
-            exif=EXIF,  # no COM segment (metadata.py)
+            exif=EXIF,  # no COM segment (files/_metadata.py)
         )
     elif output_format == "webp":
         rgb = image.convert("RGB") if image.mode != "RGB" else image
