@@ -15,6 +15,7 @@ import textwrap
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -136,7 +137,8 @@ CHILD = textwrap.dedent(
 
     n, seed = int(os.environ["N"]), int(os.environ["SEED"])
     recipes = session.recipes(
-        "restart safety", n=n, seed=seed, num_inference_steps=6, aspect_ratio="1:1"
+        "restart safety", n=n, seed=seed, num_inference_steps=int(os.environ.get("STEPS", 6)),
+        aspect_ratio="1:1",
     )
     gens = session.submit(recipes)
     print("SUBMITTED", flush=True)
@@ -272,14 +274,22 @@ def killed(tmp_path_factory):
                 "FLUX_NB_OUTPUT_DIR": str(folder_ / "out"),
                 "N": "6",
                 "SEED": "1400",
+                # "just after submit": 50 steps (0.5 s) keep them in flight when it is killed
+                "STEPS": "50" if kill_at.startswith("after") else "6",
             }
             runs[kill_at] = (folder_ / "out", token, start_child(folder_, kill_at, env))
-        results = {}
-        for kill_at, (out, token, child) in runs.items():
+
+        def kill(kill_at: str) -> tuple[Path, str, list[str]]:
+            out, token, child = runs[kill_at]
             try:
-                results[kill_at] = (out, token, kill_when_there(child))
+                return out, token, kill_when_there(child)
             except AssertionError as exc:  # reported by that point's test, not by the others
-                results[kill_at] = (out, token, [f"failed: {exc}"])
+                return out, token, [f"failed: {exc}"]
+
+        # Each child is killed the moment it says where it is, not after the points before it
+        # (a child left running would finish what it was meant to be killed in the middle of).
+        with ThreadPoolExecutor(len(runs)) as pool:
+            results = dict(zip(runs, pool.map(kill, runs), strict=True))
         yield server, results
 
 

@@ -64,9 +64,8 @@ class Generation:
         lineage: dict[str, Any] | None = None,
     ):
         self.recipe = recipe
-        self.lineage = (
-            lineage  # how its input images were made (_lineage.py), kept beside the recipe
-        )
+        # how its input images were made (_lineage.py), kept beside the recipe
+        self.lineage = lineage
         self.key = key or uuid.uuid4().hex
         self.id: str | None = None
         self.status: Status = SUBMITTING
