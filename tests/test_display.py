@@ -14,7 +14,7 @@ from flux_nb.jobs import _display as display
 WIDGET_FREE = r"""
 import json, sys, tempfile
 from flux_nb.jobs._sessions import Session
-from flux_nb import display
+from flux_nb.jobs import _display as display
 with tempfile.TemporaryDirectory() as out:
     s = Session(output_dir=out, announce=None)
     try:
