@@ -204,23 +204,50 @@ def test_a_finished_card_keeps_ten_widget_models_open(session):
     assert len(_open_models() - before) == FINISHED_CARD_MODELS + 1  # and its grid
 
 
-def test_a_finished_card_retains_a_few_kilobytes_beside_its_thumbnail(session):
-    """Measured with tracemalloc: cards of a finished generation made, then the bytes still
-    held with them kept (the thumbnail is the generation's, shared by every card)."""
-    import gc
-    import tracemalloc
+# Run in a fresh interpreter: in the shared pytest process, threads other tests left behind
+# allocate during the window and move the figure.
+RETAINED_PER_CARD = r"""
+import gc, json, sys, tracemalloc
+from flux_nb.core._config import Settings
+from flux_nb.jobs._sessions import Session
+from flux_nb.notebook._cards import Card
 
-    gen = session.generate("a lighthouse", seed=9, num_inference_steps=2).wait(20)
+session = Session("local", output_dir=sys.argv[1], settings=Settings(step_delay=0.0), announce=None)
+try:
+    gen = session.generate("a lighthouse", seed=9, num_inference_steps=2).wait(60)
     Card(gen)  # the first: shared layouts and styles, the thumbnail, the classes' caches
     gc.collect()
     tracemalloc.start()
-    try:
-        start = tracemalloc.get_traced_memory()[0]
-        kept = [Card(gen) for _ in range(20)]
-        gc.collect()
-        per_card = (tracemalloc.get_traced_memory()[0] - start) / len(kept)
-    finally:
-        tracemalloc.stop()
+    start = tracemalloc.get_traced_memory()[0]
+    kept = [Card(gen) for _ in range(20)]
+    gc.collect()
+    per_card = (tracemalloc.get_traced_memory()[0] - start) / len(kept)
+    tracemalloc.stop()
+    settled = all(card.settled.is_set() for card in kept)
+finally:
+    session.close()
+print(json.dumps({"status": gen.status, "settled": settled, "per_card": per_card}))
+"""
+
+
+def test_a_finished_card_retains_a_few_kilobytes_beside_its_thumbnail(tmp_path):
+    """Measured with tracemalloc in a fresh process: cards of a finished generation made, then
+    the bytes still held with them kept (the thumbnail is the generation's, shared by every
+    card)."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", RETAINED_PER_CARD, str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    assert found["status"] == "succeeded" and found["settled"]
+    per_card = found["per_card"]
     # Measured: 24 KB with ipywidgets 8 (35 KB before lean widgets shared their per-instance
     # objects), 36 KB with ipywidgets 7, whose comms are heavier (47 KB before).
     bound = 28 if IPYWIDGETS_MAJOR >= 8 else 40
