@@ -259,8 +259,9 @@ def test_a_finished_card_retains_a_few_kilobytes_beside_its_thumbnail(tmp_path):
     found = json.loads(out.stdout.strip().splitlines()[-1])
     assert found["status"] == "succeeded" and found["settled"]
     per_card = found["per_card"]
-    # Measured: 24 KB with ipywidgets 8 (35 KB before lean widgets shared their per-instance
-    # objects), 36 KB with ipywidgets 7, whose comms are heavier (47 KB before).
+    # Measured: 22 KB with ipywidgets 8 (23.5 KB with ten models a card, 35 KB before lean
+    # widgets shared their per-instance objects), 33 KB with ipywidgets 7, whose comms are
+    # heavier (36 KB with ten models, 47 KB before lean widgets).
     bound = 28 if IPYWIDGETS_MAJOR >= 8 else 40
     assert per_card < bound * 1024, f"{per_card:.0f} bytes retained per finished card"
 
