@@ -246,7 +246,7 @@ def test_flux_cell_returns_at_once_with_a_live_card_then_the_image(kernel):
         f"dict(path=str(gen.path), size=gen.image.size,"
         f" recipe=flux_nb.read_recipe(gen.path).to_dict(), mine=gen.recipe.to_dict(),"
         f" elapsed=gen.elapsed, card=bytes(_cards({view!r})[0].preview.value) == gen.thumbnail(),"
-        f" status=_cards({view!r})[0].status.value)".replace("flux_nb.", "__import__('flux_nb')."),
+        f" status=_cards({view!r})[0].status_html)".replace("flux_nb.", "__import__('flux_nb')."),
     )
     assert os.path.isfile(got["path"]) and got["size"] == [1024, 1024]
     assert got["recipe"] == got["mine"] and got["recipe"]["seed"] == 7
@@ -460,8 +460,8 @@ def test_cancel_and_failure_show_their_reason_on_the_card(kernel):
     )
     assert_clean(kernel.run("%flux wait 30"))
     status = kernel.value(
-        f"[slow.status, _cards({widget_ids(slow)[0]!r})[0].status.value, bad.status, bad.reason,"
-        f" _cards({widget_ids(bad)[0]!r})[0].status.value]"
+        f"[slow.status, _cards({widget_ids(slow)[0]!r})[0].status_html, bad.status, bad.reason,"
+        f" _cards({widget_ids(bad)[0]!r})[0].status_html]"
     )
     assert status[0] == "cancelled" and "cancelled" in status[1]
     assert status[2] == "failed" and status[3] and "failed: " in status[4]

@@ -502,8 +502,8 @@ def test_a_failed_generation_is_told_on_its_card_not_as_a_traceback(tmp_path):
             finish(panel)
             assert gen.status == "failed"
             assert (
-                "key" in panel.cards[0].status.value.lower()
-                and "Traceback" not in panel.cards[0].status.value
+                "key" in panel.cards[0].status_html.lower()
+                and "Traceback" not in panel.cards[0].status_html
             )
             assert panel.status.value == "Ready."
         finally:

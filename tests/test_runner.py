@@ -266,7 +266,7 @@ def test_a_generation_failing_on_the_server_says_so_and_why(local_server, open_s
     assert gen.status == "failed" and "fetching it gave HTTP 404" in gen.reason
     assert gen.id in str(info.value)
     assert status_line(gen) == f"failed: {gen.reason}"
-    assert html.escape(f"failed: {gen.reason}") in Card(gen).status.value  # the card says so too
+    assert html.escape(f"failed: {gen.reason}") in Card(gen).status_html  # the card says so too
     assert "failed: " in generation_mimebundle(gen, widget=False)["text/plain"]
     assert f"reason={gen.reason!r}" in repr(gen)
     (last,) = [e for e in journal_ops(session.output.path) if e["key"] == gen.key][-1:]
@@ -297,7 +297,7 @@ def test_a_generation_cancelled_on_the_server_says_so_and_why(
         gen.wait(10)
     assert gen.status == "cancelled" and gen.reason == "cancelled on the server (elsewhere)"
     assert status_line(gen) == "cancelled: cancelled on the server (elsewhere)"
-    assert "cancelled: cancelled on the server (elsewhere)" in Card(gen).status.value
+    assert "cancelled: cancelled on the server (elsewhere)" in Card(gen).status_html
     assert folder(session.output.path)[0] == []
 
 

@@ -76,7 +76,7 @@ def test_read_only_output_keeps_the_image_in_memory_then_save_works(
     assert gen.status == "succeeded" and gen.path is None
     assert isinstance(gen.save_error, errors.StorageError)
     assert "Read-only" in str(gen.save_error) and "FLUX_NB_OUTPUT_DIR" in str(gen.save_error)
-    assert html.escape(gen.save_error.message) in Card(gen).status.value
+    assert html.escape(gen.save_error.message) in Card(gen).status_html
     assert gen.image.size[0] > 0 and gen.data
     remount("rw")
     # the journal never says it was saved, so a restarted kernel would still collect it

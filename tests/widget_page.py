@@ -14,6 +14,8 @@ from typing import Any
 
 from jupyter_client.manager import KernelManager
 
+from flux_nb.notebook import _card_html as card_html
+
 
 def _merge(state: dict[str, Any], content: dict[str, Any], buffers: list[bytes]) -> None:
     """A widget message's state into a model, its binary buffers put back at their paths."""
@@ -93,10 +95,10 @@ class ColabPage:
         (card,) = [m for m in models.values() if "flux-nb-card" in m.get("_dom_classes", ())]
         kids = [models.get(ref.removeprefix("IPY_MODEL_"), {}) for ref in card["children"]]
         images = [k for k in kids if k.get("_model_name") == "ImageModel"]
-        status = [k for k in kids if "flux-nb-status" in k.get("_dom_classes", ())]
+        lines = [k for k in kids if "flux-nb-lines" in k.get("_dom_classes", ())]
         return {
             "picture": bytes(images[0]["value"]) if images else None,
-            "status": status[0]["value"] if status else None,
+            "status": card_html.split_lines(lines[0]["value"])[0] if lines else None,
             "bars": sum(k.get("_model_name") == "FloatProgressModel" for k in kids),
         }
 

@@ -106,6 +106,24 @@ def caption(gen, text: str) -> str:
     return line(esc(text), f"{gen.prompt}\n{text}", MUTED_COLOR, SMALL_FONT)
 
 
+STATUS_OPEN = '<div class="flux-nb-status">'
+CAPTION_OPEN = '<div class="flux-nb-caption">'
+
+
+def lines(status_html: str, caption_html: str) -> str:
+    """The status line over the caption, in one HTML widget: a widget model fewer a card (some
+    1.9 KB a long session keeps for each). Each sits in a plain div of its own class, which
+    draws as the widget of its own did and is the hook for people's CSS and the browser tests."""
+    return f"{STATUS_OPEN}{status_html}</div>{CAPTION_OPEN}{caption_html}</div>"
+
+
+def split_lines(value: str) -> tuple[str, str]:
+    """lines()'s two parts again: (status_html, caption_html). A line is one div whose inside
+    holds spans only, so the status part ends at the first closing pair."""
+    head, _, tail = value.partition("</div></div>")
+    return head[len(STATUS_OPEN) :] + "</div>", tail[len(CAPTION_OPEN) : -len("</div>")]
+
+
 def progress(gen, typical: float | None) -> tuple[float, str]:
     """(fraction, bar style) of the bar under a running card: steps done where the backend
     reports them (the local server), otherwise time that fills towards, never reaching, the
@@ -152,4 +170,13 @@ def file_button(path, label: str) -> str:
     )
 
 
-__all__ = ["aspect", "caption", "file_button", "placeholder", "progress", "status"]
+__all__ = [
+    "aspect",
+    "caption",
+    "file_button",
+    "lines",
+    "placeholder",
+    "progress",
+    "split_lines",
+    "status",
+]

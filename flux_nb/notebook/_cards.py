@@ -15,9 +15,13 @@ The %%flux magic and the panel share it:
                                (the local server), else elapsed time
                                (the hosted API has no progress); None once it ended (closed:
                                ipywidgets keeps every open widget for the kernel's life)
-        card.status            HTML, one line: queued / processing · step i/n · seconds, then
-                               "done in 4.2 s · <file name>", or why it failed or was cancelled
-        card.caption           HTML, one line: caption(gen); the prompt in the tooltip
+        card.lines             HTML (class flux-nb-lines), two lines in one widget (a model
+                               fewer a card):
+          the status line      (class flux-nb-status) queued / processing · step i/n · seconds,
+                               then "done in 4.2 s · <file name>", or why it failed or was
+                               cancelled; card.status_html is its HTML
+          the caption line     (class flux-nb-caption) caption(gen); the prompt in the tooltip;
+                               card.caption_html is its HTML
         card.reproduce_button  "Rerun": Reproduce, same recipe and seed again (same pixels)
                                                                                            -> on_new
         card.vary_button       "Vary": New seed, same recipe with a fresh seed             -> on_new
@@ -303,7 +307,7 @@ class Card(BundleDisplay, _VBox):  # type: ignore[misc,valid-type]  # a tracked 
         super().__init__(layout=_card_layout(thumbnail_size))
         self._arrange()
         self.add_class("flux-nb-card")  # stable hooks for people's CSS and the browser test
-        self.status.add_class("flux-nb-status")
+        self.lines.add_class("flux-nb-lines")
         placeholder.add_class("flux-nb-placeholder")
         self.reproduce_button.on_click(self._rerun)  # methods, not closures: a long session
         self.vary_button.on_click(self._vary)  # keeps every card, and a closure with its cell
@@ -336,14 +340,30 @@ class Card(BundleDisplay, _VBox):  # type: ignore[misc,valid-type]  # a tracked 
 
     def _make_lines(self, gen) -> None:
         shared = _shared()
-        self.status = _HTML(
-            card_html.status(gen, status_line(gen)),
+        self.lines = _HTML(
+            card_html.lines(
+                card_html.status(gen, status_line(gen)), card_html.caption(gen, caption(gen))
+            ),
             layout=shared["line"],
             style=shared["html_style"],
         )
-        self.caption = _HTML(
-            card_html.caption(gen, caption(gen)), layout=shared["line"], style=shared["html_style"]
-        )
+
+    @property
+    def status_html(self) -> str:
+        """The status line's HTML, as the card shows it."""
+        return card_html.split_lines(self.lines.value)[0]
+
+    @property
+    def caption_html(self) -> str:
+        """The caption line's HTML, as the card shows it."""
+        return card_html.split_lines(self.lines.value)[1]
+
+    def _show_lines(self, status: str, caption_html: str | None = None) -> None:
+        """A new status line, over a new caption or the one shown; sent only when it changed."""
+        shown_caption = card_html.split_lines(self.lines.value)[1]
+        value = card_html.lines(status, shown_caption if caption_html is None else caption_html)
+        if value != self.lines.value:
+            self.lines.value = value
 
     def _make_buttons(self, gen, extra: Sequence[widgets.Button]) -> widgets.HBox:
         """The row: Rerun, Vary, Copy, Cancel, the caller's extra buttons, then the Open link."""
@@ -383,8 +403,7 @@ class Card(BundleDisplay, _VBox):  # type: ignore[misc,valid-type]  # a tracked 
                 self,
                 self.placeholder,
                 self.preview,
-                self.status,
-                self.caption,
+                self.lines,
                 self.cancel_button,
                 self.file_link,
             ):
@@ -398,7 +417,7 @@ class Card(BundleDisplay, _VBox):  # type: ignore[misc,valid-type]  # a tracked 
             made = gen.thumbnail_made(self.thumbnail_size)
             if made is not None:  # the picture first, even before the file is saved
                 with self._lock:  # the status first: never a running step beside the picture
-                    self.status.value = card_html.status(gen, status_line(gen))
+                    self._show_lines(card_html.status(gen, status_line(gen)))
                     self._show(made)
                     self._arrange()
         if not gen.done:
@@ -419,15 +438,14 @@ class Card(BundleDisplay, _VBox):  # type: ignore[misc,valid-type]  # a tracked 
             if thumb is not None:  # the picture first: it is what people wait for
                 self._show(thumb)
             status = card_html.status(gen, status_line(gen), problem)
-            if self.status.value != status:
-                self.status.value = status
             if not gen.done:
+                self._show_lines(status)
                 if self.progress is not None:
                     fraction, bar_style = card_html.progress(gen, _durations.typical())
                     with self.progress.hold_sync():
                         self.progress.value, self.progress.bar_style = fraction, bar_style
                 return
-            self.caption.value = card_html.caption(gen, caption(gen))
+            self._show_lines(status, card_html.caption(gen, caption(gen)))
             self.cancel_button.disabled = True
             if (gen.status in ENDED_BADLY or problem) and self.placeholder is not None:
                 self.placeholder.value = card_html.placeholder(gen, problem)
@@ -471,7 +489,7 @@ class Card(BundleDisplay, _VBox):  # type: ignore[misc,valid-type]  # a tracked 
         )
         running = [self.progress] if self.progress is not None and not self.gen.done else []
         extra = [w for w in (self._notice, self._copy_box) if w is not None]
-        children = (media, *running, self.status, self.caption, self.buttons, *extra)
+        children = (media, *running, self.lines, self.buttons, *extra)
         if tuple(self.children) != children:  # type: ignore[has-type]  # an ipywidgets trait
             self.children = children
 

@@ -11,7 +11,8 @@ from pathlib import Path
 from PIL import Image
 from playwright.sync_api import Locator, Page
 
-# A card (cards.Card) and its one-line status, by the classes the card gives them.
+# A card (cards.Card) and its one-line status, by the classes the card gives them (the status
+# line is a div inside the card's lines widget, redrawn with each change: look it up each time).
 CARD = ".flux-nb-card"
 STATUS = ".flux-nb-status"
 # The bytes the page shows in an <img>: ipywidgets' Image sets a blob: URL.

@@ -317,9 +317,11 @@ def _run_failed(notebook, prefix: str, light: bool) -> None:
     index = notebook.index_of(FAILED_CELL)
     cell = notebook.cell(index)
     notebook.run_cell(index)
-    status = cell.locator(STATUS).first
+    # Looked up at each check: the status line is redrawn (a new element) with each change.
     notebook.page.wait_for_function(
-        "el => el.textContent.includes('failed')", arg=status.element_handle()
+        "([cell, status]) => (cell.querySelector(status) || {textContent: ''})"
+        ".textContent.includes('failed')",
+        arg=[cell.element_handle(), STATUS],
     )
     notebook.shot(f"{prefix}-failed", cell)
     text = notebook.cards(cell).first.inner_text()

@@ -310,5 +310,5 @@ def test_session_line_panel_header_card_and_file_metadata_name_the_engine(
     assert label in header and "preview" not in header
     gen = klein_session.run(PROMPT, seed=1, num_inference_steps=1)
     assert read_recipe(gen.path)["engine"] == label
-    assert label in Card(gen).caption.value
+    assert label in Card(gen).caption_html
     assert klein_session.load(gen.path).engine == label
