@@ -8,12 +8,14 @@ the live one before its enqueue (check). The schema read and the price share one
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core import _errors as errors
 from ..core._recipe import Recipe, bundled_schema, validate
 from ._client import OxenClient, schema_of
-from ._pricing import Price, price_from_model
+
+if TYPE_CHECKING:  # imported when a price is first asked for
+    from ._pricing import Price
 
 
 class Catalog:
@@ -50,6 +52,8 @@ class Catalog:
     def price(self) -> Price:
         """What an image costs here: free on the local backend, else read once from the model
         object's pricing; unknown (and asked again next time) when unreadable."""
+        from ._pricing import Price, price_from_model
+
         if self._price is None:
             if self.local:
                 self._price = Price.local()

@@ -12,7 +12,6 @@ from ..core._recipe import Recipe
 from ..core._status import FAILED
 from ..files._journal import Journal
 from ._generation import Generation
-from ._lineage import parse
 from ._runner import Runner
 
 
@@ -77,6 +76,8 @@ def collect(runner: Runner, entries: list[dict[str, Any]]) -> tuple[list[Generat
         if missing is not None and not gid:  # it would have to be sent again, and cannot be
             notes.append(f"{_label(entry, recipe)}: {missing}")
             continue
+        from ._lineage import parse  # only when something is resumed: %load_ext stays light
+
         runner.journal.resumed(entry["key"], gid)
         gens.append(runner.adopt(recipe, entry["key"], gid, parse(entry.get("lineage"))))
     return gens, notes

@@ -9,11 +9,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..api._catalog import Catalog
 from ..api._client import OxenClient
-from ..api._pricing import Price
 from ..core import _errors as errors
 from ..core._config import ApiKey, RetryPolicy, Settings, Timeouts
 from ..core._recipe import Recipe
@@ -24,9 +23,11 @@ from ._backends import announce_once, choose
 # notebook/_magic.py's %flux backend local reads it here
 from ._backends import local_engine as local_engine
 from ._generation import Generation
-from ._lineage import Origins
-from ._recovery import collect, unfinished
 from ._runner import Runner
+
+if TYPE_CHECKING:  # made or read on first use: %load_ext loads neither lineage nor pricing
+    from ..api._pricing import Price
+    from ._lineage import Origins
 
 JOURNAL_NAME = ".flux_nb_journal.jsonl"
 
@@ -77,7 +78,8 @@ class Session:
         )
         self.resume_notes: list[str] = []  # why some journalled work could not be resumed here
         self.runner = Runner(self.client, self.output, self.journal, backend=self.backend)
-        self.origins = Origins(self.output.inputs, lambda: self.runner.history)  # _lineage.py
+        self._origins: Origins | None = None  # made by .origins on first use
+        self._origins_lock = threading.Lock()
         self.runner.engine = self.engine
         self.runner.send = self.submit  # reproduce() and vary() of its handles come back here
         # The model's schema and price, read in the background from the start (api/_catalog.py).
@@ -120,6 +122,17 @@ class Session:
     @_schema.setter
     def _schema(self, schema: dict[str, Any]) -> None:
         self.catalog.schema = schema
+
+    @property
+    def origins(self) -> Origins:
+        """Where the input images this session sends came from (lineage.Origins), made on first
+        use: a session that never sends an input image never imports lineage."""
+        with self._origins_lock:
+            if self._origins is None:
+                from ._lineage import Origins
+
+                self._origins = Origins(self.output.inputs, lambda: self.runner.history)
+            return self._origins
 
     @property
     def price(self) -> Price:
@@ -298,6 +311,8 @@ class Session:
         """Journalled generations not yet saved whose kernel is gone, and this kernel's own that
         failed before their end was journalled (a download that kept failing, an enqueue whose
         fate could not be read): work of another live kernel sharing this folder is left to it."""
+        from ._recovery import unfinished
+
         return unfinished(self.journal, self.history)
 
     def resume(self) -> list[Generation]:
@@ -309,6 +324,8 @@ class Session:
         sent to another hosted server is left for a session pointed at it (see resume_notes).
         An image already on disk (the kernel died between writing and journalling it) is loaded."""
         self.output.sweep_partials()
+        from ._recovery import collect
+
         gens, self.resume_notes = collect(self.runner, self.journal_pending())
         return gens
 
