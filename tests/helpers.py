@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import base64
 import io
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -90,3 +93,13 @@ def every_row(client: httpx.Client, **params: object) -> list[dict]:
         for row in answer["generations"]:
             rows[row["generation_id"]] = row
     return list(rows.values())
+
+
+def run_fresh(script: str, *args: str, timeout: float = 300) -> dict:
+    """Run `script` (python -c) in a fresh interpreter, where no other test's threads or imports
+    can move what it measures; the JSON object its last line prints."""
+    out = subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=timeout
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])

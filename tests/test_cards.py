@@ -8,7 +8,7 @@ import types
 
 import ipywidgets
 import pytest
-from helpers import data_uri, pixels_equal, png_bytes
+from helpers import data_uri, pixels_equal, png_bytes, run_fresh
 from PIL import Image
 
 from flux_nb.core._recipe import Recipe
@@ -245,18 +245,7 @@ def test_a_finished_card_retains_a_few_kilobytes_beside_its_thumbnail(tmp_path):
     """Measured with tracemalloc in a fresh process: cards of a finished generation made, then
     the bytes still held with them kept (the thumbnail is the generation's, shared by every
     card)."""
-    import json
-    import subprocess
-    import sys
-
-    out = subprocess.run(
-        [sys.executable, "-c", RETAINED_PER_CARD, str(tmp_path / "out")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    found = json.loads(out.stdout.strip().splitlines()[-1])
+    found = run_fresh(RETAINED_PER_CARD, str(tmp_path / "out"))
     assert found["status"] == "succeeded" and found["settled"]
     per_card = found["per_card"]
     # Measured: 22 KB with ipywidgets 8 (23.5 KB with ten models a card, 35 KB before lean

@@ -3,10 +3,8 @@ live card joins in only once the view layer (notebook/_cards.py) has registered 
 
 import base64
 import io
-import json
-import subprocess
-import sys
 
+from helpers import run_fresh
 from PIL import Image
 
 from flux_nb.jobs import _display as display
@@ -33,11 +31,7 @@ print(json.dumps({"keys": sorted(bundle), "forced": sorted(forced), "text": bund
 
 
 def test_a_generation_displays_as_text_and_png_without_any_view_loaded() -> None:
-    out = subprocess.run(
-        [sys.executable, "-c", WIDGET_FREE], capture_output=True, text=True, timeout=120
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    found = json.loads(out.stdout.strip().splitlines()[-1])
+    found = run_fresh(WIDGET_FREE, timeout=120)
     assert found["loaded"] == [], "the core imported a view"
     assert found["keys"] == found["forced"] == ["image/png", "text/plain"]
     assert found["text"] == "'a small red boat'\n" + found["text"].split("\n", 1)[1]

@@ -5,7 +5,7 @@ import threading
 import time
 
 import pytest
-from helpers import pixels_equal
+from helpers import pixels_equal, run_fresh
 
 import flux_nb
 from flux_nb.core import _errors as errors
@@ -193,18 +193,7 @@ def test_a_finished_generation_retains_a_few_kilobytes_not_its_image(tmp_path):
     """Measured with tracemalloc in a fresh process: the same finished handles kept, then
     dropped. Photo-like files (0.7 MB) and their thumbnails (about 20 KB) would each be far over
     the bound."""
-    import json
-    import subprocess
-    import sys
-
-    out = subprocess.run(
-        [sys.executable, "-c", RETAINED_PER_HANDLE, str(tmp_path / "out")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    found = json.loads(out.stdout.strip().splitlines()[-1])
+    found = run_fresh(RETAINED_PER_HANDLE, str(tmp_path / "out"))
     assert found["statuses"] == ["succeeded"]
     assert found["smallest_file"] > 100_000  # photo-like: what keeping the bytes would cost
     per_handle = found["per_handle"]
