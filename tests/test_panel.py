@@ -127,7 +127,7 @@ def narrower_schema(session, monkeypatch):
     props["guidance_scale"]["maximum"] = 5.0
     props["aspect_ratio"].update(enum=["1:1", "4:3"], default="4:3")
     props["negative_prompt"] = {"type": "string", "description": "What to keep out."}
-    monkeypatch.setattr(session, "_schema", schema)  # what Session.schema fetched from the API
+    monkeypatch.setattr(session.catalog, "schema", schema)  # what a live read of the API gives
     return schema
 
 

@@ -114,16 +114,6 @@ class Session:
         return self.catalog.schema
 
     @property
-    def _schema(self) -> dict[str, Any]:
-        """The catalog's schema under its old name here: tests/test_panel.py sets it as a live
-        read would (session.catalog.schema = ... says the same)."""
-        return self.catalog.schema
-
-    @_schema.setter
-    def _schema(self, schema: dict[str, Any]) -> None:
-        self.catalog.schema = schema
-
-    @property
     def origins(self) -> Origins:
         """Where the input images this session sends came from (lineage.Origins), made on first
         use: a session that never sends an input image never imports lineage."""
